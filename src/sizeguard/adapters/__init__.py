@@ -1,0 +1,1 @@
+"""Adapters: the only code that touches files, ccxt, databases or the network."""

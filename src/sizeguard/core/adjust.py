@@ -1,0 +1,69 @@
+"""Graded multipliers and the clamp (DESIGN step 4).
+
+``clamp(base x regime x volatility x confidence, min, max)``, then x symbol performance x losing
+streak x drawdown: the protective multipliers act after the clamp so they can go below the floor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sizeguard.core.account import Account
+from sizeguard.core.intent import Intent
+from sizeguard.core.policy import Adjust, Tiers
+from sizeguard.errors import InvalidInput
+
+
+def at_least(tiers: Tiers, x: float) -> float:
+    """Multiplier of the highest threshold <= x (1 when none applies)."""
+    best_t, best_m = -1.0, 1.0
+    for threshold, mult in tiers:
+        if threshold <= x and threshold > best_t:
+            best_t, best_m = threshold, mult
+    return best_m
+
+
+def below(tiers: Tiers, x: float) -> float:
+    """Multiplier of the lowest threshold > x (1 when none applies)."""
+    best_t, best_m = float("inf"), 1.0
+    for threshold, mult in tiers:
+        if x < threshold < best_t:
+            best_t, best_m = threshold, mult
+    return best_m
+
+
+def _named(table: Mapping[str, float], name: str | None, field: str) -> float:
+    if name is None:
+        return 1.0
+    key = name.lower()
+    if not table:
+        return 1.0
+    if key not in table:
+        raise InvalidInput(field, name, f"not in the policy's {field} table "
+                           f"({', '.join(sorted(table))})")
+    return table[key]
+
+
+def adjust(base: float, a: Adjust, intent: Intent, account: Account
+           ) -> tuple[float, list[tuple[str, float]]]:
+    """The adjusted base and each multiplier that applied (for the trace)."""
+    regime = _named(a.regime, intent.regime, "regime")
+    vol = _named(a.volatility, intent.volatility, "volatility")
+    conf = at_least(a.confidence, intent.confidence) if intent.confidence is not None else 1.0
+    value = base * regime * vol * conf
+    clamped = value
+    if a.min > 0 and clamped < a.min:
+        clamped = a.min
+    if a.max > 0 and clamped > a.max:
+        clamped = a.max
+    stats = account.symbol_stats.get(intent.symbol)
+    perf = 1.0
+    if stats is not None and stats.trades >= a.win_rate_min_trades:
+        perf = below(a.win_rate, stats.win_rate)
+    streak = at_least(a.losing_streak, float(account.losing_streak))
+    dd = at_least(a.drawdown, account.drawdown)
+    out = clamped * perf * streak * dd
+    steps = [("base", base), ("regime", regime), ("volatility", vol), ("confidence", conf),
+             ("before_clamp", value), ("clamped", clamped), ("symbol_performance", perf),
+             ("losing_streak", streak), ("drawdown", dd), ("adjusted", out)]
+    return out, steps

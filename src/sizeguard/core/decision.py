@@ -1,0 +1,181 @@
+"""The Decision, its reason codes and its trace: what was decided and why, step by step."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    ACCEPTED = "accepted"
+    SKIPPED = "skipped"
+
+
+class Reason(StrEnum):
+    """Reason codes. Caps and adjustments accompany accepted decisions; the rest end in a skip."""
+
+    HALTED_DAILY_LOSS = "HALTED_DAILY_LOSS"
+    HALTED_DRAWDOWN = "HALTED_DRAWDOWN"
+    MAX_POSITIONS = "MAX_POSITIONS"
+    POSITION_OPEN = "POSITION_OPEN"
+    COOLDOWN = "COOLDOWN"
+    NO_EDGE = "NO_EDGE"
+    CAPPED_MAX_NOTIONAL = "CAPPED_MAX_NOTIONAL"
+    BELOW_MIN_NOTIONAL = "BELOW_MIN_NOTIONAL"
+    CAPPED_SYMBOL = "CAPPED_SYMBOL"
+    CAPPED_GROSS_EXPOSURE = "CAPPED_GROSS_EXPOSURE"
+    CAPPED_MARGIN = "CAPPED_MARGIN"
+    CAPPED_MARGIN_UTILISATION = "CAPPED_MARGIN_UTILISATION"
+    CAPPED_AVAILABLE = "CAPPED_AVAILABLE"
+    CAPPED_EQUITY_LEVERAGE = "CAPPED_EQUITY_LEVERAGE"
+    CAPPED_LEVERAGE_POLICY = "CAPPED_LEVERAGE_POLICY"
+    CAPPED_LEVERAGE_TIER = "CAPPED_LEVERAGE_TIER"
+    CAPPED_TIER_NOTIONAL = "CAPPED_TIER_NOTIONAL"
+    LEVERAGE_LOWERED_FOR_LIQUIDATION = "LEVERAGE_LOWERED_FOR_LIQUIDATION"
+    SHRUNK_FOR_LIQUIDATION = "SHRUNK_FOR_LIQUIDATION"
+    STOP_BEYOND_LIQUIDATION = "STOP_BEYOND_LIQUIDATION"
+    ROUNDED_TO_STEP = "ROUNDED_TO_STEP"
+    RAISED_TO_MINIMUM = "RAISED_TO_MINIMUM"
+    BELOW_MIN_AMOUNT = "BELOW_MIN_AMOUNT"
+    BELOW_MIN_COST = "BELOW_MIN_COST"
+    ABOVE_MAX_AMOUNT = "ABOVE_MAX_AMOUNT"
+    INSUFFICIENT_MARGIN = "INSUFFICIENT_MARGIN"
+    ZERO_SIZE = "ZERO_SIZE"
+
+
+# Plain words for people (CLI, explain, HTTP problem details).
+REASON_TEXT: dict[Reason, str] = {
+    Reason.HALTED_DAILY_LOSS: "trading is halted: today's realised loss reached the daily limit",
+    Reason.HALTED_DRAWDOWN: "trading is halted: drawdown from peak equity reached the limit",
+    Reason.MAX_POSITIONS: "every position slot is taken",
+    Reason.POSITION_OPEN: "a position on this symbol is already open and adding is not allowed",
+    Reason.COOLDOWN: "the symbol is cooling down after its last trade",
+    Reason.NO_EDGE: "the Kelly fraction is zero or negative: no edge, no trade",
+    Reason.CAPPED_MAX_NOTIONAL: "cut to the policy's max notional per trade",
+    Reason.BELOW_MIN_NOTIONAL: "below the policy's min notional per trade",
+    Reason.CAPPED_SYMBOL: "cut to the per-symbol exposure cap (open position included)",
+    Reason.CAPPED_GROSS_EXPOSURE: "cut to the gross exposure still free",
+    Reason.CAPPED_MARGIN: "cut to the max margin per trade",
+    Reason.CAPPED_MARGIN_UTILISATION: "cut so total margin stays within the utilisation limit",
+    Reason.CAPPED_AVAILABLE: "cut so margin plus entry fee fits the available margin",
+    Reason.CAPPED_EQUITY_LEVERAGE: "cut to equity x the policy's max account leverage",
+    Reason.CAPPED_LEVERAGE_POLICY: "leverage cut to the policy's max leverage",
+    Reason.CAPPED_LEVERAGE_TIER: "leverage cut to the exchange tier's max for this notional",
+    Reason.CAPPED_TIER_NOTIONAL: "cut to the top of the exchange's leverage tiers",
+    Reason.LEVERAGE_LOWERED_FOR_LIQUIDATION: "leverage lowered so liquidation lies beyond the stop",
+    Reason.SHRUNK_FOR_LIQUIDATION: "size cut so liquidation lies beyond the stop",
+    Reason.STOP_BEYOND_LIQUIDATION: "the stop lies beyond the liquidation price: it would never fire",
+    Reason.ROUNDED_TO_STEP: "amount rounded down to the exchange's lot step",
+    Reason.RAISED_TO_MINIMUM: "raised to the exchange minimum (risk and limits still hold)",
+    Reason.BELOW_MIN_AMOUNT: "below the exchange's minimum amount",
+    Reason.BELOW_MIN_COST: "below the exchange's minimum order value",
+    Reason.ABOVE_MAX_AMOUNT: "cut to the exchange's maximum amount per order",
+    Reason.INSUFFICIENT_MARGIN: "not enough available margin for even the smallest order",
+    Reason.ZERO_SIZE: "the size rounds to zero lots",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TraceStep:
+    """One pipeline step: its name, the values it produced, and what bound it (if anything)."""
+
+    step: str
+    values: tuple[tuple[str, Any], ...] = ()
+    bound: str | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"step": self.step}
+        for key, value in self.values:
+            out[key] = _plain(value)
+        if self.bound is not None:
+            out["bound"] = self.bound
+        if self.note is not None:
+            out["note"] = self.note
+        return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return None
+        return round(value, 10)
+    if isinstance(value, StrEnum):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer. Money is in the quote currency; ``amount`` is an exact decimal string.
+
+    ``risk`` is the loss if the stop fills, fees included (``risk_basis`` "stop"); without a
+    stop it is the most the position can lose: its isolated margin plus fees ("liquidation") or
+    its notional plus fees for spot and cross ("notional").
+    """
+
+    status: Status
+    reasons: tuple[Reason, ...]
+    symbol: str
+    side: str
+    amount: str
+    lots: int
+    notional: float
+    margin: float
+    leverage: float
+    risk: float
+    risk_pct: float
+    risk_basis: str
+    entry_price: float
+    stop_price: float | None
+    stop_distance_pct: float | None
+    fees: float
+    liquidation_price: float | None
+    liquidation_distance_pct: float | None
+    maintenance_margin_rate: float | None
+    tier: int | None
+    margin_mode: str
+    policy: str
+    trace: tuple[TraceStep, ...]
+
+    @property
+    def accepted(self) -> bool:
+        return self.status is Status.ACCEPTED
+
+    @property
+    def amount_float(self) -> float:
+        return float(self.amount)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object the CLI prints and the HTTP service returns."""
+        return {
+            "status": str(self.status),
+            "reasons": [str(r) for r in self.reasons],
+            "symbol": self.symbol,
+            "side": self.side,
+            "amount": self.amount,
+            "lots": self.lots,
+            "notional": _plain(self.notional),
+            "margin": _plain(self.margin),
+            "leverage": _plain(self.leverage),
+            "risk": _plain(self.risk),
+            "risk_pct": _plain(self.risk_pct),
+            "risk_basis": self.risk_basis,
+            "entry_price": self.entry_price,
+            "stop_price": self.stop_price,
+            "stop_distance_pct": _plain(self.stop_distance_pct),
+            "fees": _plain(self.fees),
+            "liquidation_price": _plain(self.liquidation_price),
+            "liquidation_distance_pct": _plain(self.liquidation_distance_pct),
+            "maintenance_margin_rate": self.maintenance_margin_rate,
+            "tier": self.tier,
+            "margin_mode": self.margin_mode,
+            "policy": self.policy,
+            "trace": [s.to_dict() for s in self.trace],
+        }

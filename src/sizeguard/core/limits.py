@@ -1,0 +1,88 @@
+"""Gates (DESIGN step 2) and caps (step 6). Each cap returns the notional bound and its code."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sizeguard.core.account import Account
+from sizeguard.core.decision import Reason
+from sizeguard.core.intent import Intent
+from sizeguard.core.policy import Limits
+
+
+def gate(intent: Intent, account: Account, limits: Limits) -> tuple[Reason | None, str]:
+    """The first gate that closes, in DESIGN order, with a note; (None, note) when all are open."""
+    pnl = account.realised_pnl_today
+    if limits.daily_loss > 0 and pnl < 0:
+        day_start = account.equity - pnl
+        if day_start > 0 and -pnl >= limits.daily_loss * day_start:
+            return Reason.HALTED_DAILY_LOSS, (
+                f"realised {pnl:.2f} today is {(-pnl / day_start):.2%} of the day's starting "
+                f"equity {day_start:.2f}; limit {limits.daily_loss:.2%}")
+    if limits.max_drawdown > 0 and account.drawdown >= limits.max_drawdown:
+        return Reason.HALTED_DRAWDOWN, (
+            f"drawdown {account.drawdown:.2%} >= limit {limits.max_drawdown:.2%}")
+    adding = account.has_position(intent.symbol)
+    if limits.max_positions > 0 and len(account.positions) >= limits.max_positions and not (
+            adding and limits.allow_add):
+        return Reason.MAX_POSITIONS, (
+            f"{len(account.positions)} open of {limits.max_positions} allowed")
+    if adding and not limits.allow_add:
+        return Reason.POSITION_OPEN, f"{intent.symbol} already has an open position"
+    if limits.cooldown > 0:
+        last = account.last_trade_at.get(intent.symbol)
+        if last is not None:
+            if intent.time is None:
+                return None, "cooldown not checked: the intent carries no time"
+            if intent.time - last < limits.cooldown:
+                return Reason.COOLDOWN, (
+                    f"{intent.time - last:.0f}s since the last trade, cooldown {limits.cooldown:.0f}s")
+    return None, "all gates open"
+
+
+@dataclass(frozen=True, slots=True)
+class MarginBudget:
+    """The margin a trade may tie up: per-trade cap, utilisation room and available margin."""
+
+    per_trade: float
+    utilisation_room: float
+    available: float
+
+    def cap(self, leverage: float, fee: float) -> tuple[float, Reason | None]:
+        """Largest notional whose margin fits every budget at ``leverage`` (entry fee counted
+        against the available margin), and the code of the budget that binds."""
+        best, reason = math.inf, None
+        for bound, code in (
+            (self.per_trade * leverage, Reason.CAPPED_MARGIN),
+            (self.utilisation_room * leverage, Reason.CAPPED_MARGIN_UTILISATION),
+            (self.available / (1.0 / leverage + fee), Reason.CAPPED_AVAILABLE),
+        ):
+            if bound < best:
+                best, reason = bound, code
+        return max(best, 0.0), reason
+
+    @property
+    def smallest(self) -> float:
+        return min(self.per_trade, self.utilisation_room, self.available)
+
+
+def margin_budget(account: Account, limits: Limits) -> MarginBudget:
+    per_trade = min(limits.max_margin, limits.max_margin_pct * account.equity)
+    room = limits.max_margin_utilisation * account.equity - account.margin_in_use
+    return MarginBudget(per_trade, max(room, 0.0), max(account.available_margin, 0.0))
+
+
+def notional_caps(intent: Intent, account: Account, limits: Limits
+                  ) -> list[tuple[float, Reason, str]]:
+    """Caps on the notional that do not depend on leverage, in DESIGN order."""
+    return [
+        (limits.max_notional, Reason.CAPPED_MAX_NOTIONAL, "max notional per trade"),
+        (limits.max_symbol_notional - account.symbol_exposure(intent.symbol), Reason.CAPPED_SYMBOL,
+         f"per-symbol cap {limits.max_symbol_notional:g} less open "
+         f"{account.symbol_exposure(intent.symbol):g}"),
+        (limits.max_gross_exposure - account.gross_exposure, Reason.CAPPED_GROSS_EXPOSURE,
+         f"gross cap {limits.max_gross_exposure:g} less open {account.gross_exposure:g}"),
+        (limits.max_equity_leverage * account.equity, Reason.CAPPED_EQUITY_LEVERAGE,
+         f"equity x {limits.max_equity_leverage:g}"),
+    ]
