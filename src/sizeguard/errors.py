@@ -13,7 +13,7 @@ class SizeguardError(Exception):
     """Base of every error sizeguard raises on purpose."""
 
 
-class InvalidInput(SizeguardError, ValueError):  # noqa: N818 - the name reads better at call sites
+class InvalidInput(SizeguardError, ValueError):
     """A value is unusable: the message names the field, the value and why."""
 
     def __init__(self, field: str, value: Any, reason: str) -> None:

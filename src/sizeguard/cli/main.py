@@ -61,10 +61,18 @@ def effective_policy(preset: str | None, config: Path | None, sets: list[str] | 
     return policy
 
 
-@app.command(epilog="""Examples:\n\n
-  sizeguard size BTC/USDT:USDT --side long --price 87669 --equity 8930.41 --atr 2000 --confidence 0.52\n\n
-  sizeguard size ETH/USDT:USDT --side short --price 3000 --equity 1000 --stop 3090 --preset viper-50x --json\n\n
-  sizeguard size BTC/USDT:USDT --side long --price 90000 --equity 1500 --preset quantum-4x30 --set limits.max_positions=2""")
+SIZE_EXAMPLES = (
+    "Examples:\n\n"
+    "  sizeguard size BTC/USDT:USDT --side long --price 87669 --equity 8930.41 --atr 2000 "
+    "--confidence 0.52\n\n"
+    "  sizeguard size ETH/USDT:USDT --side short --price 3000 --equity 1000 --stop 3090 "
+    "--preset viper-50x --json\n\n"
+    "  sizeguard size BTC/USDT:USDT --side long --price 90000 --equity 1500 --preset quantum-4x30 "
+    "--set limits.max_positions=2"
+)
+
+
+@app.command(epilog=SIZE_EXAMPLES)
 def size(
     symbol: Annotated[str, typer.Argument(help="Market symbol, e.g. BTC/USDT:USDT.")],
     side: Annotated[str, typer.Option("--side", help="long or short.")],
@@ -74,7 +82,8 @@ def size(
     stop: Annotated[float | None, typer.Option(help="Stop price.")] = None,
     stop_pct: Annotated[float | None, typer.Option("--stop-pct", help="Stop distance, % of entry.")] = None,
     atr: Annotated[float | None, typer.Option(help="ATR in price units: stop = atr-mult x ATR.")] = None,
-    atr_mult: Annotated[float | None, typer.Option("--atr-mult", help="ATR multiple (default: the policy's).")] = None,
+    atr_mult: Annotated[float | None, typer.Option(
+        "--atr-mult", help="ATR multiple (default: the policy's).")] = None,
     stop_roe: Annotated[float | None, typer.Option("--stop-roe", help="Stop as % loss on margin.")] = None,
     confidence: Annotated[float | None, typer.Option(help="Signal confidence in [0, 1].")] = None,
     regime: Annotated[str | None, typer.Option(help="Market regime name from the policy.")] = None,

@@ -29,7 +29,12 @@ class SymbolStats:
         return self.wins / self.trades if self.trades else 0.0
 
 
-_EMPTY: Mapping[str, object] = MappingProxyType({})
+def _empty_stats() -> Mapping[str, SymbolStats]:
+    return MappingProxyType({})
+
+
+def _empty_floats() -> Mapping[str, float]:
+    return MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +52,9 @@ class Account:
     peak_equity: float | None = None
     realised_pnl_today: float = 0.0
     losing_streak: int = 0
-    symbol_stats: Mapping[str, SymbolStats] = field(default_factory=lambda: _EMPTY)  # type: ignore[arg-type]
-    last_trade_at: Mapping[str, float] = field(default_factory=lambda: _EMPTY)  # type: ignore[arg-type]
-    min_cost: Mapping[str, float] = field(default_factory=lambda: _EMPTY)  # type: ignore[arg-type]
+    symbol_stats: Mapping[str, SymbolStats] = field(default_factory=_empty_stats)
+    last_trade_at: Mapping[str, float] = field(default_factory=_empty_floats)
+    min_cost: Mapping[str, float] = field(default_factory=_empty_floats)
     wallet_balance: float | None = None
 
     @property

@@ -155,7 +155,7 @@ class _Run:
             d = i.stop_roe / 100 / planned_leverage
             self.stop_price = i.price * (1 - sign * d)
             how = f"{i.stop_roe:g}% loss on margin at {planned_leverage:g}x"
-        elif i.atr is not None and self.p.sizing.model != "volatility_target" or (
+        elif (i.atr is not None and self.p.sizing.model != "volatility_target") or (
                 i.atr is not None and i.atr_mult is not None):
             assert i.atr is not None
             k = i.atr_mult if i.atr_mult is not None else self.p.stop.atr_mult
@@ -227,7 +227,7 @@ class _Run:
         self.step("base_size", model=model, base=base, unit=unit)
 
         value, mults = adjust(base, p.adjust, i, a)
-        self.step("adjust", **dict(mults))
+        self.trace.append(TraceStep("adjust", tuple(mults)))
 
         fee_in_risk = self.fee_rt if s.fees_in_risk else 0.0
         if model in ("fixed_margin", "balance_fraction"):
@@ -273,11 +273,11 @@ class _Run:
                 self.notional = max(cap, 0.0)
                 self.reason(code)
                 self.step("limit", bound=str(code), note=what, notional=self.notional)
-        mcap, code = self.mb.cap(lev0, self.fee)
-        if self.notional > mcap and code is not None:
+        mcap, mcode = self.mb.cap(lev0, self.fee)
+        if self.notional > mcap and mcode is not None:
             self.notional = mcap
-            self.reason(code)
-            self.step("limit", bound=str(code), leverage=lev0, notional=self.notional,
+            self.reason(mcode)
+            self.step("limit", bound=str(mcode), leverage=lev0, notional=self.notional,
                       note=f"margin budget {self.mb.smallest:g} (per trade {self.mb.per_trade:g}, "
                            f"utilisation room {self.mb.utilisation_room:g}, "
                            f"available {self.mb.available:g})")
@@ -543,9 +543,9 @@ def decide(intent: Intent, account: Account, market: MarketRules, policy: Policy
     if run.mb.available <= 0:
         return run.finish(0, Reason.INSUFFICIENT_MARGIN)
 
-    code = run.size(lev0)
-    if code is not None:
-        return run.finish(0, code)
+    no_size = run.size(lev0)
+    if no_size is not None:
+        return run.finish(0, no_size)
     run.limits(lev0)
     if run.notional <= 0:
         return run.finish(0, run.reasons[-1] if run.reasons else Reason.ZERO_SIZE)
