@@ -294,7 +294,7 @@ class _Run:
             return None
         lp, guard = self.p.leverage, self.p.liquidation.guard
         margin_kept = self.notional / lev0 if self.anchor == "margin" else 0.0
-        lev = lev0
+        lev = self._pick_tier(lev0, margin_kept) if self.m.tiers else lev0
         for _ in range(_MAX_ROUNDS):
             if self.notional <= 0:
                 break
@@ -364,6 +364,40 @@ class _Run:
                   notional=self.notional, margin=self.notional / lev)
         return None
 
+    def _pick_tier(self, lev0: float, margin_kept: float) -> float:
+        """The tier giving the largest notional, and its leverage.
+
+        Above a tier boundary the max leverage drops, so the margin budget may cut the notional
+        below what stays under the boundary at the lower tier's higher leverage (150x up to 300k,
+        100x above: 2,000 margin buys 299,999 at 150x but only 200,000 at 100x). Taking the best
+        tier keeps the size monotone: a bigger account never gets a smaller trade.
+        """
+        unit = self.i.price if (self.m.inverse and self.m.exchange != "krakenfutures") else 1.0
+        best_lev, top_bound = lev0, False
+        current = self.tier_for(self.notional)
+        if lev0 <= current.max_leverage:
+            return lev0  # the tier allows the wanted leverage: nothing to choose
+        best_n = -1.0
+        for t in self.m.tiers:
+            lev = min(lev0, t.max_leverage)
+            n = self.notional if self.anchor == "notional" else min(self.notional, margin_kept * lev)
+            top = t.max_notional * unit * (1 - 1e-12)
+            n = min(n, self.mb.cap(lev, self.fee)[0], top)
+            if n >= t.min_notional * unit and n > best_n:
+                best_n, best_lev, top_bound = n, lev, n == top
+        if best_n < 0:
+            return lev0
+        if best_n < self.notional * (1 - 1e-9) and top_bound:
+            self.reason(Reason.CAPPED_TIER_NOTIONAL)
+            self.step("tier", bound=str(Reason.CAPPED_TIER_NOTIONAL), notional_before=self.notional,
+                      notional=best_n, leverage=best_lev,
+                      note="kept under a tier ceiling: the next tier's lower max leverage would "
+                           "need more margin than the budget has")
+        self.notional = best_n
+        if best_lev < lev0:
+            self.reason(Reason.CAPPED_LEVERAGE_TIER)
+        return best_lev
+
     def _auto_leverage(self) -> float:
         """Lowest leverage whose margin plus entry fee fits the margin budget."""
         room = self.mb.smallest - self.notional * self.fee
@@ -390,6 +424,8 @@ class _Run:
         step = m.amount_step
         qty = self.notional / unit
         lots = floor_lots(qty, step)
+        if lots > 0 and m.tiers and self.leverage > self.tier_for(lots * step * unit).max_leverage:
+            lots -= 1  # the float nudge in floor_lots must not carry a size over a tier ceiling
         max_amount = m.max_amount
         min_amount = m.min_amount
         if self.p.execution.order_type == "market":
@@ -424,6 +460,8 @@ class _Run:
             return lots, None
         if self.p.execution.below_minimum == "raise":
             ok, why = self._can_raise(need)
+            if ok and (need * step > max_amount * (1 + 1e-12) or need * step * unit > m.max_cost):
+                ok, why = False, "the exchange's maximum amount or cost would be broken"
             self.step("raise_to_minimum", lots=need, ok=ok, note=why)
             if ok:
                 self.reason(Reason.RAISED_TO_MINIMUM)

@@ -55,7 +55,8 @@ class MarketRules:
     amount_step_decimal: Decimal = field(default=Decimal(0), compare=False)
 
     def __post_init__(self) -> None:
-        if self.amount_step_decimal == 0:
+        # dataclasses.replace() copies the cached decimal: recompute when the step changed
+        if self.amount_step_decimal == 0 or float(self.amount_step_decimal) != self.amount_step:
             object.__setattr__(self, "amount_step_decimal", decimal_step(self.amount_step))
 
     @property
