@@ -37,3 +37,57 @@ class UnknownSymbol(InvalidInput, KeyError):
 
 class PolicyError(InvalidInput):
     """A policy file or setting has a bad key or value."""
+
+
+class StoreError(SizeguardError):
+    """The state store failed: it cannot be opened, migrated, or a write did not commit."""
+
+
+class ExchangeError(SizeguardError):
+    """An exchange (paper or live) refused or failed a request. ``retryable`` says whether the
+    same request may succeed if sent again later (rate limits, network trouble)."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, exchange: str = "", symbol: str | None = None,
+                 code: str | None = None) -> None:
+        super().__init__(message)
+        self.exchange = exchange
+        self.symbol = symbol
+        self.code = code
+
+
+class InsufficientFunds(ExchangeError):
+    """Not enough margin or balance for the order."""
+
+
+class InvalidOrder(ExchangeError):
+    """The exchange's rules refuse the order (step, minimum, leverage, ...).
+
+    ``rule`` names the rule ("step", "min_amount", "min_cost", "max_amount", "leverage",
+    "symbol", "price"); ``minimum`` is the minimum the exchange named (or implied), when the rule
+    is a minimum, so callers can learn it.
+    """
+
+    def __init__(self, message: str, *, exchange: str = "", symbol: str | None = None,
+                 code: str | None = None, rule: str | None = None,
+                 minimum: float | None = None) -> None:
+        super().__init__(message, exchange=exchange, symbol=symbol, code=code)
+        self.rule = rule
+        self.minimum = minimum
+
+
+class RateLimited(ExchangeError):
+    """The exchange throttled us; retry after a pause."""
+
+    retryable = True
+
+
+class NetworkError(ExchangeError):
+    """The request did not get a usable answer (timeout, connection, 5xx); retry."""
+
+    retryable = True
+
+
+class DuplicateOrder(ExchangeError):
+    """An order with this client order id already exists."""

@@ -295,13 +295,14 @@ class _Run:
         lp, guard = self.p.leverage, self.p.liquidation.guard
         margin_kept = self.notional / lev0 if self.anchor == "margin" else 0.0
         lev = self._pick_tier(lev0, margin_kept) if self.m.tiers else lev0
+        guard_cap = math.inf  # auto leverage never climbs back above what the guard lowered
         for _ in range(_MAX_ROUNDS):
             if self.notional <= 0:
                 break
             tier = self.tier_for(self.notional)
             if lp.mode == "auto":
                 want = self._auto_leverage()
-                lev = min(want, lp.max)
+                lev = min(want, lp.max, guard_cap)
             if lev > tier.max_leverage:
                 lev = tier.max_leverage
                 self.reason(Reason.CAPPED_LEVERAGE_TIER)
@@ -326,12 +327,17 @@ class _Run:
                                   note="refused" if guard == "refuse" else "not even 1x is safe")
                         return Reason.STOP_BEYOND_LIQUIDATION
                     old = lev
-                    lev = float(safe)
+                    lev = guard_cap = float(safe)
                     self.reason(Reason.LEVERAGE_LOWERED_FOR_LIQUIDATION)
                     keep_margin = guard == "shrink" or self.anchor == "margin"
                     before = self.notional
                     if keep_margin:
                         kept = margin_kept if self.anchor == "margin" else self.notional / old
+                        if lp.mode == "auto" and self.anchor != "margin":
+                            # auto leverage was the lowest that fit the budget; its rounding up
+                            # left slack, so keeping notional / old would be arbitrary: keep the
+                            # budget (then _fit_margin leaves room for the fee)
+                            kept = self.mb.smallest
                         self.notional = min(self.notional, kept * lev)
                     self._fit_margin(lev, Reason.SHRUNK_FOR_LIQUIDATION)
                     if self.notional < before * (1 - 1e-12):

@@ -1,0 +1,300 @@
+"""Ports: what the trader needs from the outside world, as Protocols, and the plain data that
+crosses them. Adapters (SQL stores, the paper and ccxt exchanges, market snapshots) implement
+these; the trader and the entry points depend only on this module and the core.
+
+Money is in the account's quote (settle) currency. Amounts cross as exact decimal strings, the
+way :class:`~sizeguard.core.decision.Decision` gives them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from sizeguard.core.account import Account
+from sizeguard.core.decision import Decision
+from sizeguard.core.market import MarketBook
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    currency: str
+    total: float  # wallet balance (+ unrealised PnL where the exchange reports equity)
+    free: float
+    used: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangePosition:
+    """A position as an exchange reports it."""
+
+    symbol: str
+    side: str  # "long" | "short"
+    amount: float  # contracts (swaps) or base units (spot)
+    entry_price: float
+    notional: float
+    margin: float
+    leverage: float = 1.0
+    unrealised_pnl: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class OrderResult:
+    id: str
+    client_order_id: str
+    symbol: str
+    side: str  # "buy" | "sell"
+    kind: str  # "entry" | "stop" | "take_profit" | "close"
+    amount: str
+    status: str  # "filled" | "open" | "canceled"
+    filled: float = 0.0
+    average: float | None = None
+    fee: float = 0.0
+    trigger_price: float | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPosition:
+    id: str
+    account_id: str
+    symbol: str
+    side: str
+    amount: str
+    entry_price: float
+    notional: float
+    margin: float
+    leverage: float
+    stop_price: float | None
+    take_profit: float | None
+    client_order_id: str | None
+    source: str  # "engine" (opened by sizeguard) | "exchange" (found by sync)
+    opened_at: float
+    status: str = "open"
+    exit_price: float | None = None
+    pnl: float | None = None
+    closed_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    id: str
+    account_id: str
+    symbol: str
+    side: str
+    amount: str
+    notional: float
+    margin: float
+    leverage: float
+    client_order_id: str
+    journal_id: int
+    created_at: float
+    expires_at: float
+    status: str  # "held" | "filled" | "released" | "expired"
+    release_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """What :meth:`StateStore.decide_and_reserve` returns.
+
+    ``decision`` is the journaled JSON object (Decision.to_dict()); ``reservation`` is None for a
+    skipped decision; ``duplicate`` is True when the client order id had been decided before and
+    this is that earlier answer (nothing new was decided, reserved or journaled).
+    """
+
+    decision: Mapping[str, Any]
+    journal_id: int
+    reservation: Reservation | None
+    duplicate: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        return self.decision.get("status") == "accepted"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    id: int
+    account_id: str
+    at: float
+    kind: str  # "decision" | an event: "order", "fill", "reject", "release", "close", "sync", ...
+    symbol: str | None
+    side: str | None
+    status: str | None
+    reasons: tuple[str, ...]
+    client_order_id: str | None
+    snapshot_id: str | None
+    data: Mapping[str, Any]
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__slots__}
+        out["reasons"] = list(self.reasons)
+        out["data"] = dict(self.data)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RiskState:
+    account_id: str
+    exchange: str
+    quote: str
+    equity: float
+    peak_equity: float
+    realised_pnl_today: float
+    day: str
+    losing_streak: int
+    symbol_stats: Mapping[str, tuple[int, int]]  # symbol -> (trades, wins)
+    open_positions: int
+    live_reservations: int
+    margin_in_use: float
+    gross_exposure: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__slots__}
+        out["symbol_stats"] = {s: {"trades": t, "wins": w, "win_rate": (w / t if t else 0.0)}
+                               for s, (t, w) in self.symbol_stats.items()}
+        return out
+
+
+# --------------------------------------------------------------------------- ports
+
+
+@runtime_checkable
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the Unix epoch (UTC)."""
+        ...
+
+
+class MarketSource(Protocol):
+    """Where the market rules come from: a saved snapshot, the built-in examples, or live."""
+
+    @property
+    def snapshot_id(self) -> str:
+        """Identifies the exact market data used (recorded with every decision)."""
+        ...
+
+    def markets(self) -> MarketBook: ...
+
+
+class Exchange(Protocol):
+    """An account on an exchange: the paper exchange or a live one through ccxt.
+
+    Errors raised are sizeguard's own (:mod:`sizeguard.errors`): InsufficientFunds,
+    InvalidOrder (with ``rule`` and ``minimum``), RateLimited and NetworkError (retryable).
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def balance(self) -> Balance: ...
+
+    def positions(self) -> Sequence[ExchangePosition]: ...
+
+    def set_margin_mode(self, symbol: str, mode: str) -> None: ...
+
+    def set_leverage(self, symbol: str, leverage: float) -> None: ...
+
+    def place_entry(self, symbol: str, side: str, amount: str, price: float,
+                    client_order_id: str) -> OrderResult:
+        """Open (or add to) a position: ``side`` is the position side, "long" or "short"."""
+        ...
+
+    def place_stop(self, symbol: str, side: str, amount: str, stop_price: float,
+                   client_order_id: str) -> OrderResult:
+        """A reduce-only stop-loss for the ``side`` position."""
+        ...
+
+    def place_take_profit(self, symbol: str, side: str, amount: str, price: float,
+                          client_order_id: str) -> OrderResult: ...
+
+    def close_position(self, symbol: str, side: str, amount: str, price: float | None,
+                       client_order_id: str) -> OrderResult: ...
+
+    def find_order(self, symbol: str, client_order_id: str) -> OrderResult | None:
+        """The order with this client order id, if the exchange knows it (idempotency)."""
+        ...
+
+
+DecideFn = Callable[[Account], Decision]
+
+
+class StateStore(Protocol):
+    """Accounts, positions, reservations, risk state, the decision journal, learned minimums."""
+
+    @property
+    def url(self) -> str: ...
+
+    def close(self) -> None: ...
+
+    def schema_version(self) -> int: ...
+
+    def ensure_account(self, account_id: str, *, exchange: str, equity: float,
+                       quote: str = "USDT") -> None: ...
+
+    def set_equity(self, account_id: str, equity: float) -> None: ...
+
+    def account(self, account_id: str) -> Account:
+        """The core Account: equity, open positions and live reservations (both count toward
+        every limit), peak equity, today's realised PnL, streak, symbol stats, learned minimums."""
+        ...
+
+    def risk_state(self, account_id: str) -> RiskState: ...
+
+    def decide_and_reserve(self, account_id: str, decide_fn: DecideFn, *, client_order_id: str,
+                           snapshot_id: str | None = None, ttl: float = 300.0) -> Reserved:
+        """Atomically: lock the account, load it, decide, journal, reserve when accepted."""
+        ...
+
+    def journal_decision(self, account_id: str, decision: Decision, *,
+                         client_order_id: str | None = None,
+                         snapshot_id: str | None = None) -> int: ...
+
+    def journal_event(self, account_id: str, kind: str, *, symbol: str | None = None,
+                      client_order_id: str | None = None, note: str | None = None,
+                      data: Mapping[str, Any] | None = None) -> int: ...
+
+    def journal(self, account_id: str | None = None, *, symbol: str | None = None,
+                last: int | None = None, kind: str | None = None) -> list[JournalEntry]: ...
+
+    def reservation(self, reservation_id: str) -> Reservation | None: ...
+
+    def reservations(self, account_id: str, *, live_only: bool = True) -> list[Reservation]: ...
+
+    def release_reservation(self, reservation_id: str, reason: str) -> bool: ...
+
+    def expire_reservations(self, account_id: str | None = None) -> int: ...
+
+    def fill_reservation(self, reservation_id: str, *, amount: str, entry_price: float,
+                         fee: float = 0.0, stop_price: float | None = None,
+                         take_profit: float | None = None,
+                         order_id: str | None = None) -> StoredPosition: ...
+
+    def position(self, position_id: str) -> StoredPosition | None: ...
+
+    def positions(self, account_id: str, *, open_only: bool = True) -> list[StoredPosition]: ...
+
+    def close_position(self, position_id: str, *, exit_price: float, fee: float = 0.0,
+                       note: str | None = None) -> StoredPosition: ...
+
+    def sync_positions(self, account_id: str, found: Sequence[ExchangePosition]
+                       ) -> dict[str, list[str]]: ...
+
+    def learn_minimum(self, exchange: str, symbol: str, *, min_cost: float | None = None,
+                      min_amount: float | None = None, source: str = "") -> None: ...
+
+    def learned_minimums(self, exchange: str) -> dict[str, dict[str, float]]: ...
+
+    def record_snapshot(self, snapshot_id: str, *, exchange: str, fetched_at: str,
+                        path: str) -> None: ...

@@ -1,0 +1,124 @@
+"""Deciding + reserving is atomic across threads and processes, on SQLite and PostgreSQL:
+64 simultaneous submits never exceed max positions or the gross exposure cap."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import threading
+from collections import Counter
+from typing import Any
+
+import pytest
+
+import storefix
+from sizeguard.adapters.market_snapshot import BookSource
+from sizeguard.adapters.paper import PaperExchange
+from sizeguard.adapters.sql_store import open_store
+from sizeguard.core.intent import Intent
+from sizeguard.trader import Trader
+from storefix import many_symbols, notional_policy
+
+N = 64
+store_url = storefix.store_url  # the fixture: SQLite and PostgreSQL
+
+
+def _submit(url: str, i: int, limits: dict[str, Any]) -> tuple[str, list[str]]:
+    store = open_store(url)
+    try:
+        book = many_symbols(N)
+        trader = Trader(store, PaperExchange(book, balance=1e6), BookSource(book, "test"),
+                        notional_policy(100.0, **limits), account_id="acc", venue="test")
+        r = trader.submit(Intent(f"C{i:02d}/USDT:USDT", "long", 50000.0), client_order_id=f"c{i}")
+        return r.status, list(r.decision["reasons"])
+    finally:
+        store.close()
+
+
+def _run_threads(url: str, limits: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    barrier = threading.Barrier(N, timeout=60)
+    out: list[Any] = [None] * N
+
+    def work(i: int) -> None:
+        barrier.wait()
+        try:
+            out[i] = _submit(url, i, limits)
+        except Exception as exc:
+            out[i] = ("error", [repr(exc)])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(N)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return out
+
+
+def _child(url: str, i: int, limits: dict[str, Any], barrier: Any, q: Any) -> None:
+    try:
+        barrier.wait()
+        q.put((i, _submit(url, i, limits)))
+    except Exception as exc:
+        q.put((i, ("error", [repr(exc)])))
+    finally:
+        q.close()
+        q.join_thread()
+        os._exit(0)  # no finalizers: never touch connections inherited from the parent
+
+
+def _run_processes(url: str, limits: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(N, timeout=60)
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_child, args=(url, i, limits, barrier, q)) for i in range(N)]
+    for p in procs:
+        p.start()
+    results: dict[int, Any] = {}
+    for _ in range(N):
+        i, r = q.get(timeout=120)
+        results[i] = r
+    for p in procs:
+        p.join(30)
+    return [results[i] for i in range(N)]
+
+
+def _prepare(url: str) -> None:
+    s = open_store(url)
+    s.ensure_account("acc", exchange="test", equity=10_000.0)
+    s.close()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("mode", ["threads", "processes"])
+def test_64_submits_against_4_slots_accept_exactly_4(store_url: str, mode: str) -> None:
+    _prepare(store_url)
+    run = _run_threads if mode == "threads" else _run_processes
+    results = run(store_url, {"max_positions": 4})
+    statuses = Counter(s for s, _ in results)
+    assert statuses == {"filled": 4, "skipped": 60}, results
+    assert all(r == ["MAX_POSITIONS"] for s, r in results if s == "skipped")
+    s = open_store(store_url)
+    try:
+        assert len(s.positions("acc")) == 4
+        assert s.reservations("acc") == []  # all four turned into positions
+        assert len(s.journal("acc", kind="decision")) == N
+        assert s.integrity_check() == "ok"
+    finally:
+        s.close()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("mode", ["threads", "processes"])
+def test_gross_exposure_cap_holds_exactly_under_contention(store_url: str, mode: str) -> None:
+    _prepare(store_url)
+    run = _run_threads if mode == "threads" else _run_processes
+    results = run(store_url, {"max_gross_exposure": 1000})
+    statuses = Counter(s for s, _ in results)
+    assert statuses == {"filled": 10, "skipped": 54}, results
+    assert all("CAPPED_GROSS_EXPOSURE" in r for s, r in results if s == "skipped")
+    s = open_store(store_url)
+    try:
+        assert sum(p.notional for p in s.positions("acc")) == pytest.approx(1000.0)
+        assert s.account("acc").gross_exposure <= 1000.0 + 1e-9
+    finally:
+        s.close()
