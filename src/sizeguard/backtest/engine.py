@@ -1,0 +1,459 @@
+"""The backtest engine: walk the bars of one or more symbols, size every entry with core
+:func:`~sizeguard.core.decide.decide`, and run the position arithmetic in a numba-compiled loop.
+
+**One implementation of the arithmetic.** The engine has no sizing formula of its own. At each
+bar where a flat symbol has an entry signal, the compiled loop hands control back to Python,
+which builds an :class:`~sizeguard.core.account.Account` from the running state (equity marked
+at the entry price, open positions with their margin and unrealised PnL, peak equity, today's
+realised PnL, the losing streak, each symbol's trades and wins, the last entry time) and asks
+``decide()``. An accepted decision's amount, notional, margin, leverage, stop and tier are
+copied into the position arrays as they are. The liquidation price is computed by
+``core.liquidation.liquidation_price`` compiled with numba (the same function the decision
+uses), at entry and again whenever funding changes the isolated collateral.
+
+**A bar** (``t``), in order:
+
+1. at the open: signal exits (fill at the open, taker fee), then entries (fill at the open,
+   taker fee; signals are known at the previous close);
+2. intrabar, for every open position (those opened at this open included), from the bar's high
+   and low: liquidation, stop and take-profit. **When more than one could have been hit in the
+   same bar we take the worst for the trader** (``intrabar="worst"``, the default): a
+   liquidation if the low (high, for a short) reached the liquidation price, else the stop if
+   reached, else the take-profit. Candles do not say which came first; the worst case never
+   flatters a policy. A stop is filled at the stop price, or at the open when the bar opened
+   beyond it (a gap). A take-profit is filled at its price, never better. ``intrabar=
+   "ordered"`` instead lets a stop that lies nearer than the liquidation price fire first
+   (unless the bar opened beyond the liquidation price);
+3. at the close: funding (optional; ``funding_rate`` per ``funding_period_ms``, charged for
+   every funding time inside the bar, longs pay a positive rate, on the notional at the close;
+   deducted from the wallet and from the isolated collateral, which moves the liquidation
+   price), then equity is marked at the close.
+
+**Liquidation** (isolated margin): the position's remaining collateral (initial margin less
+funding paid) is lost whole; what is left above bankruptcy is the exchange's clearance fee. No
+exit fee is charged on top. Each liquidation is counted. Open positions are closed at the last
+close when the data end (exit reason ``end``).
+
+Limits: linear contracts and spot only (inverse contracts raise); one position per symbol (an
+entry signal while the symbol's position is open is ignored, as vectorbt and backtrader do);
+isolated margin for the liquidation arithmetic (a cross-margin policy raises).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+from sizeguard.backtest.candles import Panel
+from sizeguard.backtest.signals import EXIT_LONG, EXIT_SHORT, Signals
+from sizeguard.core import liquidation as core_liq
+from sizeguard.core.account import Account, Position, SymbolStats
+from sizeguard.core.decide import decide
+from sizeguard.core.decision import Decision
+from sizeguard.core.intent import LONG, SHORT, Intent
+from sizeguard.core.market import MarketRules
+from sizeguard.core.policy import Policy
+from sizeguard.core.tiers import find_tier
+from sizeguard.errors import InvalidInput
+
+F64 = npt.NDArray[np.float64]
+
+# position fields (pos[j, field])
+P_SIDE, P_QTY, P_ENTRY, P_NOTIONAL, P_STOP, P_TP, P_LIQ, P_COLL, P_MMR, P_CUM, P_FUND, \
+    P_FEE_IN, P_TRADE, P_BAR = range(14)
+NP = 14
+# account fields (acct[field])
+A_CASH, A_PEAK, A_DAY, A_DAY_PNL, A_STREAK, A_TRADES, A_LIQS, A_IGNORED = range(8)
+NA = 8
+# ledger fields written by the loop (exits[trade, field])
+X_BAR, X_PRICE, X_FEE, X_FUNDING, X_GROSS, X_NET, X_REASON, X_LIQ0 = range(8)
+NX = 8
+REASONS = {1: "stop", 2: "take_profit", 3: "liquidation", 4: "signal", 5: "end"}
+R_STOP, R_TP, R_LIQ, R_SIGNAL, R_END = 1, 2, 3, 4, 5
+DAY_MS = 86_400_000
+
+liq_price = numba.njit(cache=True)(core_liq.liquidation_price)
+
+
+def _close(pos: F64, acct: F64, stats: Any, exits: F64, j: int, t: int, price: float,
+           reason: int, fee: float) -> None:  # pragma: no cover - compiled
+    side, qty, entry = pos[j, P_SIDE], pos[j, P_QTY], pos[j, P_ENTRY]
+    if reason == R_LIQ:
+        gross = -pos[j, P_COLL]
+        exit_fee = 0.0
+    else:
+        gross = side * qty * (price - entry)
+        exit_fee = qty * price * fee
+    acct[A_CASH] += gross - exit_fee
+    net = gross - exit_fee - pos[j, P_FEE_IN] - pos[j, P_FUND]
+    tid = int(pos[j, P_TRADE])
+    exits[tid, X_BAR] = t
+    exits[tid, X_PRICE] = price
+    exits[tid, X_FEE] = exit_fee
+    exits[tid, X_FUNDING] = pos[j, P_FUND]
+    exits[tid, X_GROSS] = gross
+    exits[tid, X_NET] = net
+    exits[tid, X_REASON] = reason
+    acct[A_DAY_PNL] += net
+    acct[A_TRADES] += 1.0
+    if reason == R_LIQ:
+        acct[A_LIQS] += 1.0
+    stats[j, 0] += 1
+    if net > 0.0:
+        stats[j, 1] += 1
+        acct[A_STREAK] = 0.0
+    else:
+        acct[A_STREAK] += 1.0
+    pos[j, P_SIDE] = 0.0
+
+
+close_position = numba.njit(cache=True)(_close)
+
+
+def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F64, entry: Any,
+          exit_sig: Any, funding: F64, fee: F64, can_liq: Any, worst: bool, pos: F64,
+          acct: F64, stats: Any, exits: F64, equity: F64, gross: F64,
+          stop_at: int) -> int:  # pragma: no cover - compiled
+    """Walk bars from ``start``; return the bar where entries wait for a decision (its exits
+    done), or -1 when the data (or ``stop_at``) end. ``resume``: bar ``start``'s open is done."""
+    n, k = op.shape
+    for t in range(start, stop_at):
+        if not (resume and t == start):
+            day = float(ts[t] // DAY_MS)
+            if day != acct[A_DAY]:
+                acct[A_DAY] = day
+                acct[A_DAY_PNL] = 0.0
+            pending = False
+            for j in range(k):
+                o = op[t, j]
+                if math.isnan(o):
+                    continue
+                side = pos[j, P_SIDE]
+                if side != 0.0:
+                    code = exit_sig[t, j]
+                    if (side > 0.0 and (code & EXIT_LONG)) or (side < 0.0 and (code & EXIT_SHORT)):
+                        close_position(pos, acct, stats, exits, j, t, o, R_SIGNAL, fee[j])
+                if entry[t, j] != 0:
+                    if pos[j, P_SIDE] == 0.0:
+                        pending = True
+                    else:
+                        acct[A_IGNORED] += 1.0
+            if pending:
+                return t
+        # intrabar: liquidation, stop, take-profit (worst case first)
+        for j in range(k):
+            side = pos[j, P_SIDE]
+            if side == 0.0:
+                continue
+            o = op[t, j]
+            if math.isnan(o):
+                continue
+            if can_liq[j] and math.isnan(pos[j, P_LIQ]):  # just opened: the core kernel
+                pos[j, P_LIQ] = liq_price(side > 0.0, False, pos[j, P_ENTRY], pos[j, P_NOTIONAL],
+                                          pos[j, P_COLL], pos[j, P_MMR], pos[j, P_CUM])
+                exits[int(pos[j, P_TRADE]), X_LIQ0] = pos[j, P_LIQ]
+            h, low = hi[t, j], lo[t, j]
+            lp, stop, tp = pos[j, P_LIQ], pos[j, P_STOP], pos[j, P_TP]
+            if side > 0.0:
+                hit_liq = can_liq[j] and low <= lp
+                hit_stop = (not math.isnan(stop)) and low <= stop
+                hit_tp = (not math.isnan(tp)) and h >= tp
+                gap_liq = can_liq[j] and o <= lp
+                stop_first = hit_stop and stop > lp and not gap_liq
+                fill_stop = min(o, stop)
+            else:
+                hit_liq = can_liq[j] and h >= lp
+                hit_stop = (not math.isnan(stop)) and h >= stop
+                hit_tp = (not math.isnan(tp)) and low <= tp
+                gap_liq = can_liq[j] and o >= lp
+                stop_first = hit_stop and stop < lp and not gap_liq
+                fill_stop = max(o, stop)
+            if hit_liq and (worst or not stop_first):
+                close_position(pos, acct, stats, exits, j, t, lp, R_LIQ, fee[j])
+            elif hit_stop:
+                close_position(pos, acct, stats, exits, j, t, fill_stop, R_STOP, fee[j])
+            elif hit_tp:
+                close_position(pos, acct, stats, exits, j, t, tp, R_TP, fee[j])
+        # the close: funding, then marking
+        eq = acct[A_CASH]
+        g = 0.0
+        for j in range(k):
+            side = pos[j, P_SIDE]
+            if side == 0.0:
+                continue
+            m = mark[t, j]
+            rate = funding[t, j]
+            if rate != 0.0 and not math.isnan(rate):
+                pay = side * pos[j, P_QTY] * m * rate
+                acct[A_CASH] -= pay
+                eq -= pay
+                pos[j, P_COLL] -= pay
+                pos[j, P_FUND] += pay
+                if can_liq[j]:
+                    pos[j, P_LIQ] = liq_price(side > 0.0, False, pos[j, P_ENTRY],
+                                              pos[j, P_NOTIONAL], pos[j, P_COLL], pos[j, P_MMR],
+                                              pos[j, P_CUM])
+            eq += side * pos[j, P_QTY] * (m - pos[j, P_ENTRY])
+            g += pos[j, P_QTY] * m
+        equity[t] = eq
+        gross[t] = g
+        acct[A_PEAK] = max(acct[A_PEAK], eq)
+    if stop_at == n and n > 0:  # the data end: close what is open at the last close
+        for j in range(k):
+            if pos[j, P_SIDE] != 0.0:
+                close_position(pos, acct, stats, exits, j, n - 1, mark[n - 1, j], R_END, fee[j])
+        equity[n - 1] = acct[A_CASH]
+        gross[n - 1] = 0.0
+    return -1
+
+
+walk = numba.njit(cache=True)(_walk)
+
+
+@dataclass(frozen=True)
+class EntryRecord:
+    """One entry decision and exactly what it was taken against (for the differential test)."""
+
+    bar: int
+    symbol: str
+    intent: Intent
+    account: Account
+    decision: Decision
+    trade: int  # ledger row when accepted, else -1
+
+
+@dataclass
+class BacktestResult:
+    policy: Policy
+    symbols: tuple[str, ...]
+    markets: tuple[str, ...]
+    timestamp: npt.NDArray[np.int64]
+    equity: F64
+    gross: F64
+    initial_equity: float
+    trades: list[dict[str, Any]]
+    skips: Counter[str]
+    decisions: int
+    liquidations: int
+    timeframe_ms: int
+    strategy: str = ""
+    records: list[EntryRecord] = field(default_factory=list)
+    ignored_in_position: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.policy.name
+
+
+def funding_per_bar(ts: npt.NDArray[np.int64], timeframe_ms: int, rate: float,
+                    period_ms: int = 8 * 3_600_000) -> F64:
+    """Funding rate charged at each bar's close: ``rate`` x the funding times in (open, next open]."""
+    if rate == 0.0 or ts.shape[0] == 0:
+        return np.zeros(ts.shape[0])
+    nxt = np.empty_like(ts)
+    nxt[:-1] = ts[1:]
+    nxt[-1] = ts[-1] + timeframe_ms
+    count = nxt // period_ms - ts // period_ms
+    return count.astype(np.float64) * rate
+
+
+def _check_market(m: MarketRules, policy: Policy) -> None:
+    if m.inverse:
+        raise InvalidInput("market", m.symbol, "inverse contracts are not supported by the "
+                           "backtest yet (linear contracts and spot are)")
+    if policy.leverage.margin_mode == "cross" and m.is_contract:
+        raise InvalidInput("leverage.margin_mode", "cross", "the backtest simulates isolated "
+                           "margin only; set leverage.margin_mode = \"isolated\"")
+
+
+def run_backtest(
+    panel: Panel,
+    signals: Signals,
+    markets: Sequence[MarketRules],
+    policy: Policy,
+    *,
+    equity: float = 10_000.0,
+    funding_rate: float = 0.0,
+    funding_period_ms: int = 8 * 3_600_000,
+    intrabar: str = "worst",
+    record: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    regime: str | None = None,
+    volatility: str | None = None,
+) -> BacktestResult:
+    """Backtest one policy. ``markets[j]`` trades the candles of ``panel.symbols[j]``."""
+    k, n = len(panel.symbols), panel.n_bars
+    if len(markets) != k:
+        raise InvalidInput("markets", [m.symbol for m in markets],
+                           f"give one market per candle symbol ({k})")
+    if intrabar not in ("worst", "ordered"):
+        raise InvalidInput("intrabar", intrabar, "must be 'worst' or 'ordered'")
+    if not (equity > 0 and math.isfinite(equity)):
+        raise InvalidInput("equity", equity, "must be a finite number > 0")
+    for m in markets:
+        _check_market(m, policy)
+    if signals.entry.shape != (n, k):
+        raise InvalidInput("signals", signals.entry.shape, f"must have shape {(n, k)}")
+    syms = [m.symbol for m in markets]
+    fee = np.array([m.taker if m.taker is not None else policy.execution.taker for m in markets])
+    can_liq = np.array([m.is_contract for m in markets])
+    fund = np.stack([funding_per_bar(panel.timestamp, panel.timeframe_ms, funding_rate,
+                                     funding_period_ms)] * k, axis=1) if funding_rate else \
+        np.zeros((n, k))
+    pos = np.zeros((k, NP))
+    acct = np.zeros(NA)
+    acct[A_CASH] = acct[A_PEAK] = equity
+    acct[A_DAY] = -1.0
+    stats = np.zeros((k, 2), np.int64)
+    max_trades = int(np.count_nonzero(signals.entry)) + 1
+    exits = np.full((max_trades, NX), np.nan)
+    eq_curve = np.full(n, np.nan)
+    gross = np.zeros(n)
+    trades: list[dict[str, Any]] = []
+    skips: Counter[str] = Counter()
+    records: list[EntryRecord] = []
+    last_at: dict[str, float] = {}
+    decisions = 0
+    worst = intrabar == "worst"
+    ts_arr = panel.timestamp
+    op, hi, lo, mark = panel.open, panel.high, panel.low, panel.mark
+    entry_sig, exit_sig = signals.entry, signals.exit
+    t, resume = 0, False
+    chunk = n if progress is None else max(n // 200, 1)
+    while True:
+        stop_at = min(n, t + chunk) if progress is not None else n
+        got = int(walk(t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig, fund, fee,
+                       can_liq, worst, pos, acct, stats, exits, eq_curve, gross, stop_at))
+        if got < 0:
+            if stop_at >= n:
+                break
+            if progress is not None:
+                progress(stop_at, n)
+            t, resume = stop_at, False
+            continue
+        t = got
+        # entries at the open of bar t: each one decided by core decide()
+        for j in range(k):
+            side = int(entry_sig[t, j])
+            if side == 0 or math.isnan(op[t, j]):
+                continue
+            if pos[j, P_SIDE] != 0.0:  # counted by the loop
+                continue
+            market = markets[j]
+            if not market.is_contract and side < 0:
+                skips["SPOT_NO_SHORT"] += 1
+                continue
+            price = float(op[t, j])
+            account = _account(panel, t, pos, acct, stats, syms, last_at)
+            a = float(signals.atr[t, j])
+            am = float(signals.atr_mult[t, j])
+            conf = float(signals.confidence[t, j])
+            intent = Intent(symbol=market.symbol, side=LONG if side > 0 else SHORT, price=price,
+                            atr=a if a > 0 else None, atr_mult=am if am > 0 else None,
+                            confidence=min(max(conf, 0.0), 1.0) if not math.isnan(conf) else None,
+                            regime=regime, volatility=volatility, time=ts_arr[t] / 1000.0)
+            d = decide(intent, account, market, policy)
+            decisions += 1
+            tid = -1
+            if d.accepted:
+                tid = len(trades)
+                _open(pos, acct, j, t, d, market, policy, float(signals.tp_r[t, j]), fee[j], tid)
+                trades.append(_entry_row(d, j, t, ts_arr, panel.symbols[j], account, pos))
+                last_at[market.symbol] = ts_arr[t] / 1000.0
+            else:
+                skips[str(d.reasons[-1]) if d.reasons else "SKIPPED"] += 1
+            if record:
+                records.append(EntryRecord(t, market.symbol, intent, account, d, tid))
+        resume = True
+    for row in trades:
+        x = exits[row["trade"]]
+        row.update(exit_bar=int(x[X_BAR]), exit_time=int(ts_arr[int(x[X_BAR])]),
+                   exit_price=float(x[X_PRICE]), exit_reason=REASONS[int(x[X_REASON])],
+                   exit_fee=float(x[X_FEE]), funding=float(x[X_FUNDING]),
+                   gross_pnl=float(x[X_GROSS]), net_pnl=float(x[X_NET]),
+                   return_on_equity=float(x[X_NET]) / row["equity_at_entry"],
+                   engine_liquidation_price=None if math.isnan(x[X_LIQ0]) else float(x[X_LIQ0]))
+    if progress is not None:
+        progress(n, n)
+    return BacktestResult(policy, panel.symbols, tuple(syms), ts_arr, eq_curve, gross, equity,
+                          trades, skips, decisions, int(acct[A_LIQS]), panel.timeframe_ms,
+                          signals.name, records, int(acct[A_IGNORED]))
+
+
+def _account(panel: Panel, t: int, pos: F64, acct: F64, stats: Any, syms: Sequence[str],
+             last_at: Mapping[str, float]) -> Account:
+    """The Account decide() sees at bar t's open: equity marked at the open prices."""
+    positions = []
+    upnl_total = 0.0
+    for j, sym in enumerate(syms):
+        side = pos[j, P_SIDE]
+        if side == 0.0:
+            continue
+        px = panel.open[t, j]
+        if math.isnan(px):
+            px = panel.mark[t - 1, j] if t > 0 else pos[j, P_ENTRY]
+        qty = pos[j, P_QTY]
+        upnl = side * qty * (px - pos[j, P_ENTRY])
+        upnl_total += upnl
+        mm = pos[j, P_NOTIONAL] * pos[j, P_MMR] - pos[j, P_CUM]
+        positions.append(Position(sym, LONG if side > 0 else SHORT, float(qty * px),
+                                  float(pos[j, P_COLL]), float(mm), float(upnl)))
+    equity = float(acct[A_CASH] + upnl_total)
+    st = {sym: SymbolStats(int(stats[j, 0]), int(stats[j, 1]))
+          for j, sym in enumerate(syms) if stats[j, 0]}
+    return Account(equity=equity, positions=tuple(positions),
+                   peak_equity=float(max(acct[A_PEAK], equity)),
+                   realised_pnl_today=float(acct[A_DAY_PNL]), losing_streak=int(acct[A_STREAK]),
+                   symbol_stats=MappingProxyType(st), last_trade_at=MappingProxyType(dict(last_at)))
+
+
+def _open(pos: F64, acct: F64, j: int, t: int, d: Decision, market: MarketRules, policy: Policy,
+          tp_r: float, fee: float, tid: int) -> None:
+    """Copy an accepted decision into the position arrays (no arithmetic of the size here)."""
+    side = 1.0 if d.side == LONG else -1.0
+    qty = d.amount_float * market.contract_size
+    mmr, cum = 0.0, 0.0
+    if market.is_contract:
+        if d.maintenance_margin_rate is not None:
+            tier = find_tier(market.tiers, d.notional) if market.tiers else None
+            if tier is None and market.tiers:
+                tier = market.tiers[-1]
+            mmr = d.maintenance_margin_rate
+            cum = tier.maintenance_amount if tier is not None else 0.0
+        else:
+            mmr = policy.leverage.default_mmr
+    stop = d.stop_price if d.stop_price is not None else math.nan
+    tp = math.nan
+    if d.stop_price is not None and tp_r > 0:
+        tp = d.entry_price + side * tp_r * abs(d.entry_price - d.stop_price)
+    entry_fee = d.notional * fee
+    pos[j] = (side, qty, d.entry_price, d.notional, stop, tp, math.nan, d.margin, mmr, cum, 0.0,
+              entry_fee, tid, t)
+    acct[A_CASH] -= entry_fee
+
+
+def _entry_row(d: Decision, j: int, t: int, ts: npt.NDArray[np.int64], candles: str,
+               account: Account, pos: F64) -> dict[str, Any]:
+    return {
+        "trade": int(pos[j, P_TRADE]), "policy": d.policy, "symbol": d.symbol, "candles": candles,
+        "side": d.side, "entry_bar": t, "entry_time": int(ts[t]), "entry_price": d.entry_price,
+        "amount": d.amount, "qty": float(pos[j, P_QTY]), "notional": d.notional,
+        "margin": d.margin, "leverage": d.leverage, "risk": d.risk,
+        "stop_price": d.stop_price, "take_profit": None if math.isnan(pos[j, P_TP])
+        else float(pos[j, P_TP]), "liquidation_price": d.liquidation_price,
+        "entry_fee": float(pos[j, P_FEE_IN]), "equity_at_entry": account.equity,
+        "reasons": " ".join(str(r) for r in d.reasons),
+    }
+
+
+def position_liquidation_prices(pos: F64) -> F64:
+    """Liquidation prices held in the position arrays (for tests)."""
+    return pos[:, P_LIQ].copy()
