@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sizeguard.adapters.market_files import load_markets
-from sizeguard.adapters.sql_store import PostgresStore, SqlStore, open_store
+from sizeguard.adapters.sql_store import SqlStore, open_store
 from sizeguard.config.loader import load_policy
 from sizeguard.core.market import MarketBook
 from sizeguard.core.policy import Policy
@@ -62,10 +62,13 @@ def make_url(kind: str, tmp_path: Path) -> str:
 
 
 def drop(url: str) -> None:
+    """Remove a test's PostgreSQL schema (directly: the store may hold a refused schema)."""
     if url.startswith("postgres"):
-        s = PostgresStore(url)
-        s.drop_schema()
-        s.close()
+        import psycopg
+
+        schema = url.rsplit("schema=", 1)[1]
+        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
