@@ -165,3 +165,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+from sizeguard.cli import backtest as _backtest  # noqa: E402, F401  (registers backtest, montecarlo)

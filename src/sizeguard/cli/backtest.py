@@ -1,0 +1,265 @@
+"""``sizeguard backtest`` and ``sizeguard montecarlo``: prove a policy on candles before it trades.
+
+Registered on the main app by one import at the end of :mod:`sizeguard.cli.main`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from sizeguard.adapters.market_files import attach_tiers, load_markets
+from sizeguard.backtest.candles import Panel, align, load_many
+from sizeguard.backtest.engine import BacktestResult, run_backtest
+from sizeguard.backtest.montecarlo import METHODS, MonteCarloResult, simulate
+from sizeguard.backtest.report import METRIC_ROWS, write_report
+from sizeguard.backtest.results import metrics, read_ledger, write_ledger
+from sizeguard.backtest.signals import STRATEGIES, Signals, build_signals
+from sizeguard.cli.main import app
+from sizeguard.config.loader import PRESETS, load_policy
+from sizeguard.core.market import MarketBook, MarketRules
+from sizeguard.core.policy import Policy
+from sizeguard.errors import InvalidInput, SizeguardError
+
+PROGRESS_BARS = 200_000  # show a progress bar when bars x policies exceed this
+
+CandlesOpt = Annotated[list[Path], typer.Option(
+    "--candles", help="Candle file(s), CSV or Parquet: timestamp,open,high,low,close,volume (ms).")]
+SymbolOpt = Annotated[list[str] | None, typer.Option(
+    "--symbol", help="Market traded with each --candles file, in order (default: the built-in "
+    "linear perpetual with the same base, e.g. BTC_USD-1h.csv -> BTC/USDT:USDT).")]
+PresetOpt = Annotated[list[str] | None, typer.Option(
+    "--preset", help=f"Policy to compare (repeatable): {', '.join(PRESETS)}.")]
+ConfigOpt = Annotated[list[Path] | None, typer.Option(
+    "--config", help="A policy TOML file to compare (repeatable).")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a key of every policy: --set limits.max_positions=2 (repeatable).")]
+StrategyOpt = Annotated[str, typer.Option(
+    "--strategy", help=f"Signals: {', '.join(STRATEGIES)} (file needs --signals).")]
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+def guess_market(book: MarketBook, candle_symbol: str) -> MarketRules:
+    """The linear perpetual of the candles' base (USDT-settled first), else an error."""
+    base = re.split(r"[_\-/]", candle_symbol.upper())[0]
+    found = [m for m in book.values() if m.base.upper() == base and m.is_contract and m.linear]
+    found.sort(key=lambda m: (m.settle != "USDT", m.symbol))
+    if not found:
+        raise InvalidInput("symbol", candle_symbol, "no linear perpetual with this base in the "
+                           "markets; give --symbol MARKET for each --candles file")
+    return found[0]
+
+
+def _policies(presets: Sequence[str], configs: Sequence[Path], sets: Sequence[str]) -> list[Policy]:
+    out = [load_policy(p, None, sets) for p in presets]
+    out += [load_policy(None, c, sets) for c in configs]
+    if not out:
+        out = [load_policy(p, None, sets) for p in PRESETS]
+    names = [p.name for p in out]
+    for i, p in enumerate(out):  # keep columns apart when a name repeats
+        if names.count(p.name) > 1:
+            out[i] = Policy(**{**{f: getattr(p, f) for f in p.__dataclass_fields__},
+                               "name": f"{p.name}#{i + 1}"})
+    return out
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str], Callable[[int, int], None] | None]]:
+    if not enabled:
+        yield lambda _name: None
+        return
+    with Progress(TextColumn("{task.description:<22}"), BarColumn(),
+                  TextColumn("{task.percentage:>5.1f}%"), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=False) as prog:
+        def make(name: str) -> Callable[[int, int], None]:
+            task = prog.add_task(name, total=1)
+
+            def update(done: int, total: int) -> None:
+                prog.update(task, completed=done, total=total)
+            return update
+        yield make
+
+
+def run_many(panel: Panel, signals: Signals, markets: Sequence[MarketRules],
+             policies: Sequence[Policy], *, equity: float, funding: float, intrabar: str,
+             show_progress: bool) -> list[BacktestResult]:
+    results = []
+    with _progress(show_progress) as bar:
+        for pol in policies:
+            results.append(run_backtest(panel, signals, markets, pol, equity=equity,
+                                        funding_rate=funding, intrabar=intrabar,
+                                        progress=bar(pol.name)))
+    return results
+
+
+def metrics_table(results: Sequence[BacktestResult]) -> Table:
+    table = Table(title="backtest", title_justify="left")
+    table.add_column("")
+    ms = [metrics(r) for r in results]
+    for m in ms:
+        table.add_column(m["policy"], justify="right", overflow="fold")
+    for label, key, fmt in METRIC_ROWS:
+        table.add_row(label, *[fmt(m[key]) for m in ms])
+    return table
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _load(candles: list[Path], symbol: list[str] | None, markets: Path | None,
+          tiers: Path | None) -> tuple[Panel, list[MarketRules], list[str]]:
+    book = load_markets(markets)
+    if tiers is not None:
+        book = attach_tiers(book, tiers)
+    loaded = load_many(candles)
+    if symbol and len(symbol) != len(loaded):
+        raise InvalidInput("--symbol", symbol, f"give one per --candles file ({len(loaded)})")
+    chosen = [book[s] for s in symbol] if symbol else [guess_market(book, c.symbol) for c in loaded]
+    notes = [c.gap_report() for c in loaded]
+    return align(loaded), chosen, notes
+
+
+@app.command(epilog="Example: sizeguard backtest --candles BTC_USD-1h.csv --preset ai-atr-risk "
+             "--preset quantum-4x30 --strategy ema-cross --report out.html")
+def backtest(
+    candles: CandlesOpt,
+    symbol: SymbolOpt = None,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    strategy: StrategyOpt = "ema-cross",
+    signals_file: Annotated[Path | None, typer.Option("--signals", help="Your signal columns.")] = None,
+    fast: Annotated[int, typer.Option(help="ema-cross fast span.")] = 12,
+    slow: Annotated[int, typer.Option(help="ema-cross slow span.")] = 26,
+    channel: Annotated[int, typer.Option("--channel", help="donchian lookback (bars).")] = 20,
+    tp_r: Annotated[float | None, typer.Option(
+        "--tp-r", help="Take-profit at this multiple of the stop distance.")] = None,
+    long_only: Annotated[bool, typer.Option("--long-only", help="No short entries.")] = False,
+    equity: Annotated[float, typer.Option(help="Starting equity (quote currency).")] = 10_000.0,
+    funding: Annotated[float, typer.Option(
+        help="Funding rate per 8h (0.0001 = 0.01%; longs pay when positive).")] = 0.0,
+    intrabar: Annotated[str, typer.Option(
+        help="worst (stop/take-profit/liquidation in one bar: the worst) or ordered.")] = "worst",
+    markets: Annotated[Path | None, typer.Option(help="ccxt markets JSON.")] = None,
+    tiers: Annotated[Path | None, typer.Option(help="ccxt leverage tiers JSON.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
+    ledger: Annotated[Path | None, typer.Option(help="Write the trade ledger (.csv/.parquet).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    progress: Annotated[bool | None, typer.Option(
+        "--progress/--no-progress", help="Progress bar (default: on long runs).")] = None,
+) -> None:
+    """Backtest one or more sizing policies on the same candles and signals."""
+    try:
+        panel, chosen, notes = _load(candles, symbol, markets, tiers)
+        policies = _policies(preset or [], config or [], set_ or [])
+        sig = build_signals(panel, strategy, fast=fast, slow=slow, n=channel, tp_r=tp_r,
+                            signals_file=signals_file, allow_short=not long_only)
+        show = progress if progress is not None else panel.n_bars * len(policies) > PROGRESS_BARS
+        results = run_many(panel, sig, chosen, policies, equity=equity, funding=funding,
+                           intrabar=intrabar, show_progress=show)
+        if report is not None:
+            write_report(results, report, notes=[*notes, f"Intrabar rule: {intrabar}; funding "
+                                                 f"{funding:g} per 8h."])
+        if ledger is not None:
+            write_ledger(results, ledger)
+    except (SizeguardError, ValueError) as exc:
+        _fail(exc)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps([_plain(metrics(r)) for r in results]) + "\n")
+        return
+    console = Console()
+    for n in notes:
+        console.print(n, style="dim")
+    console.print(metrics_table(results))
+    if report is not None:
+        console.print(f"report: {report}")
+    if ledger is not None:
+        console.print(f"ledger: {ledger}")
+
+
+def _mc_table(rows: Sequence[MonteCarloResult]) -> Table:
+    table = Table(title="monte carlo", title_justify="left")
+    for col in ("policy", "method", "paths x trades", "final p5", "median", "p95",
+                "max DD median", "max DD p95", "P(ruin)"):
+        table.add_column(col, justify="right")
+    for m in rows:
+        s = m.summary()
+        table.add_row(m.policy, f"{m.method}" + (f"({m.block})" if m.method == "block" else ""),
+                      f"{m.n_paths:,} x {m.n_trades:,}", f"{s['final_equity_p5']:,.0f}",
+                      f"{s['final_equity_p50']:,.0f}", f"{s['final_equity_p95']:,.0f}",
+                      f"{s['max_drawdown_p50']:.1%}", f"{s['max_drawdown_p95']:.1%}",
+                      f"{m.probability_of_ruin:.2%}")
+    return table
+
+
+@app.command(epilog="Examples: sizeguard montecarlo --ledger trades.csv --paths 10000 ; "
+             "sizeguard montecarlo --candles BTC_USD-1h.csv --preset ai-atr-risk --method block")
+def montecarlo(
+    ledger: Annotated[Path | None, typer.Option(help="A trade ledger from `backtest --ledger`.")] = None,
+    candles: Annotated[list[Path] | None, typer.Option(
+        "--candles", help="Or run a backtest on these candles first.")] = None,
+    symbol: SymbolOpt = None,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    strategy: StrategyOpt = "ema-cross",
+    equity: Annotated[float, typer.Option(help="Starting equity of every path.")] = 10_000.0,
+    paths: Annotated[int, typer.Option(help="Paths per policy.")] = 10_000,
+    trades: Annotated[int | None, typer.Option(help="Trades per path (default: the ledger's).")] = None,
+    method: Annotated[str, typer.Option(help=f"One of {', '.join(METHODS)}.")] = "bootstrap",
+    block: Annotated[int, typer.Option(help="Block length for --method block.")] = 20,
+    ruin: Annotated[float, typer.Option(help="Ruin: equity at or below this fraction of the start.")] = 0.5,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Resample a backtest's trades into many equity paths: final equity, drawdown, ruin."""
+    try:
+        series: list[tuple[str, Any]] = []
+        if ledger is not None:
+            df = read_ledger(ledger)
+            for name in dict.fromkeys(df["policy"].to_list()):
+                sub = df.filter(df["policy"] == name)
+                series.append((str(name), (sub["net_pnl"] / sub["equity_at_entry"]).to_numpy()))
+        elif candles:
+            panel, chosen, _ = _load(candles, symbol, None, None)
+            sig = build_signals(panel, strategy)
+            for r in run_many(panel, sig, chosen, _policies(preset or [], config or [], set_ or []),
+                              equity=equity, funding=0.0, intrabar="worst", show_progress=False):
+                series.append((r.name, [t["return_on_equity"] for t in r.trades]))
+        else:
+            raise InvalidInput("--ledger", None, "give --ledger FILE or --candles FILE")
+        results = []
+        for name, rets in series:
+            if len(rets) == 0:
+                typer.echo(f"{name}: no trades to resample", err=True)
+                continue
+            results.append(simulate(rets, n_paths=paths, n_trades=trades, method=method,
+                                    block=block, ruin=ruin, initial=equity, seed=seed, policy=name))
+    except (SizeguardError, ValueError) as exc:
+        _fail(exc)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps([m.summary() for m in results]) + "\n")
+    else:
+        Console().print(_mc_table(results))
