@@ -237,8 +237,11 @@ def _section(name: str, cls: type, data: Any) -> Any:
     return cls(**kwargs)
 
 
-def policy_from_dict(data: Mapping[str, Any]) -> Policy:
-    """Build and validate a :class:`Policy` from a mapping shaped like a policy TOML file."""
+def policy_from_dict(data: Mapping[str, Any], *, cross_check: bool = True) -> Policy:
+    """Build and validate a :class:`Policy` from a mapping shaped like a policy TOML file.
+
+    ``cross_check=False`` checks every key and value but not the rules between keys (min above
+    max...), so an audit (:mod:`sizeguard.core.audit`) can report all of them at once."""
     known = ["name", "description", *SECTIONS]
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
@@ -251,7 +254,8 @@ def policy_from_dict(data: Mapping[str, Any]) -> Policy:
         else:
             raise PolicyError(key, value, "unknown section" + _suggest(key, known))
     policy = Policy(**kwargs)
-    _cross_check(policy)
+    if cross_check:
+        _cross_check(policy)
     return policy
 
 
