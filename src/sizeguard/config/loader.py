@@ -75,9 +75,14 @@ def nest(path: list[str], value: Any) -> dict[str, Any]:
 
 
 def load_policy(preset: str | None = None, config: str | Path | None = None,
-                sets: Iterable[str] = ()) -> Policy:
+                sets: Iterable[str] = (), *, env: Mapping[str, str] | None = None) -> Policy:
     """The effective policy: preset (default ai-atr-risk when no file is given), then the file,
-    then each ``--set``."""
+    then the environment ``env`` when given (``SIZEGUARD_*`` and the seed aliases; None reads no
+    environment), then each ``--set``. :func:`sizeguard.config.settings.resolve` also says where
+    each value came from."""
+    if env is not None:
+        from sizeguard.config.settings import resolve  # noqa: PLC0415 - settings imports this module
+        return resolve(preset, config, sets, env).policy
     data: dict[str, Any] = {}
     if preset is not None or config is None:
         data = preset_data(preset or DEFAULT_PRESET)
