@@ -1,22 +1,44 @@
-"""``sizeguard``: size a trade, run the offline demo, list presets.
+"""``sizeguard``: size a trade, explain it, look at markets and presets, run the demo, and
+check configuration (``sizeguard config ...``).
 
 Exit codes: 0 a decision was made (accepted or skipped), 2 invalid input (one line on stderr
-naming the field and the value).
+naming the field and the value). ``config check`` exits 1 when the audit finds errors.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from sizeguard.adapters.market_files import attach_tiers, load_markets
-from sizeguard.cli.render import decision_table, print_decision
+from sizeguard.cli.config_cmd import config_app
+from sizeguard.cli.options import (
+    ConfigOpt,
+    MarketsOpt,
+    PresetOpt,
+    SetOpt,
+    TiersOpt,
+    complete_symbol,
+    fail,
+)
+from sizeguard.cli.render import (
+    hint_panel,
+    market_panel,
+    markets_table,
+    narrate,
+    print_decision,
+    print_explanation,
+    references_table,
+    side_by_side,
+)
 from sizeguard.config.loader import PRESETS, load_policy, preset_data
+from sizeguard.config.settings import Resolved, env_from_os, resolve
 from sizeguard.core.account import Account
 from sizeguard.core.decide import decide
 from sizeguard.core.decision import Decision
@@ -27,25 +49,18 @@ from sizeguard.errors import SizeguardError
 
 app = typer.Typer(
     name="sizeguard",
-    help="How big a leveraged crypto trade may be, and which ones must not happen.",
+    help="How big a leveraged crypto trade may be, and which ones must not happen.\n\n"
+         "Start with [bold]sizeguard demo[/bold]; size a trade with [bold]sizeguard size[/bold], "
+         "read why with [bold]sizeguard explain[/bold], check a policy with "
+         "[bold]sizeguard config check[/bold].",
+    epilog="Settings, lowest first: built-in defaults < --preset < --config FILE < environment "
+           "(SIZEGUARD_SECTION__KEY, seed names such as QT_MAX_POSITIONS) < --set. "
+           "See `sizeguard config show`.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-
-MarketsOpt = Annotated[Path | None, typer.Option(
-    "--markets", help="ccxt unified markets JSON (default: the built-in example markets).")]
-TiersOpt = Annotated[Path | None, typer.Option(
-    "--tiers", help="ccxt leverage tiers JSON, e.g. binanceusdm.json.")]
-PresetOpt = Annotated[str | None, typer.Option("--preset", help=f"One of: {', '.join(PRESETS)}.")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="A policy TOML file.")]
-SetOpt = Annotated[list[str] | None, typer.Option(
-    "--set", help="Override a policy key: --set limits.max_notional=500 (repeatable).")]
-
-
-def fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2)
+app.add_typer(config_app, name="config")
 
 
 def market_book(markets: Path | None, tiers: Path | None) -> MarketBook:
@@ -53,12 +68,19 @@ def market_book(markets: Path | None, tiers: Path | None) -> MarketBook:
     return attach_tiers(book, tiers) if tiers is not None else book
 
 
-def effective_policy(preset: str | None, config: Path | None, sets: list[str] | None,
-                     margin_mode: str | None = None) -> Policy:
-    policy = load_policy(preset, config, sets or ())
+def resolved_policy(preset: str | None, config: Path | None, sets: list[str] | None,
+                    margin_mode: str | None = None) -> tuple[Policy, Resolved]:
+    """The policy the CLI uses: every layer, the process environment included."""
+    r = resolve(preset, config, sets or (), env_from_os())
+    policy = r.policy
     if margin_mode is not None:
         policy = with_changes(policy, "leverage", margin_mode=margin_mode)
-    return policy
+    return policy, r
+
+
+def effective_policy(preset: str | None, config: Path | None, sets: list[str] | None,
+                     margin_mode: str | None = None) -> Policy:
+    return resolved_policy(preset, config, sets, margin_mode)[0]
 
 
 SIZE_EXAMPLES = (
@@ -71,50 +93,138 @@ SIZE_EXAMPLES = (
     "--set limits.max_positions=2"
 )
 
+SymbolArg = Annotated[str, typer.Argument(help="Market symbol, e.g. BTC/USDT:USDT.",
+                                          autocompletion=complete_symbol)]
+SideOpt = Annotated[str, typer.Option("--side", help="long or short.")]
+PriceOpt = Annotated[float, typer.Option("--price", help="Entry price.")]
+EquityOpt = Annotated[float, typer.Option("--equity", help="Account equity (quote currency).")]
+AvailableOpt = Annotated[float | None, typer.Option(help="Available margin (default: equity).")]
+StopOpt = Annotated[float | None, typer.Option(help="Stop price.")]
+StopPctOpt = Annotated[float | None, typer.Option("--stop-pct", help="Stop distance, % of entry.")]
+AtrOpt = Annotated[float | None, typer.Option(help="ATR in price units: stop = atr-mult x ATR.")]
+AtrMultOpt = Annotated[float | None, typer.Option(
+    "--atr-mult", help="ATR multiple (default: the policy's).")]
+StopRoeOpt = Annotated[float | None, typer.Option("--stop-roe", help="Stop as % loss on margin.")]
+ConfidenceOpt = Annotated[float | None, typer.Option(help="Signal confidence in [0, 1].")]
+RegimeOpt = Annotated[str | None, typer.Option(help="Market regime name from the policy.")]
+VolatilityOpt = Annotated[str | None, typer.Option(help="Volatility bucket name from the policy.")]
+LeverageOpt = Annotated[float | None, typer.Option(help="Requested leverage (fixed mode).")]
+MarginModeOpt = Annotated[str | None, typer.Option("--margin-mode", help="isolated or cross.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the decision as one JSON object.")]
+
+
+def _decide(p: dict[str, Any]) -> tuple[Decision, Resolved]:
+    if p["preset"] is not None and p["config"] is not None:
+        raise SizeguardError("give --preset or --config, not both")
+    policy, r = resolved_policy(p["preset"], p["config"], p["set_"], p["margin_mode"])
+    market = market_book(p["markets"], p["tiers"])[p["symbol"]]
+    intent = Intent(symbol=p["symbol"], side=p["side"].lower(), price=p["price"], stop=p["stop"],
+                    stop_pct=p["stop_pct"], atr=p["atr"], atr_mult=p["atr_mult"],
+                    stop_roe=p["stop_roe"], confidence=p["confidence"], regime=p["regime"],
+                    volatility=p["volatility"], leverage=p["leverage"])
+    account = Account(equity=p["equity"], available=p["available"])
+    return decide(intent, account, market, policy), r
+
 
 @app.command(epilog=SIZE_EXAMPLES)
 def size(
-    symbol: Annotated[str, typer.Argument(help="Market symbol, e.g. BTC/USDT:USDT.")],
-    side: Annotated[str, typer.Option("--side", help="long or short.")],
-    price: Annotated[float, typer.Option("--price", help="Entry price.")],
-    equity: Annotated[float, typer.Option("--equity", help="Account equity (quote currency).")],
-    available: Annotated[float | None, typer.Option(help="Available margin (default: equity).")] = None,
-    stop: Annotated[float | None, typer.Option(help="Stop price.")] = None,
-    stop_pct: Annotated[float | None, typer.Option("--stop-pct", help="Stop distance, % of entry.")] = None,
-    atr: Annotated[float | None, typer.Option(help="ATR in price units: stop = atr-mult x ATR.")] = None,
-    atr_mult: Annotated[float | None, typer.Option(
-        "--atr-mult", help="ATR multiple (default: the policy's).")] = None,
-    stop_roe: Annotated[float | None, typer.Option("--stop-roe", help="Stop as % loss on margin.")] = None,
-    confidence: Annotated[float | None, typer.Option(help="Signal confidence in [0, 1].")] = None,
-    regime: Annotated[str | None, typer.Option(help="Market regime name from the policy.")] = None,
-    volatility: Annotated[str | None, typer.Option(help="Volatility bucket name from the policy.")] = None,
-    preset: PresetOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    leverage: Annotated[float | None, typer.Option(help="Requested leverage (fixed mode).")] = None,
-    markets: MarketsOpt = None,
-    tiers: TiersOpt = None,
-    margin_mode: Annotated[str | None, typer.Option("--margin-mode", help="isolated or cross.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the decision as one JSON object.")] = False,
+    symbol: SymbolArg, side: SideOpt, price: PriceOpt, equity: EquityOpt,
+    available: AvailableOpt = None, stop: StopOpt = None, stop_pct: StopPctOpt = None,
+    atr: AtrOpt = None, atr_mult: AtrMultOpt = None, stop_roe: StopRoeOpt = None,
+    confidence: ConfidenceOpt = None, regime: RegimeOpt = None, volatility: VolatilityOpt = None,
+    preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+    leverage: LeverageOpt = None, markets: MarketsOpt = None, tiers: TiersOpt = None,
+    margin_mode: MarginModeOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """Size one trade and explain the decision."""
+    """Size one trade: amount, notional, margin, leverage, risk, liquidation, and why."""
     try:
-        if preset is not None and config is not None:
-            raise SizeguardError("give --preset or --config, not both")
-        policy = effective_policy(preset, config, set_, margin_mode)
-        book = market_book(markets, tiers)
-        market = book[symbol]
-        intent = Intent(symbol=symbol, side=side.lower(), price=price, stop=stop, stop_pct=stop_pct,
-                        atr=atr, atr_mult=atr_mult, stop_roe=stop_roe, confidence=confidence,
-                        regime=regime, volatility=volatility, leverage=leverage)
-        decision = decide(intent, Account(equity=equity, available=available), market, policy)
+        decision, r = _decide(dict(locals()))
     except (SizeguardError, ValueError) as exc:
         fail(exc)
-        return
     if as_json:
         sys.stdout.write(json.dumps(decision.to_dict()) + "\n")
     else:
-        print_decision(decision)
+        print_decision(decision, env_settings=r.from_env())
+
+
+EXPLAIN_EXAMPLES = (
+    "Examples:\n\n"
+    "  sizeguard explain BTC/USDT:USDT --side long --price 87669 --equity 8930.41 --atr 2000 "
+    "--confidence 0.52\n\n"
+    "  sizeguard explain XRP/USD --side long --price 0.25 --equity 2.86 --preset kraken-micro"
+)
+
+
+@app.command(epilog=EXPLAIN_EXAMPLES)
+def explain(
+    symbol: SymbolArg, side: SideOpt, price: PriceOpt, equity: EquityOpt,
+    available: AvailableOpt = None, stop: StopOpt = None, stop_pct: StopPctOpt = None,
+    atr: AtrOpt = None, atr_mult: AtrMultOpt = None, stop_roe: StopRoeOpt = None,
+    confidence: ConfidenceOpt = None, regime: RegimeOpt = None, volatility: VolatilityOpt = None,
+    preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+    leverage: LeverageOpt = None, markets: MarketsOpt = None, tiers: TiersOpt = None,
+    margin_mode: MarginModeOpt = None, as_json: Annotated[bool, typer.Option(
+        "--json", help="The steps as JSON: [{step, text, ...values}].")] = False,
+) -> None:
+    """Size one trade (same options as size) and walk through every step in plain words."""
+    try:
+        decision, _ = _decide(dict(locals()))
+    except (SizeguardError, ValueError) as exc:
+        fail(exc)
+    if as_json:
+        steps = [{**s.to_dict(), "text": narrate(s)} for s in decision.trace]
+        typer.echo(json.dumps({"status": str(decision.status), "steps": steps}))
+        return
+    print_explanation(decision, Console())
+
+
+MARKETS_EXAMPLES = (
+    "Examples:\n\n"
+    "  sizeguard markets\n\n"
+    "  sizeguard markets BTC/USDT:USDT\n\n"
+    "  sizeguard markets --markets binanceusdm.json --tiers binanceusdm-tiers.json ETH/USDT:USDT"
+)
+
+
+@app.command(epilog=MARKETS_EXAMPLES)
+def markets(
+    symbol: Annotated[str | None, typer.Argument(
+        help="Show one market's rules and leverage tiers.", autocompletion=complete_symbol)] = None,
+    markets: MarketsOpt = None,
+    tiers: TiersOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List markets (symbol, type, step, minimums, leverage), or one market's rules and tiers."""
+    try:
+        book = market_book(markets, tiers)
+        chosen = [book[symbol]] if symbol is not None else list(book.values())
+    except (SizeguardError, ValueError) as exc:
+        fail(exc)
+    if as_json:
+        typer.echo(json.dumps([_market_dict(m) for m in chosen]))
+        return
+    console = Console()
+    if symbol is None:
+        console.print(markets_table(chosen, f"{len(chosen)} markets ({book.source or 'built-in'})"))
+        console.print("[dim]One market's rules and tiers: sizeguard markets SYMBOL[/dim]")
+    else:
+        console.print(market_panel(chosen[0]))
+
+
+def _market_dict(m: Any) -> dict[str, Any]:
+    def plain(x: Any) -> Any:
+        return None if isinstance(x, float) and math.isinf(x) else x
+    return {
+        "symbol": m.symbol, "type": m.kind, "linear": m.linear, "inverse": m.inverse,
+        "contract_size": m.contract_size, "amount_step": m.amount_step, "price_tick": m.price_tick,
+        "min_amount": m.min_amount, "max_amount": plain(m.max_amount), "min_cost": m.min_cost,
+        "max_cost": plain(m.max_cost), "max_leverage": plain(m.max_leverage), "taker": m.taker,
+        "maker": m.maker, "exchange": m.exchange, "notes": list(m.notes),
+        "tiers": [{"tier": t.tier, "min_notional": t.min_notional,
+                   "max_notional": plain(t.max_notional), "max_leverage": t.max_leverage,
+                   "maintenance_margin_rate": t.maintenance_margin_rate,
+                   "maintenance_amount": t.maintenance_amount} for t in m.tiers],
+    }
 
 
 @app.command()
@@ -137,6 +247,7 @@ DEMO = [
 
 
 def demo_decisions() -> list[tuple[str, float, Decision]]:
+    """The reference cases of DESIGN.md on the built-in markets (no environment)."""
     book = load_markets(None)
     out = []
     for preset, intent, equity in DEMO:
@@ -145,22 +256,70 @@ def demo_decisions() -> list[tuple[str, float, Decision]]:
     return out
 
 
-@app.command()
-def demo(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """A few decisions on the built-in example markets, offline, one per reference system."""
-    results = demo_decisions()
+def same_intent_decisions(intent: Intent, equity: float) -> list[tuple[str, Decision]]:
+    """Every preset on one intent, built-in markets, no environment."""
+    market = load_markets(None)[intent.symbol]
+    return [(p, decide(intent, Account(equity=equity), market, load_policy(p))) for p in PRESETS]
+
+
+DEMO_EXAMPLES = (
+    "Examples:\n\n"
+    "  sizeguard demo\n\n"
+    "  sizeguard demo --equity 1500\n\n"
+    "  sizeguard demo --symbol ETH/USDT:USDT --side short --price 3000 --atr 60"
+)
+
+
+@app.command(epilog=DEMO_EXAMPLES)
+def demo(
+    symbol: Annotated[str, typer.Option("--symbol", help="Built-in market for the side-by-side.",
+                                        autocompletion=complete_symbol)] = "BTC/USDT:USDT",
+    side: Annotated[str, typer.Option("--side")] = "long",
+    price: Annotated[float, typer.Option("--price")] = 87669.0,
+    equity: Annotated[float, typer.Option("--equity")] = 10000.0,
+    atr: Annotated[float | None, typer.Option("--atr", help="ATR in price units.")] = 2000.0,
+    confidence: Annotated[float | None, typer.Option("--confidence")] = 0.52,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The five presets side by side on one trade, then the reference cases; offline, built-in
+    markets, no environment."""
+    try:
+        intent = Intent(symbol, side.lower(), price, atr=atr, confidence=confidence)
+        same = same_intent_decisions(intent, equity)
+    except (SizeguardError, ValueError) as exc:
+        fail(exc)
+    refs = demo_decisions()
     if as_json:
-        typer.echo(json.dumps([{"preset": p, "equity": e, **d.to_dict()} for p, e, d in results]))
+        typer.echo(json.dumps({
+            "intent": {"symbol": symbol, "side": side, "price": price, "equity": equity, "atr": atr,
+                       "confidence": confidence},
+            "side_by_side": [{"preset": p, **d.to_dict()} for p, d in same],
+            "references": [{"preset": p, "equity": e, **d.to_dict()} for p, e, d in refs]}))
         return
     console = Console()
-    for preset, equity, d in results:
-        console.print(decision_table(
-            d, title=f"[bold]{preset}[/bold]: {d.symbol} {d.side} @ {d.entry_price:g}, "
-                     f"equity {equity:g} -> {d.status}"))
+    what = f"{symbol} {side} @ {price:,g}, equity {equity:,g}"
+    if atr is not None:
+        what += f", ATR {atr:,g} (stop {1.5 * atr / price:.2%} at 1.5 x ATR for presets that use it)"
+    if confidence is not None:
+        what += f", confidence {confidence:g}"
+    console.print(side_by_side(same, f"[bold]One trade, five policies[/bold]: {what}"))
+    console.print()
+    console.print(references_table(refs))
+    console.print(hint_panel([
+        "sizeguard explain BTC/USDT:USDT --side long --price 87669 --equity 10000 --atr 2000 "
+        "--preset ai-atr-risk",
+        "sizeguard config check --preset quantum-4x30 --equity 10000",
+        "sizeguard config show --preset viper-50x",
+        "sizeguard markets BTC/USDT:USDT",
+    ]))
 
 
 def main() -> None:
     app()
+
+
+__all__ = ["DEMO", "app", "demo_decisions", "effective_policy", "main",
+           "market_book"]
 
 
 if __name__ == "__main__":

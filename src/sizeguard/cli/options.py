@@ -1,0 +1,38 @@
+"""Options shared by the commands, with shell completion for presets and built-in symbols."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from sizeguard.config.loader import PRESETS
+
+
+def complete_preset(incomplete: str) -> list[str]:
+    return [p for p in PRESETS if p.startswith(incomplete)]
+
+
+def complete_symbol(incomplete: str) -> list[str]:
+    from sizeguard.adapters.market_files import builtin_markets  # noqa: PLC0415 - only when completing
+    return [s for s in builtin_markets() if s.upper().startswith(incomplete.upper())]
+
+
+MarketsOpt = Annotated[Path | None, typer.Option(
+    "--markets", help="ccxt unified markets JSON (default: the built-in example markets).")]
+TiersOpt = Annotated[Path | None, typer.Option(
+    "--tiers", help="ccxt leverage tiers JSON, e.g. binanceusdm.json.")]
+PresetOpt = Annotated[str | None, typer.Option(
+    "--preset", help=f"One of: {', '.join(PRESETS)} (default ai-atr-risk, or SIZEGUARD_PRESET).",
+    autocompletion=complete_preset)]
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", help="A policy TOML file (or SIZEGUARD_CONFIG).")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a policy key: --set limits.max_notional=500 (repeatable).")]
+
+
+def fail(exc: Exception) -> NoReturn:
+    """Invalid input: one line on stderr naming the field and the value, exit 2."""
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
