@@ -25,7 +25,6 @@ from sizeguard.core.decision import Decision, Reason, Status
 from sizeguard.core.intent import Intent
 from sizeguard.core.market import MarketBook
 from sizeguard.core.policy import with_changes
-
 from sizing_helpers import bounds, trace_step
 
 
