@@ -43,13 +43,9 @@ def _paths(returns: F64, starts: Any, block: int, n_trades: int, ruin: float
         for i in range(n_trades):
             k = (np.int64(starts[p, i // block]) + i % block) % n
             e *= 1.0 + returns[k]
-            if e <= 0.0:
-                e = 0.0
-            if e > peak:
-                peak = e
-            d = 1.0 - e / peak
-            if d > dd:
-                dd = d
+            e = max(e, 0.0)
+            peak = max(peak, e)
+            dd = max(dd, 1.0 - e / peak)
             if e <= ruin:
                 hit = True
         final[p] = e
