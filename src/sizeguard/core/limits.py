@@ -16,11 +16,13 @@ def gate(intent: Intent, account: Account, limits: Limits) -> tuple[Reason | Non
     pnl = account.realised_pnl_today
     if limits.daily_loss > 0 and pnl < 0:
         day_start = account.equity - pnl
-        if day_start > 0 and -pnl >= limits.daily_loss * day_start:
+        if day_start > 0 and -pnl >= limits.daily_loss * day_start * (1 - 1e-12):
             return Reason.HALTED_DAILY_LOSS, (
                 f"realised {pnl:.2f} today is {(-pnl / day_start):.2%} of the day's starting "
                 f"equity {day_start:.2f}; limit {limits.daily_loss:.2%}")
-    if limits.max_drawdown > 0 and account.drawdown >= limits.max_drawdown:
+    # the tolerance: 1 - 9,000 / 10,000 is 0.09999999999999998 in floats, and a 10% limit
+    # must halt at exactly 10%
+    if limits.max_drawdown > 0 and account.drawdown >= limits.max_drawdown * (1 - 1e-12):
         return Reason.HALTED_DRAWDOWN, (
             f"drawdown {account.drawdown:.2%} >= limit {limits.max_drawdown:.2%}")
     adding = account.has_position(intent.symbol)
