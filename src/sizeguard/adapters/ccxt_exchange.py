@@ -103,6 +103,7 @@ class CcxtExchange:
         self.x = exchange
         self.hedge_mode = hedge_mode
         self.quote = quote
+        self.margin_modes: dict[str, str] = {}
 
     @property
     def name(self) -> str:
@@ -145,6 +146,7 @@ class CcxtExchange:
     def set_margin_mode(self, symbol: str, mode: str) -> None:
         if mode not in ("isolated", "cross"):
             return
+        self.margin_modes[symbol] = mode
         try:
             with self._call(symbol):
                 self.x.set_margin_mode(mode, symbol)
@@ -161,8 +163,10 @@ class CcxtExchange:
             self.x.set_leverage(lev, symbol)
 
     # -- orders -------------------------------------------------------------------------
-    def _side_params(self, side: str, closing: bool) -> dict[str, Any]:
+    def _side_params(self, symbol: str, side: str, closing: bool) -> dict[str, Any]:
         params: dict[str, Any] = {}
+        if self.name.startswith("bitget") and symbol in self.margin_modes:
+            params["marginMode"] = self.margin_modes[symbol]  # bitget sends it on every order
         if self.hedge_mode:
             if self.name.startswith("binance"):
                 params["positionSide"] = "LONG" if side == "long" else "SHORT"
@@ -193,7 +197,7 @@ class CcxtExchange:
 
     def place_entry(self, symbol: str, side: str, amount: str, price: float,
                     client_order_id: str) -> OrderResult:
-        params = {"clientOrderId": client_order_id, **self._side_params(side, closing=False)}
+        params = {"clientOrderId": client_order_id, **self._side_params(symbol, side, closing=False)}
         with self._call(symbol):
             o = self.x.create_order(symbol, "market", "buy" if side == "long" else "sell",
                                     float(amount), None, params)
@@ -204,7 +208,7 @@ class CcxtExchange:
                     client_order_id: str) -> OrderResult:
         key = "stopLossPrice" if kind == "stop" else "takeProfitPrice"
         params = {"clientOrderId": client_order_id, key: trigger,
-                  **self._side_params(side, closing=True)}
+                  **self._side_params(symbol, side, closing=True)}
         with self._call(symbol):
             o = self.x.create_order(symbol, "market", "sell" if side == "long" else "buy",
                                     float(amount), None, params)
@@ -221,7 +225,7 @@ class CcxtExchange:
 
     def close_position(self, symbol: str, side: str, amount: str, price: float | None,
                        client_order_id: str) -> OrderResult:
-        params = {"clientOrderId": client_order_id, **self._side_params(side, closing=True)}
+        params = {"clientOrderId": client_order_id, **self._side_params(symbol, side, closing=True)}
         with self._call(symbol):
             o = self.x.create_order(symbol, "market", "sell" if side == "long" else "buy",
                                     float(amount), None, params)
@@ -262,6 +266,8 @@ def make_exchange(name: str, *, api_key: str | None = None, secret: str | None =
     if api_key:
         config.update(apiKey=api_key, secret=secret, password=password)
     config["options"].setdefault("fetchCurrencies", False)  # markets only; needs no keys
+    if name == "bitget":
+        config["options"].setdefault("uta", False)  # classic accounts: the v2 mix API
     x = cls(config)
     if sandbox:
         x.set_sandbox_mode(True)
