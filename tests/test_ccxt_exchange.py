@@ -140,8 +140,8 @@ def test_rejection_texts_teach_minimums() -> None:
 
 
 def test_trader_on_the_replayed_exchange(store: SqlStore, tmp_path: Path) -> None:
-    ex, replay = binance(hedge=True)
-    path, source = refresh(ex.x, tmp_path)
+    ex, _ = binance(hedge=True)
+    _, source = refresh(ex.x, tmp_path)
     store.ensure_account("acc", exchange="binanceusdm", equity=1000.0)
     policy = load_policy("viper-fixed-margin", sets=["sizing.margin=50", "leverage.value=10"])
     t = Trader(store, ex, source, policy, account_id="acc")
