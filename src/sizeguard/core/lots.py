@@ -19,7 +19,9 @@ TICK_SIZE = 4
 # billionth of a lot, plus a relative term for huge counts, keeps exact multiples exact without
 # ever admitting a meaningful fraction of a lot.
 _ABS_EPS = 1e-9
-_REL_EPS = 1e-12
+# The relative term is ~10 ulps of the lot count: 1e-12 admitted 7% of a lot at 7e10 lots
+# (DOGE at a 1e-6 step) and rounded up where ccxt's amount_to_precision truncates.
+_REL_EPS = 2e-15
 
 
 def floor_lots(quantity: float, step: float) -> int:
