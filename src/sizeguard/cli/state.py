@@ -1,0 +1,437 @@
+"""State and execution commands: ``trade``, ``close``, ``positions``, ``state``, ``journal``,
+``sync`` and ``markets refresh``. Registered on :data:`sizeguard.cli.main.app` by importing
+this module (the last line of cli/main.py).
+
+Every command takes ``--store URL`` (default ``$SIZEGUARD_STORE``, else ``state.db`` in the user
+data dir), ``--account NAME`` (default ``$SIZEGUARD_ACCOUNT``, else "default") and ``--json``.
+Trading is on the paper exchange unless ``--live`` is given; live keys come from
+``SIZEGUARD_API_KEY``, ``SIZEGUARD_API_SECRET`` and ``SIZEGUARD_API_PASSWORD``.
+Exit codes: 0 done (a skipped or rejected trade included), 1 an exchange or store failure,
+2 invalid input.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import sys
+import typing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sizeguard.adapters.ccxt_exchange import CcxtExchange, make_exchange
+from sizeguard.adapters.market_snapshot import FileMarketSource, latest_snapshot, refresh
+from sizeguard.adapters.paper import PaperExchange
+from sizeguard.adapters.sql_store import SqlStore, open_store
+from sizeguard.cli.main import app, effective_policy
+from sizeguard.cli.options import ConfigOpt, MarketsOpt, PresetOpt, SetOpt, TiersOpt
+from sizeguard.core.intent import Intent
+from sizeguard.errors import ExchangeError, InvalidInput, SizeguardError, StoreError
+from sizeguard.ports import Exchange, ExchangePosition
+from sizeguard.trader import Trader
+
+StoreOpt = Annotated[str | None, typer.Option(
+    "--store", envvar="SIZEGUARD_STORE",
+    help="State store: postgresql://user@host/db, sqlite:///PATH or a file "
+         "(default: state.db in the user data dir).")]
+AccountOpt = Annotated[str, typer.Option("--account", envvar="SIZEGUARD_ACCOUNT",
+                                         help="Account name in the store.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+ExchangeOpt = Annotated[str | None, typer.Option(
+    "--exchange", help="ccxt exchange id (binanceusdm, bitget, ...): its newest saved market "
+                       "snapshot, and the venue for --live.")]
+LiveOpt = Annotated[bool, typer.Option("--live", help="Trade on the real exchange (default: paper).")]
+HedgeOpt = Annotated[bool, typer.Option("--hedge-mode", help="The live account uses hedge "
+                                        "(two-way) positions.")]
+
+
+def _die(exc: Exception) -> NoReturn:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1 if isinstance(exc, ExchangeError | StoreError) else 2)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except (SizeguardError, ValueError) as exc:
+        _die(exc)
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+
+
+def _source(markets: Path | None, tiers: Path | None, exchange: str | None) -> FileMarketSource:
+    if markets is None and exchange is not None:
+        found = latest_snapshot(exchange)
+        if found is None:
+            raise InvalidInput("exchange", exchange, "no saved market snapshot; run "
+                               f"`sizeguard markets refresh --exchange {exchange}` or give --markets")
+        markets = found
+    return FileMarketSource(markets, tiers)
+
+
+def _live_exchange(exchange: str | None, hedge: bool, quote: str) -> CcxtExchange:
+    if exchange is None:
+        raise InvalidInput("exchange", None, "--live needs --exchange NAME")
+    key = os.environ.get("SIZEGUARD_API_KEY")
+    if not key:
+        raise InvalidInput("SIZEGUARD_API_KEY", None, "--live needs the exchange API key in the "
+                           "environment (SIZEGUARD_API_KEY, SIZEGUARD_API_SECRET)")
+    x = make_exchange(exchange, api_key=key, secret=os.environ.get("SIZEGUARD_API_SECRET"),
+                      password=os.environ.get("SIZEGUARD_API_PASSWORD"))
+    return CcxtExchange(x, hedge_mode=hedge, quote=quote)
+
+
+def _paper(store: SqlStore, account: str, source: FileMarketSource) -> PaperExchange:
+    """The paper account as the store left it: equity and open positions."""
+    rs = store.risk_state(account)
+    held = [ExchangePosition(p.symbol, p.side, float(p.amount), p.entry_price, p.notional, p.margin,
+                             p.leverage) for p in store.positions(account)]
+    return PaperExchange(source.markets(), balance=rs.equity, quote=rs.quote, positions=held)
+
+
+def _store(url: str | None) -> SqlStore:
+    return open_store(url)
+
+
+# ----------------------------------------------------------------------------- trade
+
+TRADE_EXAMPLES = (
+    "Examples:\n\n"
+    "  sizeguard trade BTC/USDT:USDT --side long --price 87669 --equity 10000 --atr 2000 "
+    "--confidence 0.7\n\n"
+    "  sizeguard trade ETH/USDT:USDT --side short --price 3000 --stop 3090 --take-profit 2800 "
+    "--preset viper-50x --json\n\n"
+    "  sizeguard trade BTC/USDT:USDT --side long --price 90000 --stop 88000 --exchange binanceusdm "
+    "--live"
+)
+
+
+@app.command(epilog=TRADE_EXAMPLES)
+def trade(
+    symbol: Annotated[str, typer.Argument(help="Market symbol, e.g. BTC/USDT:USDT.")],
+    side: Annotated[str, typer.Option("--side", help="long or short.")],
+    price: Annotated[float, typer.Option("--price", help="Entry price (paper fills here).")],
+    equity: Annotated[float | None, typer.Option(
+        "--equity", help="Set the account's equity (needed once, to open a paper account).")] = None,
+    stop: Annotated[float | None, typer.Option(help="Stop price.")] = None,
+    stop_pct: Annotated[float | None, typer.Option("--stop-pct", help="Stop distance, % of entry.")] = None,
+    atr: Annotated[float | None, typer.Option(help="ATR in price units: stop = atr-mult x ATR.")] = None,
+    atr_mult: Annotated[float | None, typer.Option("--atr-mult", help="ATR multiple.")] = None,
+    stop_roe: Annotated[float | None, typer.Option("--stop-roe", help="Stop as % loss on margin.")] = None,
+    take_profit: Annotated[float | None, typer.Option("--take-profit", help="Take-profit price.")] = None,
+    confidence: Annotated[float | None, typer.Option(help="Signal confidence in [0, 1].")] = None,
+    regime: Annotated[str | None, typer.Option(help="Market regime name from the policy.")] = None,
+    volatility: Annotated[str | None, typer.Option(help="Volatility bucket from the policy.")] = None,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    leverage: Annotated[float | None, typer.Option(help="Requested leverage (fixed mode).")] = None,
+    margin_mode: Annotated[str | None, typer.Option("--margin-mode", help="isolated or cross.")] = None,
+    markets: MarketsOpt = None,
+    tiers: TiersOpt = None,
+    exchange: ExchangeOpt = None,
+    live: LiveOpt = False,
+    hedge_mode: HedgeOpt = False,
+    client_order_id: Annotated[str | None, typer.Option(
+        "--client-order-id", help="Idempotency key: the same id never trades twice.")] = None,
+    ttl: Annotated[float, typer.Option("--ttl", help="Reservation lifetime, seconds.")] = 300.0,
+    store: StoreOpt = None,
+    account: AccountOpt = "default",
+    as_json: JsonOpt = False,
+) -> None:
+    """Decide, reserve, and place the entry with its stop (and take-profit); record it."""
+    with _errors():
+        if preset is not None and config is not None:
+            raise SizeguardError("give --preset or --config, not both")
+        policy = effective_policy(preset, config, set_, margin_mode)
+        source = _source(markets, tiers, exchange)
+        book = source.markets()
+        market = book[symbol]
+        intent = Intent(symbol=symbol, side=side.lower(), price=price, stop=stop, stop_pct=stop_pct,
+                        atr=atr, atr_mult=atr_mult, stop_roe=stop_roe, confidence=confidence,
+                        regime=regime, volatility=volatility, leverage=leverage,
+                        take_profit=take_profit)
+        st = _store(store)
+        try:
+            venue = exchange or "paper"
+            quote = market.settle or market.quote or "USDT"
+            if not st.has_account(account):
+                if equity is None and not live:
+                    raise InvalidInput("equity", None, f"account '{account}' is new: give --equity "
+                                       "to open it")
+                st.ensure_account(account, exchange=venue, equity=equity or 1.0, quote=quote)
+            elif equity is not None:
+                st.set_equity(account, equity)
+            ex: Exchange = (_live_exchange(exchange, hedge_mode, quote) if live
+                            else _paper(st, account, source))
+            trader = Trader(st, ex, source, policy, account_id=account, ttl=ttl)
+            if live:
+                trader.sync()  # the live balance and positions count before deciding
+            result = trader.submit(intent, client_order_id)
+        finally:
+            st.close()
+    if as_json:
+        _emit(result.to_dict())
+    else:
+        d = result.decision
+        console = Console()
+        console.print(f"[bold]{result.status}[/bold] {d['symbol']} {d['side']} amount {d['amount']} "
+                      f"notional {d['notional']:.2f} margin {d['margin']:.2f} at {d['leverage']:g}x "
+                      f"({'live' if live else 'paper'}, client order id {result.client_order_id})")
+        if d["reasons"]:
+            console.print("reasons: " + ", ".join(d["reasons"]))
+        if result.error:
+            console.print(f"[red]{result.error}[/red]")
+        for o in result.orders:
+            console.print(f"  {o.kind:12s} {o.side:4s} {o.amount} {o.status}"
+                          + (f" @ {o.average:g}" if o.average else "")
+                          + (f" trigger {o.trigger_price:g}" if o.trigger_price else ""))
+        if result.position:
+            console.print(f"position {result.position.id}")
+
+
+@app.command()
+def close(
+    position_id: Annotated[str, typer.Argument(help="Position id (see `sizeguard positions`).")],
+    price: Annotated[float, typer.Option("--price", help="Exit price (paper fills here).")],
+    markets: MarketsOpt = None,
+    tiers: TiersOpt = None,
+    exchange: ExchangeOpt = None,
+    live: LiveOpt = False,
+    hedge_mode: HedgeOpt = False,
+    store: StoreOpt = None,
+    account: AccountOpt = "default",
+    as_json: JsonOpt = False,
+) -> None:
+    """Close a position: its PnL feeds today's loss, the losing streak and the win rate."""
+    with _errors():
+        source = _source(markets, tiers, exchange)
+        st = _store(store)
+        try:
+            rs = st.risk_state(account)
+            ex: Exchange = (_live_exchange(exchange, hedge_mode, rs.quote) if live
+                            else _paper(st, account, source))
+            trader = Trader(st, ex, source, effective_policy(None, None, None), account_id=account)
+            pos = trader.close(position_id, price)
+            rs = st.risk_state(account)
+        finally:
+            st.close()
+    if as_json:
+        _emit({"position": pos.to_dict(), "state": rs.to_dict()})
+    else:
+        typer.echo(f"closed {pos.id} {pos.symbol} {pos.side} at {pos.exit_price:g}: "
+                   f"PnL {pos.pnl:+.4f}; equity {rs.equity:.2f}, streak {rs.losing_streak}")
+
+
+# ----------------------------------------------------------------------------- views
+
+
+@app.command()
+def positions(store: StoreOpt = None, account: AccountOpt = "default",
+              all_: Annotated[bool, typer.Option("--all", help="Closed ones too.")] = False,
+              as_json: JsonOpt = False) -> None:
+    """Open positions (and live reservations) of the account."""
+    with _errors():
+        st = _store(store)
+        try:
+            rows = st.positions(account, open_only=not all_)
+            held = st.reservations(account)
+        finally:
+            st.close()
+    if as_json:
+        _emit({"positions": [p.to_dict() for p in rows],
+               "reservations": [r.to_dict() for r in held]})
+        return
+    t = Table(title=f"positions of {account}")
+    for col in ("id", "symbol", "side", "amount", "entry", "notional", "margin", "lev", "stop",
+                "source", "status"):
+        t.add_column(col)
+    for p in rows:
+        t.add_row(p.id, p.symbol, p.side, p.amount, f"{p.entry_price:g}", f"{p.notional:.2f}",
+                  f"{p.margin:.2f}", f"{p.leverage:g}",
+                  f"{p.stop_price:g}" if p.stop_price else "-", p.source, p.status)
+    for r in held:
+        t.add_row(r.id, r.symbol, r.side, r.amount, "-", f"{r.notional:.2f}", f"{r.margin:.2f}",
+                  f"{r.leverage:g}", "-", "reservation", "held")
+    Console().print(t)
+
+
+@app.command()
+def state(store: StoreOpt = None, account: AccountOpt = "default", as_json: JsonOpt = False) -> None:
+    """Equity, peak, today's realised PnL, losing streak, win rates, slots and learned minimums."""
+    with _errors():
+        st = _store(store)
+        try:
+            rs = st.risk_state(account)
+            mins = st.learned_minimums(rs.exchange)
+            version = st.schema_version()
+            url = st.url
+        finally:
+            st.close()
+    out = {**rs.to_dict(), "learned_minimums": mins, "store": url, "schema_version": version}
+    if as_json:
+        _emit(out)
+        return
+    t = Table(title=f"state of {account} ({rs.exchange}, {url})", show_header=False)
+    for key in ("equity", "peak_equity", "day", "realised_pnl_today", "losing_streak",
+                "open_positions", "live_reservations", "margin_in_use", "gross_exposure"):
+        v = out[key]
+        t.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
+    for sym, s in rs.to_dict()["symbol_stats"].items():
+        t.add_row(f"record {sym}", f"{s['trades']} trades, {s['wins']} wins ({s['win_rate']:.0%})")
+    for sym, m in mins.items():
+        t.add_row(f"learned minimum {sym}", f"cost {m['min_cost']:g}, amount {m['min_amount']:g}")
+    Console().print(t)
+
+
+@app.command()
+def journal(
+    symbol: Annotated[str | None, typer.Option("--symbol", help="Only this symbol.")] = None,
+    last: Annotated[int | None, typer.Option("--last", help="Only the last N entries.")] = None,
+    kind: Annotated[str | None, typer.Option(
+        "--kind", help="decision, order, fill, reject, release, close, sync.")] = None,
+    store: StoreOpt = None,
+    account: AccountOpt = "default",
+    as_json: JsonOpt = False,
+) -> None:
+    """The decision journal: every decision with its trace and market snapshot, and the events."""
+    with _errors():
+        if last is not None and last < 1:
+            raise InvalidInput("last", last, "must be >= 1")
+        st = _store(store)
+        try:
+            entries = st.journal(account, symbol=symbol, last=last, kind=kind)
+        finally:
+            st.close()
+    if as_json:
+        _emit({"entries": [e.to_dict() for e in entries]})
+        return
+    import time  # noqa: PLC0415
+
+    t = Table(title=f"journal of {account}")
+    for col in ("id", "at (UTC)", "kind", "symbol", "status", "reasons / note", "client order id",
+                "snapshot"):
+        t.add_column(col)
+    for e in entries:
+        t.add_row(str(e.id), time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.at)), e.kind,
+                  e.symbol or "", e.status or "", ", ".join(e.reasons) or (e.note or ""),
+                  e.client_order_id or "", e.snapshot_id or "")
+    Console().print(t)
+
+
+@app.command()
+def sync(
+    markets: MarketsOpt = None,
+    exchange: ExchangeOpt = None,
+    live: LiveOpt = False,
+    hedge_mode: HedgeOpt = False,
+    store: StoreOpt = None,
+    account: AccountOpt = "default",
+    as_json: JsonOpt = False,
+) -> None:
+    """Reconcile with the exchange: its balance becomes the equity; positions opened elsewhere
+    are recorded and count toward every limit; expired reservations are released."""
+    with _errors():
+        st = _store(store)
+        try:
+            rs = st.risk_state(account)
+            source = _source(markets, None, exchange if markets is None else None) if not live \
+                else FileMarketSource(markets)
+            ex: Exchange = (_live_exchange(exchange, hedge_mode, rs.quote) if live
+                            else _paper(st, account, source))
+            out = Trader(st, ex, source, effective_policy(None, None, None), account_id=account,
+                         venue=rs.exchange).sync()
+        finally:
+            st.close()
+    if as_json:
+        _emit(out)
+    else:
+        typer.echo(f"equity {out['equity']:.2f}; {out['positions']} positions on the exchange; "
+                   f"added {len(out['added'])}, closed {len(out['closed'])}, "
+                   f"expired reservations {out['expired_reservations']}")
+
+
+# ----------------------------------------------------------------------------- markets refresh
+
+
+def markets_refresh(exchange: str, directory: Path | None, as_json: bool) -> None:
+    with _errors():
+        x = make_exchange(exchange)
+        path, source = refresh(x, directory)
+        book = source.markets()
+    if as_json:
+        _emit({"path": str(path), "snapshot_id": source.snapshot_id, "markets": len(book)})
+    else:
+        typer.echo(f"saved {len(book)} markets of {exchange} to {path} ({source.snapshot_id})")
+
+
+def _install_markets_refresh() -> None:
+    """``sizeguard markets refresh --exchange NAME``: the ``markets`` command belongs to
+    cli/main.py (``markets [SYMBOL]``); this wraps it so the word ``refresh`` in the symbol
+    position fetches live markets, and anything else goes to the original unchanged."""
+    info = next((c for c in app.registered_commands
+                 if (c.name or getattr(c.callback, "__name__", "")) == "markets"), None)
+    if info is None or info.callback is None or "symbol" not in inspect.signature(
+            info.callback).parameters:
+        markets_app = typer.Typer(help="Market data.")
+        app.add_typer(markets_app, name="markets")
+
+        @markets_app.command("refresh")
+        def _refresh(exchange: Annotated[str, typer.Option("--exchange")],
+                     directory: Annotated[Path | None, typer.Option("--dir")] = None,
+                     as_json: JsonOpt = False) -> None:
+            """Fetch live markets (and leverage tiers) and save a dated snapshot."""
+            markets_refresh(exchange, directory, as_json)
+        return
+    original: Callable[..., Any] = info.callback
+    hints = typing.get_type_hints(original, include_extras=True)  # main.py's are strings
+    sig = inspect.signature(original)
+    sig = sig.replace(parameters=[p.replace(annotation=hints.get(p.name, p.annotation))
+                                  for p in sig.parameters.values()])
+    names = set(sig.parameters)
+    extra = [
+        inspect.Parameter("exchange", inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation=Annotated[str | None, typer.Option(
+                              "--exchange", help="With `refresh`: the ccxt exchange id.")]),
+        inspect.Parameter("snapshot_dir", inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation=Annotated[Path | None, typer.Option(
+                              "--dir", help="With `refresh`: where to save the snapshot.")]),
+    ]
+    if "as_json" not in names:
+        extra.append(inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, default=False,
+                                       annotation=JsonOpt))
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.POSITIONAL_ONLY) else p
+        for p in sig.parameters.values()]
+
+    def markets(**kwargs: Any) -> Any:
+        exchange = kwargs.pop("exchange", None)
+        directory = kwargs.pop("snapshot_dir", None)
+        if kwargs.get("symbol") == "refresh":
+            if exchange is None:
+                _die(InvalidInput("exchange", None, "`markets refresh` needs --exchange NAME"))
+            markets_refresh(exchange, directory, bool(kwargs.get("as_json")))
+            return None
+        if exchange is not None:
+            _die(InvalidInput("exchange", exchange, "--exchange goes with `markets refresh`"))
+        return original(**{k: v for k, v in kwargs.items() if k in names})
+
+    markets.__signature__ = sig.replace(parameters=params + extra)  # type: ignore[attr-defined]
+    markets.__doc__ = (original.__doc__ or "").rstrip() + (
+        "\n\n`sizeguard markets refresh --exchange NAME` fetches live markets (and leverage "
+        "tiers) through ccxt and saves a dated snapshot for offline use.")
+    info.callback = markets
+    info.name = info.name or "markets"
+
+
+_install_markets_refresh()
