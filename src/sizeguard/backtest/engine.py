@@ -320,7 +320,7 @@ def run_backtest(
     trades: list[dict[str, Any]] = []
     skips: Counter[str] = Counter()
     records: list[EntryRecord] = []
-    last_at: dict[str, float] = {}
+    view = _AccountView(panel, syms)
     decisions = 0
     worst = intrabar == "worst"
     ts_arr = panel.timestamp
@@ -352,7 +352,7 @@ def run_backtest(
                 skips["SPOT_NO_SHORT"] += 1
                 continue
             price = float(op[t, j])
-            account = _account(panel, t, pos, acct, stats, syms, last_at)
+            account = view(t, pos, acct, stats)
             a = float(signals.atr[t, j])
             am = float(signals.atr_mult[t, j])
             conf = float(signals.confidence[t, j])
@@ -367,7 +367,7 @@ def run_backtest(
                 tid = len(trades)
                 _open(pos, acct, j, t, d, market, policy, float(signals.tp_r[t, j]), fee[j], tid)
                 trades.append(_entry_row(d, j, t, ts_arr, panel.symbols[j], account, pos))
-                last_at[market.symbol] = ts_arr[t] / 1000.0
+                view.entered(market.symbol, ts_arr[t] / 1000.0)
             else:
                 skips[str(d.reasons[-1]) if d.reasons else "SKIPPED"] += 1
             if record:
@@ -388,31 +388,44 @@ def run_backtest(
                           signals.name, records, int(acct[A_IGNORED]))
 
 
-def _account(panel: Panel, t: int, pos: F64, acct: F64, stats: Any, syms: Sequence[str],
-             last_at: Mapping[str, float]) -> Account:
-    """The Account decide() sees at bar t's open: equity marked at the open prices."""
-    positions = []
-    upnl_total = 0.0
-    for j, sym in enumerate(syms):
-        side = pos[j, P_SIDE]
-        if side == 0.0:
-            continue
-        px = panel.open[t, j]
-        if math.isnan(px):
-            px = panel.mark[t - 1, j] if t > 0 else pos[j, P_ENTRY]
-        qty = pos[j, P_QTY]
-        upnl = side * qty * (px - pos[j, P_ENTRY])
-        upnl_total += upnl
-        mm = pos[j, P_NOTIONAL] * pos[j, P_MMR] - pos[j, P_CUM]
-        positions.append(Position(sym, LONG if side > 0 else SHORT, float(qty * px),
-                                  float(pos[j, P_COLL]), float(mm), float(upnl)))
-    equity = float(acct[A_CASH] + upnl_total)
-    st = {sym: SymbolStats(int(stats[j, 0]), int(stats[j, 1]))
-          for j, sym in enumerate(syms) if stats[j, 0]}
-    return Account(equity=equity, positions=tuple(positions),
-                   peak_equity=float(max(acct[A_PEAK], equity)),
-                   realised_pnl_today=float(acct[A_DAY_PNL]), losing_streak=int(acct[A_STREAK]),
-                   symbol_stats=MappingProxyType(st), last_trade_at=MappingProxyType(dict(last_at)))
+class _AccountView:
+    """Builds the Account decide() sees at a bar's open (equity marked at the open prices),
+    reusing the immutable symbol-record and last-entry maps while they are unchanged."""
+
+    def __init__(self, panel: Panel, syms: Sequence[str]) -> None:
+        self.panel, self.syms = panel, list(syms)
+        self._stats_key: list[list[int]] | None = None
+        self._stats: Mapping[str, SymbolStats] = MappingProxyType({})
+        self.last_at: dict[str, float] = {}
+        self._last: Mapping[str, float] = MappingProxyType({})
+
+    def entered(self, symbol: str, when: float) -> None:
+        self.last_at[symbol] = when
+        self._last = MappingProxyType(dict(self.last_at))
+
+    def __call__(self, t: int, pos: F64, acct: F64, stats: Any) -> Account:
+        positions = []
+        upnl_total = 0.0
+        open_rows = np.flatnonzero(pos[:, P_SIDE])
+        for j in open_rows.tolist():
+            side, qty, entry, notional, _, _, _, coll, mmr, cum = pos[j, :P_FUND].tolist()
+            px = float(self.panel.open[t, j])
+            if math.isnan(px):
+                px = float(self.panel.mark[t - 1, j]) if t > 0 else entry
+            upnl = side * qty * (px - entry)
+            upnl_total += upnl
+            positions.append(Position(self.syms[j], LONG if side > 0 else SHORT, qty * px, coll,
+                                      notional * mmr - cum, upnl))
+        key = stats.tolist()
+        if key != self._stats_key:
+            self._stats_key = key
+            self._stats = MappingProxyType({sym: SymbolStats(n, w) for sym, (n, w)
+                                            in zip(self.syms, key, strict=True) if n})
+        cash, peak, _, day_pnl, streak = acct[:A_TRADES].tolist()
+        equity = cash + upnl_total
+        return Account(equity=equity, positions=tuple(positions), peak_equity=max(peak, equity),
+                       realised_pnl_today=day_pnl, losing_streak=int(streak),
+                       symbol_stats=self._stats, last_trade_at=self._last)
 
 
 def _open(pos: F64, acct: F64, j: int, t: int, d: Decision, market: MarketRules, policy: Policy,

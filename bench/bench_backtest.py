@@ -1,0 +1,240 @@
+"""Backtest speed: sizeguard's engine vs vectorbt and backtrader, in one run, on the same bars.
+
+    .venv/bin/python bench/bench_backtest.py [--bars 1000000] [--bt-bars 50000] [--fast 60 --slow 240]
+
+Inputs, identical for the three: a seeded random walk of 1-minute OHLC bars (BTC-like, from
+30,000, 0.1% sigma per bar), long-only EMA-cross entries and exits (computed once, outside the
+timings), a stop at 1.5 x ATR(14) and a take-profit at 2R, taker fees 0.05% both ways, starting
+equity 10,000.
+
+* **sizeguard**: the ``ai-atr-risk`` preset on the built-in BTC/USDT:USDT perpetual: every entry
+  sized by core ``decide()`` (risk 1% of equity, confidence/streak/win-rate/drawdown
+  multipliers, limits, Binance tiers, the liquidation guard, lot rounding), stops, take-profits,
+  liquidation checks, fees and equity marking in the numba loop.
+* **vectorbt**: ``Portfolio.from_signals`` with the same entries/exits, ``sl_stop``/``tp_stop``
+  arrays, high/low for intrabar stops and the same fee; size 10% of equity (its "plain run":
+  no leverage tiers, no liquidation, no sizing pipeline).
+* **backtrader**: a strategy that buys on the same signals with a bracket (stop + limit) order
+  and a risk-based ``Sizer`` (1% of equity to the stop). backtrader is slow: it runs on the
+  first ``--bt-bars`` bars and its time is **scaled linearly** to the full length (printed as
+  such).
+
+Every engine is warmed up first (numba compilation is excluded from the timings). The
+sizeguard time is also split into the compiled loop and the decide() calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+
+from sizeguard.adapters.market_files import load_markets
+from sizeguard.backtest import engine as eng
+from sizeguard.backtest.candles import Panel
+from sizeguard.backtest.signals import ema_cross
+from sizeguard.config.loader import load_policy
+
+FEE = 0.0005
+ATR_MULT = 1.5
+TP_R = 2.0
+
+
+def random_walk(n: int, seed: int = 42) -> Panel:
+    rng = np.random.default_rng(seed)
+    close = 30_000.0 * np.exp(np.cumsum(rng.normal(0.0, 0.001, n)))
+    open_ = np.concatenate([[30_000.0], close[:-1]])
+    wick = np.abs(rng.normal(0.0, 0.0006, (n, 2))) * close[:, None]
+    high = np.maximum(open_, close) + wick[:, 0]
+    low = np.minimum(open_, close) - wick[:, 1]
+    ts = 1_600_000_000_000 + np.arange(n, dtype=np.int64) * 60_000
+    col = lambda a: np.ascontiguousarray(a.reshape(-1, 1))  # noqa: E731
+    return Panel(("BTC",), ts, col(open_), col(high), col(low), col(close), col(close), 60_000)
+
+
+def long_only(sig: Any) -> Any:
+    entry = np.where(sig.entry > 0, 1, 0).astype(np.int8)
+    return type(sig)(entry, sig.exit, sig.atr, sig.atr_mult, sig.tp_r, sig.confidence, sig.name)
+
+
+def time_sizeguard(panel: Panel, sig: Any, repeat: int) -> tuple[float, float, Any]:
+    market = load_markets(None)["BTC/USDT:USDT"]
+    policy = load_policy("ai-atr-risk")
+    calls = {"t": 0.0}
+    real = eng.decide
+
+    def timed(*a: Any) -> Any:
+        t0 = time.perf_counter()
+        out = real(*a)
+        calls["t"] += time.perf_counter() - t0
+        return out
+
+    eng.run_backtest(_slice(panel, 5000), _slice_sig(sig, 5000), [market], policy)  # warm-up
+    total = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        r = eng.run_backtest(panel, sig, [market], policy)
+        total = min(total, time.perf_counter() - t0)
+    eng.decide = timed  # a second run only to split the time (the wrapper costs a little)
+    try:
+        eng.run_backtest(panel, sig, [market], policy)
+    finally:
+        eng.decide = real
+    return total, calls["t"], r
+
+
+def _slice(p: Panel, n: int) -> Panel:
+    return Panel(p.symbols, p.timestamp[:n], p.open[:n], p.high[:n], p.low[:n], p.close[:n],
+                 p.mark[:n], p.timeframe_ms)
+
+
+def _slice_sig(s: Any, n: int) -> Any:
+    return type(s)(s.entry[:n], s.exit[:n], s.atr[:n], s.atr_mult[:n], s.tp_r[:n],
+                   s.confidence[:n], s.name)
+
+
+def time_vectorbt(panel: Panel, sig: Any, repeat: int) -> tuple[float, int] | None:
+    try:
+        import pandas as pd
+        import vectorbt as vbt
+    except ImportError:
+        return None
+    n = panel.n_bars
+    idx = pd.date_range("2020-09-13", periods=n, freq="1min")
+    close = pd.Series(panel.close[:, 0], index=idx)
+    kw: dict[str, Any] = {
+        "open": pd.Series(panel.open[:, 0], index=idx),
+        "high": pd.Series(panel.high[:, 0], index=idx),
+        "low": pd.Series(panel.low[:, 0], index=idx),
+    }
+    entries = pd.Series(sig.entry[:, 0] > 0, index=idx)
+    exits = pd.Series((sig.exit[:, 0] & 1) > 0, index=idx)
+    stop = np.nan_to_num(ATR_MULT * sig.atr[:, 0] / panel.open[:, 0], nan=0.01)
+    price = pd.Series(panel.open[:, 0], index=idx)  # fill at the open, as ours
+
+    def run(m: int) -> Any:
+        return vbt.Portfolio.from_signals(
+            close.iloc[:m], entries.iloc[:m], exits.iloc[:m], price=price.iloc[:m],
+            open=kw["open"].iloc[:m], high=kw["high"].iloc[:m], low=kw["low"].iloc[:m],
+            sl_stop=stop[:m], tp_stop=TP_R * stop[:m], fees=FEE, size=0.1,
+            size_type="percent", init_cash=10_000.0, freq="1min")
+
+    run(5000)  # warm-up: numba compilation
+    dt = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        pf = run(n)
+        dt = min(dt, time.perf_counter() - t0)
+    return dt, int(pf.trades.count())
+
+
+def time_backtrader(panel: Panel, sig: Any, bars: int) -> tuple[float, int] | None:
+    try:
+        import backtrader as bt
+        import pandas as pd
+    except ImportError:
+        return None
+    m = min(bars, panel.n_bars)
+    idx = pd.date_range("2020-09-13", periods=m, freq="1min")
+    df = pd.DataFrame({"open": panel.open[:m, 0], "high": panel.high[:m, 0],
+                       "low": panel.low[:m, 0], "close": panel.close[:m, 0],
+                       "volume": np.ones(m)}, index=idx)
+    entry = sig.entry[:m, 0]
+    exit_ = sig.exit[:m, 0]
+    atr = sig.atr[:m, 0]
+
+    class RiskSizer(bt.Sizer):  # type: ignore[misc]
+        def _getsizing(self, comminfo: Any, cash: float, data: Any, isbuy: bool) -> float:
+            i = len(data) - 1
+            dist = ATR_MULT * atr[i] / data.open[0] if atr[i] == atr[i] else 0.01
+            value = self.broker.getvalue()
+            return float(0.01 * value / (dist + 2 * FEE) / data.open[0])
+
+    class Cross(bt.Strategy):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.filled = 0
+            self.bracket: list[Any] = []
+
+        def notify_order(self, order: Any) -> None:
+            if order.status == order.Completed:
+                self.filled += 1
+
+        def next(self) -> None:
+            i = len(self.data) - 1
+            if i + 1 >= m:
+                return
+            # decide on the signal acting at the next bar's open, like the other engines
+            nxt = i + 1
+            if self.position and (exit_[nxt] & 1):
+                for o in self.bracket:
+                    self.cancel(o)
+                self.close()
+            elif not self.position and entry[nxt] > 0 and atr[nxt] == atr[nxt]:
+                ref = self.data.close[0]
+                d = ATR_MULT * atr[nxt]
+                self.bracket = self.buy_bracket(exectype=bt.Order.Market, stopprice=ref - d,
+                                                limitprice=ref + TP_R * d)
+
+    def run(k: int) -> int:
+        cerebro = bt.Cerebro(stdstats=False)
+        cerebro.adddata(bt.feeds.PandasData(dataname=df.iloc[:k]))
+        cerebro.addstrategy(Cross)
+        cerebro.addsizer(RiskSizer)
+        cerebro.broker.setcash(10_000.0)
+        cerebro.broker.setcommission(commission=FEE, leverage=30.0)
+        strat = cerebro.run()[0]
+        return int(strat.filled)
+
+    run(min(2000, m))
+    t0 = time.perf_counter()
+    orders = run(m)
+    dt = time.perf_counter() - t0
+    return dt, orders
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bars", type=int, default=1_000_000)
+    ap.add_argument("--bt-bars", type=int, default=50_000)
+    ap.add_argument("--fast", type=int, default=60)
+    ap.add_argument("--slow", type=int, default=240)
+    ap.add_argument("--repeat", type=int, default=3, help="best of N for sizeguard and vectorbt")
+    args = ap.parse_args()
+    panel = random_walk(args.bars)
+    sig = long_only(ema_cross(panel, args.fast, args.slow, tp_r=TP_R, allow_short=False))
+    print(f"# {platform.python_implementation()} {platform.python_version()} on "
+          f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}; best of {args.repeat} (backtrader: one run)")
+    print(f"# {args.bars:,} random-walk 1m bars, {sig.n_entries:,} long entry signals "
+          f"(EMA {args.fast}/{args.slow}), stop 1.5 x ATR, take-profit 2R, fees {FEE:.2%}")
+    total, in_decide, r = time_sizeguard(panel, sig, args.repeat)
+    print(f"sizeguard   {total * 1000:9.1f} ms  {len(r.trades):,} trades, {r.decisions:,} "
+          f"decide() calls ({in_decide * 1e6 / max(r.decisions, 1):.0f} us each, "
+          f"{in_decide * 1000:.0f} ms), loop + bookkeeping {(total - in_decide) * 1000:.0f} ms, "
+          f"{r.liquidations} liquidations")
+    vb = time_vectorbt(panel, sig, args.repeat)
+    if vb is None:
+        print("vectorbt    skipped: not installed (pip install 'sizeguard[bench]')")
+    else:
+        print(f"vectorbt    {vb[0] * 1000:9.1f} ms  {vb[1]:,} trades   "
+              f"sizeguard is {vb[0] / total:.2f}x vectorbt's speed")
+    btr = time_backtrader(panel, sig, args.bt_bars)
+    if btr is None:
+        print("backtrader  skipped: not installed (pip install 'sizeguard[bench]')")
+    else:
+        m = min(args.bt_bars, args.bars)
+        scaled = btr[0] * args.bars / m
+        print(f"backtrader  {scaled * 1000:9.1f} ms  (measured {btr[0]:.2f} s on the first {m:,} "
+              f"bars, {btr[1]:,} filled orders, scaled x{args.bars / m:g})   sizeguard is "
+              f"{scaled / total:.0f}x faster")
+
+
+if __name__ == "__main__":
+    main()
