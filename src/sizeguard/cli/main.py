@@ -326,4 +326,4 @@ if __name__ == "__main__":
     main()
 
 from sizeguard.cli import backtest as _backtest  # noqa: E402, F401  (registers backtest, montecarlo)
-from sizeguard.cli import state as _state  # noqa: E402, F401  (registers trade, close, positions, state, journal, sync, markets refresh)
+from sizeguard.cli import state as _state  # noqa: E402, F401  (registers trade, positions, journal, ...)
