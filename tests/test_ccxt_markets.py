@@ -82,7 +82,9 @@ def ccxt_cost(market: dict[str, Any], amount: float, price: float) -> float:
     if not market.get("contract"):
         return amount * price
     size = float(market.get("contractSize") or 1)
-    return amount * size if market.get("inverse") else amount * size * price
+    if market.get("inverse") and "sizeMultiplier" not in (market.get("info") or {}):
+        return amount * size  # contracts of a fixed quote face value
+    return amount * size * price  # linear, and Bitget coin-M (sized in base coin)
 
 
 def limit(market: dict[str, Any], *path: str) -> float | None:

@@ -139,9 +139,7 @@ class _Run:
 
     def unit_value(self) -> float:
         """Quote value of one amount unit (a contract, or one base unit for spot)."""
-        if self.m.inverse:
-            return self.m.contract_size
-        return self.i.price * self.m.contract_size
+        return self.m.unit_value(self.i.price)
 
     # -- step 1b: the stop -------------------------------------------------------------
     def resolve_stop(self, planned_leverage: float) -> None:

@@ -52,6 +52,9 @@ class MarketRules:
     market_max_amount: float = INF
     tiers: tuple[Tier, ...] = ()
     notes: tuple[str, ...] = ()
+    # an inverse (coin-margined) contract whose amount counts base coin, not contracts of a fixed
+    # quote face value (Bitget coin-M: ccxt says contractSize 1, but 1 means 1 BTC, not 1 USD)
+    amount_in_base: bool = False
     amount_step_decimal: Decimal = field(default=Decimal(0), compare=False)
 
     def __post_init__(self) -> None:
@@ -62,6 +65,13 @@ class MarketRules:
     @property
     def is_contract(self) -> bool:
         return self.kind != "spot"
+
+    def unit_value(self, price: float) -> float:
+        """Quote value of one amount unit at ``price``: an inverse contract's face value, else
+        ``price x contract_size`` (spot base units, linear contracts, base-sized inverse)."""
+        if self.inverse and not self.amount_in_base:
+            return self.contract_size
+        return price * self.contract_size
 
     def with_tiers(self, tiers: Iterable[Tier], source: str) -> MarketRules:
         """A copy with leverage tiers attached (the tier table's max leverage then applies)."""
@@ -198,6 +208,12 @@ def market_rules_from_ccxt(
                      f"(unified contractSize {contract_size:g} mirrors the amount step)")
         contract_size = info_cs
     contract_size = contract_size or 1.0
+    info = market.get("info")
+    amount_in_base = inverse and (exchange.startswith("bitget") or (
+        isinstance(info, Mapping) and "sizeMultiplier" in info))
+    if amount_in_base:
+        notes.append("inverse contract sized in base coin (Bitget coin-M): one unit is worth "
+                     "the price in quote, not contractSize quote")
 
     limits = market.get("limits") or {}
     min_amount = _num(_get(limits, "amount", "min")) or 0.0
@@ -254,6 +270,7 @@ def market_rules_from_ccxt(
         market_max_amount=market_max,
         tiers=tiers,
         notes=tuple(notes),
+        amount_in_base=amount_in_base,
     )
 
 
