@@ -110,7 +110,11 @@ class PaperExchange:
 
     @staticmethod
     def unit_value(m: MarketRules, price: float) -> float:
-        return m.contract_size if m.inverse else price * m.contract_size
+        """Quote value of one amount unit, as the core counts it: an inverse contract's face
+        value, else price x contract size (spot, linear, and base-sized inverse markets)."""
+        if m.inverse and not getattr(m, "amount_in_base", False):
+            return m.contract_size
+        return price * m.contract_size
 
     @staticmethod
     def tier(m: MarketRules, notional: float, price: float) -> Tier | None:
