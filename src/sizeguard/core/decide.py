@@ -98,6 +98,14 @@ class _Run:
         self.fee_rt = 2.0 * self.fee
         self.is_contract = market.is_contract
         self.cross = policy.leverage.margin_mode == "cross" and self.is_contract
+        # ccxt's tier tables for coin-margined contracts count the notional in the settle coin
+        # (Binance COIN-M brackets are in BTC); Kraken Futures' levels were converted to USD.
+        self.coin_tiers = market.inverse and market.exchange != "krakenfutures"
+        self.sign = 1.0 if intent.is_long else -1.0
+        # a market without tiers: its max leverage and the policy's default maintenance rate
+        self.default_tier = None if market.tiers else Tier(
+            0, 0.0, math.inf, policy.leverage.default_mmr, market.max_leverage, 0.0)
+        self.last_tier: Tier | None = None  # step 7 asks about the same few notionals often
         self.stop_price: float | None = None
         self.dist: float | None = None
         self.leverage = 1.0
@@ -119,21 +127,58 @@ class _Run:
             self.reasons.append(code)
 
     def tier_for(self, notional: float) -> Tier:
-        t = find_tier(self.m.tiers, self._tier_units(notional)) if self.m.tiers else None
-        if t is not None:
-            return t
-        if self.m.tiers:  # above the top tier: judged by the top tier (the caller caps first)
-            return self.m.tiers[-1]
-        return Tier(0, 0.0, math.inf, self.p.leverage.default_mmr, self.m.max_leverage, 0.0)
+        """The tier of a position of ``notional`` (quote) at the entry price."""
+        return self._tier_by_units(notional / self.i.price if self.coin_tiers else notional)
 
-    def _tier_units(self, notional: float) -> float:
-        # ccxt's tiers for coin-margined contracts are in the settle coin; Kraken's in USD.
-        if self.m.inverse and self.m.exchange != "krakenfutures":
-            return notional / self.i.price
-        return notional
+    def tier_at_adverse_move(self, notional: float, move: float) -> Tier:
+        """The tier of the position once the price has moved ``move`` (a fraction of entry)
+        against it. Exchanges apply the bracket of the notional at the mark price (Binance's
+        COIN-M FAQ: recompute with the level at the liquidation price), and on the way to the
+        stop a short's linear notional and a long's coin notional grow: judging them by the
+        entry bracket would understate the maintenance margin."""
+        factor = 1.0 - self.sign * move  # price at the move / entry
+        if self.coin_tiers:
+            units = notional / (self.i.price * factor)
+        elif self.m.inverse:  # Kraken inverse: the levels count USD contracts, fixed
+            units = notional
+        else:
+            units = notional * factor
+        return self._tier_by_units(units)
+
+    def _tier_by_units(self, units: float) -> Tier:
+        if self.default_tier is not None:
+            return self.default_tier
+        last = self.last_tier
+        if last is not None and last.min_notional <= units < last.max_notional:
+            return last
+        m = self.m
+        t = find_tier(m.tiers, units, m.tier_floors)
+        if t is None:  # above the top tier: judged by the top tier (the limits step caps first)
+            return m.tiers[-1]
+        self.last_tier = t
+        return t
+
+    def liquidation_price(self, notional: float, collateral: float, tier: Tier) -> float:
+        """Liquidation price with the bracket of the notional *at* that price: start from
+        ``tier`` and recompute while the result lands in another bracket (Binance COIN-M FAQ,
+        note under "Maintenance Margin Rate"). Maintenance margin is continuous in the notional,
+        so the settled price is the one where equity meets maintenance."""
+        entry = self.i.price
+        lp = entry
+        for _ in range(4):
+            lp = liq.liquidation_price(self.i.is_long, self.m.inverse, entry, notional, collateral,
+                                       tier.maintenance_margin_rate, self._cum_quote(tier))
+            if not 0.0 < lp < math.inf:
+                break
+            at = self.tier_at_adverse_move(notional, abs(lp - entry) / entry)
+            if at is tier:
+                break
+            tier = at
+        return lp
 
     def _cum_quote(self, tier: Tier) -> float:
-        if self.m.inverse and self.m.exchange != "krakenfutures":
+        """The tier's maintenance amount in quote (a coin amount valued at entry)."""
+        if self.coin_tiers:
             return tier.maintenance_amount * self.i.price
         return tier.maintenance_amount
 
@@ -313,15 +358,19 @@ class _Run:
             # the liquidation guard
             if self.dist is not None and guard != "off" and not self.cross:
                 need = self.dist * (1 + self.p.liquidation.buffer)
+                gtier = self.tier_at_adverse_move(self.notional, need)
                 safe = liq.max_safe_leverage(self.i.is_long, self.m.inverse, need,
-                                             tier.maintenance_margin_rate,
-                                             self._cum_quote(tier), self.notional)
+                                             gtier.maintenance_margin_rate,
+                                             self._cum_quote(gtier), self.notional)
                 if lp.integer and math.isfinite(safe):
                     safe = math.floor(safe + 1e-9)
                 if lev > safe + 1e-12:
+                    liq_now = self.liquidation_price(self.notional, self.notional / lev, tier)
                     if guard == "refuse" or safe < 1:
                         self.step("liquidation_guard", bound=str(Reason.STOP_BEYOND_LIQUIDATION),
-                                  leverage=lev, safe_leverage=safe, required_distance_pct=need * 100,
+                                  leverage=lev, liquidation_price=liq_now,
+                                  stop_price=self.stop_price, safe_leverage=safe,
+                                  required_distance_pct=need * 100,
                                   note="refused" if guard == "refuse" else "not even 1x is safe")
                         return Reason.STOP_BEYOND_LIQUIDATION
                     old = lev
@@ -340,18 +389,30 @@ class _Run:
                     self._fit_margin(lev, Reason.SHRUNK_FOR_LIQUIDATION)
                     if self.notional < before * (1 - 1e-12):
                         self.reason(Reason.SHRUNK_FOR_LIQUIDATION)
+                        if lp.mode == "fixed":
+                            lev = guard_cap = self._take_back(
+                                lev, old, before, kept if keep_margin else None, need)
                     self.step("liquidation_guard", bound=str(Reason.LEVERAGE_LOWERED_FOR_LIQUIDATION),
-                              leverage_before=old, leverage=lev, required_distance_pct=need * 100,
-                              notional_before=before, notional=self.notional, mode=guard)
+                              leverage_before=old, liquidation_price_before=liq_now,
+                              stop_price=self.stop_price, leverage=lev,
+                              required_distance_pct=need * 100, notional_before=before,
+                              notional=self.notional, mode=guard,
+                              note=f"at {old:g}x liquidation ({liq_now:.8g}) comes before the stop")
                     continue  # the new notional may sit in another tier: check again
             if self.dist is not None and guard != "off" and self.cross:
-                tier = self.tier_for(self.notional)
                 need = self.dist * (1 + self.p.liquidation.buffer)
+                gtier = self.tier_at_adverse_move(self.notional, need)
                 cap = liq.max_safe_notional_cross(self.i.is_long, self.m.inverse, need,
-                                                  tier.maintenance_margin_rate,
-                                                  self._cum_quote(tier), self._cross_collateral())
-                if self.notional > cap:
-                    if guard == "refuse":
+                                                  gtier.maintenance_margin_rate,
+                                                  self._cum_quote(gtier), self._cross_collateral())
+                if self.notional > cap * (1 + 1e-12):
+                    if guard == "refuse" or cap <= 0:
+                        self.step("liquidation_guard", bound=str(Reason.STOP_BEYOND_LIQUIDATION),
+                                  notional=self.notional, safe_notional=cap,
+                                  collateral=self._cross_collateral(),
+                                  required_distance_pct=need * 100,
+                                  note="cross margin: refused" if guard == "refuse"
+                                  else "cross margin: the account cannot carry any position")
                         return Reason.STOP_BEYOND_LIQUIDATION
                     self.step("liquidation_guard", bound=str(Reason.SHRUNK_FOR_LIQUIDATION),
                               notional_before=self.notional, notional=cap, mode=guard,
@@ -360,6 +421,18 @@ class _Run:
                     self.reason(Reason.SHRUNK_FOR_LIQUIDATION)
                     continue
             break
+        else:  # no round settled: never accept a size the last round did not verify
+            if self.dist is not None and guard != "off":
+                self.step("liquidation_guard", bound=str(Reason.STOP_BEYOND_LIQUIDATION),
+                          note=f"no safe size settled in {_MAX_ROUNDS} rounds")
+                return Reason.STOP_BEYOND_LIQUIDATION
+            lev = min(lev, self.tier_for(self.notional).max_leverage)
+        if guard == "off" and self.dist is not None and self.notional > 0:
+            collateral = self._cross_collateral() if self.cross else self.notional / lev
+            at = self.liquidation_price(self.notional, collateral, self.tier_for(self.notional))
+            if liq.liquidation_distance(self.i.is_long, self.i.price, at) <= self.dist:
+                self.step("liquidation_guard", liquidation_price=at, stop_price=self.stop_price,
+                          note="guard off: liquidation comes before the stop, which never fires")
         self.leverage = lev
         self.tier = self.tier_for(self.notional)
         self.step("leverage", leverage=lev, mode=lp.mode, tier=self.tier.tier,
@@ -402,11 +475,54 @@ class _Run:
             self.reason(Reason.CAPPED_LEVERAGE_TIER)
         return best_lev
 
+    def _take_back(self, lev: float, wanted: float, before: float, kept: float | None,
+                   need: float) -> float:
+        """The highest leverage in ``[lev, wanted]`` that stays safe for the notional it gets.
+
+        The guard lowered the leverage to what is safe for the notional ``before``; the margin
+        budget (or the kept margin) then cut the notional, and a smaller notional is safe at a
+        slightly higher leverage (``cum / N`` grows). Safety falls and the notional rises with
+        the leverage, so the answer is found by bisection; without this, asking for more
+        leverage could end with a smaller trade than asking for less.
+        """
+        def notional_at(x: float) -> float:
+            n = before if kept is None else min(before, kept * x)
+            return min(n, self.mb.cap(x, self.fee)[0])
+
+        def safe_at(x: float) -> bool:
+            n = notional_at(x)
+            if n <= 0 or x > self.tier_for(n).max_leverage:
+                return False
+            t = self.tier_at_adverse_move(n, need)
+            return x <= liq.max_safe_leverage(self.i.is_long, self.m.inverse, need,
+                                              t.maintenance_margin_rate, self._cum_quote(t),
+                                              n) + 1e-12
+
+        if self.p.leverage.integer:
+            lo, hi = int(lev), math.floor(wanted + 1e-9)  # lo is safe: its notional only fell
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if safe_at(mid) else (lo, mid - 1)
+            best = float(lo)
+        else:
+            best, top = lev, wanted
+            for _ in range(40):
+                x = (best + top) / 2
+                best, top = (x, top) if safe_at(x) else (best, x)
+        if best > lev:
+            self.notional = notional_at(best)
+        return best
+
     def _auto_leverage(self) -> float:
         """Lowest leverage whose margin plus entry fee fits the margin budget."""
         room = self.mb.smallest - self.notional * self.fee
-        if room <= 0:
-            return self.m.max_leverage
+        if room <= 0:  # not even the fee fits: the highest leverage, and step 7 shrinks
+            top = min(self.p.leverage.max, self.tier_for(self.notional).max_leverage)
+            if math.isinf(top):  # never a position without margin
+                raise InvalidInput("leverage.max", self.p.leverage.max,
+                                   "auto leverage needs a finite leverage.max or market max leverage "
+                                   "when the margin budget cannot pay the entry fee")
+            return top
         lev = max(1.0, self.notional / room)
         return float(math.ceil(lev - 1e-9)) if self.p.leverage.integer else lev
 
@@ -512,6 +628,7 @@ class _Run:
             return False, "notional would exceed the model's beyond the raise tolerance"
         if self.is_contract and self.dist is not None and self.p.liquidation.guard != "off":
             need = self.dist * (1 + self.p.liquidation.buffer)
+            tier = self.tier_at_adverse_move(n, need)
             if self.cross:
                 safe_n = liq.max_safe_notional_cross(
                     self.i.is_long, self.m.inverse, need, tier.maintenance_margin_rate,
@@ -540,9 +657,7 @@ class _Run:
         if self.is_contract and tier is not None and notional > 0:
             mmr = tier.maintenance_margin_rate
             collateral = self._cross_collateral() if self.cross else margin
-            lp = liq.liquidation_price(i.is_long, m.inverse, i.price, notional, collateral, mmr,
-                                       self._cum_quote(tier))
-            liq_price = lp
+            lp = liq_price = self.liquidation_price(notional, collateral, tier)
             liq_dist = liq.liquidation_distance(i.is_long, i.price, lp) * 100
         if self.dist is not None:
             risk, basis = risk_of_notional(notional, self.dist, fee_in), "stop"
@@ -574,7 +689,7 @@ def decide(intent: Intent, account: Account, market: MarketRules, policy: Policy
     run = _Run(intent, account, market, policy)
     run.step("validate", symbol=intent.symbol, side=intent.side, price=intent.price,
              equity=account.equity, available=account.available_margin, taker_fee=run.fee,
-             market_notes=list(market.notes))
+             market_notes=market.notes)
     lev0 = run.planned_leverage()
     run.resolve_stop(lev0)
 

@@ -1,7 +1,10 @@
 """Margin, liquidation price, and the leverage that keeps a stop safely inside liquidation.
 
 Formulas (isolated and cross, one-way mode, fees and funding ignored), from Binance's published
-liquidation-price formulas for USDⓈ-M (linear) and COIN-M (inverse) futures:
+liquidation-price formulas: "How to Calculate Liquidation Price of USDⓈ-M Futures Contracts"
+(binance.com/en/support/faq/b3c689c1f50a44cabb3a84e663b81d93) for linear contracts and "How to
+Calculate Liquidation Price of COIN-M Futures Contracts"
+(binance.com/en/support/faq/ceccfcfb4e3a45e3b48b0b1bb1a8ae46) for inverse ones:
 
 * linear:  ``LP = (C + cum - s*Q*EP) / (Q*mmr - s*Q)``
 * inverse: ``LP = (N*mmr + s*N) / (C/EP + cum/EP + s*N/EP)`` (collateral in coin, written here
@@ -10,7 +13,10 @@ liquidation-price formulas for USDⓈ-M (linear) and COIN-M (inverse) futures:
 with ``s`` = +1 long / -1 short, ``Q`` base quantity, ``N`` notional in quote, ``EP`` entry,
 ``mmr`` the tier's maintenance margin rate and ``cum`` its maintenance amount. ``C`` is the
 collateral backing the position: the isolated margin ``N / L``, or for cross margin the wallet
-balance minus the other positions' maintenance margin plus their unrealised PnL.
+balance minus the other positions' maintenance margin plus their unrealised PnL (Binance's
+``WB - TMM1 + UPNL1``). ``mmr`` and ``cum`` are those of the bracket the notional is in *at*
+the liquidation price; the COIN-M FAQ says to recompute with that bracket when it differs from the
+entry bracket (the caller, :meth:`sizeguard.core.decide._Run.liquidation_price`, does).
 
 Worked by hand: entry 100, 10x isolated, mmr 0.004, cum 0, long:
 ``100 * (1 - 1/10) / (1 - 0.004) = 90.3614``; short: ``100 * (1 + 1/10) / 1.004 = 109.5618``.

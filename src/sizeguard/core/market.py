@@ -56,8 +56,11 @@ class MarketRules:
     # quote face value (Bitget coin-M: ccxt says contractSize 1, but 1 means 1 BTC, not 1 USD)
     amount_in_base: bool = False
     amount_step_decimal: Decimal = field(default=Decimal(0), compare=False)
+    # the tiers' floors, ascending, for one-bisection lookups (always rebuilt from ``tiers``)
+    tier_floors: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "tier_floors", tuple(t.min_notional for t in self.tiers))
         # dataclasses.replace() copies the cached decimal: recompute when the step changed
         if self.amount_step_decimal == 0 or float(self.amount_step_decimal) != self.amount_step:
             object.__setattr__(self, "amount_step_decimal", decimal_step(self.amount_step))

@@ -4,12 +4,21 @@ Boundary rule: a tier covers ``min_notional <= notional < max_notional``. A noti
 boundary therefore belongs to the *higher* tier (lower max leverage, higher maintenance rate),
 which is the conservative reading and the one freqtrade applies to Binance's brackets. The
 maintenance amount (Binance's ``cum``) makes the maintenance margin continuous at the
-boundaries: ``maintenance = notional * rate - amount``.
+boundaries: ``maintenance = notional * rate - amount``. Binance publishes how the amount is
+built: ``amount[n] = floor[n] * (rate[n] - rate[n-1]) + amount[n-1]`` ("How to Calculate
+Liquidation Price of COIN-M Futures Contracts", binance.com/en/support/faq/
+ceccfcfb4e3a45e3b48b0b1bb1a8ae46), so with rising rates the maintenance margin of any notional
+is also the largest ``notional * rate[i] - amount[i]`` over all tiers.
+
+Units: ``notional`` is in the table's own unit. ccxt's tables for coin-margined (inverse)
+contracts are in the settle coin (Binance COIN-M brackets are in BTC); Kraken Futures' margin
+levels are converted to USD here. :mod:`sizeguard.core.decide` converts before a lookup.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,21 +41,21 @@ class Tier:
 
 def tier_index(min_notionals: Sequence[float], notional: float) -> int:
     """Index of the tier covering ``notional`` (half-open intervals), or -1 below the first."""
-    lo, hi = 0, len(min_notionals)
-    while lo < hi:  # last tier whose min <= notional
-        mid = (lo + hi) // 2
-        if min_notionals[mid] <= notional:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo - 1
+    return bisect_right(min_notionals, notional) - 1  # the last tier whose min <= notional
 
 
-def find_tier(tiers: Sequence[Tier], notional: float) -> Tier | None:
-    """The tier for ``notional``; None when the table is empty or the notional is above its top."""
+def find_tier(tiers: Sequence[Tier], notional: float,
+              min_notionals: Sequence[float] | None = None) -> Tier | None:
+    """The tier for ``notional``; None when the table is empty or the notional is above its top.
+
+    ``min_notionals`` (the tiers' floors, ascending) may be passed precomputed; the decision
+    pipeline keeps them on :class:`~sizeguard.core.market.MarketRules` so that a lookup is one
+    bisection and no list is built per call.
+    """
     if not tiers:
         return None
-    i = tier_index([t.min_notional for t in tiers], notional)
+    floors = min_notionals if min_notionals is not None else [t.min_notional for t in tiers]
+    i = bisect_right(floors, notional) - 1
     if i < 0:
         return tiers[0]
     tier = tiers[i]
@@ -112,9 +121,19 @@ def tiers_from_kraken_margin_levels(
     """Tiers from Kraken Futures ``info.marginLevels``.
 
     Thresholds are ``numNonContractUnits`` (USD notional, linear) or ``contracts`` (inverse;
-    ``unit_value`` converts contracts to USD). Max leverage is 1 / initial margin. Kraken gives no
-    maintenance amount; one is derived so that maintenance margin is continuous at each
-    threshold, as Binance's ``cum`` is.
+    ``unit_value`` converts contracts to USD). Max leverage is 1 / initial margin of the level.
+
+    Kraken publishes the levels as position-size bands with an IM and an MM percentage each
+    (support.kraken.com articles 360022632452 "Multi-Collateral Futures Margin Schedule &
+    Maximum Leverage" and 15579128794772 "Inverse Futures Margin Schedule & Maximum Leverage";
+    the API's ``marginLevels`` carry the same numbers, docs.kraken.com get-instruments). It gives
+    no maintenance amount. We charge each level's rate on the part of the position inside that
+    level (the incremental reading), which is exactly "notional x rate - amount" with the amount
+    built the way Binance builds ``cum``: maintenance margin is then continuous at every
+    threshold, and the same liquidation kernels serve both exchanges. The pages we could consult
+    show the bands but no worked example of a position spanning two levels; if Kraken charged
+    the whole position at its level's rate, maintenance just above a threshold would be higher
+    than computed here (see docs/leverage.md, "open questions").
     """
     rows: list[tuple[float, float, float]] = []
     for i, level in enumerate(levels):
