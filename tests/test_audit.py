@@ -102,14 +102,15 @@ def test_unlimited_positions_is_info_only() -> None:
 
 # -- tiers -----------------------------------------------------------------------------------
 
-TIERS = (Tier(1, 0.0, 50_000.0, 0.004, 50.0, 0.0), Tier(2, 50_000.0, 250_000.0, 0.005, 20.0, 50.0))
+TIERS = (Tier(1, 0.0, 30_000.0, 0.004, 50.0, 0.0), Tier(2, 30_000.0, 250_000.0, 0.005, 20.0, 30.0))
 
 
 def test_leverage_above_tier_at_slot_notional() -> None:
-    # 10,000 x 25% x 30 = 75,000: tier 2 allows only 20x
+    # 10,000 x 25% x 30 = 75,000, cut to the 40,000 per-symbol cap: tier 2 allows only 20x
     m = perp(tiers=TIERS)
     [f] = findings(audit(load_policy("quantum-4x30"), [m], equity=10_000), "LEVERAGE_ABOVE_TIER")
     assert f.severity == WARNING and "30x" in f.message and "20x" in f.message and f.symbol == m.symbol
+    assert "40,000" in f.message
     ok = audit(load_policy("quantum-4x30"), [m], equity=1_500)  # 11,250 sits in tier 1 (50x)
     assert not findings(ok, "LEVERAGE_ABOVE_TIER")
 

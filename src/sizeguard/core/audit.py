@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sizeguard.core import liquidation as liq
 from sizeguard.core.market import MarketRules
@@ -256,11 +256,16 @@ def _market_rules(p: Policy, m: MarketRules, equity: float, volatility_pct: floa
     lev_p = policy_leverage(p) if m.is_contract else 1.0
     lev_m = min(lev_p, m.max_leverage) if m.is_contract else 1.0
     sl = slot(p, equity, volatility_pct, lev_m, m.taker)
+    if sl.notional is not None and sl.notional > p.limits.max_symbol_notional:
+        # one position on one symbol: the per-symbol cap applies before tiers and minimums
+        per = p.limits.max_symbol_notional
+        sl = replace(sl, notional=per, margin=per / sl.leverage if sl.margin is not None else None)
     sym = m.symbol
     coin_tiers = m.inverse and m.exchange != "krakenfutures" and bool(m.tiers)
 
     if m.is_contract and sl.notional is not None and math.isfinite(lev_p) and not coin_tiers:
-        intended = slot(p, equity, volatility_pct, lev_p, m.taker).notional or sl.notional
+        intended = min(slot(p, equity, volatility_pct, lev_p, m.taker).notional or sl.notional,
+                       p.limits.max_symbol_notional)
         tier = _tier_at(m, intended, p)
         if lev_p > tier.max_leverage:
             where = (f"tier {tier.tier} ({_fmt(tier.min_notional)}-{_fmt(tier.max_notional)})"
