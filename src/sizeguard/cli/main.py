@@ -281,8 +281,7 @@ def demo(
     confidence: Annotated[float | None, typer.Option("--confidence")] = 0.52,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """The five presets side by side on one trade, then the reference cases; offline, built-in
-    markets, no environment."""
+    """The five presets side by side on one trade, then the reference cases (offline)."""
     try:
         intent = Intent(symbol, side.lower(), price, atr=atr, confidence=confidence)
         same = same_intent_decisions(intent, equity)

@@ -172,13 +172,15 @@ def narrate(step: TraceStep) -> str:
     if name == "adjust":
         parts = [f"x {k.replace('_', ' ')} {num(val)}" for k, val in step.values
                  if k in ("regime", "volatility", "confidence") and val != 1]
+        after = [f"x {k.replace('_', ' ')} {num(val)}" for k, val in step.values
+                 if k in ("symbol_performance", "losing_streak", "drawdown") and val != 1]
+        if not parts and not after and v.get("clamped") == v.get("base"):
+            return f"No adjustment applies: the base {num(v.get('base'))} stays."
         text = f"Adjustments: {num(v.get('base'))} " + (" ".join(parts) if parts else
-                                                         "(no multiplier applies)")
+                                                         "(no multiplier)")
         text += f" = {num(v.get('before_clamp'))}"
         if v.get("clamped") != v.get("before_clamp"):
             text += f", clamped to {num(v.get('clamped'))}"
-        after = [f"x {k.replace('_', ' ')} {num(val)}" for k, val in step.values
-                 if k in ("symbol_performance", "losing_streak", "drawdown") and val != 1]
         if after:
             text += ", then " + " ".join(after) + " (protective, after the clamp)"
         if v.get("adjusted") == v.get("clamped") and not after:
