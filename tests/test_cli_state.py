@@ -95,5 +95,12 @@ def test_markets_refresh_then_trade_on_the_snapshot(tmp_path: Path,
     assert t["status"] == "filled"
     [d] = run("journal", "--json", "--kind", "decision", *s)["entries"]
     assert d["snapshot_id"] == out["snapshot_id"]
+    from sizeguard.adapters.sql_store import open_store
+
+    st = open_store(s[1])
+    with st.tx() as tx:
+        assert tx.one("SELECT path FROM market_snapshots WHERE id = ?", (d["snapshot_id"],)) == (
+            str(Path(out["path"]).resolve()),)
+    st.close()
     r = run("markets", "refresh", code=2)
     assert "--exchange" in r.output

@@ -174,6 +174,10 @@ def trade(
                 st.set_equity(account, equity)
             ex: Exchange = (_live_exchange(exchange, hedge_mode, quote) if live
                             else _paper(st, account, source))
+            if source.path is not None:  # which file the snapshot id stands for
+                st.record_snapshot(source.snapshot_id, exchange=market.exchange or venue,
+                                   fetched_at=source.snapshot_id.split("@", 1)[-1].split("#")[0],
+                                   path=str(source.path.resolve()))
             trader = Trader(st, ex, source, policy, account_id=account, ttl=ttl)
             if live:
                 trader.sync()  # the live balance and positions count before deciding
