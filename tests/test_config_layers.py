@@ -204,3 +204,48 @@ def test_size_human_output_names_env_settings() -> None:
                                              "COLUMNS": "160"})
     assert res.exit_code == 0
     assert "limits.max_symbol_notional (QT_MAX_POSITION_PER_SYMBOL)" in res.stdout
+
+
+# -- property: the highest layer that names a key wins it, and says so ----------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+KEYS = ("limits.max_notional", "limits.max_gross_exposure", "stop.atr_mult")
+
+
+@settings(max_examples=60, deadline=None)
+@given(layers=st.lists(st.sampled_from(["file", "env", "set"]), unique=True),
+       key=st.sampled_from(KEYS), values=st.lists(st.integers(20, 10_000), min_size=3, max_size=3))
+def test_highest_layer_wins(tmp_path_factory: pytest.TempPathFactory, layers: list[str], key: str,
+                            values: list[int]) -> None:
+    section, leaf = key.split(".")
+    config = None
+    env: dict[str, str] = {}
+    sets: list[str] = []
+    expected: tuple[float, str] = (resolve("ai-atr-risk").values()[key], "")
+    for layer, value in zip(["file", "env", "set"], values, strict=True):
+        if layer not in layers:
+            continue
+        if layer == "file":
+            config = tmp_path_factory.mktemp("p") / "p.toml"
+            config.write_text(f"[{section}]\n{leaf} = {value}\n", encoding="utf-8")
+            expected = (value, f"file:{config}")
+        elif layer == "env":
+            env[f"SIZEGUARD_{section.upper()}__{leaf.upper()}"] = str(value)
+            expected = (value, f"env:SIZEGUARD_{section.upper()}__{leaf.upper()}")
+        else:
+            sets.append(f"{key}={value}")
+            expected = (value, "--set")
+    r = resolve("ai-atr-risk", config, sets, env)
+    want_source = expected[1] or ("preset:ai-atr-risk" if key != "limits.max_gross_exposure"
+                                  else "default")
+    assert (r.values()[key], r.source(key)) == (expected[0], want_source)
+
+
+def test_cross_key_errors_name_the_layer_of_each_key() -> None:
+    with pytest.raises(PolicyError, match=r"\[limits.min_notional from preset:ai-atr-risk; "
+                                          r"limits.max_notional from --set\]"):
+        resolve("ai-atr-risk", sets=["limits.max_notional=1"])
+    with pytest.raises(PolicyError, match=r"adjust.min from env:RM_MIN_RISK_PCT"):
+        resolve("ai-atr-risk", env={"RM_MIN_RISK_PCT": "0.02"})

@@ -121,3 +121,9 @@ def test_kinds_and_normalise() -> None:
 def test_missing_path_is_invalid_input() -> None:
     with pytest.raises(InvalidInput, match="no such file"):
         scan(TREE / "nope")
+
+
+def test_a_single_file_can_be_scanned() -> None:
+    report = scan(TREE / "quantum" / ".env")
+    assert report.files == 1
+    assert next(o.where for s in report.settings for o in s.occurrences) == ".env:1"

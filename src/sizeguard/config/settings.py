@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -225,12 +226,21 @@ class Resolved:
         return {k: s[4:] for k, s in self.sources.items() if s.startswith("env:")}
 
 
+_DOTTED = re.compile(r"\b(" + "|".join(SECTIONS) + r")\.([a-z_]+)")
+
+
 def _tag(error: PolicyError, sources: Mapping[str, str]) -> PolicyError:
+    """The error with the layer of each key it names: ``[from env:NAME]``."""
     field_ = error.field.split("[", 1)[0]
-    source = sources.get(field_)
-    if source is None or source == DEFAULT:
+    keys = [field_, *(".".join(m.groups()) for m in _DOTTED.finditer(error.reason))]
+    found = [(k, sources[k]) for k in dict.fromkeys(keys) if sources.get(k, DEFAULT) != DEFAULT]
+    if not found:
         return error
-    return PolicyError(error.field, error.value, f"{error.reason} [from {source}]")
+    if len(found) == 1 and found[0][0] == field_:
+        where = f"from {found[0][1]}"
+    else:
+        where = "; ".join(f"{k} from {src}" for k, src in found)
+    return PolicyError(error.field, error.value, f"{error.reason} [{where}]")
 
 
 def resolve(preset: str | None = None, config: str | Path | None = None,
