@@ -306,3 +306,17 @@ def test_market_without_tiers_uses_the_default_mmr() -> None:
     d = decide(intent, account, market, _fixed_notional(100_000.0, 10.0, default_mmr=0.01))
     assert d.maintenance_margin_rate == 0.01
     assert d.liquidation_price == pytest.approx(90_909.0909, rel=1e-8)
+
+
+def test_market_without_tiers_uses_the_market_max_leverage() -> None:
+    # Bybit's BTC perp publishes max leverage 100 and no tiers here: 125x asked -> 100x, and
+    # the default mmr 0.005 judges liquidation. 1 BTC at 100,000, C = 1,000:
+    # LP = 100,000 x 0.99 / 0.995 = 99,497.48744
+    market = load_markets(shared_path("markets", "bybit.json"))[BTC]
+    assert market.tiers == () and market.max_leverage == 100.0
+    d = decide(Intent(BTC, "long", 100_000.0), Account(equity=100_000.0), market,
+               _fixed_notional(100_000.0, 125.0))
+    assert d.accepted and d.leverage == 100.0 and d.tier is None
+    assert Reason.CAPPED_LEVERAGE_TIER in d.reasons
+    assert d.maintenance_margin_rate == 0.005
+    assert d.liquidation_price == pytest.approx(99_497.48744, rel=1e-9)
