@@ -27,8 +27,9 @@ from pathlib import Path
 from sizeguard.config.aliases import BY_NAME
 from sizeguard.errors import InvalidInput
 
-SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", ".venv", "venv", "__pycache__", ".tox",
-             ".mypy_cache", ".ruff_cache", ".pytest_cache", "dist", "build", ".idea"}
+SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", ".venv", "venv", "env", "__pycache__", ".tox",
+             ".nox", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis",
+             ".import_linter_cache", "site-packages", "dist", "build", ".idea", ".vscode"}
 MAX_BYTES = 2_000_000
 PREFIX = "SIZEGUARD_"
 CHOOSERS = {"SIZEGUARD_PRESET": "preset", "SIZEGUARD_CONFIG": "config"}
