@@ -523,7 +523,10 @@ class _Run:
 
     def _auto_leverage(self) -> float:
         """Lowest leverage whose margin plus entry fee fits the margin budget."""
-        room = self.mb.smallest - self.notional * self.fee
+        budget = self.mb.smallest
+        if self.anchor == "margin":  # a margin model's margin is its budget, not all available
+            budget = min(budget, self.budget_money)
+        room = budget - self.notional * self.fee
         if room <= 0:  # not even the fee fits: the highest leverage, and step 7 shrinks
             top = min(self.p.leverage.max, self.tier_for(self.notional).max_leverage)
             if math.isinf(top):  # never a position without margin

@@ -166,6 +166,8 @@ def _number(key: str, value: Any) -> float:
         raise PolicyError(key, value, "must be a number, not NaN")
     if key in AT_LEAST_ONE and number < 1:
         raise PolicyError(key, value, "must be >= 1")
+    if key == "leverage.value" and math.isinf(number):
+        raise PolicyError(key, value, "must be a finite leverage (use leverage.mode = 'auto')")
     if key in POSITIVE and number <= 0:
         raise PolicyError(key, value, "must be > 0")
     if number < 0:
