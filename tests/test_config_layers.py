@@ -249,3 +249,16 @@ def test_cross_key_errors_name_the_layer_of_each_key() -> None:
         resolve("ai-atr-risk", sets=["limits.max_notional=1"])
     with pytest.raises(PolicyError, match=r"adjust.min from env:RM_MIN_RISK_PCT"):
         resolve("ai-atr-risk", env={"RM_MIN_RISK_PCT": "0.02"})
+
+
+@pytest.mark.parametrize("preset", ["viper-fixed-margin", "quantum-4x30", "ai-atr-risk",
+                                    "viper-50x", "kraken-micro"])
+def test_frozen_toml_round_trips(tmp_path: Path, preset: str) -> None:
+    r = resolve(preset, env={"QT_MAX_POSITIONS": "3", "SIZEGUARD_LIMITS__MIN_COST": '{ "BTC/USD" = 5 }'})
+    path = tmp_path / "frozen.toml"
+    res = runner.invoke(app, ["config", "show", "--preset", preset, "--toml"],
+                        env={"QT_MAX_POSITIONS": "3", "SIZEGUARD_LIMITS__MIN_COST": '{ "BTC/USD" = 5 }'})
+    assert res.exit_code == 0, res.output
+    path.write_text(res.stdout, encoding="utf-8")
+    assert "max_positions = 3  # env:QT_MAX_POSITIONS" in res.stdout
+    assert resolve(config=path).policy == r.policy

@@ -20,7 +20,7 @@ from sizeguard.adapters.market_files import attach_tiers, load_markets
 from sizeguard.cli.options import ConfigOpt, MarketsOpt, PresetOpt, SetOpt, TiersOpt, fail
 from sizeguard.config.aliases import ALIASES
 from sizeguard.config.scan import ScanReport, normalise, scan
-from sizeguard.config.settings import Resolved, env_from_os, resolve
+from sizeguard.config.settings import Resolved, env_from_os, policy_to_toml, resolve
 from sizeguard.core.audit import ERROR, INFO, RULES, WARNING, AuditReport, audit, relevant_markets
 from sizeguard.core.market import MarketBook
 from sizeguard.errors import SizeguardError
@@ -49,7 +49,8 @@ SHOW_EXAMPLES = (
     "  sizeguard config show --preset quantum-4x30\n\n"
     "  SIZEGUARD_LIMITS__MAX_NOTIONAL=500 QT_MAX_POSITIONS=3 sizeguard config show --preset "
     "quantum-4x30 --changed\n\n"
-    "  sizeguard config show --config my-policy.toml --set leverage.value=10 --json"
+    "  sizeguard config show --config my-policy.toml --set leverage.value=10 --json\n\n"
+    "  QT_MAX_POSITIONS=3 sizeguard config show --preset quantum-4x30 --toml > frozen.toml"
 )
 
 
@@ -60,6 +61,8 @@ def show(
     set_: SetOpt = None,
     changed: Annotated[bool, typer.Option("--changed", help="Only values that are not defaults.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Policy, sources and layers as JSON.")] = False,
+    as_toml: Annotated[bool, typer.Option(
+        "--toml", help="The effective policy as a policy file (sources as comments).")] = False,
 ) -> None:
     """Print the effective policy and where each value came from.
 
@@ -69,6 +72,9 @@ def show(
     except (SizeguardError, ValueError) as exc:
         fail(exc)
     values = r.values()
+    if as_toml:
+        typer.echo(policy_to_toml(r), nl=False)
+        return
     if as_json:
         out = {"policy": {k: _plain(v) for k, v in values.items()},
                "sources": {k: r.source(k) for k in values},

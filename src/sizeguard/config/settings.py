@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import re
 import tomllib
@@ -298,9 +299,39 @@ def resolve(preset: str | None = None, config: str | Path | None = None,
     return Resolved(policy, data, sources, tuple(layers), tuple(notes))
 
 
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and math.isinf(value):
+        return '"inf"'
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")  # pragma: no cover
+
+
+def policy_to_toml(resolved: Resolved) -> str:
+    """The effective policy as a policy file, each value commented with its source; loading it
+    with ``--config`` gives the same policy."""
+    data = policy_to_dict(resolved.policy)
+    lines = [f"# effective policy; layers: {' < '.join(resolved.layers)}",
+             f"name = {_toml_value(data['name'])}",
+             f"description = {_toml_value(data['description'])}"]
+    for section in SECTIONS:
+        lines.append(f"\n[{section}]")
+        for key, value in data[section].items():
+            lines.append(f"{key} = {_toml_value(value)}  # {resolved.source(f'{section}.{key}')}")
+    return "\n".join(lines) + "\n"
+
+
 def env_from_os() -> Mapping[str, str]:
     """The process environment (the CLI's environment layer)."""
     return os.environ
 
 
-__all__ = ["EnvLayer", "Resolved", "env_from_os", "read_env", "resolve"]
+__all__ = ["EnvLayer", "Resolved", "env_from_os", "policy_to_toml", "read_env", "resolve"]
