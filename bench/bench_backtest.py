@@ -64,7 +64,7 @@ def long_only(sig: Any) -> Any:
     return type(sig)(entry, sig.exit, sig.atr, sig.atr_mult, sig.tp_r, sig.confidence, sig.name)
 
 
-def time_sizeguard(panel: Panel, sig: Any, repeat: int) -> tuple[float, float, Any]:
+def time_sizeguard(panel: Panel, sig: Any, repeat: int) -> tuple[float, float, float, Any]:
     market = load_markets(None)["BTC/USDT:USDT"]
     policy = load_policy("ai-atr-risk")
     calls = {"t": 0.0}
@@ -87,7 +87,14 @@ def time_sizeguard(panel: Panel, sig: Any, repeat: int) -> tuple[float, float, A
         eng.run_backtest(panel, sig, [market], policy)
     finally:
         eng.decide = real
-    return total, calls["t"], r
+    quiet = type(sig)(np.zeros_like(sig.entry), sig.exit, sig.atr, sig.atr_mult, sig.tp_r,
+                      sig.confidence, sig.name)
+    bare = float("inf")
+    for _ in range(repeat):  # the same bars with no entry: the loop's cost per bar
+        t0 = time.perf_counter()
+        eng.run_backtest(panel, quiet, [market], policy)
+        bare = min(bare, time.perf_counter() - t0)
+    return total, calls["t"], bare, r
 
 
 def _slice(p: Panel, n: int) -> Panel:
@@ -214,17 +221,20 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f}; best of {args.repeat} (backtrader: one run)")
     print(f"# {args.bars:,} random-walk 1m bars, {sig.n_entries:,} long entry signals "
           f"(EMA {args.fast}/{args.slow}), stop 1.5 x ATR, take-profit 2R, fees {FEE:.2%}")
-    total, in_decide, r = time_sizeguard(panel, sig, args.repeat)
+    total, in_decide, bare, r = time_sizeguard(panel, sig, args.repeat)
+    per_entry = (total - bare) / max(r.decisions, 1)
     print(f"sizeguard   {total * 1000:9.1f} ms  {len(r.trades):,} trades, {r.decisions:,} "
           f"decide() calls ({in_decide * 1e6 / max(r.decisions, 1):.0f} us each, "
-          f"{in_decide * 1000:.0f} ms), loop + bookkeeping {(total - in_decide) * 1000:.0f} ms, "
-          f"{r.liquidations} liquidations")
+          f"{in_decide * 1000:.0f} ms); the same bars without entries {bare * 1000:.1f} ms; "
+          f"{per_entry * 1e6:.0f} us per entry in all; {r.liquidations} liquidations")
     vb = time_vectorbt(panel, sig, args.repeat)
     if vb is None:
         print("vectorbt    skipped: not installed (pip install 'sizeguard[bench]')")
     else:
+        even = (vb[0] - bare) / per_entry * 1e6 / args.bars if per_entry > 0 else float("inf")
         print(f"vectorbt    {vb[0] * 1000:9.1f} ms  {vb[1]:,} trades   "
-              f"sizeguard is {vb[0] / total:.2f}x vectorbt's speed")
+              f"sizeguard is {vb[0] / total:.2f}x vectorbt's speed; break-even at about "
+              f"{max(even, 0):,.0f} entries per 1M bars")
     btr = time_backtrader(panel, sig, args.bt_bars)
     if btr is None:
         print("backtrader  skipped: not installed (pip install 'sizeguard[bench]')")

@@ -326,6 +326,9 @@ def run_backtest(
     ts_arr = panel.timestamp
     op, hi, lo, mark = panel.open, panel.high, panel.low, panel.mark
     entry_sig, exit_sig = signals.entry, signals.exit
+    atr_arr, mult_arr, conf_arr, tp_arr = signals.atr, signals.atr_mult, signals.confidence, \
+        signals.tp_r
+    fee_list = fee.tolist()
     t, resume = 0, False
     chunk = n if progress is None else max(n // 200, 1)
     while True:
@@ -341,46 +344,44 @@ def run_backtest(
             continue
         t = got
         # entries at the open of bar t: each one decided by core decide()
+        sides, prices, flat = entry_sig[t].tolist(), op[t].tolist(), pos[:, P_SIDE].tolist()
+        when = int(ts_arr[t]) / 1000.0
         for j in range(k):
-            side = int(entry_sig[t, j])
-            if side == 0 or math.isnan(op[t, j]):
-                continue
-            if pos[j, P_SIDE] != 0.0:  # counted by the loop
+            side, price = sides[j], prices[j]
+            if side == 0 or math.isnan(price) or flat[j] != 0.0:  # in position: counted by the loop
                 continue
             market = markets[j]
             if not market.is_contract and side < 0:
                 skips["SPOT_NO_SHORT"] += 1
                 continue
-            price = float(op[t, j])
             account = view(t, pos, acct, stats)
-            a = float(signals.atr[t, j])
-            am = float(signals.atr_mult[t, j])
-            conf = float(signals.confidence[t, j])
+            a, am, conf = atr_arr[t, j].item(), mult_arr[t, j].item(), conf_arr[t, j].item()
             intent = Intent(symbol=market.symbol, side=LONG if side > 0 else SHORT, price=price,
                             atr=a if a > 0 else None, atr_mult=am if am > 0 else None,
                             confidence=min(max(conf, 0.0), 1.0) if not math.isnan(conf) else None,
-                            regime=regime, volatility=volatility, time=ts_arr[t] / 1000.0)
+                            regime=regime, volatility=volatility, time=when)
             d = decide(intent, account, market, policy)
             decisions += 1
             tid = -1
             if d.accepted:
                 tid = len(trades)
-                _open(pos, acct, j, t, d, market, policy, float(signals.tp_r[t, j]), fee[j], tid)
-                trades.append(_entry_row(d, j, t, ts_arr, panel.symbols[j], account, pos))
-                view.entered(market.symbol, ts_arr[t] / 1000.0)
+                _open(pos, acct, j, t, d, market, policy, tp_arr[t, j].item(), fee_list[j], tid)
+                trades.append(_entry_row(d, j, t, when, panel.symbols[j], account, pos))
+                view.entered(market.symbol, when)
+                flat[j] = 1.0
             else:
                 skips[str(d.reasons[-1]) if d.reasons else "SKIPPED"] += 1
             if record:
                 records.append(EntryRecord(t, market.symbol, intent, account, d, tid))
         resume = True
-    for row in trades:
-        x = exits[row["trade"]]
-        row.update(exit_bar=int(x[X_BAR]), exit_time=int(ts_arr[int(x[X_BAR])]),
-                   exit_price=float(x[X_PRICE]), exit_reason=REASONS[int(x[X_REASON])],
-                   exit_fee=float(x[X_FEE]), funding=float(x[X_FUNDING]),
-                   gross_pnl=float(x[X_GROSS]), net_pnl=float(x[X_NET]),
-                   return_on_equity=float(x[X_NET]) / row["equity_at_entry"],
-                   engine_liquidation_price=None if math.isnan(x[X_LIQ0]) else float(x[X_LIQ0]))
+    done = exits[: len(trades)].tolist()
+    exit_ts = ts_arr[exits[: len(trades), X_BAR].astype(np.int64)].tolist() if trades else []
+    for row, x, xt in zip(trades, done, exit_ts, strict=True):
+        row.update(exit_bar=int(x[X_BAR]), exit_time=xt, exit_price=x[X_PRICE],
+                   exit_reason=REASONS[int(x[X_REASON])], exit_fee=x[X_FEE],
+                   funding=x[X_FUNDING], gross_pnl=x[X_GROSS], net_pnl=x[X_NET],
+                   return_on_equity=x[X_NET] / row["equity_at_entry"],
+                   engine_liquidation_price=None if math.isnan(x[X_LIQ0]) else x[X_LIQ0])
     if progress is not None:
         progress(n, n)
     return BacktestResult(policy, panel.symbols, tuple(syms), ts_arr, eq_curve, gross, equity,
@@ -406,8 +407,9 @@ class _AccountView:
     def __call__(self, t: int, pos: F64, acct: F64, stats: Any) -> Account:
         positions = []
         upnl_total = 0.0
-        open_rows = np.flatnonzero(pos[:, P_SIDE])
-        for j in open_rows.tolist():
+        for j, flag in enumerate(pos[:, P_SIDE].tolist()):
+            if flag == 0.0:
+                continue
             side, qty, entry, notional, _, _, _, coll, mmr, cum = pos[j, :P_FUND].tolist()
             px = float(self.panel.open[t, j])
             if math.isnan(px):
@@ -453,16 +455,18 @@ def _open(pos: F64, acct: F64, j: int, t: int, d: Decision, market: MarketRules,
     acct[A_CASH] -= entry_fee
 
 
-def _entry_row(d: Decision, j: int, t: int, ts: npt.NDArray[np.int64], candles: str,
-               account: Account, pos: F64) -> dict[str, Any]:
+def _entry_row(d: Decision, j: int, t: int, when: float, candles: str, account: Account,
+               pos: F64) -> dict[str, Any]:
+    tp = pos[j, P_TP].item()
     return {
         "trade": int(pos[j, P_TRADE]), "policy": d.policy, "symbol": d.symbol, "candles": candles,
-        "side": d.side, "entry_bar": t, "entry_time": int(ts[t]), "entry_price": d.entry_price,
+        "side": d.side, "entry_bar": t, "entry_time": round(when * 1000.0),
+        "entry_price": d.entry_price,
         "amount": d.amount, "qty": float(pos[j, P_QTY]), "notional": d.notional,
         "margin": d.margin, "leverage": d.leverage, "risk": d.risk,
-        "stop_price": d.stop_price, "take_profit": None if math.isnan(pos[j, P_TP])
-        else float(pos[j, P_TP]), "liquidation_price": d.liquidation_price,
-        "entry_fee": float(pos[j, P_FEE_IN]), "equity_at_entry": account.equity,
+        "stop_price": d.stop_price, "take_profit": None if math.isnan(tp) else tp,
+        "liquidation_price": d.liquidation_price, "entry_fee": pos[j, P_FEE_IN].item(),
+        "equity_at_entry": account.equity,
         "reasons": " ".join(str(r) for r in d.reasons),
     }
 

@@ -21,7 +21,7 @@ from sizeguard.backtest.results import drawdown_curve, metrics
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
-W, H, PAD_L, PAD_R, PAD_T, PAD_B = 860, 300, 70, 20, 30, 40
+W, H, PAD_L, PAD_R, PAD_T, PAD_B = 860, 320, 70, 20, 26, 40
 
 Series = tuple[str, Any, Any]  # name, x, y
 
@@ -96,15 +96,16 @@ def svg_chart(series: Sequence[Series], title: str, *, kind: str = "line", log: 
         y0, y1 = y0 - 1, y1 + 1
     pad = (y1 - y0) * 0.05
     y0, y1 = y0 - pad, y1 + pad
-    pw, ph = width - PAD_L - PAD_R, height - PAD_T - PAD_B
+    top = PAD_T + 14 * math.ceil(len(pts) / 5)  # legend rows above the plot
+    pw, ph = width - PAD_L - PAD_R, height - top - PAD_B
 
     def sx(v: Any) -> Any:
         return PAD_L + (v - x0) / (x1 - x0) * pw
 
     def sy(v: Any) -> Any:
-        return PAD_T + ph - (v - y0) / (y1 - y0) * ph
+        return top + ph - (v - y0) / (y1 - y0) * ph
 
-    out.append(f'<rect x="{PAD_L}" y="{PAD_T}" width="{pw}" height="{ph}" fill="none" '
+    out.append(f'<rect x="{PAD_L}" y="{top}" width="{pw}" height="{ph}" fill="none" '
                f'stroke="#999"/>')
     yt = _ticks(y0, y1) if not log else [float(v) for v in range(math.ceil(y0), math.floor(y1) + 1)]
     for v in yt:
@@ -114,10 +115,10 @@ def svg_chart(series: Sequence[Series], title: str, *, kind: str = "line", log: 
                    f'text-anchor="end">{label}</text>')
     for v in _ticks(x0, x1, 6):
         label = _date(v) if time_x else _fmt(v)
-        out.append(f'<text x="{sx(v):.1f}" y="{PAD_T + ph + 16}" text-anchor="middle">{label}'
+        out.append(f'<text x="{sx(v):.1f}" y="{top + ph + 16}" text-anchor="middle">{label}'
                    f'</text>')
     if y_label:
-        out.append(f'<text x="14" y="{PAD_T + ph / 2}" transform="rotate(-90 14 {PAD_T + ph / 2})"'
+        out.append(f'<text x="14" y="{top + ph / 2}" transform="rotate(-90 14 {top + ph / 2})"'
                    f' text-anchor="middle">{html.escape(y_label)}</text>')
     for i, (name, xa, ya) in enumerate(pts):
         colour = COLOURS[i % len(COLOURS)]
@@ -129,7 +130,7 @@ def svg_chart(series: Sequence[Series], title: str, *, kind: str = "line", log: 
             out.extend(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2" fill="{colour}" '
                        f'fill-opacity="0.6"/>' for a, b in zip(sx(xa), sy(ya), strict=True))
         lx = PAD_L + 8 + (i % 5) * 160
-        ly = PAD_T + 14 + (i // 5) * 14
+        ly = PAD_T + 4 + (i // 5) * 14
         out.append(f'<rect x="{lx}" y="{ly - 8}" width="10" height="10" fill="{colour}"/>'
                    f'<text x="{lx + 14}" y="{ly + 1}">{html.escape(name)}</text>')
     return "".join(out) + "</svg>"

@@ -23,7 +23,7 @@ from sizeguard.adapters.market_files import attach_tiers, load_markets
 from sizeguard.backtest.candles import Panel, align, load_many
 from sizeguard.backtest.engine import BacktestResult, run_backtest
 from sizeguard.backtest.montecarlo import METHODS, MonteCarloResult, simulate
-from sizeguard.backtest.report import METRIC_ROWS, write_report
+from sizeguard.backtest.report import METRIC_ROWS, equity_svg, write_report
 from sizeguard.backtest.results import metrics, read_ledger, write_ledger
 from sizeguard.backtest.signals import STRATEGIES, Signals, build_signals
 from sizeguard.cli.main import app
@@ -164,6 +164,7 @@ def backtest(
     tiers: Annotated[Path | None, typer.Option(help="ccxt leverage tiers JSON.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
     ledger: Annotated[Path | None, typer.Option(help="Write the trade ledger (.csv/.parquet).")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write the equity chart as an SVG file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
     progress: Annotated[bool | None, typer.Option(
         "--progress/--no-progress", help="Progress bar (default: on long runs).")] = None,
@@ -182,6 +183,9 @@ def backtest(
                                                  f"{funding:g} per 8h."])
         if ledger is not None:
             write_ledger(results, ledger)
+        if plot is not None:
+            plot.write_text(equity_svg(results, f"Equity: {sig.name} on "
+                                                f"{', '.join(panel.symbols)}") + "\n")
     except (SizeguardError, ValueError) as exc:
         _fail(exc)
         return
