@@ -260,3 +260,11 @@ def test_docs_hold_a_real_config_check_run() -> None:
                         env={"COLUMNS": "100"})
     captured = "\n".join(line.rstrip() for line in res.stdout.splitlines())
     assert captured in doc
+
+
+def test_config_show_says_what_a_seed_name_means() -> None:
+    res = runner.invoke(app, ["config", "show", "--preset", "quantum-4x30", "--changed"],
+                        env={"QT_MAX_NOTIONAL_PER_TRADE": "4000", **WIDE})
+    assert res.exit_code == 0
+    assert "env:QT_MAX_NOTIONAL_PER_TRADE" in res.stdout
+    assert "QT_MAX_NOTIONAL_PER_TRADE -> limits.max_margin: MARGIN per trade" in res.stdout

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from sizeguard.adapters.market_files import attach_tiers, load_markets
 from sizeguard.cli.options import ConfigOpt, MarketsOpt, PresetOpt, SetOpt, TiersOpt, fail
-from sizeguard.config.aliases import ALIASES
+from sizeguard.config.aliases import ALIASES, BY_NAME
 from sizeguard.config.scan import ScanReport, normalise, scan
 from sizeguard.config.settings import Resolved, env_from_os, policy_to_toml, resolve
 from sizeguard.core.audit import ERROR, INFO, RULES, WARNING, AuditReport, audit, relevant_markets
@@ -99,6 +99,11 @@ def show(
         table.add_row(key, _fmt_value(value), f"[{style}]{src}[/{style}]" if style else src)
     console.print(table)
     console.print("[dim]layers (lowest first): " + " < ".join(r.layers) + "[/dim]")
+    for name in dict.fromkeys(r.from_env().values()):
+        alias = BY_NAME.get(name)
+        if alias is not None:
+            console.print(Text(f"seed name {name} -> {', '.join(alias.keys)}: {alias.meaning} "
+                               f"({alias.unit})", style="magenta"))
     for note in r.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
 
