@@ -241,3 +241,18 @@ def test_every_preset_audits_without_errors_on_its_markets(name: str) -> None:
     r = audit(p, ms, equity=equity, volatility_pct=0.5)
     assert not r.errors, r.errors
     assert math.isfinite(r.slot.notional or 0.0)
+
+
+def test_auto_leverage_is_judged_at_the_leverage_auto_mode_picks() -> None:
+    p = load_policy("ai-atr-risk")
+    auto = pol(sizing={"risk": 0.01}, stop={"atr_mult": 1.5}, limits={"max_notional": 1250.0},
+               leverage={"mode": "auto", "max": 30})
+    vol = 2000 / 87669 * 100
+    assert findings(audit(p, [BTC], volatility_pct=vol), "STOP_BEYOND_LIQUIDATION")
+    r = audit(auto, [BTC], volatility_pct=vol)  # 1,250 notional fits 10,000 equity at 1x
+    assert not findings(r, "STOP_BEYOND_LIQUIDATION")
+    assert not findings(audit(auto, [perp(max_leverage=10.0)]), "LEVERAGE_ABOVE_TIER")
+    tight = pol(sizing={"risk": 0.01}, stop={"atr_mult": 1.5}, leverage={"mode": "auto", "max": 50},
+                limits={"max_margin": 100.0})  # 2,840 notional / 100 margin -> 29x: unsafe
+    [f] = findings(audit(tight, [BTC], volatility_pct=vol), "STOP_BEYOND_LIQUIDATION")
+    assert "at 29x" in f.message

@@ -169,6 +169,20 @@ def slot(policy: Policy, equity: float, volatility_pct: float | None = None,
     return Slot(equity, lev, dist, how, raw, notional, margin, tuple(binding))
 
 
+def auto_leverage(policy: Policy, notional: float, equity: float, cap: float) -> float:
+    """The leverage auto mode picks for ``notional`` on a fresh account: the lowest whose margin
+    fits the smallest margin budget (per trade, per-trade share of equity, utilisation, equity)."""
+    lim = policy.limits
+    room = min(lim.max_margin, lim.max_margin_pct * equity, lim.max_margin_utilisation * equity,
+               equity)
+    if room <= 0:
+        return cap
+    lev = max(1.0, notional / room)
+    if policy.leverage.integer:
+        lev = float(math.ceil(lev - 1e-9))
+    return min(lev, cap)
+
+
 def _tier_at(m: MarketRules, notional: float, policy: Policy) -> Tier:
     t = find_tier(m.tiers, notional) if m.tiers else None
     if t is not None:
@@ -263,7 +277,9 @@ def _market_rules(p: Policy, m: MarketRules, equity: float, volatility_pct: floa
     sym = m.symbol
     coin_tiers = m.inverse and m.exchange != "krakenfutures" and bool(m.tiers)
 
-    if m.is_contract and sl.notional is not None and math.isfinite(lev_p) and not coin_tiers:
+    fixed = p.leverage.mode == "fixed"
+    if (fixed and m.is_contract and sl.notional is not None and math.isfinite(lev_p)
+            and not coin_tiers):
         intended = min(slot(p, equity, volatility_pct, lev_p, m.taker).notional or sl.notional,
                        p.limits.max_symbol_notional)
         tier = _tier_at(m, intended, p)
@@ -284,7 +300,8 @@ def _market_rules(p: Policy, m: MarketRules, equity: float, volatility_pct: floa
     if m.is_contract and sl.stop_distance is not None and sl.notional and not coin_tiers:
         d = sl.stop_distance
         tier = _tier_at(m, sl.notional, p)
-        lev = min(lev_m, tier.max_leverage)
+        lev = min(lev_m if fixed else auto_leverage(p, sl.notional, equity, lev_m),
+                  tier.max_leverage)
         need = d * (1 + p.liquidation.buffer)
         dists = [liq.liquidation_distance(
             is_long, 1.0, liq.isolated_liquidation_price(
@@ -326,11 +343,11 @@ def _market_rules(p: Policy, m: MarketRules, equity: float, volatility_pct: floa
         return
     if sl.notional is None or sl.notional >= min_cost:
         return
-    fixed = p.sizing.model in ("fixed_margin", "fixed_notional")
+    fixed_size = p.sizing.model in ("fixed_margin", "fixed_notional")
     raise_ok = (p.execution.below_minimum == "raise"
                 and sl.notional * (1 + p.execution.raise_tolerance) >= min_cost)
     what = (f"{sym}: the slot notional {_fmt(sl.notional)}"
-            + ("" if fixed else f" at equity {_fmt(equity)}")
+            + ("" if fixed_size else f" at equity {_fmt(equity)}")
             + f" is below the minimum order value {_fmt(min_cost)} ({src})")
     keys = ("sizing." + {"fixed_margin": "margin", "fixed_notional": "notional"}.get(
         p.sizing.model, "model"), "execution.below_minimum")
@@ -338,7 +355,7 @@ def _market_rules(p: Policy, m: MarketRules, equity: float, volatility_pct: floa
         out.append(Finding("BELOW_MIN_COST", WARNING,
                            what + ": every order is raised to the minimum (within "
                            f"execution.raise_tolerance {p.execution.raise_tolerance:.0%})", keys, sym))
-    elif fixed:
+    elif fixed_size:
         out.append(Finding("BELOW_MIN_COST", ERROR,
                            what + ": every order on this market is refused by the exchange rules "
                            "(the $2-order failure)", keys, sym))
