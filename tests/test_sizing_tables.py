@@ -363,3 +363,41 @@ def test_rounding_is_always_down() -> None:
     assert d.amount == "6.666"
     assert Reason.ROUNDED_TO_STEP in d.reasons
     assert d.risk <= 10.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Regressions for engine bugs these tests found
+# ---------------------------------------------------------------------------------------------
+def test_auto_leverage_of_a_margin_model_keeps_the_models_margin() -> None:
+    # fixed margin 2 at up to 50x, auto leverage: the lowest leverage whose margin fits the
+    # model's 2 (+ entry fee) is 50x -> 100 notional -> 1. It used to fit all 1,000 available,
+    # choosing 1x and tying up 100 margin for a "2 USDT margin" policy.
+    d = size(intent(), Account(1_000.0), market(taker=0.0005),
+             policy(sizing={"model": "fixed_margin", "margin": 2.0},
+                    leverage={"mode": "auto", "max": 50}))
+    assert d.leverage == 50.0
+    assert d.amount == "1"
+    assert d.margin == pytest.approx(2.0)
+
+
+def test_replace_recomputes_the_step_decimal() -> None:
+    from dataclasses import replace
+
+    m = replace(market(), amount_step=0.01)
+    assert str(m.amount_step_decimal) == "0.01"
+    d = size(intent(), Account(1_000.0), m,
+             policy(sizing={"model": "fixed_notional", "notional": 123.456}, leverage=LEV10))
+    assert d.amount == "1.23"  # 1.23456 floored to 0.01, not printed with the old 0.001 step
+
+
+@pytest.mark.parametrize(("quantity", "step", "lots"), [
+    (0.003, 0.001, 3),  # 2.9999999999999996 lots: an exact multiple stays exact
+    (0.1 + 0.2, 0.1, 3),
+    (8_562_584.048063919, 1e-06, 8_562_584_048_063),  # 8.6e12 lots: truncate like ccxt
+    (68_746.92284495849, 1e-06, 68_746_922_844),
+    (1_450_528.4223987455, 1e-04, 14_505_284_223),
+])
+def test_floor_lots_truncates_like_ccxt(quantity: float, step: float, lots: int) -> None:
+    from sizeguard.core.lots import floor_lots
+
+    assert floor_lots(quantity, step) == lots
