@@ -1,11 +1,11 @@
 """Backtest speed: sizeguard's engine vs vectorbt and backtrader, in one run, on the same bars.
 
-    .venv/bin/python bench/bench_backtest.py [--bars 1000000] [--bt-bars 50000] [--fast 60 --slow 240]
+    .venv/bin/python bench/bench_backtest.py [--bars 1000000] [--bt-bars 50000] [--ema 240/960 ...]
 
 Inputs, identical for the three: a seeded random walk of 1-minute OHLC bars (BTC-like, from
 30,000, 0.1% sigma per bar), long-only EMA-cross entries and exits (computed once, outside the
-timings), a stop at 1.5 x ATR(14) and a take-profit at 2R, taker fees 0.05% both ways, starting
-equity 10,000.
+timings; two densities by default, because sizeguard's cost grows with the entries), a stop
+at 1.5 x ATR(14) and a take-profit at 2R, taker fees 0.05% both ways, starting equity 10,000.
 
 * **sizeguard**: the ``ai-atr-risk`` preset on the built-in BTC/USDT:USDT perpetual: every entry
   sized by core ``decide()`` (risk 1% of equity, confidence/streak/win-rate/drawdown
@@ -206,23 +206,13 @@ def time_backtrader(panel: Panel, sig: Any, bars: int) -> tuple[float, int] | No
     return dt, orders
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bars", type=int, default=1_000_000)
-    ap.add_argument("--bt-bars", type=int, default=50_000)
-    ap.add_argument("--fast", type=int, default=60)
-    ap.add_argument("--slow", type=int, default=240)
-    ap.add_argument("--repeat", type=int, default=3, help="best of N for sizeguard and vectorbt")
-    args = ap.parse_args()
-    panel = random_walk(args.bars)
-    sig = long_only(ema_cross(panel, args.fast, args.slow, tp_r=TP_R, allow_short=False))
-    print(f"# {platform.python_implementation()} {platform.python_version()} on "
-          f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.1f}; best of {args.repeat} (backtrader: one run)")
-    print(f"# {args.bars:,} random-walk 1m bars, {sig.n_entries:,} long entry signals "
-          f"(EMA {args.fast}/{args.slow}), stop 1.5 x ATR, take-profit 2R, fees {FEE:.2%}")
+def one_density(panel: Panel, fast: int, slow: int, args: argparse.Namespace) -> dict[str, float]:
+    sig = long_only(ema_cross(panel, fast, slow, tp_r=TP_R, allow_short=False))
+    print(f"\n## {args.bars:,} random-walk 1m bars, {sig.n_entries:,} long entry signals "
+          f"(EMA {fast}/{slow}), stop 1.5 x ATR, take-profit 2R, fees {FEE:.2%}")
     total, in_decide, bare, r = time_sizeguard(panel, sig, args.repeat)
     per_entry = (total - bare) / max(r.decisions, 1)
+    out = {"entries": float(r.decisions), "sizeguard": total}
     print(f"sizeguard   {total * 1000:9.1f} ms  {len(r.trades):,} trades, {r.decisions:,} "
           f"decide() calls ({in_decide * 1e6 / max(r.decisions, 1):.0f} us each, "
           f"{in_decide * 1000:.0f} ms); the same bars without entries {bare * 1000:.1f} ms; "
@@ -231,6 +221,7 @@ def main() -> None:
     if vb is None:
         print("vectorbt    skipped: not installed (pip install 'sizeguard[bench]')")
     else:
+        out["vectorbt"] = vb[0]
         even = (vb[0] - bare) / per_entry * 1e6 / args.bars if per_entry > 0 else float("inf")
         print(f"vectorbt    {vb[0] * 1000:9.1f} ms  {vb[1]:,} trades   "
               f"sizeguard is {vb[0] / total:.2f}x vectorbt's speed; break-even at about "
@@ -241,9 +232,34 @@ def main() -> None:
     else:
         m = min(args.bt_bars, args.bars)
         scaled = btr[0] * args.bars / m
+        out["backtrader"] = scaled
         print(f"backtrader  {scaled * 1000:9.1f} ms  (measured {btr[0]:.2f} s on the first {m:,} "
               f"bars, {btr[1]:,} filled orders, scaled x{args.bars / m:g})   sizeguard is "
               f"{scaled / total:.0f}x faster")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bars", type=int, default=1_000_000)
+    ap.add_argument("--bt-bars", type=int, default=50_000)
+    ap.add_argument("--ema", action="append", default=None,
+                    help="FAST/SLOW spans of the entry signals (repeatable; default 240/960 and "
+                         "60/240: a sparse and a dense entry density)")
+    ap.add_argument("--repeat", type=int, default=3, help="best of N for sizeguard and vectorbt")
+    args = ap.parse_args()
+    spans = [tuple(int(x) for x in e.split("/")) for e in (args.ema or ["240/960", "60/240"])]
+    panel = random_walk(args.bars)
+    print(f"# {platform.python_implementation()} {platform.python_version()} on "
+          f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}; best of {args.repeat} (backtrader: one run)")
+    rows = [one_density(panel, fast, slow, args) for fast, slow in spans]
+    print("\n# summary: entries, sizeguard ms, vs vectorbt (goal > 1x), vs backtrader (goal >= 500x)")
+    for o in rows:
+        vb = f"{o['vectorbt'] / o['sizeguard']:.2f}x" if "vectorbt" in o else "n/a"
+        bt = f"{o['backtrader'] / o['sizeguard']:.0f}x" if "backtrader" in o else "n/a"
+        print(f"{int(o['entries']):>7,} entries  {o['sizeguard'] * 1000:8.1f} ms  "
+              f"vectorbt {vb:>7}  backtrader {bt:>6}")
 
 
 if __name__ == "__main__":
