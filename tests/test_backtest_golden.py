@@ -208,3 +208,14 @@ def test_daily_loss_halt_is_a_skip() -> None:
                             "leverage": {"value": 10, "max": 10}})
     r = run_backtest(panel(bars), signals(5, {1: 1, 4: 1}), [MARKET], pol)
     assert len(r.trades) == 1 and dict(r.skips) == {"HALTED_DAILY_LOSS": 1}
+
+
+def test_progress_chunks_change_nothing() -> None:
+    # with a progress callback the loop stops every bar (tiny data): same trades, same equity
+    p = panel([FLAT, FLAT, (110, 110, 110, 110), (110, 110, 105, 105), (105, 105, 96, 97), FLAT])
+    sig = signals(6, {1: 1, 3: -1, 5: 1}, {3: EXIT_LONG})
+    seen: list[tuple[int, int]] = []
+    a = run_backtest(p, sig, [MARKET], policy(leverage=20))
+    b = run_backtest(p, sig, [MARKET], policy(leverage=20), progress=lambda d, n: seen.append((d, n)))
+    assert a.trades == b.trades and np.array_equal(a.equity, b.equity)
+    assert seen[-1] == (6, 6) and len(seen) >= 6
