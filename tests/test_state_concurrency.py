@@ -122,3 +122,39 @@ def test_gross_exposure_cap_holds_exactly_under_contention(store_url: str, mode:
         assert s.account("acc").gross_exposure <= 1000.0 + 1e-9
     finally:
         s.close()
+
+
+@pytest.mark.timeout(120)
+def test_the_same_client_order_id_from_16_threads_trades_once(store_url: str) -> None:
+    _prepare(store_url)
+    barrier = threading.Barrier(16, timeout=60)
+    out: list[Any] = []
+
+    def work() -> None:
+        barrier.wait()
+        store = open_store(store_url)
+        try:
+            book = many_symbols(1)
+            trader = Trader(store, PaperExchange(book, balance=1e6), BookSource(book, "test"),
+                            notional_policy(100.0), account_id="acc", venue="test")
+            r = trader.submit(Intent("C00/USDT:USDT", "long", 50000.0), client_order_id="same")
+            out.append((r.status, r.duplicate, r.journal_id))
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=work) for _ in range(16)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert len(out) == 16 and len({j for _, _, j in out}) == 1
+    firsts = [o for o in out if not o[1]]
+    assert len(firsts) == 1 and firsts[0][0] == "filled"
+    # the others saw the first one's answer, or that it was still working: none ordered
+    assert {st for st, dup, _ in out if dup} <= {"filled", "in_progress"}
+    s = open_store(store_url)
+    try:
+        assert len(s.journal("acc", kind="decision")) == 1
+        assert len(s.reservations("acc", live_only=False)) == 1
+    finally:
+        s.close()

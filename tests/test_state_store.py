@@ -57,8 +57,27 @@ def test_migrations_apply_in_order(monkeypatch: pytest.MonkeyPatch, store_url: s
     assert s.schema_version() == LATEST + 1
     with s.tx() as tx:
         assert tx.rows("SELECT version FROM schema_version ORDER BY version") == [
-            (v,) for v in range(1, LATEST + 2)]
+            (v,) for v, _ in sorted(extra)]
     s.close()
+
+
+def test_a_migration_merged_below_the_newest_still_runs(store: SqlStore, store_url: str,
+                                                        clock: FakeClock) -> None:
+    versions = [v for v, _ in sql_store.MIGRATIONS]
+    with store.tx() as tx:  # as if this store had been migrated before migration 1 existed
+        tx.run("DELETE FROM schema_version WHERE version = ?", (versions[0],))
+        tx.run("CREATE TABLE IF NOT EXISTS probe (x INTEGER)")
+    extra = [(versions[0], ["CREATE TABLE IF NOT EXISTS probe2 (x INTEGER)"]),
+             *sql_store.MIGRATIONS[1:]]
+    import pytest as _pytest
+
+    with _pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sql_store, "MIGRATIONS", extra)
+        s = open_store(store_url, clock)
+        with s.tx() as tx:
+            assert tx.one("SELECT COUNT(*) FROM probe2") == (0,)
+            assert {v for (v,) in tx.rows("SELECT version FROM schema_version")} == set(versions)
+        s.close()
 
 
 def test_account_counts_positions_and_live_reservations(store: SqlStore, clock: FakeClock) -> None:

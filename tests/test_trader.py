@@ -16,6 +16,7 @@ from sizeguard.core.intent import Intent
 from sizeguard.errors import InvalidOrder, NetworkError
 from sizeguard.ports import ExchangePosition, OrderResult
 from sizeguard.trader import Trader
+from storefix import FakeClock
 
 store_url = storefix.store_url
 clock = storefix.clock
@@ -64,13 +65,15 @@ def test_same_client_order_id_never_orders_twice(store: SqlStore) -> None:
     assert len(ex.orders) == 3 and len(store.positions("acc")) == 1
 
 
-def test_resume_after_a_crash_between_entry_and_record(store: SqlStore) -> None:
+def test_resume_after_a_crash_between_entry_and_record(store: SqlStore, clock: FakeClock) -> None:
     t, ex = make(store)
     market = BOOK[BTC]
     res = store.decide_and_reserve("acc", lambda a: decide(INTENT, a, market, RISK),
                                    client_order_id="cid-9")
     ex.set_leverage(BTC, float(res.decision["leverage"]))
     ex.place_entry(BTC, "long", str(res.decision["amount"]), INTENT.price, "cid-9")  # then "crash"
+    assert t.submit(INTENT, "cid-9").status == "in_progress"  # the crashed claim has not lapsed
+    clock.advance(61)
     r = t.submit(INTENT, "cid-9")
     assert r.status == "filled" and "resumed" in r.notes[0]
     assert len([o for o in ex.orders.values() if o.kind == "entry"]) == 1
@@ -142,3 +145,19 @@ def test_close_feeds_streak_and_sync_counts_outside_positions(store: SqlStore) -
     closed = t.close(r.position.id, 86000.0)
     assert closed.status == "closed" and (closed.pnl or 0) < 0
     assert store.risk_state("acc").losing_streak == 1
+
+
+def test_resume_when_the_stop_was_already_placed(store: SqlStore, clock: FakeClock) -> None:
+    t, ex = make(store)
+    res = store.decide_and_reserve("acc", lambda a: decide(INTENT, a, BOOK[BTC], RISK),
+                                   client_order_id="cid-7")
+    amount = str(res.decision["amount"])
+    ex.set_leverage(BTC, float(res.decision["leverage"]))
+    ex.place_entry(BTC, "long", amount, INTENT.price, "cid-7")
+    ex.place_stop(BTC, "long", amount, float(res.decision["stop_price"]), "cid-7-sl")
+    real_find = ex.find_order
+    ex.find_order = lambda symbol, cid: None if cid.endswith("-sl") else real_find(symbol, cid)  # type: ignore[method-assign]
+    clock.advance(61)
+    r = t.submit(INTENT, "cid-7")  # the stop is "invisible" but the exchange refuses a duplicate
+    assert r.status == "filled" and [o.kind for o in r.orders] == ["entry", "stop", "take_profit"]
+    assert len(store.positions("acc")) == 1 and ex.positions()

@@ -253,8 +253,14 @@ class StateStore(Protocol):
     def risk_state(self, account_id: str) -> RiskState: ...
 
     def decide_and_reserve(self, account_id: str, decide_fn: DecideFn, *, client_order_id: str,
-                           snapshot_id: str | None = None, ttl: float = 300.0) -> Reserved:
-        """Atomically: lock the account, load it, decide, journal, reserve when accepted."""
+                           snapshot_id: str | None = None, ttl: float = 300.0,
+                           claim: float = 60.0) -> Reserved:
+        """Atomically: lock the account, load it, decide, journal, reserve when accepted. The
+        new reservation is claimed for ``claim`` seconds by the caller."""
+        ...
+
+    def claim_reservation(self, reservation_id: str, claim: float = 60.0) -> bool:
+        """Take over a held reservation whose claim lapsed; False while another holds it."""
         ...
 
     def journal_decision(self, account_id: str, decision: Decision, *,

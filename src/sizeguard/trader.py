@@ -19,7 +19,7 @@ from sizeguard.core.decide import decide
 from sizeguard.core.intent import Intent
 from sizeguard.core.market import MarketBook, MarketRules
 from sizeguard.core.policy import Policy
-from sizeguard.errors import ExchangeError, InvalidOrder
+from sizeguard.errors import DuplicateOrder, ExchangeError, InvalidOrder
 from sizeguard.ports import (
     Exchange,
     MarketSource,
@@ -35,7 +35,8 @@ class TradeResult:
     """``status``: "filled" (position recorded, protective orders placed), "skipped" (the
     decision said no), "rejected" (the exchange refused the entry; reservation released),
     "failed" (an exchange error; reservation released, or the position flattened when its stop
-    could not be placed)."""
+    could not be placed), "in_progress" (a concurrent submit with the same client order id
+    holds the reservation)."""
 
     status: str
     client_order_id: str
@@ -73,13 +74,14 @@ def new_client_order_id() -> str:
 class Trader:
     def __init__(self, store: StateStore, exchange: Exchange, markets: MarketSource,
                  policy: Policy, *, account_id: str, venue: str | None = None,
-                 ttl: float = 300.0) -> None:
+                 ttl: float = 300.0, claim: float = 60.0) -> None:
         self.store = store
         self.exchange = exchange
         self.markets = markets
         self.policy = policy
         self.account_id = account_id
         self.ttl = ttl
+        self.claim = claim
         self._book: MarketBook | None = None
         self.venue = venue or self.store.risk_state(account_id).exchange
 
@@ -96,7 +98,8 @@ class Trader:
         policy = self.policy
         reserved = self.store.decide_and_reserve(
             self.account_id, lambda account: decide(intent, account, market, policy),
-            client_order_id=cid, snapshot_id=self.markets.snapshot_id, ttl=self.ttl)
+            client_order_id=cid, snapshot_id=self.markets.snapshot_id, ttl=self.ttl,
+            claim=self.claim)
         d, jid, res = reserved.decision, reserved.journal_id, reserved.reservation
         if not reserved.accepted:
             return TradeResult("skipped", cid, d, jid, duplicate=reserved.duplicate)
@@ -105,6 +108,10 @@ class Trader:
             done = self._earlier(res, d, jid)
             if done is not None:
                 return done
+            if not self.store.claim_reservation(res.id, self.claim):
+                return TradeResult("in_progress", cid, d, jid, duplicate=True,
+                                   notes=("another submit with this client order id is still "
+                                          "working on it",))
             found = self._find(intent.symbol, cid)
             if found is not None and found.status == "filled":  # crashed after the entry
                 return self._protect(intent, market, res, d, jid, found, resumed=True)
@@ -137,6 +144,13 @@ class Trader:
                 self.exchange.set_leverage(intent.symbol, float(d["leverage"]))
             entry = self.exchange.place_entry(intent.symbol, intent.side, str(d["amount"]),
                                               intent.price, cid)
+        except DuplicateOrder as exc:
+            # the exchange has an order with this id that find_order did not see: keep the
+            # reservation (it may be filled) and let sync or a later retry settle it
+            self.store.journal_event(self.account_id, "reject", symbol=intent.symbol,
+                                     client_order_id=cid, note=str(exc),
+                                     data={"error": "DuplicateOrder", "retryable": False})
+            return TradeResult("failed", cid, d, jid, error=f"{exc} (reservation kept; run sync)")
         except ExchangeError as exc:
             self._learn(exc, market, float(d["notional"]), intent.price)
             self.store.release_reservation(res.id, f"entry refused: {exc}")
@@ -186,10 +200,18 @@ class Trader:
                            notes=tuple(notes))
 
     def _once(self, symbol: str, cid: str, place: Any) -> OrderResult:
+        """Place a protective order unless the exchange already has it (a resumed submit).
+        Conditional orders may live where ``find_order`` does not look (Binance's algo
+        orders): a duplicate-id refusal then also means "already placed"."""
         found = self._find(symbol, cid)
         if found is not None:
             return found
-        result: OrderResult = place()
+        try:
+            result: OrderResult = place()
+        except DuplicateOrder:
+            kind = "stop" if cid.endswith("-sl") else "take_profit"
+            return OrderResult("", cid, symbol, "", kind, "", "open",
+                               raw={"note": "already placed (duplicate client order id)"})
         return result
 
     def _learn(self, exc: ExchangeError, market: MarketRules, notional: float, price: float) -> None:

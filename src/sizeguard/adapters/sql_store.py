@@ -140,8 +140,11 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             path TEXT NOT NULL,
             recorded_at {float} NOT NULL)""",
     ]),
+    # 2: a reservation is claimed by the submit working on it, so a concurrent duplicate of the
+    # same client order id waits instead of ordering too; a crashed claim lapses and resumes.
+    (2, ["ALTER TABLE reservations ADD COLUMN claimed_until {float}"]),
 ]
-LATEST = MIGRATIONS[-1][0]
+LATEST = max(v for v, _ in MIGRATIONS)
 
 
 class SystemClock:
@@ -314,18 +317,18 @@ class SqlStore:
     # -- schema -------------------------------------------------------------------------
     def migrate(self) -> int:
         """Apply the migrations not applied yet, in order, each in its own transaction."""
-        for version, statements in MIGRATIONS:
+        for version, statements in sorted(MIGRATIONS, key=lambda m: m[0]):
             with self.tx() as tx:
                 self._lock_migrations(tx)
                 if not self._table_exists(tx, "schema_version"):
                     tx.run("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
                            f"applied_at {self.float_type} NOT NULL)")
-                row = tx.one("SELECT MAX(version) FROM schema_version")
-                current = int(row[0]) if row and row[0] is not None else 0
+                applied = {int(r[0]) for r in tx.rows("SELECT version FROM schema_version")}
+                current = max(applied, default=0)
                 if current > LATEST:
                     raise StoreError(f"{self._url} has schema version {current}, newer than this "
                                      f"sizeguard knows ({LATEST}); upgrade sizeguard")
-                if version <= current:
+                if version in applied:  # by set, not by max: every known migration runs once
                     continue
                 for stmt in statements:
                     tx.run(stmt.format(serial=self.serial, float=self.float_type))
@@ -417,7 +420,8 @@ class SqlStore:
 
     # -- decide + reserve ---------------------------------------------------------------
     def decide_and_reserve(self, account_id: str, decide_fn: DecideFn, *, client_order_id: str,
-                           snapshot_id: str | None = None, ttl: float = 300.0) -> Reserved:
+                           snapshot_id: str | None = None, ttl: float = 300.0,
+                           claim: float = 60.0) -> Reserved:
         if not client_order_id:
             raise InvalidInput("client_order_id", client_order_id, "must not be empty")
         with self.tx(account_id) as tx:
@@ -441,7 +445,21 @@ class SqlStore:
                        (reservation.id, account_id, reservation.symbol, reservation.side,
                         reservation.amount, reservation.notional, reservation.margin,
                         reservation.leverage, client_order_id, jid, now, now + ttl, "held", None))
+                tx.run("UPDATE reservations SET claimed_until = ? WHERE id = ?",
+                       (now + claim, reservation.id))
         return Reserved(decision.to_dict(), jid, reservation)
+
+    def claim_reservation(self, reservation_id: str, claim: float = 60.0) -> bool:
+        """Take over a held reservation whose previous claim has lapsed (its submit crashed or
+        gave up); False while another submit is still working on it."""
+        res = self.reservation(reservation_id)
+        if res is None:
+            return False
+        with self.tx(res.account_id) as tx:
+            now = self.clock.now()
+            return tx.run("UPDATE reservations SET claimed_until = ? WHERE id = ? AND "
+                          "status = 'held' AND (claimed_until IS NULL OR claimed_until <= ?)",
+                          (now + claim, reservation_id, now)) > 0
 
     def _decided(self, tx: Tx, account_id: str, client_order_id: str) -> Reserved | None:
         row = tx.one("SELECT id, data FROM journal WHERE account_id = ? AND kind = 'decision' AND "

@@ -36,6 +36,7 @@ from sizeguard.cli.render import (
     print_explanation,
     references_table,
     side_by_side,
+    summary_line,
 )
 from sizeguard.config.loader import PRESETS, load_policy, preset_data
 from sizeguard.config.settings import Resolved, env_from_os, resolve
@@ -302,6 +303,8 @@ def demo(
     if confidence is not None:
         what += f", confidence {confidence:g}"
     console.print(side_by_side(same, f"[bold]One trade, five policies[/bold]: {what}"))
+    for preset, d in same:
+        console.print(summary_line(preset, d))
     console.print()
     console.print(references_table(refs))
     console.print(hint_panel([
@@ -325,4 +328,5 @@ if __name__ == "__main__":
     main()
 
 from sizeguard.cli import backtest as _backtest  # noqa: E402, F401  (registers backtest, montecarlo)
+from sizeguard.cli import serve as _serve  # noqa: E402, F401  (registers serve, bots)
 from sizeguard.cli import state as _state  # noqa: E402, F401  (registers trade, positions, journal, ...)

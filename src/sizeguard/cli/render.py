@@ -329,7 +329,7 @@ def side_by_side(results: Sequence[tuple[str, Decision]], title: str) -> Table:
     t = Table(title=title, title_justify="left", show_lines=True)
     t.add_column("", style="bold")
     for preset, _ in results:
-        t.add_column(preset, justify="right", min_width=len(preset))
+        t.add_column(preset, justify="right", overflow="fold")
 
     def row(label: str, f: Any) -> None:
         t.add_row(label, *[f(d) for _, d in results])
@@ -342,20 +342,42 @@ def side_by_side(results: Sequence[tuple[str, Decision]], title: str) -> Table:
     row("risk", lambda d: f"{money(d.risk)}\n{d.risk_pct:.2f}% ({d.risk_basis})")
     row("liquidation", lambda d: "-" if d.liquidation_distance_pct is None else
         f"{money(d.liquidation_price)}\n{d.liquidation_distance_pct:.2f}% away")
-    row("why", lambda d: "\n".join(short_reason(str(r)) for r in d.reasons) or "-")
     return t
 
 
+def summary_line(preset: str, d: Decision) -> Text:
+    """One decision in one sentence: what was sized, and the reasons that shaped it."""
+    line = Text()
+    line.append(f"{preset}: ", style="bold")
+    if not d.accepted:
+        skip = next((r for r in d.reasons if r in SKIP_REASONS), d.reasons[-1] if d.reasons else None)
+        line.append("skipped", style="red")
+        line.append(f" - {reason_text(str(skip)) if skip else 'no size'}")
+        shaped = [r for r in d.reasons if r not in SKIP_REASONS and r != Reason.ROUNDED_TO_STEP]
+        if shaped:
+            line.append(" (after: " + "; ".join(reason_text(str(r)) for r in shaped) + ")",
+                        style="dim")
+        return line
+    line.append(f"{d.amount} = {money(d.notional)} notional, {money(d.margin)} margin at "
+                f"{d.leverage:g}x, risk {money(d.risk)} ({d.risk_pct:.2f}%)")
+    shaped = [r for r in d.reasons if r != Reason.ROUNDED_TO_STEP]
+    if shaped:
+        line.append("; " + "; ".join(reason_text(str(r)) for r in shaped), style="yellow")
+    return line
+
+
 def references_table(rows: Sequence[tuple[str, float, Decision]]) -> Table:
-    t = Table(title="The reference cases of DESIGN.md", title_justify="left")
-    for col in ("preset", "intent", "equity", "status", "amount", "notional", "margin", "lev",
-                "reasons"):
-        t.add_column(col, justify="left" if col in ("preset", "intent", "status", "reasons")
-                     else "right", no_wrap=col in ("preset", "amount", "lev"))
+    t = Table(title="The reference cases of DESIGN.md", title_justify="left", show_lines=True)
+    t.add_column("preset", no_wrap=True, style="bold")
+    t.add_column("case")
+    t.add_column("decision")
     for preset, equity, d in rows:
-        t.add_row(preset, f"{d.symbol} {d.side} @ {d.entry_price:g}", num(equity),
-                  f"[{'green' if d.accepted else 'red'}]{d.status}[/]", d.amount, money(d.notional),
-                  money(d.margin), f"{d.leverage:g}x", ", ".join(short_reason(str(r)) for r in d.reasons))
+        colour = "green" if d.accepted else "red"
+        outcome = (f"[{colour}]{d.status}[/{colour}] {d.amount}: notional {money(d.notional)}, "
+                   f"margin {money(d.margin)} at {d.leverage:g}x")
+        if d.reasons:
+            outcome += "\n[dim]" + ", ".join(short_reason(str(r)) for r in d.reasons) + "[/dim]"
+        t.add_row(preset, f"{d.symbol} {d.side} @ {d.entry_price:,g}, equity {num(equity)}", outcome)
     return t
 
 
