@@ -19,6 +19,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from sizeguard.core import liquidation as liq
+from sizeguard.core.account import Account
+from sizeguard.core.adjust import adjust
+from sizeguard.core.decision import Reason
+from sizeguard.core.intent import Intent
+from sizeguard.core.limits import margin_budget, notional_caps
 from sizeguard.core.market import MarketRules
 from sizeguard.core.models import (
     kelly_fraction,
@@ -30,6 +35,12 @@ from sizeguard.core.policy import MARGIN_MODELS, Policy
 from sizeguard.core.tiers import Tier, find_tier
 
 ERROR, WARNING, INFO = "error", "warning", "info"
+_CAP_KEYS = {
+    Reason.CAPPED_MAX_NOTIONAL: "limits.max_notional",
+    Reason.CAPPED_EQUITY_LEVERAGE: "limits.max_equity_leverage",
+    Reason.CAPPED_MARGIN_UTILISATION: "limits.max_margin_utilisation",
+    Reason.CAPPED_AVAILABLE: "available margin",
+}
 SEVERITIES = (ERROR, WARNING, INFO)
 
 # Rule codes, in the order they run, with what each checks.
@@ -117,13 +128,12 @@ def typical_stop(policy: Policy, volatility_pct: float | None) -> tuple[float | 
     return None, "no typical stop (give a volatility, or set stop.default_pct)"
 
 
-def _clamp(value: float, policy: Policy) -> float:
-    a = policy.adjust
-    if a.min > 0 and value < a.min:
-        value = a.min
-    if a.max > 0 and value > a.max:
-        value = a.max
-    return value
+_NEUTRAL = Intent("audit", "long", 1.0)  # no confidence, regime or volatility bucket
+
+
+def _adjusted(base: float, policy: Policy, equity: float) -> float:
+    """The base after the pipeline's own adjustments with neutral inputs: only the clamp acts."""
+    return adjust(base, policy.adjust, _NEUTRAL, Account(equity=equity))[0]
 
 
 def slot(policy: Policy, equity: float, volatility_pct: float | None = None,
@@ -137,27 +147,33 @@ def slot(policy: Policy, equity: float, volatility_pct: float | None = None,
     fee_rt = 2.0 * fee if s.fees_in_risk else 0.0
     raw: float | None = None
     if s.model == "fixed_margin":
-        raw = notional_from_margin(_clamp(s.margin, policy), lev) if math.isfinite(lev) else None
+        raw = notional_from_margin(_adjusted(s.margin, policy, equity), lev) if math.isfinite(lev) else None
     elif s.model == "balance_fraction":
-        raw = (notional_from_margin(equity * _clamp(s.fraction, policy), lev)
+        raw = (notional_from_margin(equity * _adjusted(s.fraction, policy, equity), lev)
                if math.isfinite(lev) else None)
     elif s.model == "fixed_notional":
-        raw = _clamp(s.notional, policy)
+        raw = _adjusted(s.notional, policy, equity)
     elif s.model in ("risk", "kelly") and dist is not None:
         base = s.risk if s.model == "risk" else max(
             kelly_fraction(s.win_rate, s.payoff) * s.kelly_fraction, 0.0)
-        raw = notional_from_risk(equity * _clamp(base, policy), dist, fee_rt)
+        raw = notional_from_risk(equity * _adjusted(base, policy, equity), dist, fee_rt)
     elif s.model == "volatility_target" and volatility_pct:
-        raw = notional_for_volatility(equity, _clamp(s.target_volatility, policy),
+        raw = notional_for_volatility(equity, _adjusted(s.target_volatility, policy, equity),
                                       volatility_pct / 100.0)
     if raw is None:
         return Slot(equity, lev, dist, how, None, None, None)
-    caps = [
-        (lim.max_notional, "limits.max_notional"),
-        (lim.max_equity_leverage * equity, "limits.max_equity_leverage"),
-        (lim.max_margin * lev, "limits.max_margin"),
-        (lim.max_margin_pct * equity * lev, "limits.max_margin_pct"),
-    ]
+    # the pipeline's own caps on a fresh account; symbol and gross caps are rules of their own
+    account = Account(equity=equity)
+    caps = [(cap, _CAP_KEYS[code]) for cap, code, _ in notional_caps(_NEUTRAL, account, lim)
+            if code in _CAP_KEYS]
+    if math.isfinite(lev):
+        cap, code = margin_budget(account, lim).cap(lev, fee)
+        if code is Reason.CAPPED_MARGIN:
+            key = ("limits.max_margin" if lim.max_margin <= lim.max_margin_pct * equity
+                   else "limits.max_margin_pct")
+        else:
+            key = _CAP_KEYS.get(code, "available margin") if code is not None else ""
+        caps.append((cap, key))
     notional, binding = raw, []
     for cap, key in caps:
         if cap < notional:
@@ -169,12 +185,11 @@ def slot(policy: Policy, equity: float, volatility_pct: float | None = None,
     return Slot(equity, lev, dist, how, raw, notional, margin, tuple(binding))
 
 
-def auto_leverage(policy: Policy, notional: float, equity: float, cap: float) -> float:
+def auto_leverage(policy: Policy, notional: float, equity: float, cap: float,
+                  fee: float = 0.0) -> float:
     """The leverage auto mode picks for ``notional`` on a fresh account: the lowest whose margin
-    fits the smallest margin budget (per trade, per-trade share of equity, utilisation, equity)."""
-    lim = policy.limits
-    room = min(lim.max_margin, lim.max_margin_pct * equity, lim.max_margin_utilisation * equity,
-               equity)
+    plus entry fee fits the smallest margin budget (as the pipeline's auto mode)."""
+    room = margin_budget(Account(equity=equity), policy.limits).smallest - notional * fee
     if room <= 0:
         return cap
     lev = max(1.0, notional / room)
@@ -300,7 +315,9 @@ def _market_rules(p: Policy, m: MarketRules, equity: float, volatility_pct: floa
     if m.is_contract and sl.stop_distance is not None and sl.notional and not coin_tiers:
         d = sl.stop_distance
         tier = _tier_at(m, sl.notional, p)
-        lev = min(lev_m if fixed else auto_leverage(p, sl.notional, equity, lev_m),
+        lev = min(lev_m if fixed else auto_leverage(p, sl.notional, equity, lev_m,
+                                                               m.taker if m.taker is not None
+                                                               else p.execution.taker),
                   tier.max_leverage)
         need = d * (1 + p.liquidation.buffer)
         dists = [liq.liquidation_distance(
