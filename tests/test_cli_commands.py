@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -254,12 +255,19 @@ def test_completion_of_commands_presets_and_symbols() -> None:
     assert "ETH/USDT:USDT" in _complete("sizeguard markets ETH", 2)
 
 
-def test_docs_hold_a_real_config_check_run() -> None:
+def test_docs_hold_real_config_check_runs() -> None:
+    """Every `config check` run shown in docs/configuration.md is what the command prints now."""
     doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text("utf-8")
-    res = runner.invoke(app, ["config", "check", "--preset", "quantum-4x30", "--equity", "10000"],
-                        env={"COLUMNS": "100"})
-    captured = "\n".join(line.rstrip() for line in res.stdout.splitlines())
-    assert captured in doc
+    blocks = [b.split("```", 1)[0] for b in doc.split("```console\n")[1:]]
+    runs = [b for b in blocks if b.startswith("$ sizeguard config check")]
+    assert len(runs) >= 2
+    for block in runs:
+        command, rest = block.split("\n", 1)
+        shown, _, code = rest.partition("$ echo $?\n")
+        res = runner.invoke(app, shlex.split(command)[2:], env={"COLUMNS": "100"})
+        printed = "\n".join(line.rstrip() for line in res.stdout.splitlines())
+        assert printed == shown.rstrip("\n"), command
+        assert str(res.exit_code) == code.strip(), command
 
 
 def test_config_show_says_what_a_seed_name_means() -> None:
