@@ -228,7 +228,7 @@ def test_ai_atr_risk_guard_lowers_leverage(book: MarketBook) -> None:
     d = run(book, "ai-atr-risk", AI, AI_EQUITY)
     off = run(book, "ai-atr-risk", AI, AI_EQUITY, sets=("liquidation.guard=off",))
     lp30 = 87_669.0 * (1 - 1 / 30) / 0.996
-    assert off.liquidation_price == pytest.approx(87_669.0 * (1 - 1_227.366 / 30 / 1_227.366) / 0.996)
+    assert off.liquidation_price == pytest.approx(lp30)  # margin / notional = 1/30 after rounding too
     assert (87_669.0 - lp30) / 87_669.0 == pytest.approx(0.029451, abs=1e-6)  # "about 2.9%"
     assert off.liquidation_price > off.stop_price  # type: ignore[operator]  # inside the stop
 
