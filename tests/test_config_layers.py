@@ -262,3 +262,28 @@ def test_frozen_toml_round_trips(tmp_path: Path, preset: str) -> None:
     path.write_text(res.stdout, encoding="utf-8")
     assert "max_positions = 3  # env:QT_MAX_POSITIONS" in res.stdout
     assert resolve(config=path).policy == r.policy
+
+
+QUANTUM_ENV = Path(__file__).resolve().parent / "fixtures" / "seed_tree" / "quantum" / ".env"
+
+
+def test_env_file_feeds_the_env_layer_and_the_process_environment_wins() -> None:
+    r = resolve("quantum-4x30", env_files=[QUANTUM_ENV])
+    assert r.policy.limits.max_margin == 5000
+    assert r.source("limits.max_margin") == f"env:QT_MAX_NOTIONAL_PER_TRADE ({QUANTUM_ENV})"
+    assert r.from_env()["limits.max_margin"] == "QT_MAX_NOTIONAL_PER_TRADE"
+    r = resolve("quantum-4x30", env={"QT_MAX_POSITIONS": "2"}, env_files=[QUANTUM_ENV])
+    assert r.policy.limits.max_positions == 2
+    assert r.source("limits.max_positions") == "env:QT_MAX_POSITIONS"
+    with pytest.raises(InvalidInput, match="env-file"):
+        resolve(env_files=[QUANTUM_ENV.parent / "missing.env"])
+
+
+def test_cli_env_file() -> None:
+    res = runner.invoke(app, ["config", "show", "--preset", "quantum-4x30", "--json", "--env-file",
+                              str(QUANTUM_ENV)])
+    out = json.loads(res.stdout)
+    assert out["sources"]["limits.max_margin"].startswith("env:QT_MAX_NOTIONAL_PER_TRADE (")
+    res = runner.invoke(app, [*SIZE, "--env-file", str(QUANTUM_ENV),
+                              "--set", "limits.max_symbol_notional=9000"])
+    assert json.loads(res.stdout)["notional"] == pytest.approx(9000.0)

@@ -17,7 +17,15 @@ from rich.table import Table
 from rich.text import Text
 
 from sizeguard.adapters.market_files import attach_tiers, load_markets
-from sizeguard.cli.options import ConfigOpt, MarketsOpt, PresetOpt, SetOpt, TiersOpt, fail
+from sizeguard.cli.options import (
+    ConfigOpt,
+    EnvFileOpt,
+    MarketsOpt,
+    PresetOpt,
+    SetOpt,
+    TiersOpt,
+    fail,
+)
 from sizeguard.config.aliases import ALIASES, BY_NAME
 from sizeguard.config.scan import ScanReport, normalise, scan
 from sizeguard.config.settings import Resolved, env_from_os, policy_to_toml, resolve
@@ -40,8 +48,9 @@ def _plain(value: Any) -> Any:
 
 
 def _resolve(preset: str | None, config: Path | None, sets: list[str] | None,
-             cross_check: bool = True) -> Resolved:
-    return resolve(preset, config, sets or (), env_from_os(), cross_check=cross_check)
+             env_files: list[Path] | None, cross_check: bool = True) -> Resolved:
+    return resolve(preset, config, sets or (), env_from_os(), env_files=env_files or (),
+                   cross_check=cross_check)
 
 
 SHOW_EXAMPLES = (
@@ -50,7 +59,8 @@ SHOW_EXAMPLES = (
     "  SIZEGUARD_LIMITS__MAX_NOTIONAL=500 QT_MAX_POSITIONS=3 sizeguard config show --preset "
     "quantum-4x30 --changed\n\n"
     "  sizeguard config show --config my-policy.toml --set leverage.value=10 --json\n\n"
-    "  QT_MAX_POSITIONS=3 sizeguard config show --preset quantum-4x30 --toml > frozen.toml"
+    "  QT_MAX_POSITIONS=3 sizeguard config show --preset quantum-4x30 --toml > frozen.toml\n\n"
+    "  sizeguard config show --preset quantum-4x30 --env-file ~/bots/quantum/.env --changed"
 )
 
 
@@ -59,6 +69,7 @@ def show(
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    env_file: EnvFileOpt = None,
     changed: Annotated[bool, typer.Option("--changed", help="Only values that are not defaults.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Policy, sources and layers as JSON.")] = False,
     as_toml: Annotated[bool, typer.Option(
@@ -68,7 +79,7 @@ def show(
 
     Layers, lowest first: default < preset:NAME < file:PATH < env:NAME < --set."""
     try:
-        r = _resolve(preset, config, set_)
+        r = _resolve(preset, config, set_, env_file)
     except (SizeguardError, ValueError) as exc:
         fail(exc)
     values = r.values()
@@ -132,6 +143,7 @@ def check(
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    env_file: EnvFileOpt = None,
     markets: MarketsOpt = None,
     tiers: TiersOpt = None,
     symbol: Annotated[list[str] | None, typer.Option(
@@ -150,7 +162,7 @@ def check(
             raise SizeguardError(f"equity={equity!r}: must be a finite number > 0")
         if volatility is not None and (not math.isfinite(volatility) or volatility <= 0):
             raise SizeguardError(f"volatility={volatility!r}: must be a percent > 0")
-        r = _resolve(preset, config, set_, cross_check=False)
+        r = _resolve(preset, config, set_, env_file, cross_check=False)
         book: MarketBook = load_markets(markets)
         if tiers is not None:
             book = attach_tiers(book, tiers)

@@ -20,6 +20,7 @@ from sizeguard.adapters.market_files import attach_tiers, load_markets
 from sizeguard.cli.config_cmd import config_app
 from sizeguard.cli.options import (
     ConfigOpt,
+    EnvFileOpt,
     MarketsOpt,
     PresetOpt,
     SetOpt,
@@ -70,9 +71,10 @@ def market_book(markets: Path | None, tiers: Path | None) -> MarketBook:
 
 
 def resolved_policy(preset: str | None, config: Path | None, sets: list[str] | None,
-                    margin_mode: str | None = None) -> tuple[Policy, Resolved]:
+                    margin_mode: str | None = None, env_files: list[Path] | None = None
+                    ) -> tuple[Policy, Resolved]:
     """The policy the CLI uses: every layer, the process environment included."""
-    r = resolve(preset, config, sets or (), env_from_os())
+    r = resolve(preset, config, sets or (), env_from_os(), env_files=env_files or ())
     policy = r.policy
     if margin_mode is not None:
         policy = with_changes(policy, "leverage", margin_mode=margin_mode)
@@ -117,7 +119,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the decision as one
 def _decide(p: dict[str, Any]) -> tuple[Decision, Resolved]:
     if p["preset"] is not None and p["config"] is not None:
         raise SizeguardError("give --preset or --config, not both")
-    policy, r = resolved_policy(p["preset"], p["config"], p["set_"], p["margin_mode"])
+    policy, r = resolved_policy(p["preset"], p["config"], p["set_"], p["margin_mode"],
+                                p["env_file"])
     market = market_book(p["markets"], p["tiers"])[p["symbol"]]
     intent = Intent(symbol=p["symbol"], side=p["side"].lower(), price=p["price"], stop=p["stop"],
                     stop_pct=p["stop_pct"], atr=p["atr"], atr_mult=p["atr_mult"],
@@ -134,7 +137,8 @@ def size(
     atr: AtrOpt = None, atr_mult: AtrMultOpt = None, stop_roe: StopRoeOpt = None,
     confidence: ConfidenceOpt = None, regime: RegimeOpt = None, volatility: VolatilityOpt = None,
     preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
-    leverage: LeverageOpt = None, markets: MarketsOpt = None, tiers: TiersOpt = None,
+    env_file: EnvFileOpt = None, leverage: LeverageOpt = None, markets: MarketsOpt = None,
+    tiers: TiersOpt = None,
     margin_mode: MarginModeOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Size one trade: amount, notional, margin, leverage, risk, liquidation, and why."""
@@ -163,7 +167,8 @@ def explain(
     atr: AtrOpt = None, atr_mult: AtrMultOpt = None, stop_roe: StopRoeOpt = None,
     confidence: ConfidenceOpt = None, regime: RegimeOpt = None, volatility: VolatilityOpt = None,
     preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
-    leverage: LeverageOpt = None, markets: MarketsOpt = None, tiers: TiersOpt = None,
+    env_file: EnvFileOpt = None, leverage: LeverageOpt = None, markets: MarketsOpt = None,
+    tiers: TiersOpt = None,
     margin_mode: MarginModeOpt = None, as_json: Annotated[bool, typer.Option(
         "--json", help="The steps as JSON: [{step, text, ...values}].")] = False,
 ) -> None:

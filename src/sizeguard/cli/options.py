@@ -28,6 +28,9 @@ PresetOpt = Annotated[str | None, typer.Option(
     autocompletion=complete_preset)]
 ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", help="A policy TOML file (or SIZEGUARD_CONFIG).")]
+EnvFileOpt = Annotated[list[Path] | None, typer.Option(
+    "--env-file", help="Read a bot's .env file into the environment layer (repeatable; the real "
+    "environment wins).")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a policy key: --set limits.max_notional=500 (repeatable).")]
 

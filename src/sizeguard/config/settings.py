@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from dotenv import dotenv_values
 from pydantic import create_model
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
@@ -37,7 +38,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 from sizeguard.config.aliases import ALIASES
 from sizeguard.config.loader import DEFAULT_PRESET, merge, nest, parse_set, preset_data, read_policy_file
 from sizeguard.core.policy import SECTIONS, Policy, policy_from_dict, policy_to_dict
-from sizeguard.errors import PolicyError
+from sizeguard.errors import InvalidInput, PolicyError
 
 PREFIX = "SIZEGUARD_"
 DELIM = "__"
@@ -209,7 +210,7 @@ class Resolved:
 
     policy: Policy
     data: dict[str, Any]
-    sources: dict[str, str]  # dotted key -> "default" | "preset:NAME" | "file:PATH" | "env:NAME" | "--set"
+    sources: dict[str, str]  # key -> default | preset:NAME | file:PATH | env:NAME [(FILE)] | --set
     layers: tuple[str, ...]
     notes: tuple[str, ...] = ()
 
@@ -224,7 +225,7 @@ class Resolved:
 
     def from_env(self) -> dict[str, str]:
         """Keys set by the environment, with the variable that set them."""
-        return {k: s[4:] for k, s in self.sources.items() if s.startswith("env:")}
+        return {k: s[4:].split(" (", 1)[0] for k, s in self.sources.items() if s.startswith("env:")}
 
 
 _DOTTED = re.compile(r"\b(" + "|".join(SECTIONS) + r")\.([a-z_]+)")
@@ -244,20 +245,39 @@ def _tag(error: PolicyError, sources: Mapping[str, str]) -> PolicyError:
     return PolicyError(error.field, error.value, f"{error.reason} [{where}]")
 
 
+def read_env_files(paths: Iterable[str | Path]) -> tuple[dict[str, str], dict[str, str]]:
+    """Variables of dotenv files (later files win) and the file each came from."""
+    values: dict[str, str] = {}
+    origin: dict[str, str] = {}
+    for item in paths:
+        path = Path(item)
+        if not path.is_file():
+            raise InvalidInput("env-file", str(item), "no such file")
+        for name, value in dotenv_values(path).items():
+            if value is not None:
+                values[name] = value
+                origin[name] = str(item)
+    return values, origin
+
+
 def resolve(preset: str | None = None, config: str | Path | None = None,
             sets: Iterable[str] = (), env: Mapping[str, str] | None = None, *,
-            cross_check: bool = True) -> Resolved:
+            env_files: Iterable[str | Path] = (), cross_check: bool = True) -> Resolved:
     """Build the effective policy layer by layer, recording where each value came from.
 
     ``preset``/``config`` come from the command line; when both are None the environment's
     ``SIZEGUARD_PRESET``/``SIZEGUARD_CONFIG`` apply, and without any of them the default
     preset (ai-atr-risk). ``env`` None reads no environment at all (the library default).
+    ``env_files`` are dotenv files read into the environment layer below ``env`` (a variable
+    of the process environment wins over the same one in a file, as with docker compose).
     """
     sources: dict[str, str] = {}
     layers: list[str] = ["default: built-in defaults of sizeguard.core.policy"]
     data: dict[str, Any] = {}
-    environ = env or {}
-    env_choice = read_env(environ, None) if env is not None else EnvLayer()
+    file_env, origin = read_env_files(env_files)
+    environ: Mapping[str, str] = {**file_env, **(env or {})}
+    reads_env = env is not None or bool(file_env)
+    env_choice = read_env(environ, None) if reads_env else EnvLayer()
     via = ""
     if preset is None and config is None and (env_choice.preset or env_choice.config):
         preset, config = env_choice.preset, env_choice.config
@@ -277,12 +297,15 @@ def resolve(preset: str | None = None, config: str | Path | None = None,
         add(read_policy_file(config), f"file:{config}")
         layers.append(f"file:{config}{via}")
     notes: list[str] = []
-    if env is not None:
+    if reads_env:
         layer = read_env(environ, data)
+        process = env or {}
         if layer.values:
             for key, value in layer.values.items():
                 data = merge(data, nest(key.split(".", 1), value))
-                sources[key] = f"env:{layer.sources[key]}"
+                name = layer.sources[key]
+                where = f" ({origin[name]})" if name in origin and name not in process else ""
+                sources[key] = f"env:{name}{where}"
             layers.append("env: " + ", ".join(sorted(set(layer.sources.values()))))
         notes.extend(layer.notes)
     set_list = list(sets)
