@@ -104,3 +104,28 @@ def test_markets_refresh_then_trade_on_the_snapshot(tmp_path: Path,
     st.close()
     r = run("markets", "refresh", code=2)
     assert "--exchange" in r.output
+
+
+def test_live_trade_and_sync_on_a_replayed_exchange(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def replayed(name: str, **kw: Any) -> Any:
+        return Replay("binanceusdm").install(make_exchange(name, **kw))
+
+    monkeypatch.setattr("sizeguard.cli.state.make_exchange", replayed)
+    snap = run("markets", "refresh", "--exchange", "binanceusdm", "--dir", str(tmp_path), "--json")
+    s = ["--store", str(tmp_path / "live.db"), "--account", "live"]
+    args = ["trade", BTC, "--side", "long", "--price", "50000", "--stop", "49000",
+            "--take-profit", "55000", "--preset", "viper-fixed-margin", "--set", "sizing.margin=50",
+            "--set", "leverage.value=10", "--markets", snap["path"], "--exchange", "binanceusdm",
+            "--live", "--hedge-mode", "--client-order-id", "sg-1", "--json", *s]
+    monkeypatch.delenv("SIZEGUARD_API_KEY", raising=False)
+    assert "SIZEGUARD_API_KEY" in run(*[a for a in args if a != "--json"], code=2).output
+    monkeypatch.setenv("SIZEGUARD_API_KEY", "k")
+    monkeypatch.setenv("SIZEGUARD_API_SECRET", "s")
+    out = run(*args)
+    assert out["status"] == "filled" and out["decision"]["amount"] == "0.01"
+    st = run("state", "--json", *s)
+    assert st["equity"] == 1005.5  # synced from the exchange before deciding
+    assert st["open_positions"] == 2  # the ETH short found on the exchange, and ours
+    out = run("sync", "--live", "--exchange", "binanceusdm", "--json", *s)
+    assert out["positions"] == 1 and len(out["closed"]) == 1  # the exchange no longer shows BTC
