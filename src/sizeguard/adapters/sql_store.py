@@ -143,6 +143,30 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     # 2: a reservation is claimed by the submit working on it, so a concurrent duplicate of the
     # same client order id waits instead of ordering too; a crashed claim lapses and resumes.
     (2, ["ALTER TABLE reservations ADD COLUMN claimed_until {float}"]),
+    (3, [  # the HTTP service: bots (hashed tokens, budgets), who decided what, idempotency
+        """CREATE TABLE bots (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            account_id TEXT NOT NULL,
+            token_hash TEXT NOT NULL,
+            budget {float} NOT NULL,
+            max_positions INTEGER NOT NULL DEFAULT 0,
+            created_at {float} NOT NULL)""",
+        """CREATE TABLE bot_orders (
+            client_order_id TEXT PRIMARY KEY,
+            bot_id TEXT NOT NULL,
+            account_id TEXT NOT NULL,
+            created_at {float} NOT NULL)""",
+        "CREATE INDEX bot_orders_bot ON bot_orders (bot_id, created_at)",
+        """CREATE TABLE idempotency (
+            bot_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            request_hash TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            body TEXT,
+            created_at {float} NOT NULL,
+            PRIMARY KEY (bot_id, key))""",
+    ]),
 ]
 LATEST = max(v for v, _ in MIGRATIONS)
 

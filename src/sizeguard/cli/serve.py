@@ -1,0 +1,161 @@
+"""``sizeguard serve`` (the HTTP risk gate) and ``sizeguard bots add|list|remove``. Registered on
+:data:`sizeguard.cli.main.app` by importing this module (the last lines of cli/main.py).
+
+Every ``serve`` option falls back to the environment (``SIZEGUARD_HOST``, ``SIZEGUARD_PORT``,
+``SIZEGUARD_WORKERS``, ``SIZEGUARD_MARKETS``, ``SIZEGUARD_STORE``, ``SIZEGUARD_ACCOUNT``, ...;
+see :class:`sizeguard.http.settings.ServeSettings`). The workers read their settings from the
+environment this command sets, so options and environment mean the same everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated, Any
+
+import typer
+
+from sizeguard.adapters.bots import BotRegistry
+from sizeguard.adapters.sql_store import open_store
+from sizeguard.budget import parse_budget
+from sizeguard.cli.main import app
+from sizeguard.errors import SizeguardError, StoreError
+
+bots_app = typer.Typer(help="Bots of the HTTP service: tokens, budgets.", no_args_is_help=True)
+app.add_typer(bots_app, name="bots")
+
+StoreOpt = Annotated[str | None, typer.Option(
+    "--store", envvar="SIZEGUARD_STORE", show_envvar=False,
+    help="State store URL (default: $SIZEGUARD_STORE, else state.db in the user data dir).")]
+AccountOpt = Annotated[str, typer.Option("--account", envvar="SIZEGUARD_ACCOUNT", show_envvar=False,
+                                         help="The account the bot trades.")]
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(1 if isinstance(exc, StoreError) else 2)
+
+
+@app.command(epilog="Examples:\n\n  sizeguard serve\n\n  sizeguard serve --port 8080 --workers 2 "
+             "--store postgresql://postgres@127.0.0.1/sizeguard\n\n"
+             "  SIZEGUARD_PORT=9000 SIZEGUARD_PRESET=quantum-4x30 sizeguard serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [env SIZEGUARD_HOST; 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env SIZEGUARD_PORT; 8080].")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Processes [env SIZEGUARD_WORKERS; 1]. More than one needs PostgreSQL to scale.")] = None,
+    markets: Annotated[str | None, typer.Option(
+        help="Market snapshot / ccxt markets JSON [env SIZEGUARD_MARKETS; built-in].")] = None,
+    tiers: Annotated[str | None, typer.Option(help="ccxt leverage tiers JSON [env SIZEGUARD_TIERS].")] = None,
+    store: Annotated[str | None, typer.Option(
+        help="postgresql://... or sqlite:///PATH [env SIZEGUARD_STORE; state.db in the data dir].")] = None,
+    account: Annotated[str | None, typer.Option(
+        help="Account name [env SIZEGUARD_ACCOUNT; default].")] = None,
+    exchange: Annotated[str | None, typer.Option(
+        help="Venue; with --live the ccxt exchange id [env SIZEGUARD_EXCHANGE; paper].")] = None,
+    live: Annotated[bool | None, typer.Option(
+        "--live/--paper", help="Orders on the real exchange [env SIZEGUARD_LIVE; paper].")] = None,
+    preset: Annotated[str | None, typer.Option(help="Service policy preset [env SIZEGUARD_PRESET].")] = None,
+    log_level: Annotated[str | None, typer.Option("--log-level", help="uvicorn log level.")] = None,
+) -> None:
+    """Run the HTTP risk gate (FastAPI on uvicorn); OpenAPI at /docs."""
+    import uvicorn  # noqa: PLC0415 - only this command needs the server
+
+    from sizeguard.http.settings import ServeSettings  # noqa: PLC0415
+
+    given: dict[str, Any] = {"host": host, "port": port, "workers": workers, "markets": markets,
+                             "tiers": tiers, "store": store, "account": account,
+                             "exchange": exchange, "live": live, "preset": preset,
+                             "log_level": log_level}
+    for key, value in given.items():
+        if value is not None:
+            os.environ[f"SIZEGUARD_{key.upper()}"] = str(value).lower() if isinstance(value, bool) \
+                else str(value)
+    try:
+        settings = ServeSettings()
+        st = open_store(settings.store)  # migrate once, before the workers start
+        url = st.url
+        st.close()
+        os.environ["SIZEGUARD_STORE"] = url
+    except (SizeguardError, ValueError) as exc:
+        raise _fail(exc) from None
+    if settings.workers > 1 and url.startswith("sqlite"):
+        typer.echo("note: several workers on SQLite serialise on its single writer lock; "
+                   "use PostgreSQL to scale out", err=True)
+    typer.echo(f"sizeguard serve: http://{settings.host}:{settings.port} ({settings.workers} "
+               f"worker(s), store {url.split('@')[-1]}, account {settings.account}, "
+               f"{'live ' + settings.exchange if settings.live else 'paper'})", err=True)
+    uvicorn.run("sizeguard.http.app:app_from_env", factory=True, host=settings.host,
+                port=settings.port, workers=settings.workers, log_level=settings.log_level.lower(),
+                access_log=settings.access_log, proxy_headers=False, server_header=False)
+
+
+@bots_app.command("add")
+def bots_add(
+    name: Annotated[str, typer.Argument(help="Bot name (letters, digits, - _ .).")],
+    budget: Annotated[str, typer.Option(help="Share of the account's equity: 40% or 0.4.")] = "100%",
+    max_positions: Annotated[int, typer.Option(
+        "--max-positions", help="The bot's own slots (0: only the account-wide limit).")] = 0,
+    store: StoreOpt = None,
+    account: AccountOpt = "default",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create a bot and print its bearer token (shown once; only its hash is stored)."""
+    try:
+        share = parse_budget(budget)
+        st = open_store(store)
+        try:
+            bot, token = BotRegistry(st).add(name, account_id=account, budget=share,
+                                             max_positions=max_positions)
+        finally:
+            st.close()
+    except (SizeguardError, ValueError) as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps({**bot.to_dict(), "token": token}))
+        return
+    typer.echo(f"bot {bot.name} ({bot.id}): budget {bot.budget:.0%} of account {bot.account_id}"
+               + (f", max {bot.max_positions} positions" if bot.max_positions else ""))
+    typer.echo("token (shown once; keep it secret):", err=True)
+    typer.echo(token)
+
+
+@bots_app.command("list")
+def bots_list(store: StoreOpt = None,
+              account: Annotated[str | None, typer.Option("--account", help="Only this account.")] = None,
+              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The bots and their budgets (never their tokens)."""
+    try:
+        st = open_store(store)
+        try:
+            bots = BotRegistry(st).bots(account)
+        finally:
+            st.close()
+    except (SizeguardError, ValueError) as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps([b.to_dict() for b in bots]))
+        return
+    if not bots:
+        typer.echo("no bots; add one with: sizeguard bots add NAME --budget 40%")
+    for b in bots:
+        slots = str(b.max_positions) if b.max_positions else "account"
+        typer.echo(f"{b.name:20s} {b.id}  account {b.account_id}  budget {b.budget:.0%}  "
+                   f"max positions {slots}")
+
+
+@bots_app.command("remove")
+def bots_remove(name: Annotated[str, typer.Argument(help="Bot name or id.")],
+                store: StoreOpt = None) -> None:
+    """Revoke a bot's token (its positions and journal stay)."""
+    try:
+        st = open_store(store)
+        try:
+            removed = BotRegistry(st).remove(name)
+        finally:
+            st.close()
+    except (SizeguardError, ValueError) as exc:
+        raise _fail(exc) from None
+    if not removed:
+        raise _fail(SizeguardError(f"no bot named {name!r}"))
+    typer.echo(f"removed {name}")

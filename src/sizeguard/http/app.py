@@ -1,0 +1,252 @@
+"""The FastAPI application: routes only parse, call :class:`~sizeguard.http.service.Gate` and
+render. Dependencies (settings, store, markets, exchange factory, policy) are injected into
+:func:`create_app`; :func:`app_from_env` builds them from ``SIZEGUARD_*`` (uvicorn workers).
+"""
+
+
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sizeguard.adapters.bots import Bot, BotRegistry
+from sizeguard.adapters.market_snapshot import FileMarketSource
+from sizeguard.adapters.sql_store import SqlStore, open_store
+from sizeguard.core.policy import Policy
+from sizeguard.errors import SizeguardError
+from sizeguard.http.metrics import Metrics, MetricsMiddleware
+from sizeguard.http.models import (
+    CloseRequest,
+    DecisionOut,
+    DecisionRequest,
+    FillRequest,
+    OrderRequest,
+    ProblemOut,
+    TradeOut,
+)
+from sizeguard.http.problems import PROBLEM, Problem, dumps, problem_for, validation_problem
+from sizeguard.http.service import Answer, ExchangeFactory, Gate
+from sizeguard.http.settings import ServeSettings
+from sizeguard.ports import MarketSource
+
+log = logging.getLogger("sizeguard.http")
+
+DESCRIPTION = """One risk gate for many bots sharing an account: every bot asks before it trades.
+
+Authenticate with `Authorization: Bearer <token>` (`sizeguard bots add NAME --budget 40%`
+prints one). Send `Idempotency-Key: <key>` on a POST or DELETE to make a retry return the first
+answer. Errors are `application/problem+json` naming each invalid field; a business "no" is a
+200 decision with status `skipped` and its reason codes."""
+
+P = {"model": ProblemOut, "content": {PROBLEM: {}}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {**P, "description": "Malformed request (invalid JSON, bad header)"},
+    401: {**P, "description": "No bearer token, or a wrong one"},
+    422: {**P, "description": "Invalid field (named in `field` and `errors`)"},
+    503: {**P, "description": "Store or exchange unavailable; retry after Retry-After seconds"},
+}
+OWNED: dict[int | str, dict[str, Any]] = {
+    **ERRORS, 403: {**P, "description": "Another bot's"}, 404: {**P, "description": "Not found"},
+    409: {**P, "description": "Not in a state that allows this"}}
+
+IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200,
+                                       description="Retries with the same key get the first answer.")]
+
+
+def respond(answer: Answer) -> Response:
+    status, body, headers = answer
+    return Response(dumps(body), status_code=status, headers=headers,
+                    media_type=PROBLEM if status >= 400 else "application/json")
+
+
+def problem_response(p: Problem) -> Response:
+    return respond((p.status, p.body(), p.headers))
+
+
+def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None = None,
+               markets: MarketSource | None = None, registry: BotRegistry | None = None,
+               exchange_factory: ExchangeFactory | None = None, policy: Policy | None = None,
+               owns_store: bool | None = None) -> FastAPI:
+    """The application over the given dependencies (each defaults from ``settings``)."""
+    settings = settings or ServeSettings()
+    own_store = owns_store if owns_store is not None else store is None
+    store = store or open_store(settings.store)
+    markets = markets or FileMarketSource(settings.markets, settings.tiers)
+    registry = registry or BotRegistry(store, cache_ttl=settings.auth_cache_ttl)
+    gate = Gate(settings, store, markets, registry, exchange_factory, policy)
+    metrics = Metrics()
+    auth_failures: dict[str, int] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        import anyio.to_thread  # noqa: PLC0415
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
+        markets.markets()  # load once, before the first request
+        yield
+        if own_store:
+            store.close()
+
+    app = FastAPI(title="sizeguard", version="1", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url="/docs", openapi_url="/openapi.json", redoc_url=None)
+    app.state.gate = gate
+    app.state.metrics = metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    # -- errors -------------------------------------------------------------------------
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        return problem_response(validation_problem(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        titles = {404: "not found", 405: "method not allowed", 401: "unauthorized"}
+        return problem_response(Problem(exc.status_code, titles.get(exc.status_code, "error"),
+                                        str(exc.detail), headers=dict(exc.headers or {})))
+
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, exc: Problem) -> Response:
+        return problem_response(exc)
+
+    async def _known(request: Request, exc: Exception) -> Response:
+        p = problem_for(exc, settings.retry_after)
+        if p.status >= 500:
+            log.warning("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        return problem_response(p)
+
+    # sizeguard's own errors and value errors, answered where they are raised (the inner
+    # exception middleware), so the metrics and logs see the status actually sent
+    for kind in (SizeguardError, ValueError, ArithmeticError):
+        app.add_exception_handler(kind, _known)
+
+    @app.exception_handler(Exception)
+    async def _last_resort(request: Request, exc: Exception) -> Response:
+        """A defect: answered 500 as problem+json and logged with its traceback."""
+        log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__,
+                  exc_info=exc)
+        return problem_response(Problem(500, "internal error",
+                                        "the request could not be answered; it was logged"))
+
+    # -- authentication -------------------------------------------------------------------
+    bearer = HTTPBearer(auto_error=False, description="The bot's token (`sizeguard bots add`).")
+
+    async def current_bot(
+            creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Bot:
+        if creds is None or creds.scheme.lower() != "bearer":
+            auth_failures["missing"] = auth_failures.get("missing", 0) + 1
+            raise Problem(401, "unauthorized", "send Authorization: Bearer <token>",
+                          headers={"WWW-Authenticate": "Bearer"})
+        known, bot = registry.cached(creds.credentials)
+        if not known:
+            bot = await run_in_threadpool(registry.authenticate, creds.credentials)
+        if bot is None:
+            auth_failures["invalid"] = auth_failures.get("invalid", 0) + 1
+            raise Problem(401, "unauthorized", "the token is not valid",
+                          headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        if bot.account_id != settings.account:
+            raise Problem(403, "wrong account", "this bot trades another account than this "
+                          "service's")
+        return bot
+
+    CurrentBot = Annotated[Bot, Depends(current_bot)]  # noqa: N806 - a type alias
+
+    async def call(fn: Callable[..., Answer], *args: Any) -> Response:
+        return respond(await run_in_threadpool(fn, *args))
+
+    def keyed(bot: Bot, key: str | None, what: str, payload: Mapping[str, Any],
+              fn: Callable[[], Answer]) -> Answer:
+        return gate.idempotent(bot, key, what, payload, fn)
+
+    # -- routes -------------------------------------------------------------------------
+    @app.post("/v1/decisions", tags=["decisions"], response_model=None,
+              responses={200: {"model": DecisionOut}, **ERRORS})
+    async def post_decision(body: DecisionRequest, bot: CurrentBot, key: IdemKey = None) -> Response:
+        """Size a trade (the same fields as `sizeguard size`). `reserve: true` holds the margin,
+        notional and slot atomically with the decision. A "no" is status `skipped`."""
+        data = body.model_dump()
+        return await call(keyed, bot, key, "decisions", data,
+                          lambda: gate.decide(bot, data, key))
+
+    @app.post("/v1/orders", tags=["orders"], response_model=None,
+              responses={200: {"model": TradeOut}, **ERRORS})
+    async def post_order(body: OrderRequest, bot: CurrentBot, key: IdemKey = None) -> Response:
+        """Size, reserve and place the entry with its stop (and take-profit) on the paper
+        exchange (or the live one when the service runs with `--live`); record the position."""
+        data = body.model_dump()
+        return await call(keyed, bot, key, "orders", data, lambda: gate.order(bot, data, key))
+
+    @app.post("/v1/fills", tags=["orders"], response_model=None, responses=OWNED)
+    async def post_fill(body: FillRequest, bot: CurrentBot, key: IdemKey = None) -> Response:
+        """A bot that executes itself reports the fill of its reservation: it becomes a
+        position."""
+        data = body.model_dump()
+        return await call(keyed, bot, key, "fills", data, lambda: gate.fill(bot, data))
+
+    @app.post("/v1/closes", tags=["orders"], response_model=None, responses=OWNED)
+    async def post_close(body: CloseRequest, bot: CurrentBot, key: IdemKey = None) -> Response:
+        """A bot that executes itself reports a close: PnL, streak and win rate follow."""
+        data = body.model_dump()
+        return await call(keyed, bot, key, "closes", data, lambda: gate.close(bot, data))
+
+    @app.delete("/v1/reservations/{reservation_id}", tags=["orders"], response_model=None,
+                responses=OWNED)
+    async def delete_reservation(
+            reservation_id: Annotated[str, Path(min_length=1, max_length=64)], bot: CurrentBot,
+            key: IdemKey = None) -> Response:
+        """Release a held reservation (the order will not be placed)."""
+        return await call(keyed, bot, key, "release", {"id": reservation_id},
+                          lambda: gate.release(bot, reservation_id))
+
+    @app.get("/v1/positions", tags=["state"], responses=ERRORS)
+    async def get_positions(bot: CurrentBot, scope: Annotated[Literal["bot", "account"], Query(
+            description="The bot's own, or the whole account's (marked `mine`).")] = "bot"
+                            ) -> Response:
+        """Open positions and live reservations."""
+        return await call(lambda: (200, gate.positions(bot, scope), {}))
+
+    @app.get("/v1/state", tags=["state"], responses={**ERRORS, 404: P})
+    async def get_state(bot: CurrentBot) -> Response:
+        """The account's risk state (equity, peak, today's PnL, streak, win rates, slots,
+        learned minimums) and the bot's budget use."""
+        return await call(lambda: (200, gate.state(bot), {}))
+
+    @app.get("/v1/journal", tags=["state"], responses=ERRORS)
+    async def get_journal(
+            bot: CurrentBot,
+            symbol: Annotated[str | None, Query(max_length=64)] = None,
+            last: Annotated[int, Query(ge=1, le=1000)] = 100,
+            kind: Annotated[str | None, Query(max_length=32)] = None) -> Response:
+        """The bot's decisions (with trace and market snapshot) and their events."""
+        return await call(lambda: (200, gate.journal(bot, symbol, last, kind), {}))
+
+    @app.get("/v1/markets/{symbol:path}", tags=["markets"], responses={**ERRORS, 404: P})
+    async def get_market(symbol: str, bot: CurrentBot) -> Response:
+        """One market's rules and leverage tiers, e.g. `/v1/markets/BTC/USDT:USDT`."""
+        return await call(lambda: (200, gate.market_info(symbol), {}))
+
+    @app.get("/healthz", tags=["service"])
+    async def healthz() -> Response:
+        """Liveness and the store's answer (503 when the store does not answer)."""
+        return await call(lambda: (200, gate.health(), {}))
+
+    @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
+    async def get_metrics() -> PlainTextResponse:
+        """Prometheus text exposition (this process)."""
+        text = metrics.render({"decisions": dict(gate.counters.decisions),
+                               "orders": dict(gate.counters.orders),
+                               "auth": dict(auth_failures)})
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The application from ``SIZEGUARD_*`` (``sizeguard serve`` sets them for its workers)."""
+    return create_app(ServeSettings())

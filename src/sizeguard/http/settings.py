@@ -1,0 +1,37 @@
+"""Settings of the HTTP service: ``sizeguard serve`` options, each also from the environment
+(``SIZEGUARD_HOST``, ``SIZEGUARD_PORT``, ``SIZEGUARD_WORKERS``, ``SIZEGUARD_MARKETS``,
+``SIZEGUARD_STORE``, ...). Command-line options win over the environment.
+
+``SIZEGUARD_PRESET`` and ``SIZEGUARD_CONFIG`` choose the service's policy exactly as they do for
+the CLI (the policy layers of :mod:`sizeguard.config.settings`); its limits are the
+account-wide limits every bot shares.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SIZEGUARD_", case_sensitive=False,
+                                      extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    markets: str | None = None  # a market snapshot / ccxt markets JSON (default: built-in)
+    tiers: str | None = None  # ccxt leverage tiers JSON
+    store: str | None = None  # postgresql://... or sqlite:///PATH (default: the user data dir)
+    account: str = "default"  # the account every bot of this service trades
+    exchange: str = "paper"  # venue name; with live: the ccxt exchange id
+    live: bool = False  # /v1/orders on the real exchange (keys: SIZEGUARD_API_KEY/SECRET)
+    hedge_mode: bool = False
+    preset: str | None = None  # the service policy (as for the CLI)
+    config: str | None = None
+    reservation_ttl: float = Field(default=300.0, gt=0)  # seconds a reservation is held by default
+    auth_cache_ttl: float = Field(default=2.0, ge=0)  # seconds a bot row is cached per process
+    threads: int = Field(default=16, ge=1, le=256)  # worker threads per process (store connections)
+    log_level: str = "info"
+    access_log: bool = True
+    retry_after: int = Field(default=5, ge=1)  # seconds advised to clients on 503
