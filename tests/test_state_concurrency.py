@@ -27,9 +27,11 @@ def _submit(url: str, i: int, limits: dict[str, Any]) -> tuple[str, list[str]]:
     store = open_store(url)
     try:
         book = many_symbols(N)
+        limits = dict(limits)
+        symbol = f"C{0 if limits.pop('one_symbol', False) else i:02d}/USDT:USDT"
         trader = Trader(store, PaperExchange(book, balance=1e6), BookSource(book, "test"),
                         notional_policy(100.0, **limits), account_id="acc", venue="test")
-        r = trader.submit(Intent(f"C{i:02d}/USDT:USDT", "long", 50000.0), client_order_id=f"c{i}")
+        r = trader.submit(Intent(symbol, "long", 50000.0), client_order_id=f"c{i}")
         return r.status, list(r.decision["reasons"])
     finally:
         store.close()
@@ -82,9 +84,9 @@ def _run_processes(url: str, limits: dict[str, Any]) -> list[tuple[str, list[str
     return [results[i] for i in range(N)]
 
 
-def _prepare(url: str) -> None:
+def _prepare(url: str, equity: float = 10_000.0) -> None:
     s = open_store(url)
-    s.ensure_account("acc", exchange="test", equity=10_000.0)
+    s.ensure_account("acc", exchange="test", equity=equity)
     s.close()
 
 
@@ -156,5 +158,38 @@ def test_the_same_client_order_id_from_16_threads_trades_once(store_url: str) ->
     try:
         assert len(s.journal("acc", kind="decision")) == 1
         assert len(s.reservations("acc", live_only=False)) == 1
+    finally:
+        s.close()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("mode", ["threads", "processes"])
+def test_per_symbol_cap_holds_exactly_when_adding(store_url: str, mode: str) -> None:
+    _prepare(store_url)
+    run = _run_threads if mode == "threads" else _run_processes
+    results = run(store_url, {"max_symbol_notional": 1000, "allow_add": "true", "one_symbol": True})
+    assert Counter(s for s, _ in results) == {"filled": 10, "skipped": 54}, results
+    assert all("CAPPED_SYMBOL" in r for s, r in results if s == "skipped")
+    s = open_store(store_url)
+    try:
+        assert s.account("acc").symbol_exposure("C00/USDT:USDT") == pytest.approx(1000.0)
+    finally:
+        s.close()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("mode", ["threads", "processes"])
+def test_available_margin_is_never_overdrawn(store_url: str, mode: str) -> None:
+    # equity 100: each trade ties 10 margin + 0.05 fee; nine fit whole, the tenth is cut to
+    # one lot (50 notional) by what is left, and nothing more fits
+    _prepare(store_url, equity=100.0)
+    run = _run_threads if mode == "threads" else _run_processes
+    results = run(store_url, {})
+    assert Counter(s for s, _ in results) == {"filled": 10, "skipped": 54}, results
+    s = open_store(store_url)
+    try:
+        acct = s.account("acc")
+        assert acct.margin_in_use == pytest.approx(95.0)
+        assert acct.margin_in_use + acct.gross_exposure * 0.0005 <= 100.0
     finally:
         s.close()
