@@ -220,12 +220,12 @@ STEEP = tiers_from_ccxt([
 
 
 def _policy(model: str, size: float, lev: int, guard: str, mode: str, buffer: float,
-            max_margin: float) -> Policy:
+            max_margin: float, integer: bool = True) -> Policy:
     sizing: dict[str, Any] = ({"model": "risk", "risk": size} if model == "risk"
                               else {"model": "fixed_notional", "notional": size})
     return policy_from_dict({
         "sizing": sizing, "limits": {"max_margin": max_margin},
-        "leverage": {"value": lev, "max": lev, "margin_mode": mode},
+        "leverage": {"value": lev, "max": lev, "margin_mode": mode, "integer": integer},
         "liquidation": {"guard": guard, "buffer": buffer}})
 
 
@@ -243,15 +243,16 @@ cases = st.fixed_dictionaries({
     "mode": st.sampled_from(["isolated", "cross"]),
     "buffer": st.floats(0.0, 1.0),
     "max_margin": st.sampled_from([float("inf"), 100.0, 1_000.0]),
+    "integer": st.booleans(),  # whole leverage (the default) or any
 })
 
 
 def _run(btc: MarketRules, c: dict[str, Any], lev: int | None = None,
-         guard: str | None = None) -> Decision:
+         guard: str | None = None, integer: bool | None = None) -> Decision:
     market = btc.with_tiers(STEEP, "steep") if c["steep"] else btc
     size = c["risk"] if c["model"] == "risk" else c["notional"]
     policy = _policy(c["model"], size, lev or c["lev"], guard or c["guard"], c["mode"],
-                     c["buffer"], c["max_margin"])
+                     c["buffer"], c["max_margin"], c["integer"] if integer is None else integer)
     intent = Intent(BTC, "long" if c["long"] else "short", c["price"], stop_pct=c["stop_pct"])
     return decide(intent, Account(equity=c["equity"]), market, policy)
 
@@ -295,12 +296,13 @@ def test_guarded_stop_lies_between_entry_and_liquidation(btc: MarketRules,
 @given(c=cases, lower=st.integers(1, 125))
 def test_lowering_leverage_never_increases_the_notional(btc: MarketRules, c: dict[str, Any],
                                                         lower: int) -> None:
-    high = _run(btc, c, guard="lower_leverage")
+    # whole leverage: a continuous one is found by bisection, to within rounding
+    high = _run(btc, c, guard="lower_leverage", integer=True)
     for step in high.trace:
         values = dict(step.values)
         if step.step == "liquidation_guard" and "notional_before" in values:
             assert values["notional"] <= values["notional_before"]
-    low = _run(btc, c, lev=min(lower, c["lev"]), guard="lower_leverage")
+    low = _run(btc, c, lev=min(lower, c["lev"]), guard="lower_leverage", integer=True)
     assert low.notional <= high.notional * (1 + 1e-12)
 
 

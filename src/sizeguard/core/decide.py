@@ -372,6 +372,8 @@ class _Run:
                                              self._cum_quote(gtier), self.notional)
                 if lp.integer and math.isfinite(safe):
                     safe = math.floor(safe + 1e-9)
+                elif math.isfinite(safe):  # strictly beyond the guarded distance, not on it
+                    safe *= 1 - 1e-9
                 if lev > safe + 1e-12:
                     liq_now = self.liquidation_price(self.notional, self.notional / lev, tier)
                     if guard == "refuse" or safe < 1:
@@ -412,7 +414,8 @@ class _Run:
                 gtier = self.tier_at_adverse_move(self.notional, need)
                 cap = liq.max_safe_notional_cross(self.i.is_long, self.m.inverse, need,
                                                   gtier.maintenance_margin_rate,
-                                                  self._cum_quote(gtier), self._cross_collateral())
+                                                  self._cum_quote(gtier),
+                                                  self._cross_collateral()) * (1 - 1e-9)
                 if self.notional > cap * (1 + 1e-12):
                     if guard == "refuse" or cap <= 0:
                         self.step("liquidation_guard", bound=str(Reason.STOP_BEYOND_LIQUIDATION),
@@ -502,9 +505,9 @@ class _Run:
             if n <= 0 or x > self.tier_for(n).max_leverage:
                 return False
             t = self.tier_at_adverse_move(n, need)
-            return x <= liq.max_safe_leverage(self.i.is_long, self.m.inverse, need,
-                                              t.maintenance_margin_rate, self._cum_quote(t),
-                                              n) + 1e-12
+            top = liq.max_safe_leverage(self.i.is_long, self.m.inverse, need,
+                                        t.maintenance_margin_rate, self._cum_quote(t), n)
+            return x <= (top + 1e-9 if self.p.leverage.integer else top * (1 - 1e-9))
 
         if self.p.leverage.integer:
             lo, hi = int(lev), math.floor(wanted + 1e-9)  # lo is safe: its notional only fell
