@@ -45,6 +45,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -80,6 +81,23 @@ REASONS = {1: "stop", 2: "take_profit", 3: "liquidation", 4: "signal", 5: "end"}
 R_STOP, R_TP, R_LIQ, R_SIGNAL, R_END = 1, 2, 3, 4, 5
 DAY_MS = 86_400_000
 
+
+
+def _drop_stale_cache() -> None:
+    """numba's on-disk cache does not notice changes in the functions a cached function calls:
+    drop this module's cached loop when ``core/liquidation.py`` is newer than it, so the loop
+    never runs an old copy of the core kernel."""
+    try:
+        here = Path(__file__).resolve()
+        kernel_mtime = Path(core_liq.__file__).stat().st_mtime
+        for f in (here.parent / "__pycache__").glob(f"{here.stem}.*.nb[ic]"):
+            if f.stat().st_mtime < kernel_mtime:
+                f.unlink(missing_ok=True)
+    except OSError:  # pragma: no cover - a read-only install: numba falls back as usual
+        pass
+
+
+_drop_stale_cache()
 liq_price = numba.njit(cache=True)(core_liq.liquidation_price)
 
 
