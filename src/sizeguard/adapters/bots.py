@@ -278,14 +278,19 @@ class BotRegistry:
         return [_journal(r) for r in reversed(rows)]
 
     # -- idempotency ---------------------------------------------------------------------
-    def idempotency_begin(self, bot: Bot, key: str, request_hash: str) -> Replay | None:
+    def idempotency_begin(self, bot: Bot, key: str, request_hash: str,
+                          stale: float = 120.0) -> Replay | None:
         """Claim ``key`` for this request: None when claimed (answer it, then call
-        :meth:`idempotency_finish`), else the earlier request's record."""
+        :meth:`idempotency_finish`), else the earlier request's record. A claim left
+        unanswered for ``stale`` seconds (its process died) is taken over."""
+        now = self.store.clock.now()
         with self.store.tx() as tx:
             n = tx.run("INSERT INTO idempotency (bot_id, key, request_hash, status, body, "
                        "created_at) VALUES (?, ?, ?, 0, NULL, ?) ON CONFLICT (bot_id, key) "
-                       "DO NOTHING", (bot.id, key, request_hash, self.store.clock.now()))
-            if n:
+                       "DO NOTHING", (bot.id, key, request_hash, now))
+            if n or tx.run("UPDATE idempotency SET created_at = ? WHERE bot_id = ? AND key = ? "
+                           "AND request_hash = ? AND status = 0 AND created_at < ?",
+                           (now, bot.id, key, request_hash, now - stale)):
                 return None
             row = tx.one("SELECT request_hash, status, body FROM idempotency WHERE bot_id = ? "
                          "AND key = ?", (bot.id, key))

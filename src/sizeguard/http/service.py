@@ -141,11 +141,10 @@ class Gate:
 
     @staticmethod
     def client_order_id(bot: Bot, idempotency_key: str | None) -> str:
-        """A fresh id, or one derived from the bot and its key (a retry maps to the same)."""
-        if idempotency_key is None:
-            return new_client_order_id()
-        digest = hashlib.sha256(f"{bot.id}:{idempotency_key}".encode()).hexdigest()
-        return f"sg{digest[:22]}"
+        """A fresh id for every attempt. Retries are recognised by the idempotency record,
+        not by this id, so a retry after a 5xx (the attempt's reservation released) decides
+        again instead of finding the failed attempt."""
+        return new_client_order_id()
 
     def _decide_fn(self, bot: Bot, body: Mapping[str, Any], bound: list[str]
                    ) -> Callable[[Account, tuple[Position, ...]], Decision]:
