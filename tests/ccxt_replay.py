@@ -4,7 +4,8 @@ The exchange's ``fetch`` (ccxt's one HTTP entry point) is replaced: each request
 method, path and the ``when`` parameters of a route in a fixture file, and answered with the
 route's body through ccxt's own error handling (``handle_errors`` and the HTTP status check),
 so ccxt maps the exchange's error codes exactly as it does live. A route may instead ``raise`` a
-ccxt exception by name (e.g. RequestTimeout). Unmatched requests fail the test loudly.
+ccxt exception by name (e.g. RequestTimeout), and ``after`` makes it answer only once an
+earlier request matched (a stop that has filled). Unmatched requests fail the test loudly.
 """
 
 from __future__ import annotations
@@ -49,8 +50,12 @@ class Replay:
         for route in self.doc["routes"]:
             if route["method"] != method or route["path"] != path:
                 continue
-            when = route.get("when", {})
-            if any(str(params.get(k)) != str(v) for k, v in when.items()):
+            if not self._matches(route, params):
+                continue
+            after = route.get("after")
+            if after is not None and not any(
+                    m == after["method"] and pth == after["path"] and self._matches(after, p)
+                    for m, pth, p in self.requests[:-1]):
                 continue
             if "raise" in route:
                 raise getattr(ccxt, route["raise"])(f"{self.x.id} {method} {url} (replayed)")
@@ -61,6 +66,10 @@ class Replay:
             self.x.handle_http_status_code(status, "replayed", url, method, text)
             return parsed
         raise AssertionError(f"no recorded response for {method} {path} {params}")
+
+    @staticmethod
+    def _matches(route: dict[str, Any], params: dict[str, Any]) -> bool:
+        return all(str(params.get(k)) == str(v) for k, v in route.get("when", {}).items())
 
     def sent(self, path: str) -> list[dict[str, Any]]:
         return [p for _m, pth, p in self.requests if pth == path]

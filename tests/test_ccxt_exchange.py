@@ -150,8 +150,12 @@ def test_trader_on_the_replayed_exchange(store: SqlStore, tmp_path: Path) -> Non
     assert r.decision["amount"] == "0.01"
     assert [o.kind for o in r.orders] == ["entry", "stop", "take_profit"]
     assert store.journal("acc", kind="decision")[0].snapshot_id == source.snapshot_id
-    out = t.sync()  # Binance reports only the ETH short: ours is gone, theirs counts
+    out = t.sync()  # Binance reports only the ETH short: our stop filled, theirs counts
     assert out["equity"] == 1005.5 and len(out["added"]) == 1
+    assert out["stopped_out"] == [r.position.id]  # found through the algo-order query
+    closed = store.position(r.position.id)
+    assert closed is not None and closed.exit_price == 48990.0 and (closed.pnl or 0) < 0
+    assert store.risk_state("acc").losing_streak == 1
     assert [p.symbol for p in store.positions("acc")] == [ETH]
     # a min-notional rejection is learned for this exchange and symbol
     r2 = t.submit(Intent(BTC, "long", 50000.0, stop=49000.0), "tiny")

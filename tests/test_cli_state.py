@@ -129,3 +129,18 @@ def test_live_trade_and_sync_on_a_replayed_exchange(tmp_path: Path,
     assert st["open_positions"] == 2  # the ETH short found on the exchange, and ours
     out = run("sync", "--live", "--exchange", "binanceusdm", "--json", *s)
     assert out["positions"] == 1 and len(out["closed"]) == 1  # the exchange no longer shows BTC
+
+
+def test_paper_stop_fills_through_sync_mark(tmp_path: Path) -> None:
+    s = ["--store", str(tmp_path / "s.db")]
+    out = run(*TRADE, "--equity", "10000", "--json", *s)
+    stop = out["decision"]["stop_price"]
+    nothing = run("sync", "--mark", f"{BTC}={stop + 100}", "--json", *s)
+    assert nothing["stopped_out"] == [] and nothing["positions"] == 1
+    hit = run("sync", "--mark", f"{BTC}={stop - 1}", "--json", *s)
+    assert hit["stopped_out"] == [out["position"]["id"]] and hit["positions"] == 0
+    st = run("state", "--json", *s)
+    assert st["losing_streak"] == 1 and st["open_positions"] == 0
+    assert st["realised_pnl_today"] < 0
+    r = run("sync", "--mark", "nonsense", *s, code=2)
+    assert "SYMBOL=PRICE" in r.output

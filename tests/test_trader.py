@@ -156,8 +156,31 @@ def test_resume_when_the_stop_was_already_placed(store: SqlStore, clock: FakeClo
     ex.place_entry(BTC, "long", amount, INTENT.price, "cid-7")
     ex.place_stop(BTC, "long", amount, float(res.decision["stop_price"]), "cid-7-sl")
     real_find = ex.find_order
-    ex.find_order = lambda symbol, cid: None if cid.endswith("-sl") else real_find(symbol, cid)  # type: ignore[method-assign]
+    ex.find_order = lambda symbol, cid, conditional=False: (  # type: ignore[method-assign]
+        None if cid.endswith("-sl") else real_find(symbol, cid))
     clock.advance(61)
     r = t.submit(INTENT, "cid-7")  # the stop is "invisible" but the exchange refuses a duplicate
     assert r.status == "filled" and [o.kind for o in r.orders] == ["entry", "stop", "take_profit"]
     assert len(store.positions("acc")) == 1 and ex.positions()
+
+
+@pytest.mark.parametrize(("kind", "win"), [("stop", False), ("take_profit", True)])
+def test_a_protective_fill_found_by_sync_feeds_pnl_streak_and_win_rate(
+        store: SqlStore, kind: str, win: bool) -> None:
+    t, ex = make(store)
+    r = t.submit(INTENT, "p-1")
+    assert r.position is not None
+    price = r.decision["stop_price"] - 1 if kind == "stop" else 95001.0
+    [fill] = ex.mark(BTC, price)
+    assert fill.kind == kind and fill.status == "filled"
+    assert ex.orders["p-1-sl" if kind == "take_profit" else "p-1-tp"].status == "canceled"
+    out = t.sync()
+    assert out["stopped_out"] == [r.position.id] and out["closed"] == []
+    closed = store.position(r.position.id)
+    assert closed is not None and closed.status == "closed"
+    assert closed.exit_price == pytest.approx(fill.average)
+    assert ((closed.pnl or 0) > 0) is win
+    rs = store.risk_state("acc")
+    assert rs.losing_streak == (0 if win else 1)
+    assert rs.symbol_stats[BTC] == (1, 1 if win else 0)
+    assert rs.equity == pytest.approx(ex.balance().total)

@@ -222,8 +222,10 @@ class Exchange(Protocol):
     def close_position(self, symbol: str, side: str, amount: str, price: float | None,
                        client_order_id: str) -> OrderResult: ...
 
-    def find_order(self, symbol: str, client_order_id: str) -> OrderResult | None:
-        """The order with this client order id, if the exchange knows it (idempotency)."""
+    def find_order(self, symbol: str, client_order_id: str, conditional: bool = False
+                   ) -> OrderResult | None:
+        """The order with this client order id, if the exchange knows it (idempotency).
+        ``conditional``: a stop-loss or take-profit, which some venues keep apart."""
         ...
 
 

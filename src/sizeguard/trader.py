@@ -129,9 +129,9 @@ class Trader:
             return TradeResult("failed", res.client_order_id, d, jid, error=why, duplicate=True)
         return None  # still held: resume
 
-    def _find(self, symbol: str, cid: str) -> OrderResult | None:
+    def _find(self, symbol: str, cid: str, conditional: bool = False) -> OrderResult | None:
         try:
-            return self.exchange.find_order(symbol, cid)
+            return self.exchange.find_order(symbol, cid, conditional)
         except ExchangeError:
             return None
 
@@ -203,7 +203,7 @@ class Trader:
         """Place a protective order unless the exchange already has it (a resumed submit).
         Conditional orders may live where ``find_order`` does not look (Binance's algo
         orders): a duplicate-id refusal then also means "already placed"."""
-        found = self._find(symbol, cid)
+        found = self._find(symbol, cid, conditional=True)
         if found is not None:
             return found
         try:
@@ -258,14 +258,28 @@ class Trader:
     def sync(self) -> dict[str, Any]:
         """Reconcile with the exchange: its balance becomes the equity, its positions the open
         positions (those opened elsewhere count toward every limit from now on)."""
-        balance = self.exchange.balance()
         found = list(self.exchange.positions())
+        on_exchange = {(p.symbol, p.side) for p in found if p.amount}
+        stopped: list[str] = []
+        for pos in self.store.positions(self.account_id):
+            if (pos.symbol, pos.side) in on_exchange or not pos.client_order_id:
+                continue
+            # gone: if our stop or take-profit filled, close it with its real PnL
+            for suffix in ("-sl", "-tp"):
+                o = self._find(pos.symbol, pos.client_order_id + suffix, conditional=True)
+                price = (o.average or o.trigger_price) if o is not None else None
+                if o is not None and o.status == "filled" and price:
+                    self.store.close_position(pos.id, exit_price=price, fee=o.fee,
+                                              note=f"{o.kind} filled on the exchange")
+                    stopped.append(pos.id)
+                    break
+        balance = self.exchange.balance()
         if balance.total > 0:
             self.store.set_equity(self.account_id, balance.total)
         changes = self.store.sync_positions(self.account_id, found)
         expired = self.store.expire_reservations(self.account_id)
         return {"equity": balance.total, "free": balance.free, "positions": len(found),
-                "expired_reservations": expired, **changes}
+                "expired_reservations": expired, "stopped_out": stopped, **changes}
 
 
 def _order_dict(o: OrderResult) -> dict[str, Any]:

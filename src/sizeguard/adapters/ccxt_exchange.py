@@ -189,9 +189,12 @@ class CcxtExchange:
         if kind in ("entry", "close") and status == "open" and filled == 0 and o.get("type") == "market":
             status = "filled"  # some venues answer a market order before it is matched
             filled = float(amount)
+        info: dict[str, Any] = o["info"] if isinstance(o.get("info"), dict) else {}
+        average = (o.get("average") or o.get("price") or _f(info.get("actualPrice"))
+                   or _f(info.get("avgPrice")) or None)
         return OrderResult(str(o.get("id") or ""), str(o.get("clientOrderId") or cid),
                            str(o.get("symbol") or ""), str(o.get("side") or ""), kind, amount,
-                           status, filled, o.get("average") or o.get("price"),
+                           status, filled, average,
                            _f(fee.get("cost")) if isinstance(fee, dict) else 0.0,
                            trigger, raw=o.get("info") or {})
 
@@ -232,10 +235,14 @@ class CcxtExchange:
         r = self._result(o, "close", amount, client_order_id)
         return r if r.symbol else _with_symbol(r, symbol)
 
-    def find_order(self, symbol: str, client_order_id: str) -> OrderResult | None:
+    def find_order(self, symbol: str, client_order_id: str, conditional: bool = False
+                   ) -> OrderResult | None:
+        params: dict[str, Any] = {"clientOrderId": client_order_id}
+        if conditional:
+            params["trigger"] = True  # Binance keeps conditional orders as algo orders
         try:
             with self._call(symbol):
-                o = self.x.fetch_order(None, symbol, {"clientOrderId": client_order_id})
+                o = self.x.fetch_order(None, symbol, params)
         except InvalidOrder as exc:
             if isinstance(exc.__cause__, ccxt.OrderNotFound):
                 return None
@@ -245,7 +252,10 @@ class CcxtExchange:
                 return None
             raise
         amount = str(o.get("amount") or "0")
-        return self._result(o, "entry", amount, client_order_id)
+        kind = "entry"
+        if conditional:
+            kind = "take_profit" if client_order_id.endswith("-tp") else "stop"
+        return self._result(o, kind, amount, client_order_id, _f(o.get("triggerPrice")) or None)
 
 
 def _with_symbol(r: OrderResult, symbol: str) -> OrderResult:

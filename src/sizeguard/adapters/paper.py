@@ -279,6 +279,30 @@ class PaperExchange:
         self.orders[client_order_id] = order
         return order
 
-    def find_order(self, symbol: str, client_order_id: str) -> OrderResult | None:
+    def find_order(self, symbol: str, client_order_id: str, conditional: bool = False
+                   ) -> OrderResult | None:
         o = self.orders.get(client_order_id)
         return o if o is not None and o.symbol == symbol else None
+
+    def mark(self, symbol: str, price: float) -> list[OrderResult]:
+        """The market trades at ``price``: stops and take-profits it crosses fill (at their
+        trigger, with slippage and the taker fee) and close their position; returns them."""
+        if not (math.isfinite(price) and price > 0):
+            raise ValueError(f"price must be a finite number > 0, got {price!r}")
+        filled = []
+        for cid, o in list(self.orders.items()):
+            if o.symbol != symbol or o.status != "open" or o.trigger_price is None:
+                continue
+            side = "long" if o.side == "sell" else "short"
+            below = (o.kind == "stop") == (side == "long")
+            if (below and price > o.trigger_price) or (not below and price < o.trigger_price):
+                continue
+            if (symbol, side) not in self._positions:
+                continue
+            close = self.close_position(symbol, side, o.amount, o.trigger_price, f"{cid}-fill")
+            done = OrderResult(o.id, cid, symbol, o.side, o.kind, o.amount, "filled",
+                               close.filled, close.average, close.fee, o.trigger_price,
+                               raw=close.raw)
+            self.orders[cid] = done
+            filled.append(done)
+        return filled

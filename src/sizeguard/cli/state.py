@@ -96,7 +96,19 @@ def _paper(store: SqlStore, account: str, source: FileMarketSource) -> PaperExch
     rs = store.risk_state(account)
     held = [ExchangePosition(p.symbol, p.side, float(p.amount), p.entry_price, p.notional, p.margin,
                              p.leverage) for p in store.positions(account)]
-    return PaperExchange(source.markets(), balance=rs.equity, quote=rs.quote, positions=held)
+    paper = PaperExchange(source.markets(), balance=rs.equity, quote=rs.quote, positions=held)
+    for p in store.positions(account):  # their stops and take-profits, as the trader placed them
+        if not p.client_order_id or p.symbol not in paper.book:
+            continue
+        try:
+            if p.stop_price:
+                paper.place_stop(p.symbol, p.side, p.amount, p.stop_price, f"{p.client_order_id}-sl")
+            if p.take_profit:
+                paper.place_take_profit(p.symbol, p.side, p.amount, p.take_profit,
+                                        f"{p.client_order_id}-tp")
+        except ExchangeError:
+            continue  # e.g. a stop already beyond the entry: the position stays, unprotected
+    return paper
 
 
 def _store(url: str | None) -> SqlStore:
@@ -339,20 +351,41 @@ def sync(
     exchange: ExchangeOpt = None,
     live: LiveOpt = False,
     hedge_mode: HedgeOpt = False,
+    mark: Annotated[list[str] | None, typer.Option(
+        "--mark", help="Paper: the market trades at this price first, SYMBOL=PRICE "
+                       "(stops and take-profits it crosses fill). Repeatable.")] = None,
     store: StoreOpt = None,
     account: AccountOpt = "default",
     as_json: JsonOpt = False,
 ) -> None:
-    """Reconcile with the exchange: its balance becomes the equity; positions opened elsewhere
-    are recorded and count toward every limit; expired reservations are released."""
+    """Reconcile with the exchange: its balance becomes the equity; positions whose stop or
+    take-profit filled are closed with their PnL; positions opened elsewhere are recorded and
+    count toward every limit; expired reservations are released."""
     with _errors():
+        marks = []
+        for item in mark or ():
+            sym, sep, text = item.rpartition("=")
+            try:
+                marks.append((sym, float(text)))
+            except ValueError:
+                sep = ""
+            if not sep or not sym:
+                raise InvalidInput("--mark", item, "must look like SYMBOL=PRICE")
+        if marks and live:
+            raise InvalidInput("--mark", mark, "only the paper exchange takes prices from you")
         st = _store(store)
         try:
             rs = st.risk_state(account)
             source = _source(markets, None, exchange if markets is None else None) if not live \
                 else FileMarketSource(markets)
-            ex: Exchange = (_live_exchange(exchange, hedge_mode, rs.quote) if live
-                            else _paper(st, account, source))
+            ex: Exchange
+            if live:
+                ex = _live_exchange(exchange, hedge_mode, rs.quote)
+            else:
+                paper = _paper(st, account, source)
+                for symbol, price in marks:
+                    paper.mark(symbol, price)
+                ex = paper
             out = Trader(st, ex, source, effective_policy(None, None, None), account_id=account,
                          venue=rs.exchange).sync()
         finally:
@@ -361,6 +394,7 @@ def sync(
         _emit(out)
     else:
         typer.echo(f"equity {out['equity']:.2f}; {out['positions']} positions on the exchange; "
+                   f"stopped out {len(out['stopped_out'])}, "
                    f"added {len(out['added'])}, closed {len(out['closed'])}, "
                    f"expired reservations {out['expired_reservations']}")
 
