@@ -784,7 +784,7 @@ class SqliteStore(SqlStore):
     busy_timeout_ms = 60_000
 
     def __init__(self, path: str | Path, clock: Clock | None = None) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
