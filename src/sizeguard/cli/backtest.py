@@ -49,6 +49,11 @@ StrategyOpt = Annotated[str, typer.Option(
     "--strategy", help=f"Signals: {', '.join(STRATEGIES)} (file needs --signals).")]
 
 
+def _console() -> Console:
+    """A console wide enough for the comparison tables when the output is not a terminal."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 def _fail(exc: Exception) -> None:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(2)
@@ -192,7 +197,7 @@ def backtest(
     if as_json:
         sys.stdout.write(json.dumps([_plain(metrics(r)) for r in results]) + "\n")
         return
-    console = Console()
+    console = _console()
     for n in notes:
         console.print(n, style="dim")
     console.print(metrics_table(results))
@@ -203,14 +208,16 @@ def backtest(
 
 
 def _mc_table(rows: Sequence[MonteCarloResult]) -> Table:
-    table = Table(title="monte carlo", title_justify="left")
-    for col in ("policy", "method", "paths x trades", "final p5", "median", "p95",
-                "max DD median", "max DD p95", "P(ruin)"):
+    table = Table(title=f"monte carlo (ruin: equity <= {rows[0].ruin:.0%} of the start)"
+                  if rows else "monte carlo", title_justify="left")
+    table.add_column("policy", overflow="fold")
+    for col in ("method", "paths", "trades", "final p5", "p50", "p95", "maxDD p50", "p95",
+                "P(ruin)"):
         table.add_column(col, justify="right")
     for m in rows:
         s = m.summary()
         table.add_row(m.policy, f"{m.method}" + (f"({m.block})" if m.method == "block" else ""),
-                      f"{m.n_paths:,} x {m.n_trades:,}", f"{s['final_equity_p5']:,.0f}",
+                      f"{m.n_paths:,}", f"{m.n_trades:,}", f"{s['final_equity_p5']:,.0f}",
                       f"{s['final_equity_p50']:,.0f}", f"{s['final_equity_p95']:,.0f}",
                       f"{s['max_drawdown_p50']:.1%}", f"{s['max_drawdown_p95']:.1%}",
                       f"{m.probability_of_ruin:.2%}")
@@ -266,4 +273,4 @@ def montecarlo(
     if as_json:
         sys.stdout.write(json.dumps([m.summary() for m in results]) + "\n")
     else:
-        Console().print(_mc_table(results))
+        _console().print(_mc_table(results))
