@@ -65,6 +65,7 @@ def test_ai_risk_rm_names_in_compose_docs_and_a_parse_helper_default() -> None:
     found = by_name(TREE / "ai-risk")
     assert places(found["RM_MAX_POSITION_USD"]) == {
         "backend/config/risk_management.py:10": "999999.0",
+        "deploy/systemctl.yml:3": "10000",  # an environment list in a plain YAML file
         "docker-compose.yml:5": "10000",
         "docs/POSITION_SIZING.md:10": "1250.0",
     }
@@ -105,6 +106,9 @@ def test_line_forms() -> None:
     assert [(o.name, o.value) for o in toml] == [("MAX_LEVERAGE", "20")]
     js = list(scan_text('{"risk_per_trade": 0.03, "other": 1}', "json", "a.json"))
     assert [(o.name, o.value) for o in js] == [("RISK_PER_TRADE", "0.03")]
+    plain_yaml = list(scan_text("env:\n  - QT_MAX_POSITIONS=3\nqt_max_positions: 4\n", "yaml", "a.yml"))
+    assert [(o.name, o.value, o.line) for o in plain_yaml] == [("QT_MAX_POSITIONS", "3", 2),
+                                                                ("QT_MAX_POSITIONS", "4", 3)]
     yml = list(scan_text("  QT_MAX_POSITIONS: ${QT_MAX_POSITIONS-5}\n", "compose", "compose.yml"))
     assert [(o.name, o.value, o.kind) for o in yml] == [("QT_MAX_POSITIONS", "5", "compose default")]
 

@@ -202,9 +202,10 @@ def scan_text(text: str, kind: str, file: str) -> Iterator[Occurrence]:
             else:
                 yield from _interpolations(line, file, n, stripped, "compose default")
             continue
-        pattern = {"yaml": _YAML_LINE, "toml": _TOML_LINE}.get(kind)
-        if pattern is not None:
-            a = pattern.match(line)
+        if kind in ("yaml", "toml"):
+            # YAML also carries environment lists (``- KEY=value``) outside compose files
+            a = (_ENV_LINE.match(line) or _YAML_LINE.match(line)) if kind == "yaml" else (
+                _TOML_LINE.match(line))
             if a:
                 yield from _assignment(a.group("key"), a.group("value"), file, n, stripped,
                                        "config", "config")

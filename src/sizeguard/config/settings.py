@@ -28,7 +28,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from dotenv import dotenv_values
 from pydantic import create_model
@@ -213,8 +213,6 @@ class Resolved:
     sources: dict[str, str]  # key -> default | preset:NAME | file:PATH | env:NAME [(FILE)] | --set
     layers: tuple[str, ...]
     notes: tuple[str, ...] = ()
-
-    SOURCE_KINDS: ClassVar[tuple[str, ...]] = ("default", "preset", "file", "env", "--set")
 
     def source(self, key: str) -> str:
         return self.sources.get(key, DEFAULT)
