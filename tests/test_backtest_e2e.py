@@ -66,3 +66,13 @@ def test_cli_errors_name_the_problem(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "row 2" in res.output and "duplicate" in res.output
     res = runner.invoke(app, ["montecarlo"])
     assert res.exit_code == 2 and "--ledger" in res.output
+
+
+def test_a_preset_can_trade_its_own_market() -> None:
+    candles = shared_path("ohlcv", "coinbase", "BTC_USD-1d.csv")
+    res = runner.invoke(app, ["backtest", "--candles", str(candles), "--preset", "kraken-micro@BTC/USD",
+                              "--preset", "viper-50x", "--json"])
+    assert res.exit_code == 0, res.output
+    spot, perp = json.loads(res.output)
+    assert spot["policy"] == "kraken-micro@BTC/USD" and spot["skips"]["SPOT_NO_SHORT"] > 0
+    assert spot["avg_leverage"] == 1.0 and perp["policy"] == "viper-50x"

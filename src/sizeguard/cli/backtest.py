@@ -11,6 +11,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,7 +41,8 @@ SymbolOpt = Annotated[list[str] | None, typer.Option(
     "--symbol", help="Market traded with each --candles file, in order (default: the built-in "
     "linear perpetual with the same base, e.g. BTC_USD-1h.csv -> BTC/USDT:USDT).")]
 PresetOpt = Annotated[list[str] | None, typer.Option(
-    "--preset", help=f"Policy to compare (repeatable): {', '.join(PRESETS)}.")]
+    "--preset", help=f"Policy to compare (repeatable): {', '.join(PRESETS)}; NAME@MARKET "
+    "trades its own market, e.g. kraken-micro@BTC/USD.")]
 ConfigOpt = Annotated[list[Path] | None, typer.Option(
     "--config", help="A policy TOML file to compare (repeatable).")]
 SetOpt = Annotated[list[str] | None, typer.Option(
@@ -70,17 +72,29 @@ def guess_market(book: MarketBook, candle_symbol: str) -> MarketRules:
     return found[0]
 
 
-def _policies(presets: Sequence[str], configs: Sequence[Path], sets: Sequence[str]) -> list[Policy]:
-    out = [load_policy(p, None, sets) for p in presets]
-    out += [load_policy(None, c, sets) for c in configs]
-    if not out:
-        out = [load_policy(p, None, sets) for p in PRESETS]
-    names = [p.name for p in out]
-    for i, p in enumerate(out):  # keep columns apart when a name repeats
-        if names.count(p.name) > 1:
-            out[i] = Policy(**{**{f: getattr(p, f) for f in p.__dataclass_fields__},
-                               "name": f"{p.name}#{i + 1}"})
-    return out
+Plan = tuple[Policy, list[MarketRules]]
+
+
+def _plans(presets: Sequence[str], configs: Sequence[Path], sets: Sequence[str],
+           book: MarketBook, default: list[MarketRules]) -> list[Plan]:
+    """Policies with the markets each trades: ``--preset NAME`` trades the default markets,
+    ``--preset NAME@MARKET[,MARKET...]`` its own (one per candle file), e.g.
+    ``kraken-micro@BTC/USD`` on spot."""
+    out: list[Plan] = []
+    for item in [*presets, *[str(c) for c in configs]] or list(PRESETS):
+        name, _, where = item.partition("@")
+        pol = load_policy(None, name, sets) if item not in presets else load_policy(name, None, sets)
+        chosen = default
+        if where:
+            chosen = [book[m.strip()] for m in where.split(",")]
+            if len(chosen) != len(default):
+                raise InvalidInput("--preset", item, f"give one market per candle file "
+                                   f"({len(default)})")
+            pol = replace(pol, name=f"{pol.name}@{where}")
+        out.append((pol, chosen))
+    names = [p.name for p, _ in out]
+    return [(replace(p, name=f"{p.name}#{i + 1}") if names.count(p.name) > 1 else p, m)
+            for i, (p, m) in enumerate(out)]
 
 
 @contextmanager
@@ -100,12 +114,11 @@ def _progress(enabled: bool) -> Iterator[Callable[[str], Callable[[int, int], No
         yield make
 
 
-def run_many(panel: Panel, signals: Signals, markets: Sequence[MarketRules],
-             policies: Sequence[Policy], *, equity: float, funding: float, intrabar: str,
-             show_progress: bool) -> list[BacktestResult]:
+def run_many(panel: Panel, signals: Signals, plans: Sequence[Plan], *, equity: float,
+             funding: float, intrabar: str, show_progress: bool) -> list[BacktestResult]:
     results = []
     with _progress(show_progress) as bar:
-        for pol in policies:
+        for pol, markets in plans:
             results.append(run_backtest(panel, signals, markets, pol, equity=equity,
                                         funding_rate=funding, intrabar=intrabar,
                                         progress=bar(pol.name)))
@@ -132,7 +145,7 @@ def _plain(value: Any) -> Any:
 
 
 def _load(candles: list[Path], symbol: list[str] | None, markets: Path | None,
-          tiers: Path | None) -> tuple[Panel, list[MarketRules], list[str]]:
+          tiers: Path | None) -> tuple[Panel, MarketBook, list[MarketRules], list[str]]:
     book = load_markets(markets)
     if tiers is not None:
         book = attach_tiers(book, tiers)
@@ -141,7 +154,7 @@ def _load(candles: list[Path], symbol: list[str] | None, markets: Path | None,
         raise InvalidInput("--symbol", symbol, f"give one per --candles file ({len(loaded)})")
     chosen = [book[s] for s in symbol] if symbol else [guess_market(book, c.symbol) for c in loaded]
     notes = [c.gap_report() for c in loaded]
-    return align(loaded), chosen, notes
+    return align(loaded), book, chosen, notes
 
 
 @app.command(epilog="Example: sizeguard backtest --candles BTC_USD-1h.csv --preset ai-atr-risk "
@@ -176,12 +189,12 @@ def backtest(
 ) -> None:
     """Backtest one or more sizing policies on the same candles and signals."""
     try:
-        panel, chosen, notes = _load(candles, symbol, markets, tiers)
-        policies = _policies(preset or [], config or [], set_ or [])
+        panel, book, chosen, notes = _load(candles, symbol, markets, tiers)
+        plans = _plans(preset or [], config or [], set_ or [], book, chosen)
         sig = build_signals(panel, strategy, fast=fast, slow=slow, n=channel, tp_r=tp_r,
                             signals_file=signals_file, allow_short=not long_only)
-        show = progress if progress is not None else panel.n_bars * len(policies) > PROGRESS_BARS
-        results = run_many(panel, sig, chosen, policies, equity=equity, funding=funding,
+        show = progress if progress is not None else panel.n_bars * len(plans) > PROGRESS_BARS
+        results = run_many(panel, sig, plans, equity=equity, funding=funding,
                            intrabar=intrabar, show_progress=show)
         if report is not None:
             write_report(results, report, notes=[*notes, f"Intrabar rule: {intrabar}; funding "
@@ -253,10 +266,11 @@ def montecarlo(
                 sub = df.filter(df["policy"] == name)
                 series.append((str(name), (sub["net_pnl"] / sub["equity_at_entry"]).to_numpy()))
         elif candles:
-            panel, chosen, _ = _load(candles, symbol, None, None)
+            panel, book, chosen, _ = _load(candles, symbol, None, None)
             sig = build_signals(panel, strategy)
-            for r in run_many(panel, sig, chosen, _policies(preset or [], config or [], set_ or []),
-                              equity=equity, funding=0.0, intrabar="worst", show_progress=False):
+            plans = _plans(preset or [], config or [], set_ or [], book, chosen)
+            for r in run_many(panel, sig, plans, equity=equity, funding=0.0, intrabar="worst",
+                              show_progress=False):
                 series.append((r.name, [t["return_on_equity"] for t in r.trades]))
         else:
             raise InvalidInput("--ledger", None, "give --ledger FILE or --candles FILE")
