@@ -129,7 +129,7 @@ def svg_chart(series: Sequence[Series], title: str, *, kind: str = "line", log: 
         else:
             out.extend(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2" fill="{colour}" '
                        f'fill-opacity="0.6"/>' for a, b in zip(sx(xa), sy(ya), strict=True))
-        lx = PAD_L + 8 + (i % 5) * 160
+        lx = PAD_L + 8 + (i % 5) * 150
         ly = PAD_T + 4 + (i // 5) * 14
         out.append(f'<rect x="{lx}" y="{ly - 8}" width="10" height="10" fill="{colour}"/>'
                    f'<text x="{lx + 14}" y="{ly + 1}">{html.escape(name)}</text>')
