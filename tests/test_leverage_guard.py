@@ -349,3 +349,21 @@ def test_auto_leverage_never_gives_a_position_without_margin() -> None:
     d = decide(intent, account, market, with_changes(policy, "leverage", max=20))
     assert d.accepted and d.leverage == 20.0 and d.amount == "0.005"
     assert Reason.CAPPED_AVAILABLE in d.reasons
+
+
+def test_far_stop_long_at_1x_is_never_liquidated(btc: MarketRules) -> None:
+    # stop 85% below, buffer 25%: 106.25% asked, but a linear long's liquidation price cannot
+    # go below zero. At 1x: cover 1, LP = 100,000 x 0 / 0.996 = 0 -> never liquidated: safe.
+    # 2x asked -> k = 1 - 0 x 0.996 = 1 -> safe leverage 1 -> lowered to 1x.
+    policy = policy_from_dict({"sizing": {"model": "fixed_notional", "notional": 1_000.0},
+                               "leverage": {"value": 2, "max": 2}})
+    d = decide(Intent(BTC, "long", 100_000.0, stop_pct=85.0), Account(equity=10_000.0), btc,
+               policy)
+    assert d.accepted and d.leverage == 1.0
+    assert Reason.LEVERAGE_LOWERED_FOR_LIQUIDATION in d.reasons
+    assert d.liquidation_price == 0.0 and d.liquidation_distance_pct == 100.0
+    # a short has no such floor: at 1x it is liquidated at 100,000 x 2 / 1.004 = 199,203
+    # (+99.2%), short of the 106.25% needed -> skipped
+    d = decide(Intent(BTC, "short", 100_000.0, stop_pct=85.0), Account(equity=10_000.0), btc,
+               policy)
+    assert not d.accepted and Reason.STOP_BEYOND_LIQUIDATION in d.reasons

@@ -184,6 +184,13 @@ class _Run:
             tier = at
         return lp
 
+    def guard_distance(self, stop_distance: float) -> float:
+        """The adverse move liquidation must lie beyond: the stop distance plus the buffer.
+        A linear long's liquidation price cannot fall below zero (a 100% move), and a long
+        liquidated only at zero or below is never liquidated: its requirement stops there."""
+        need = stop_distance * (1.0 + self.p.liquidation.buffer)
+        return min(need, 1.0) if self.sign > 0 and not self.m.inverse else need
+
     def _cum_quote(self, tier: Tier) -> float:
         """The tier's maintenance amount in quote (a coin amount valued at entry)."""
         if self.coin_tiers:
@@ -365,7 +372,7 @@ class _Run:
                 continue  # the cut moved no tier boundary the right way yet; look again
             # the liquidation guard
             if self.dist is not None and guard != "off" and not self.cross:
-                need = self.dist * (1 + self.p.liquidation.buffer)
+                need = self.guard_distance(self.dist)
                 gtier = self.tier_at_adverse_move(self.notional, need)
                 safe = liq.max_safe_leverage(self.i.is_long, self.m.inverse, need,
                                              gtier.maintenance_margin_rate,
@@ -410,7 +417,7 @@ class _Run:
                               note=f"at {old:g}x liquidation ({liq_now:.8g}) comes before the stop")
                     continue  # the new notional may sit in another tier: check again
             if self.dist is not None and guard != "off" and self.cross:
-                need = self.dist * (1 + self.p.liquidation.buffer)
+                need = self.guard_distance(self.dist)
                 gtier = self.tier_at_adverse_move(self.notional, need)
                 cap = liq.max_safe_notional_cross(self.i.is_long, self.m.inverse, need,
                                                   gtier.maintenance_margin_rate,
@@ -641,7 +648,7 @@ class _Run:
         elif n > self.budget_money * tol * (1 + 1e-9):
             return False, "notional would exceed the model's beyond the raise tolerance"
         if self.is_contract and self.dist is not None and self.p.liquidation.guard != "off":
-            need = self.dist * (1 + self.p.liquidation.buffer)
+            need = self.guard_distance(self.dist)
             tier = self.tier_at_adverse_move(n, need)
             if self.cross:
                 safe_n = liq.max_safe_notional_cross(
