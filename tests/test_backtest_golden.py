@@ -219,3 +219,10 @@ def test_progress_chunks_change_nothing() -> None:
     b = run_backtest(p, sig, [MARKET], policy(leverage=20), progress=lambda d, n: seen.append((d, n)))
     assert a.trades == b.trades and np.array_equal(a.equity, b.equity)
     assert seen[-1] == (6, 6) and len(seen) >= 6
+
+
+def test_spot_pays_no_funding() -> None:
+    p = panel([FLAT] * 10)
+    r = run_backtest(p, signals(10, {1: 1}, {9: EXIT_LONG}), [SPOT], policy(leverage=1),
+                     funding_rate=0.0001)
+    assert r.trades[0]["funding"] == 0.0 and r.trades[0]["net_pnl"] == pytest.approx(-2.0)

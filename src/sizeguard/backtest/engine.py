@@ -323,9 +323,13 @@ def run_backtest(
     syms = [m.symbol for m in markets]
     fee = np.array([m.taker if m.taker is not None else policy.execution.taker for m in markets])
     can_liq = np.array([m.is_contract for m in markets])
-    fund = np.stack([funding_per_bar(panel.timestamp, panel.timeframe_ms, funding_rate,
-                                     funding_period_ms)] * k, axis=1) if funding_rate else \
-        np.zeros((n, k))
+    fund = np.zeros((n, k))
+    if funding_rate:  # perpetuals only: spot pays no funding
+        per_bar = funding_per_bar(panel.timestamp, panel.timeframe_ms, funding_rate,
+                                  funding_period_ms)
+        for j, m in enumerate(markets):
+            if m.kind == "swap":
+                fund[:, j] = per_bar
     pos = np.zeros((k, NP))
     acct = np.zeros(NA)
     acct[A_CASH] = acct[A_PEAK] = equity
