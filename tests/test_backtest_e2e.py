@@ -20,7 +20,7 @@ def test_five_presets_on_btc_1h_produce_the_report(tmp_path: Path) -> None:
     candles = shared_path("ohlcv", "coinbase", "BTC_USD-1h.csv")
     report = tmp_path / "btc.html"
     args = ["backtest", "--candles", str(candles), "--strategy", "ema-cross", "--tp-r", "2",
-            "--report", str(report), "--json", "--no-progress"]
+            "--report", str(report), "--json", "--no-progress", "--montecarlo", "2000"]
     for p in PRESETS:
         args += ["--preset", p]
     res = runner.invoke(app, args)
@@ -29,7 +29,8 @@ def test_five_presets_on_btc_1h_produce_the_report(tmp_path: Path) -> None:
     assert [r["policy"] for r in rows] == list(PRESETS)
     assert all(r["decisions"] > 500 for r in rows)
     html = report.read_text()
-    assert html.count("<svg") == 5 and "<script" not in html and "https://" not in html
+    assert html.count("<svg") == 6 and "<script" not in html and "https://" not in html
+    assert "Monte Carlo" in html and "P(ruin)" in html
     for p in PRESETS:
         assert p in html
     assert "Drawdown" in html and "Skipped entries by reason" in html

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from sizeguard.backtest.engine import BacktestResult
+from sizeguard.backtest.montecarlo import MonteCarloResult
 from sizeguard.backtest.results import drawdown_curve, metrics
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
@@ -68,7 +69,7 @@ def _thin(x: Any, y: Any, limit: int = 1500) -> tuple[Any, Any]:
 
 def svg_chart(series: Sequence[Series], title: str, *, kind: str = "line", log: bool = False,
               time_x: bool = True, y_label: str = "", percent: bool = False,
-              width: int = W, height: int = H) -> str:
+              x_percent: bool = False, width: int = W, height: int = H) -> str:
     """A line or scatter chart of several series as one SVG element."""
     pts = []
     for name, x, y in series:
@@ -114,7 +115,7 @@ def svg_chart(series: Sequence[Series], title: str, *, kind: str = "line", log: 
                    f'stroke="#eee"/><text x="{PAD_L - 4}" y="{sy(v) + 4:.1f}" '
                    f'text-anchor="end">{label}</text>')
     for v in _ticks(x0, x1, 6):
-        label = _date(v) if time_x else _fmt(v)
+        label = _date(v) if time_x else (f"{v * 100:.0f}%" if x_percent else _fmt(v))
         out.append(f'<text x="{sx(v):.1f}" y="{top + ph + 16}" text-anchor="middle">{label}'
                    f'</text>')
     if y_label:
@@ -201,8 +202,33 @@ def metrics_table(results: Sequence[BacktestResult]) -> str:
     return f"<table><tr><th></th>{head}</tr>{body}</table>"
 
 
+def montecarlo_section(runs: Sequence[MonteCarloResult]) -> str:
+    """A table of the Monte Carlo summaries and the distribution of max drawdown per policy."""
+    if not runs:
+        return ""
+    head = ("<tr><th>policy</th><th>method</th><th>paths x trades</th><th>final p5</th>"
+            "<th>median</th><th>p95</th><th>max DD median</th><th>max DD p95</th>"
+            "<th>P(ruin)</th></tr>")
+    rows = []
+    for m in runs:
+        x = m.summary()
+        rows.append(f"<tr><td>{html.escape(m.policy)}</td><td>{m.method}</td>"
+                    f"<td>{m.n_paths:,} x {m.n_trades:,}</td><td>{x['final_equity_p5']:,.0f}</td>"
+                    f"<td>{x['final_equity_p50']:,.0f}</td><td>{x['final_equity_p95']:,.0f}</td>"
+                    f"<td>{x['max_drawdown_p50']:.1%}</td><td>{x['max_drawdown_p95']:.1%}</td>"
+                    f"<td>{m.probability_of_ruin:.2%}</td></tr>")
+    edges = np.linspace(0.0, 1.0, 51)
+    mid = (edges[:-1] + edges[1:]) / 2
+    hist = [(m.policy, mid, np.histogram(m.max_drawdown, edges)[0] / m.n_paths) for m in runs]
+    ruin = runs[0].ruin
+    return (f"<h2>Monte Carlo</h2><p>Trades resampled ({runs[0].method}); ruin = equity at or "
+            f"below {ruin:.0%} of the start at any point.</p><table>{head}{''.join(rows)}</table>"
+            + svg_chart(hist, "Max drawdown across paths (share of paths per 2% bin)",
+                        time_x=False, y_label="share of paths", x_percent=True))
+
+
 def html_report(results: Sequence[BacktestResult], *, title: str = "sizeguard backtest",
-                notes: Sequence[str] = ()) -> str:
+                notes: Sequence[str] = (), montecarlo: Sequence[MonteCarloResult] = ()) -> str:
     if not results:
         raise ValueError("no results to report")
     r0 = results[0]
@@ -228,6 +254,7 @@ def html_report(results: Sequence[BacktestResult], *, title: str = "sizeguard ba
         svg_chart(lev, "Leverage per trade", kind="scatter", y_label="leverage"),
         "<h2>Skipped entries</h2>",
         svg_bars({r.name: dict(r.skips) for r in results}, "Skipped entries by reason"),
+        montecarlo_section(montecarlo),
     ]
     style = ("body{font-family:sans-serif;max-width:920px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"

@@ -183,6 +183,9 @@ def backtest(
     report: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
     ledger: Annotated[Path | None, typer.Option(help="Write the trade ledger (.csv/.parquet).")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write the equity chart as an SVG file.")] = None,
+    mc_paths: Annotated[int, typer.Option(
+        "--montecarlo", help="Add a Monte Carlo of each policy's trades to the report "
+        "(this many block-bootstrap paths; 0 = none).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
     progress: Annotated[bool | None, typer.Option(
         "--progress/--no-progress", help="Progress bar (default: on long runs).")] = None,
@@ -197,8 +200,11 @@ def backtest(
         results = run_many(panel, sig, plans, equity=equity, funding=funding,
                            intrabar=intrabar, show_progress=show)
         if report is not None:
-            write_report(results, report, notes=[*notes, f"Intrabar rule: {intrabar}; funding "
-                                                 f"{funding:g} per 8h."])
+            mcs = [simulate([t["return_on_equity"] for t in r.trades], n_paths=mc_paths,
+                            method="block", initial=equity, policy=r.name)
+                   for r in results if mc_paths > 0 and r.trades]
+            write_report(results, report, montecarlo=mcs,
+                         notes=[*notes, f"Intrabar rule: {intrabar}; funding {funding:g} per 8h."])
         if ledger is not None:
             write_ledger(results, ledger)
         if plot is not None:
