@@ -414,7 +414,7 @@ class _Run:
                               stop_price=self.stop_price, leverage=lev,
                               required_distance_pct=need * 100, notional_before=before,
                               notional=self.notional, mode=guard,
-                              note=f"at {old:g}x liquidation ({liq_now:.8g}) comes before the stop")
+                              note="liquidation came before the stop")
                     continue  # the new notional may sit in another tier: check again
             if self.dist is not None and guard != "off" and self.cross:
                 need = self.guard_distance(self.dist)
@@ -445,12 +445,6 @@ class _Run:
                           note=f"no safe size settled in {_MAX_ROUNDS} rounds")
                 return Reason.STOP_BEYOND_LIQUIDATION
             lev = min(lev, self.tier_for(self.notional).max_leverage)
-        if guard == "off" and self.dist is not None and self.notional > 0:
-            collateral = self._cross_collateral() if self.cross else self.notional / lev
-            at = self.liquidation_price(self.notional, collateral, self.tier_for(self.notional))
-            if liq.liquidation_distance(self.i.is_long, self.i.price, at) <= self.dist:
-                self.step("liquidation_guard", liquidation_price=at, stop_price=self.stop_price,
-                          note="guard off: liquidation comes before the stop, which never fires")
         self.leverage = lev
         self.tier = self.tier_for(self.notional)
         self.step("leverage", leverage=lev, mode=lp.mode, tier=self.tier.tier,
@@ -680,6 +674,9 @@ class _Run:
             collateral = self._cross_collateral() if self.cross else margin
             lp = liq_price = self.liquidation_price(notional, collateral, tier)
             liq_dist = liq.liquidation_distance(i.is_long, i.price, lp) * 100
+            if self.dist is not None and liq_dist <= self.dist * 100:  # the guard was off
+                self.step("liquidation_guard", liquidation_price=lp, stop_price=self.stop_price,
+                          note="guard off: liquidation comes before the stop, which never fires")
         if self.dist is not None:
             risk, basis = risk_of_notional(notional, self.dist, fee_in), "stop"
         elif self.is_contract and not self.cross:
