@@ -13,6 +13,7 @@ same connection, so all of it commits, or rolls back, together.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import secrets
@@ -20,7 +21,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,20 @@ class Bot:
         return {"id": self.id, "name": self.name, "account_id": self.account_id,
                 "budget": self.budget, "max_positions": self.max_positions,
                 "created_at": self.created_at}
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """One bot's decide + reserve waiting for a group commit."""
+
+    bot: Bot
+    decide_fn: BotDecideFn
+    client_order_id: str
+    snapshot_id: str | None = None
+    ttl: float = 300.0
+    own: bool = True
+    claim: float = 60.0
+    fresh: bool = False  # a new random client order id: no earlier answer to look for
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +227,66 @@ class BotRegistry:
         return self.store.decide_and_reserve(bot.account_id, inside,
                                              client_order_id=client_order_id,
                                              snapshot_id=snapshot_id, ttl=ttl, claim=claim)
+
+    def decide_and_reserve_many(self, account_id: str, items: Sequence[Pending]
+                                ) -> list[Reserved | InvalidInput]:
+        """Group commit: several bots' decide + reserve in ONE locked transaction, in order,
+        each seeing the reservations of the ones before it; one commit (one fsync) for all.
+
+        Per item it is what the store's ``decide_and_reserve`` does for one (the earlier answer
+        for a client order id decided before, else load, decide, journal, reserve, claim),
+        plus the owner. The account is loaded once per batch and each accepted item's
+        reservation is added to it as the store would load it (symbol, side, notional,
+        margin): nothing else an account holds changes inside the transaction.
+        ``tests/test_http_batch.py`` checks decisions and rows equal the one-by-one path's.
+        An item whose input is invalid gets its InvalidInput and writes nothing; any other
+        error rolls the whole batch back and is raised."""
+        from sizeguard.adapters.sql_store import _RES_COLS, _new_id  # noqa: PLC0415
+
+        store = self.store
+        out: list[Reserved | InvalidInput] = []
+        with store.tx(account_id) as tx:
+            now = store.clock.now()
+            store._expire(tx, account_id, now)
+            account = store._load_account(tx, account_id, now)
+            for it in items:
+                cid = it.client_order_id
+                if not cid:
+                    out.append(InvalidInput("client_order_id", cid, "must not be empty"))
+                    continue
+                earlier = None if it.fresh else store._decided(tx, account_id, cid)
+                if earlier is not None:
+                    out.append(earlier)
+                    continue
+                mine = self._own(tx, it.bot.id, account_id, now) if it.own else ()
+                try:
+                    decision = it.decide_fn(account, mine)
+                except InvalidInput as exc:
+                    out.append(exc)
+                    continue
+                d = decision.to_dict()
+                tx.run("INSERT INTO bot_orders (client_order_id, bot_id, account_id, created_at) "
+                       "VALUES (?, ?, ?, ?)", (cid, it.bot.id, account_id, now))
+                jid = store._insert_journal(
+                    tx, account_id, now, "decision", decision.symbol, decision.side,
+                    str(decision.status), ",".join(str(r) for r in decision.reasons), cid,
+                    it.snapshot_id, d, None)
+                reservation = None
+                if decision.accepted:
+                    reservation = Reservation(
+                        _new_id("res"), account_id, decision.symbol, decision.side,
+                        decision.amount, decision.notional, decision.margin, decision.leverage,
+                        cid, jid, now, now + it.ttl, "held")
+                    tx.run(f"INSERT INTO reservations ({_RES_COLS}, claimed_until) VALUES "
+                           "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (reservation.id, account_id, reservation.symbol, reservation.side,
+                            reservation.amount, reservation.notional, reservation.margin,
+                            reservation.leverage, cid, jid, now, now + it.ttl, "held", None,
+                            now + it.claim))
+                    account = dataclasses.replace(account, positions=(*account.positions, Position(
+                        decision.symbol, decision.side, decision.notional, decision.margin)))
+                out.append(Reserved(d, jid, reservation))
+        return out
 
     def own_positions(self, bot: Bot) -> tuple[Position, ...]:
         with self.store.tx(write=False) as tx:

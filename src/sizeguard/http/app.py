@@ -241,7 +241,9 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
         """Prometheus text exposition (this process)."""
         text = metrics.render({"decisions": dict(gate.counters.decisions),
                                "orders": dict(gate.counters.orders),
-                               "auth": dict(auth_failures)})
+                               "auth": dict(auth_failures),
+                               "group_commit": {"batches": gate.group.batches,
+                                                "items": gate.group.items}})
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     return app

@@ -64,7 +64,7 @@ class Metrics:
         for name, (help_text, table) in _extra(extra).items():
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
             for labels, n in sorted(table.items()):
-                lines.append(f"{name}{{{labels}}} {n}")
+                lines.append(f"{name}{{{labels}}} {n}" if labels else f"{name} {n}")
         lines += ["# HELP sizeguard_process_start_time_seconds Start of this process.",
                   "# TYPE sizeguard_process_start_time_seconds gauge",
                   f"sizeguard_process_start_time_seconds {self.started:.3f}"]
@@ -82,6 +82,12 @@ def _extra(extra: dict[str, dict[str, int]]) -> dict[str, tuple[str, dict[str, i
     out["sizeguard_decisions_total"] = ("Decisions answered, by status and reserve.", dec)
     orders = {f'status="{_esc(k)}"': v for k, v in extra.get("orders", {}).items()}
     out["sizeguard_orders_total"] = ("Orders submitted, by trade status.", orders)
+    group = extra.get("group_commit", {})
+    out["sizeguard_group_commit_batches_total"] = (
+        "Store transactions that decided and reserved (each one commit).",
+        {"": group.get("batches", 0)})
+    out["sizeguard_group_commit_decisions_total"] = (
+        "Decisions decided and reserved in those transactions.", {"": group.get("items", 0)})
     auth = {f'result="{_esc(k)}"': v for k, v in extra.get("auth", {}).items()}
     out["sizeguard_auth_failures_total"] = ("Requests refused for a missing or wrong token.", auth)
     return out

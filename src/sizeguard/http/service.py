@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sizeguard.adapters.bots import Bot, BotRegistry
+from sizeguard.adapters.bots import Bot, BotRegistry, Pending
 from sizeguard.adapters.paper import PaperExchange
 from sizeguard.adapters.sql_store import SqlStore
 from sizeguard.budget import ACCOUNT, Budget, account_policy, decide_for_bot
@@ -27,9 +27,10 @@ from sizeguard.core.intent import Intent
 from sizeguard.core.market import MarketRules
 from sizeguard.core.policy import Policy
 from sizeguard.errors import InvalidInput, UnknownSymbol
+from sizeguard.http.batch import GroupCommit
 from sizeguard.http.problems import Problem, problem_for
 from sizeguard.http.settings import ServeSettings
-from sizeguard.ports import Exchange, ExchangePosition, MarketSource
+from sizeguard.ports import Exchange, ExchangePosition, MarketSource, Reserved
 from sizeguard.trader import Trader, new_client_order_id
 
 ExchangeFactory = Callable[["Gate"], Exchange]
@@ -97,6 +98,9 @@ class Gate:
         self._equity: float | None = None
         self._lock = threading.Lock()
         self._live_lock = threading.Lock()
+        self.group: GroupCommit[Pending, Reserved | InvalidInput] = GroupCommit(
+            lambda items: registry.decide_and_reserve_many(self.account_id, items),
+            max_batch=settings.max_batch)
 
     # -- helpers ------------------------------------------------------------------------
     @property
@@ -170,10 +174,13 @@ class Gate:
         bound: list[str] = []
         fn = self._decide_fn(bot, body, bound)
         if body.get("reserve"):
-            reserved = self.registry.decide_and_reserve(
-                bot, fn, client_order_id=cid, snapshot_id=self.markets.snapshot_id,
-                ttl=body.get("ttl") or self.settings.reservation_ttl,
-                own=not Budget(bot.budget, bot.max_positions).unlimited)
+            answer = self.group.submit(Pending(
+                bot, fn, cid, self.markets.snapshot_id,
+                body.get("ttl") or self.settings.reservation_ttl,
+                own=not Budget(bot.budget, bot.max_positions).unlimited, fresh=True))
+            if isinstance(answer, InvalidInput):
+                raise answer
+            reserved = answer
             out = dict(reserved.decision)
             out["reservation"] = reserved.reservation.to_dict() if reserved.reservation else None
             out["journal_id"] = reserved.journal_id

@@ -31,6 +31,7 @@ class ServeSettings(BaseSettings):
     config: str | None = None
     reservation_ttl: float = Field(default=300.0, gt=0)  # seconds a reservation is held by default
     auth_cache_ttl: float = Field(default=2.0, ge=0)  # seconds a bot row is cached per process
+    max_batch: int = Field(default=64, ge=1, le=1024)  # decisions per group commit
     threads: int = Field(default=16, ge=1, le=256)  # worker threads per process (store connections)
     log_level: str = "info"
     access_log: bool = True
