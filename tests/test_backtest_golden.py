@@ -226,3 +226,11 @@ def test_spot_pays_no_funding() -> None:
     r = run_backtest(p, signals(10, {1: 1}, {9: EXIT_LONG}), [SPOT], policy(leverage=1),
                      funding_rate=0.0001)
     assert r.trades[0]["funding"] == 0.0 and r.trades[0]["net_pnl"] == pytest.approx(-2.0)
+
+
+def test_invalid_entries_are_counted_not_fatal() -> None:
+    # an ATR of 80 puts a 1.5 x ATR long stop below zero: decide() refuses the intent as invalid
+    p = panel([FLAT] * 4)
+    r = run_backtest(p, signals(4, {1: 1}, atr=80.0), [MARKET], policy())
+    assert not r.trades and r.skips["INVALID_INPUT"] == 1
+    assert "stop" in r.warnings[0] and r.equity[-1] == 10_000.0

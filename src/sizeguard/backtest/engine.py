@@ -265,6 +265,7 @@ class BacktestResult:
     strategy: str = ""
     records: list[EntryRecord] = field(default_factory=list)
     ignored_in_position: int = 0
+    warnings: list[str] = field(default_factory=list)  # first entries decide() refused as invalid
 
     @property
     def name(self) -> str:
@@ -342,6 +343,7 @@ def run_backtest(
     trades: list[dict[str, Any]] = []
     skips: Counter[str] = Counter()
     records: list[EntryRecord] = []
+    warnings: list[str] = []
     view = _AccountView(panel, syms)
     decisions = 0
     worst = intrabar == "worst"
@@ -377,12 +379,21 @@ def run_backtest(
                 skips["SPOT_NO_SHORT"] += 1
                 continue
             account = view(t, pos, acct, stats)
+            if account.equity <= 0.0:
+                skips["NO_EQUITY"] += 1
+                continue
             a, am, conf = atr_arr[t, j].item(), mult_arr[t, j].item(), conf_arr[t, j].item()
             intent = Intent(symbol=market.symbol, side=LONG if side > 0 else SHORT, price=price,
                             atr=a if a > 0 else None, atr_mult=am if am > 0 else None,
                             confidence=min(max(conf, 0.0), 1.0) if not math.isnan(conf) else None,
                             regime=regime, volatility=volatility, time=when)
-            d = decide(intent, account, market, policy)
+            try:
+                d = decide(intent, account, market, policy)
+            except InvalidInput as exc:  # e.g. an ATR stop below zero on a bad candle
+                skips["INVALID_INPUT"] += 1
+                if len(warnings) < 10:
+                    warnings.append(f"bar {t} ({panel.symbols[j]}): {exc}")
+                continue
             decisions += 1
             tid = -1
             if d.accepted:
@@ -408,7 +419,7 @@ def run_backtest(
         progress(n, n)
     return BacktestResult(policy, panel.symbols, tuple(syms), ts_arr, eq_curve, gross, equity,
                           trades, skips, decisions, int(acct[A_LIQS]), panel.timeframe_ms,
-                          signals.name, records, int(acct[A_IGNORED]))
+                          signals.name, records, int(acct[A_IGNORED]), warnings)
 
 
 class _AccountView:

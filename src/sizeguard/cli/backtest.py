@@ -219,6 +219,9 @@ def backtest(
     console = _console()
     for n in notes:
         console.print(n, style="dim")
+    for r in results:
+        for w in r.warnings:
+            console.print(f"{r.name}: entry refused as invalid input: {w}", style="yellow")
     console.print(metrics_table(results))
     if report is not None:
         console.print(f"report: {report}")
