@@ -5,15 +5,31 @@ endpoint."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from httpfix import BTC, ETH, SIZEGUARD, Server, add_bot, auth, clean_env, many_markets, serving, sym
+from httpfix import (
+    BTC,
+    ETH,
+    SIZEGUARD,
+    Server,
+    add_bot,
+    auth,
+    clean_env,
+    free_port,
+    many_markets,
+    serving,
+    sym,
+)
 from sizeguard.adapters.market_files import load_markets
 from sizeguard.config.settings import resolve
 from sizeguard.core.account import Account
@@ -379,3 +395,40 @@ def test_markets_state_health_metrics_docs(server: Server, url: str) -> None:
     assert {"/v1/decisions", "/v1/orders", "/v1/fills", "/v1/closes", "/v1/positions",
             "/v1/state", "/v1/journal", "/v1/markets/{symbol}", "/v1/reservations/{reservation_id}",
             "/healthz", "/metrics"} <= set(spec["paths"])
+
+
+def test_serve_reads_every_option_from_the_environment(url: str, tmp_path: Path,
+                                                      markets: Path) -> None:
+    """No flags at all: host, port, store, markets, account and policy from SIZEGUARD_*."""
+    port = free_port()
+    env = clean_env({**ENV, "SIZEGUARD_HOST": "127.0.0.1", "SIZEGUARD_PORT": str(port),
+                     "SIZEGUARD_STORE": url, "SIZEGUARD_MARKETS": str(markets),
+                     "SIZEGUARD_ACCOUNT": "desk", "SIZEGUARD_WORKERS": "1",
+                     "SIZEGUARD_ACCESS_LOG": "false"})
+    token = add_bot(url, "alpha", account="desk")
+    log = (tmp_path / "env-serve.log").open("wb")
+    proc = subprocess.Popen([SIZEGUARD, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        base = f"http://127.0.0.1:{port}"
+        h = httpx.get(base + "/healthz", timeout=10).json()
+        assert h["account"] == "desk" and h["markets"].startswith("markets@")
+        d = httpx.post(base + "/v1/decisions", headers=auth(token), timeout=10,
+                       json={**BUY, "symbol": sym(3), "reserve": True}).json()
+        assert d["status"] == "accepted" and d["policy"] == "viper-fixed-margin"
+        assert d["reservation"]["account_id"] == "desk"
+        # a bot of another account is refused by this service
+        other = add_bot(url, "elsewhere", account="other")
+        r = httpx.post(base + "/v1/decisions", headers=auth(other), json=BUY, timeout=10)
+        assert r.status_code == 403
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+        log.close()
