@@ -238,6 +238,24 @@ def test_risk_after_rounding_within_budget(case: Any) -> None:
 
 @SETTINGS
 @given(cases())
+def test_margin_and_notional_models_stay_within_their_budget(case: Any) -> None:
+    # the same promise for the other models: the model's margin (fixed_margin,
+    # balance_fraction) or notional (fixed_notional, volatility_target) is never exceeded,
+    # except by a raise to the minimum within the tolerance
+    m, p, intent, equity, positions, share = case
+    d = sized(m, p, intent, account(equity, positions, share))
+    if d is None or not d.accepted or p.sizing.model in ("risk", "kelly"):
+        return
+    tolerance = p.execution.raise_tolerance if Reason.RAISED_TO_MINIMUM in d.reasons else 0.0
+    planned = trace_step(d, "notional")
+    if p.sizing.model in ("fixed_margin", "balance_fraction"):
+        assert d.margin <= planned["margin"] * (1 + tolerance) * REL, (d.margin, planned)
+    else:
+        assert d.notional <= planned["notional"] * (1 + tolerance) * REL, (d.notional, planned)
+
+
+@SETTINGS
+@given(cases())
 def test_liquidation_lies_beyond_the_stop_with_the_guard_on(case: Any) -> None:
     m, p, intent, equity, positions, share = case
     d = sized(m, p, intent, account(equity, positions, share))

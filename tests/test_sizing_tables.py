@@ -122,6 +122,9 @@ ADJUST_CASES = [
     ("confidence>=0.85-x1.5", {"confidence": 0.9}, {}, 0.015, "75"),
     ("confidence-0.60..0.85-x1", {"confidence": 0.7}, {}, 0.01, "50"),
     ("confidence<0.60-x0.5", {"confidence": 0.52}, {}, 0.005, "25"),
+    # a threshold is inclusive: exactly 0.85 gets x1.5, exactly 0.60 gets x1
+    ("confidence=0.85", {"confidence": 0.85}, {}, 0.015, "75"),
+    ("confidence=0.60", {"confidence": 0.60}, {}, 0.01, "50"),
     ("regime-trending-x1.2", {"regime": "trending"}, {}, 0.012, "60"),
     ("regime-ranging-x0.8", {"regime": "ranging"}, {}, 0.008, "40"),
     # 1% x 1.2 x 1.5 = 1.8% -> clamped to the 1.5% ceiling
