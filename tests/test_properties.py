@@ -2,7 +2,8 @@
 
 Random markets (linear with non-1 contract sizes, inverse, spot; steps from 1e-8 to 10;
 minimum amount and cost; fees; Binance's BTC tier table), random policies (every sizing model,
-every cap, fixed and auto leverage, every liquidation guard, skip or raise below minimums),
+every cap, fixed and auto leverage, isolated and cross, every liquidation guard, skip or raise
+below minimums), stops as a price, a percent, k x ATR or a loss on margin,
 random intents and accounts. For every decision:
 
 * the amount is a whole number of lots: ``Decimal(amount) / step`` is an integer;
@@ -105,7 +106,8 @@ def policies(draw: st.DrawFn) -> Policy:
         limits["min_notional"] = 10.0
     lev = draw(st.sampled_from([1, 2, 5, 10, 20, 30, 50, 75, 100, 125]))
     leverage = {"mode": draw(st.sampled_from(["fixed", "fixed", "auto"])), "value": lev,
-                "max": max(lev, draw(st.sampled_from([1, 20, 50, 200])))}
+                "max": max(lev, draw(st.sampled_from([1, 20, 50, 200]))),
+                "margin_mode": draw(st.sampled_from(["isolated", "isolated", "cross"]))}
     return policy(
         sizing=sizing, limits=limits, leverage=leverage,
         liquidation={"guard": draw(st.sampled_from(["lower_leverage", "shrink", "refuse", "off"]))},
@@ -127,7 +129,7 @@ def cases(draw: st.DrawFn) -> tuple[MarketRules, Policy, Intent, float, tuple[Po
     side = "long" if m.kind == "spot" else draw(st.sampled_from(["long", "short"]))
     pct = draw(st.one_of(st.sampled_from([0.02, 0.1, 0.5, 1.0, 3.42]), st.floats(0.01, 20.0)))
     atr = price * draw(st.floats(0.001, 0.1))
-    how = draw(st.sampled_from(["pct", "atr", "price", "none"]))
+    how = draw(st.sampled_from(["pct", "atr", "price", "roe", "none"]))
     if p.sizing.model in ("risk", "kelly") and how == "none":
         how = "pct"
     kw: dict[str, Any] = {}
@@ -135,6 +137,8 @@ def cases(draw: st.DrawFn) -> tuple[MarketRules, Policy, Intent, float, tuple[Po
         kw["stop_pct"] = pct
     elif how == "atr":
         kw["atr"] = atr
+    elif how == "roe":  # a loss on margin: 5 x pct of margin at the leverage
+        kw["stop_roe"] = pct * 5
     elif how == "price":
         kw["stop"] = price * (1 - pct / 100) if side == "long" else price * (1 + pct / 100)
     if p.sizing.model == "volatility_target":
