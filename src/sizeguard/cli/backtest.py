@@ -81,9 +81,10 @@ def _plans(presets: Sequence[str], configs: Sequence[Path], sets: Sequence[str],
     ``--preset NAME@MARKET[,MARKET...]`` its own (one per candle file), e.g.
     ``kraken-micro@BTC/USD`` on spot."""
     out: list[Plan] = []
-    for item in [*presets, *[str(c) for c in configs]] or list(PRESETS):
+    items = [(p, True) for p in presets] + [(str(c), False) for c in configs]
+    for item, is_preset in items or [(p, True) for p in PRESETS]:
         name, _, where = item.partition("@")
-        pol = load_policy(None, name, sets) if item not in presets else load_policy(name, None, sets)
+        pol = load_policy(name, None, sets) if is_preset else load_policy(None, name, sets)
         chosen = default
         if where:
             chosen = [book[m.strip()] for m in where.split(",")]
