@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import json
 import secrets
 import sqlite3
 import threading
@@ -74,6 +75,18 @@ class Replay:
     request_hash: str
     status: int
     body: str | None
+
+
+def _journal_json(data: dict[str, Any]) -> str:
+    """The journal's JSON of a decision, as the store's ``_dumps`` writes it, without its
+    recursive clean-up pass when the decision is plain JSON already (it is, but for a
+    non-finite number, which then takes the store's path)."""
+    try:
+        return json.dumps(data, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    except ValueError:
+        from sizeguard.adapters.sql_store import _dumps  # noqa: PLC0415
+
+        return _dumps(data)
 
 
 def token_digest(token: str) -> str:
@@ -267,10 +280,14 @@ class BotRegistry:
                 d = decision.to_dict()
                 tx.run("INSERT INTO bot_orders (client_order_id, bot_id, account_id, created_at) "
                        "VALUES (?, ?, ?, ?)", (cid, it.bot.id, account_id, now))
-                jid = store._insert_journal(
-                    tx, account_id, now, "decision", decision.symbol, decision.side,
-                    str(decision.status), ",".join(str(r) for r in decision.reasons), cid,
-                    it.snapshot_id, d, None)
+                row = tx.one("INSERT INTO journal (account_id, at, kind, symbol, side, status, "
+                             "reasons, client_order_id, snapshot_id, data, note) VALUES "
+                             "(?, ?, 'decision', ?, ?, ?, ?, ?, ?, ?, NULL) RETURNING id",
+                             (account_id, now, decision.symbol, decision.side,
+                              str(decision.status), ",".join(str(r) for r in decision.reasons),
+                              cid, it.snapshot_id, _journal_json(d)))
+                assert row is not None
+                jid = int(row[0])
                 reservation = None
                 if decision.accepted:
                     reservation = Reservation(
