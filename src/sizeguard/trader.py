@@ -218,8 +218,7 @@ class Trader:
         """A rejection about a minimum teaches that minimum (kept in the store)."""
         if not isinstance(exc, InvalidOrder) or exc.rule not in ("min_cost", "min_amount"):
             return
-        base_sized = getattr(market, "amount_in_base", False)
-        unit = market.contract_size if market.inverse and not base_sized else price * market.contract_size
+        unit = market.unit_value(price)
         if exc.rule == "min_cost":
             cost = exc.minimum if exc.minimum else notional * 1.000001
             self.store.learn_minimum(self.venue, market.symbol, min_cost=cost,

@@ -109,14 +109,6 @@ class PaperExchange:
         self.leverage[symbol] = leverage
 
     @staticmethod
-    def unit_value(m: MarketRules, price: float) -> float:
-        """Quote value of one amount unit, as the core counts it: an inverse contract's face
-        value, else price x contract size (spot, linear, and base-sized inverse markets)."""
-        if m.inverse and not getattr(m, "amount_in_base", False):
-            return m.contract_size
-        return price * m.contract_size
-
-    @staticmethod
     def tier(m: MarketRules, notional: float, price: float) -> Tier | None:
         if not m.tiers:
             return None
@@ -157,7 +149,7 @@ class PaperExchange:
         if q > max_amount * (1 + _TOL):
             raise InvalidOrder(_msg(-4005, "Quantity greater than max quantity."),
                                exchange=self.name, symbol=symbol, code="-4005", rule="max_amount")
-        notional = q * self.unit_value(m, price)
+        notional = q * m.unit_value(price)
         min_cost = max(m.min_cost, self.min_cost_override.get(symbol, 0.0))
         if not reduce_only and min_cost > 0 and notional < min_cost * (1 - _TOL):
             raise InvalidOrder(_msg(-4164, f"Order's notional must be no smaller than {min_cost:g} "
@@ -203,7 +195,7 @@ class PaperExchange:
                                     symbol=symbol, code="-2019")
         sign = 1.0 if side == "long" else -1.0
         fill = price * (1 + sign * self.slippage)
-        fill_notional = float(qty) * self.unit_value(m, fill)
+        fill_notional = float(qty) * m.unit_value(fill)
         fee = fill_notional * self._taker(m)
         key = (symbol, side)
         old = self._positions.get(key)
@@ -261,7 +253,7 @@ class PaperExchange:
         share = float(qty / pos.amount)
         notional = pos.notional * share
         pnl = notional * (fill / pos.entry - 1.0) * sign
-        fee = float(qty) * self.unit_value(m, fill) * self._taker(m)
+        fee = float(qty) * m.unit_value(fill) * self._taker(m)
         self.wallet += pnl - fee
         if qty == pos.amount:
             del self._positions[(symbol, side)]
