@@ -432,3 +432,14 @@ def test_serve_reads_every_option_from_the_environment(url: str, tmp_path: Path,
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(15)
         log.close()
+
+
+def test_serve_live_needs_exchange_and_key(url: str) -> None:
+    """--live refuses to start without a ccxt exchange id or the API key (offline check)."""
+    base = [SIZEGUARD, "serve", "--store", url, "--port", str(free_port()), "--live"]
+    no_exchange = subprocess.run(base, env=clean_env(), capture_output=True, text=True,
+                                 timeout=60, check=False)
+    assert no_exchange.returncode == 2 and "--exchange" in no_exchange.stderr
+    no_key = subprocess.run([*base, "--exchange", "binanceusdm"], env=clean_env(),
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert no_key.returncode == 2 and "SIZEGUARD_API_KEY" in no_key.stderr

@@ -103,3 +103,40 @@ def test_a_defect_is_a_500_problem_not_a_traceback(store: SqlStore) -> None:
         assert r.status_code == 500
         assert r.headers["content-type"].startswith("application/problem+json")
         assert "bug" not in r.text and "Traceback" not in r.text
+
+
+def test_live_orders_go_through_ccxt(tmp_path: Path, store: SqlStore,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """--live: /v1/orders places entry, stop and take-profit through the ccxt adapter (a real
+    ccxt Binance USD-M object whose HTTP layer replays recorded answers)."""
+    from ccxt_replay import Replay
+    from sizeguard.adapters import ccxt_exchange
+    from sizeguard.adapters.market_snapshot import refresh
+    from sizeguard.config.loader import load_policy
+
+    real = ccxt_exchange.make_exchange
+    replays: list[Replay] = []
+
+    def replayed(name: str, **kw: Any) -> Any:
+        replays.append(Replay("binanceusdm"))
+        return replays[-1].install(real(name, **kw))
+
+    monkeypatch.setattr(ccxt_exchange, "make_exchange", replayed)
+    monkeypatch.setattr("sizeguard.http.service.new_client_order_id", lambda: "sg-1")  # recorded
+    _, source = refresh(replayed("binanceusdm"), tmp_path)
+    monkeypatch.setenv("SIZEGUARD_API_KEY", "k-secret-key")
+    monkeypatch.setenv("SIZEGUARD_API_SECRET", "s-secret")
+    _, token = BotRegistry(store).add("alpha", account_id="default")
+    settings = ServeSettings(live=True, exchange="binanceusdm", hedge_mode=True)
+    policy = load_policy("viper-fixed-margin", sets=["sizing.margin=50", "leverage.value=10"])
+    app = create_app(settings, store=store, markets=source, policy=policy)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.post("/v1/orders", headers={"Authorization": f"Bearer {token}"},
+                        json={**BUY, "take_profit": 55000.0})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["status"] == "filled" and out["decision"]["amount"] == "0.01"
+        assert [o["kind"] for o in out["orders"]] == ["entry", "stop", "take_profit"]
+        assert "k-secret-key" not in r.text and "s-secret" not in r.text
+        assert "k-secret-key" not in client.get("/healthz").text
+    assert any("order" in path.lower() for _, path, _ in replays[-1].requests)

@@ -73,6 +73,10 @@ def serve(
                 else str(value)
     try:
         settings = ServeSettings()
+        if settings.live:
+            from sizeguard.http.service import LiveExchange  # noqa: PLC0415
+
+            LiveExchange.check(settings)
         st = open_store(settings.store)  # migrate once, before the workers start
         url = st.url
         st.close()

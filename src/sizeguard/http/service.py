@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -63,6 +64,44 @@ def paper_exchange(gate: Gate) -> Exchange:
                          positions=held, name=gate.settings.exchange)
 
 
+class LiveExchange:
+    """The live account through ccxt (``--live``): one exchange object per process, built on
+    first use from ``SIZEGUARD_API_KEY``, ``SIZEGUARD_API_SECRET`` and
+    ``SIZEGUARD_API_PASSWORD`` (read here, never logged or answered). Orders on it are
+    serialised per process (ccxt objects are not thread-safe)."""
+
+    def __init__(self) -> None:
+        self._exchange: Exchange | None = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def check(settings: ServeSettings) -> None:
+        """Refuse to start live without an exchange id and its key."""
+        if settings.exchange in ("", "paper"):
+            raise InvalidInput("exchange", settings.exchange, "--live needs --exchange NAME "
+                               "(a ccxt exchange id, e.g. binanceusdm)")
+        if not os.environ.get("SIZEGUARD_API_KEY"):
+            raise InvalidInput("SIZEGUARD_API_KEY", None, "--live needs the exchange API key "
+                               "in the environment (SIZEGUARD_API_KEY, SIZEGUARD_API_SECRET)")
+
+    def __call__(self, gate: Gate) -> Exchange:
+        with self._lock:
+            if self._exchange is None:
+                from sizeguard.adapters.ccxt_exchange import (  # noqa: PLC0415 - live only
+                    CcxtExchange,
+                    make_exchange,
+                )
+
+                self.check(gate.settings)
+                x = make_exchange(gate.settings.exchange,
+                                  api_key=os.environ.get("SIZEGUARD_API_KEY"),
+                                  secret=os.environ.get("SIZEGUARD_API_SECRET"),
+                                  password=os.environ.get("SIZEGUARD_API_PASSWORD"))
+                quote = gate.store.risk_state(gate.account_id).quote
+                self._exchange = CcxtExchange(x, hedge_mode=gate.settings.hedge_mode, quote=quote)
+            return self._exchange
+
+
 def market_dict(m: MarketRules) -> dict[str, Any]:
     def plain(x: Any) -> Any:
         return None if isinstance(x, float) and not math.isfinite(x) else x
@@ -90,6 +129,9 @@ class Gate:
         self.store = store
         self.markets = markets
         self.registry = registry
+        if exchange_factory is None and settings.live:
+            LiveExchange.check(settings)
+            exchange_factory = LiveExchange()
         self.exchange_factory = exchange_factory or paper_exchange
         self.policy = policy or resolve(settings.preset, settings.config, (), env_from_os()).policy
         self.counters = Counters()
