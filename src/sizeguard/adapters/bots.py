@@ -189,6 +189,8 @@ class BotRegistry:
                 row = tx.one(f"SELECT {_BOT_COLS} FROM bots WHERE id = ?", (bot_id,))
             hit = (_bot(row) if row else None, now)
             with self._lock:
+                if len(self._cache) >= 10_000:  # made-up ids must not grow it without bound
+                    self._cache.clear()
                 self._cache[bot_id] = hit
         return self._check(token, hit[0])
 
