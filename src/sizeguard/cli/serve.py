@@ -40,22 +40,25 @@ def _fail(exc: Exception) -> typer.Exit:
              "--store postgresql://postgres@127.0.0.1/sizeguard\n\n"
              "  SIZEGUARD_PORT=9000 SIZEGUARD_PRESET=quantum-4x30 sizeguard serve")
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address [env SIZEGUARD_HOST; 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [env SIZEGUARD_PORT; 8080].")] = None,
+    host: Annotated[str | None, typer.Option(
+        help="Bind address (env SIZEGUARD_HOST; default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (env SIZEGUARD_PORT; default 8080).")] = None,
     workers: Annotated[int | None, typer.Option(
-        help="Processes [env SIZEGUARD_WORKERS; 1]. More than one needs PostgreSQL to scale.")] = None,
+        help="Processes (env SIZEGUARD_WORKERS; default 1). More than one: use PostgreSQL."
+    )] = None,
     markets: Annotated[str | None, typer.Option(
-        help="Market snapshot / ccxt markets JSON [env SIZEGUARD_MARKETS; built-in].")] = None,
-    tiers: Annotated[str | None, typer.Option(help="ccxt leverage tiers JSON [env SIZEGUARD_TIERS].")] = None,
+        help="Market snapshot / ccxt markets JSON (env SIZEGUARD_MARKETS; default built-in).")] = None,
+    tiers: Annotated[str | None, typer.Option(help="ccxt leverage tiers JSON (env SIZEGUARD_TIERS).")] = None,
     store: Annotated[str | None, typer.Option(
-        help="postgresql://... or sqlite:///PATH [env SIZEGUARD_STORE; state.db in the data dir].")] = None,
+        help="postgresql://... or sqlite:///PATH (env SIZEGUARD_STORE; default state.db in "
+             "the data dir).")] = None,
     account: Annotated[str | None, typer.Option(
-        help="Account name [env SIZEGUARD_ACCOUNT; default].")] = None,
+        help="Account name (env SIZEGUARD_ACCOUNT; default 'default').")] = None,
     exchange: Annotated[str | None, typer.Option(
-        help="Venue; with --live the ccxt exchange id [env SIZEGUARD_EXCHANGE; paper].")] = None,
+        help="Venue; with --live the ccxt exchange id (env SIZEGUARD_EXCHANGE; default paper).")] = None,
     live: Annotated[bool | None, typer.Option(
-        "--live/--paper", help="Orders on the real exchange [env SIZEGUARD_LIVE; paper].")] = None,
-    preset: Annotated[str | None, typer.Option(help="Service policy preset [env SIZEGUARD_PRESET].")] = None,
+        "--live/--paper", help="Orders on the real exchange (env SIZEGUARD_LIVE; default paper).")] = None,
+    preset: Annotated[str | None, typer.Option(help="Service policy preset (env SIZEGUARD_PRESET).")] = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="uvicorn log level.")] = None,
 ) -> None:
     """Run the HTTP risk gate (FastAPI on uvicorn); OpenAPI at /docs."""
