@@ -84,7 +84,7 @@ def test_markets_refresh_then_trade_on_the_snapshot(tmp_path: Path,
     def replayed(name: str, **kw: Any) -> Any:
         return Replay("binanceusdm").install(make_exchange(name, **kw))
 
-    monkeypatch.setattr("sizeguard.cli.state.make_exchange", replayed)
+    monkeypatch.setattr("sizeguard.adapters.ccxt_exchange.make_exchange", replayed)
     out = run("markets", "refresh", "--exchange", "binanceusdm", "--dir", str(tmp_path), "--json")
     assert out["markets"] == 2 and Path(out["path"]).exists()
     assert run("markets", "--json")[0]["symbol"] == BTC  # the original command still works
@@ -111,7 +111,7 @@ def test_live_trade_and_sync_on_a_replayed_exchange(tmp_path: Path,
     def replayed(name: str, **kw: Any) -> Any:
         return Replay("binanceusdm").install(make_exchange(name, **kw))
 
-    monkeypatch.setattr("sizeguard.cli.state.make_exchange", replayed)
+    monkeypatch.setattr("sizeguard.adapters.ccxt_exchange.make_exchange", replayed)
     snap = run("markets", "refresh", "--exchange", "binanceusdm", "--dir", str(tmp_path), "--json")
     s = ["--store", str(tmp_path / "live.db"), "--account", "live"]
     args = ["trade", BTC, "--side", "long", "--price", "50000", "--stop", "49000",

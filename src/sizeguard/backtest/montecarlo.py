@@ -25,7 +25,7 @@ import numpy.typing as npt
 from sizeguard.errors import InvalidInput
 
 F64 = npt.NDArray[np.float64]
-METHODS = ("bootstrap", "block")
+from sizeguard.backtest import METHODS  # noqa: E402  (re-exported)
 
 
 def _paths(returns: F64, starts: Any, block: int, n_trades: int, ruin: float

@@ -38,7 +38,7 @@ I8 = npt.NDArray[np.int8]
 
 EXIT_LONG = 1
 EXIT_SHORT = 2
-STRATEGIES = ("ema-cross", "donchian", "file")
+from sizeguard.backtest import STRATEGIES  # noqa: E402  (re-exported)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,17 +21,18 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from sizeguard.adapters.market_files import attach_tiers, load_markets
-from sizeguard.backtest.candles import Panel, align, load_many
-from sizeguard.backtest.engine import BacktestResult, run_backtest
-from sizeguard.backtest.montecarlo import METHODS, MonteCarloResult, simulate
-from sizeguard.backtest.report import METRIC_ROWS, equity_svg, write_report
-from sizeguard.backtest.results import metrics, read_ledger, write_ledger
-from sizeguard.backtest.signals import STRATEGIES, Signals, build_signals
+from sizeguard.backtest import METHODS, STRATEGIES
 from sizeguard.cli.main import app
 from sizeguard.config.loader import PRESETS, load_policy
 from sizeguard.core.market import MarketBook, MarketRules
 from sizeguard.core.policy import Policy
 from sizeguard.errors import InvalidInput, SizeguardError
+
+if TYPE_CHECKING:  # numba, polars and numpy load only when a backtest command runs
+    from sizeguard.backtest.candles import Panel
+    from sizeguard.backtest.engine import BacktestResult
+    from sizeguard.backtest.montecarlo import MonteCarloResult
+    from sizeguard.backtest.signals import Signals
 
 PROGRESS_BARS = 200_000  # show a progress bar when bars x policies exceed this
 
@@ -117,6 +118,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[str], Callable[[int, int], No
 
 def run_many(panel: Panel, signals: Signals, plans: Sequence[Plan], *, equity: float,
              funding: float, intrabar: str, show_progress: bool) -> list[BacktestResult]:
+    from sizeguard.backtest.engine import run_backtest
     results = []
     with _progress(show_progress) as bar:
         for pol, markets in plans:
@@ -127,6 +129,8 @@ def run_many(panel: Panel, signals: Signals, plans: Sequence[Plan], *, equity: f
 
 
 def metrics_table(results: Sequence[BacktestResult]) -> Table:
+    from sizeguard.backtest.report import METRIC_ROWS
+    from sizeguard.backtest.results import metrics
     table = Table(title="backtest", title_justify="left")
     table.add_column("")
     ms = [metrics(r) for r in results]
@@ -147,6 +151,7 @@ def _plain(value: Any) -> Any:
 
 def _load(candles: list[Path], symbol: list[str] | None, markets: Path | None,
           tiers: Path | None) -> tuple[Panel, MarketBook, list[MarketRules], list[str]]:
+    from sizeguard.backtest.candles import align, load_many
     book = load_markets(markets)
     if tiers is not None:
         book = attach_tiers(book, tiers)
@@ -192,6 +197,10 @@ def backtest(
         "--progress/--no-progress", help="Progress bar (default: on long runs).")] = None,
 ) -> None:
     """Backtest one or more sizing policies on the same candles and signals."""
+    from sizeguard.backtest.montecarlo import simulate
+    from sizeguard.backtest.report import equity_svg, write_report
+    from sizeguard.backtest.results import metrics, write_ledger
+    from sizeguard.backtest.signals import build_signals
     try:
         panel, book, chosen, notes = _load(candles, symbol, markets, tiers)
         plans = _plans(preset or [], config or [], set_ or [], book, chosen)
@@ -268,6 +277,9 @@ def montecarlo(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Resample a backtest's trades into many equity paths: final equity, drawdown, ruin."""
+    from sizeguard.backtest.montecarlo import simulate
+    from sizeguard.backtest.results import read_ledger
+    from sizeguard.backtest.signals import build_signals
     try:
         series: list[tuple[str, Any]] = []
         if ledger is not None:

@@ -15,7 +15,7 @@ def complete_preset(incomplete: str) -> list[str]:
 
 
 def complete_symbol(incomplete: str) -> list[str]:
-    from sizeguard.adapters.market_files import builtin_markets  # noqa: PLC0415 - only when completing
+    from sizeguard.adapters.market_files import builtin_markets
     return [s for s in builtin_markets() if s.upper().startswith(incomplete.upper())]
 
 

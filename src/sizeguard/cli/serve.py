@@ -62,9 +62,9 @@ def serve(
     log_level: Annotated[str | None, typer.Option("--log-level", help="uvicorn log level.")] = None,
 ) -> None:
     """Run the HTTP risk gate (FastAPI on uvicorn); OpenAPI at /docs."""
-    import uvicorn  # noqa: PLC0415 - only this command needs the server
+    import uvicorn
 
-    from sizeguard.http.settings import ServeSettings  # noqa: PLC0415
+    from sizeguard.http.settings import ServeSettings
 
     given: dict[str, Any] = {"host": host, "port": port, "workers": workers, "markets": markets,
                              "tiers": tiers, "store": store, "account": account,
@@ -77,7 +77,7 @@ def serve(
     try:
         settings = ServeSettings()
         if settings.live:
-            from sizeguard.http.service import LiveExchange  # noqa: PLC0415
+            from sizeguard.http.service import LiveExchange
 
             LiveExchange.check(settings)
         st = open_store(settings.store)  # migrate once, before the workers start

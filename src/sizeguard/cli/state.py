@@ -20,13 +20,12 @@ import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from sizeguard.adapters.ccxt_exchange import CcxtExchange, make_exchange
 from sizeguard.adapters.market_snapshot import FileMarketSource, latest_snapshot, refresh
 from sizeguard.adapters.paper import PaperExchange
 from sizeguard.adapters.sql_store import SqlStore, open_store
@@ -36,6 +35,9 @@ from sizeguard.core.intent import Intent
 from sizeguard.errors import ExchangeError, InvalidInput, SizeguardError, StoreError
 from sizeguard.ports import Exchange, ExchangePosition
 from sizeguard.trader import Trader
+
+if TYPE_CHECKING:  # ccxt loads only when a live exchange or a market refresh is asked for
+    from sizeguard.adapters.ccxt_exchange import CcxtExchange
 
 StoreOpt = Annotated[str | None, typer.Option(
     "--store", envvar="SIZEGUARD_STORE",
@@ -80,6 +82,8 @@ def _source(markets: Path | None, tiers: Path | None, exchange: str | None) -> F
 
 
 def _live_exchange(exchange: str | None, hedge: bool, quote: str) -> CcxtExchange:
+    from sizeguard.adapters.ccxt_exchange import CcxtExchange, make_exchange
+
     if exchange is None:
         raise InvalidInput("exchange", None, "--live needs --exchange NAME")
     key = os.environ.get("SIZEGUARD_API_KEY")
@@ -332,7 +336,7 @@ def journal(
     if as_json:
         _emit({"entries": [e.to_dict() for e in entries]})
         return
-    import time  # noqa: PLC0415
+    import time
 
     t = Table(title=f"journal of {account}")
     for col in ("id", "at (UTC)", "kind", "symbol", "status", "reasons / note", "client order id",
@@ -403,6 +407,8 @@ def sync(
 
 
 def markets_refresh(exchange: str, directory: Path | None, as_json: bool) -> None:
+    from sizeguard.adapters.ccxt_exchange import make_exchange
+
     with _errors():
         x = make_exchange(exchange)
         path, source = refresh(x, directory)
