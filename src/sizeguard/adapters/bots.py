@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
-import json
 import secrets
 import sqlite3
 import threading
@@ -75,18 +74,6 @@ class Replay:
     request_hash: str
     status: int
     body: str | None
-
-
-def _journal_json(data: dict[str, Any]) -> str:
-    """The journal's JSON of a decision, as the store's ``_dumps`` writes it, without its
-    recursive clean-up pass when the decision is plain JSON already (it is, but for a
-    non-finite number, which then takes the store's path)."""
-    try:
-        return json.dumps(data, separators=(",", ":"), sort_keys=True, allow_nan=False)
-    except ValueError:
-        from sizeguard.adapters.sql_store import _dumps  # noqa: PLC0415
-
-        return _dumps(data)
 
 
 def token_digest(token: str) -> str:
@@ -256,8 +243,6 @@ class BotRegistry:
         ``tests/test_http_batch.py`` checks decisions and rows equal the one-by-one path's.
         An item whose input is invalid gets its InvalidInput and writes nothing; any other
         error rolls the whole batch back and is raised."""
-        from sizeguard.adapters.sql_store import _RES_COLS, _new_id  # noqa: PLC0415
-
         store = self.store
         out: list[Reserved | InvalidInput] = []
         with store.tx(account_id) as tx:
@@ -279,32 +264,14 @@ class BotRegistry:
                 except InvalidInput as exc:
                     out.append(exc)
                     continue
-                d = decision.to_dict()
                 tx.run("INSERT INTO bot_orders (client_order_id, bot_id, account_id, created_at) "
                        "VALUES (?, ?, ?, ?)", (cid, it.bot.id, account_id, now))
-                row = tx.one("INSERT INTO journal (account_id, at, kind, symbol, side, status, "
-                             "reasons, client_order_id, snapshot_id, data, note) VALUES "
-                             "(?, ?, 'decision', ?, ?, ?, ?, ?, ?, ?, NULL) RETURNING id",
-                             (account_id, now, decision.symbol, decision.side,
-                              str(decision.status), ",".join(str(r) for r in decision.reasons),
-                              cid, it.snapshot_id, _journal_json(d)))
-                assert row is not None
-                jid = int(row[0])
-                reservation = None
+                done = store._record_decision(tx, account_id, decision, cid, it.snapshot_id, now,
+                                              it.ttl, it.claim)
                 if decision.accepted:
-                    reservation = Reservation(
-                        _new_id("res"), account_id, decision.symbol, decision.side,
-                        decision.amount, decision.notional, decision.margin, decision.leverage,
-                        cid, jid, now, now + it.ttl, "held")
-                    tx.run(f"INSERT INTO reservations ({_RES_COLS}, claimed_until) VALUES "
-                           "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           (reservation.id, account_id, reservation.symbol, reservation.side,
-                            reservation.amount, reservation.notional, reservation.margin,
-                            reservation.leverage, cid, jid, now, now + it.ttl, "held", None,
-                            now + it.claim))
                     account = dataclasses.replace(account, positions=(*account.positions, Position(
                         decision.symbol, decision.side, decision.notional, decision.margin)))
-                out.append(Reserved(d, jid, reservation))
+                out.append(done)
         return out
 
     def own_positions(self, bot: Bot) -> tuple[Position, ...]:

@@ -195,7 +195,12 @@ def _jsonable(value: Any) -> Any:
 
 
 def _dumps(value: Mapping[str, Any]) -> str:
-    return json.dumps(_jsonable(value), separators=(",", ":"), sort_keys=True)
+    # Decisions are plain JSON already; the recursive clean-up pass is only for the rare
+    # non-finite number, which json refuses with allow_nan=False.
+    try:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):
+        return json.dumps(_jsonable(value), separators=(",", ":"), sort_keys=True)
 
 
 # --------------------------------------------------------------------------- the transaction
@@ -457,21 +462,31 @@ class SqlStore:
             self._expire(tx, account_id, now)
             account = self._load_account(tx, account_id, now)
             decision = decide_fn(account)
-            jid = self._journal_decision(tx, account_id, decision, client_order_id, snapshot_id, now)
-            reservation = None
-            if decision.accepted:
-                reservation = Reservation(
-                    _new_id("res"), account_id, decision.symbol, decision.side, decision.amount,
-                    decision.notional, decision.margin, decision.leverage, client_order_id, jid,
-                    now, now + ttl, "held")
-                tx.run(f"INSERT INTO reservations ({_RES_COLS}) VALUES "
-                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (reservation.id, account_id, reservation.symbol, reservation.side,
-                        reservation.amount, reservation.notional, reservation.margin,
-                        reservation.leverage, client_order_id, jid, now, now + ttl, "held", None))
-                tx.run("UPDATE reservations SET claimed_until = ? WHERE id = ?",
-                       (now + claim, reservation.id))
-        return Reserved(decision.to_dict(), jid, reservation)
+            return self._record_decision(tx, account_id, decision, client_order_id, snapshot_id,
+                                         now, ttl, claim)
+
+    def _record_decision(self, tx: Tx, account_id: str, decision: Decision, client_order_id: str,
+                         snapshot_id: str | None, now: float, ttl: float, claim: float
+                         ) -> Reserved:
+        """Journal a decision and, when accepted, hold its reservation (claimed for ``claim``
+        seconds): the write half of decide-and-reserve, inside the caller's transaction."""
+        data = decision.to_dict()
+        jid = self._insert_journal(
+            tx, account_id, now, "decision", decision.symbol, decision.side, str(decision.status),
+            ",".join(str(r) for r in decision.reasons), client_order_id, snapshot_id, data, None)
+        reservation = None
+        if decision.accepted:
+            reservation = Reservation(
+                _new_id("res"), account_id, decision.symbol, decision.side, decision.amount,
+                decision.notional, decision.margin, decision.leverage, client_order_id, jid,
+                now, now + ttl, "held")
+            tx.run(f"INSERT INTO reservations ({_RES_COLS}, claimed_until) VALUES "
+                   "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (reservation.id, account_id, reservation.symbol, reservation.side,
+                    reservation.amount, reservation.notional, reservation.margin,
+                    reservation.leverage, client_order_id, jid, now, now + ttl, "held", None,
+                    now + claim))
+        return Reserved(data, jid, reservation)
 
     def claim_reservation(self, reservation_id: str, claim: float = 60.0) -> bool:
         """Take over a held reservation whose previous claim has lapsed (its submit crashed or
