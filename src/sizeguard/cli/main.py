@@ -8,7 +8,6 @@ naming the field and the value). ``config check`` exits 1 when the audit finds e
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -207,7 +206,7 @@ def markets(
     except (SizeguardError, ValueError) as exc:
         fail(exc)
     if as_json:
-        typer.echo(json.dumps([_market_dict(m) for m in chosen]))
+        typer.echo(json.dumps([m.to_dict() for m in chosen]))
         return
     console = Console()
     if symbol is None:
@@ -215,22 +214,6 @@ def markets(
         console.print("[dim]One market's rules and tiers: sizeguard markets SYMBOL[/dim]")
     else:
         console.print(market_panel(chosen[0]))
-
-
-def _market_dict(m: Any) -> dict[str, Any]:
-    def plain(x: Any) -> Any:
-        return None if isinstance(x, float) and math.isinf(x) else x
-    return {
-        "symbol": m.symbol, "type": m.kind, "linear": m.linear, "inverse": m.inverse,
-        "contract_size": m.contract_size, "amount_step": m.amount_step, "price_tick": m.price_tick,
-        "min_amount": m.min_amount, "max_amount": plain(m.max_amount), "min_cost": m.min_cost,
-        "max_cost": plain(m.max_cost), "max_leverage": plain(m.max_leverage), "taker": m.taker,
-        "maker": m.maker, "exchange": m.exchange, "notes": list(m.notes),
-        "tiers": [{"tier": t.tier, "min_notional": t.min_notional,
-                   "max_notional": plain(t.max_notional), "max_leverage": t.max_leverage,
-                   "maintenance_margin_rate": t.maintenance_margin_rate,
-                   "maintenance_amount": t.maintenance_amount} for t in m.tiers],
-    }
 
 
 @app.command()

@@ -76,6 +76,26 @@ class MarketRules:
             return self.contract_size
         return price * self.contract_size
 
+    def to_dict(self) -> dict[str, Any]:
+        """The market's rules as plain JSON data (absent maximums as None), tiers included."""
+        def plain(x: float) -> float | None:
+            return x if math.isfinite(x) else None
+
+        return {
+            "symbol": self.symbol, "type": self.kind, "linear": self.linear,
+            "inverse": self.inverse, "settle": self.settle, "quote": self.quote,
+            "contract_size": self.contract_size, "amount_step": self.amount_step,
+            "price_tick": self.price_tick, "min_amount": self.min_amount,
+            "max_amount": plain(self.max_amount), "min_cost": self.min_cost,
+            "max_cost": plain(self.max_cost), "max_leverage": plain(self.max_leverage),
+            "taker": self.taker, "maker": self.maker, "exchange": self.exchange,
+            "notes": list(self.notes),
+            "tiers": [{"tier": t.tier, "min_notional": t.min_notional,
+                       "max_notional": plain(t.max_notional), "max_leverage": t.max_leverage,
+                       "maintenance_margin_rate": t.maintenance_margin_rate,
+                       "maintenance_amount": t.maintenance_amount} for t in self.tiers],
+        }
+
     def with_tiers(self, tiers: Iterable[Tier], source: str) -> MarketRules:
         """A copy with leverage tiers attached (the tier table's max leverage then applies)."""
         tiers = tuple(tiers)

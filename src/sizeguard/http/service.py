@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -100,23 +99,6 @@ class LiveExchange:
                 quote = gate.store.risk_state(gate.account_id).quote
                 self._exchange = CcxtExchange(x, hedge_mode=gate.settings.hedge_mode, quote=quote)
             return self._exchange
-
-
-def market_dict(m: MarketRules) -> dict[str, Any]:
-    def plain(x: Any) -> Any:
-        return None if isinstance(x, float) and not math.isfinite(x) else x
-    return {
-        "symbol": m.symbol, "type": m.kind, "linear": m.linear, "inverse": m.inverse,
-        "settle": m.settle, "quote": m.quote,
-        "contract_size": m.contract_size, "amount_step": m.amount_step, "price_tick": m.price_tick,
-        "min_amount": m.min_amount, "max_amount": plain(m.max_amount), "min_cost": m.min_cost,
-        "max_cost": plain(m.max_cost), "max_leverage": plain(m.max_leverage), "taker": m.taker,
-        "maker": m.maker, "exchange": m.exchange, "notes": list(m.notes),
-        "tiers": [{"tier": t.tier, "min_notional": t.min_notional,
-                   "max_notional": plain(t.max_notional), "max_leverage": t.max_leverage,
-                   "maintenance_margin_rate": t.maintenance_margin_rate,
-                   "maintenance_amount": t.maintenance_amount} for t in m.tiers],
-    }
 
 
 class Gate:
@@ -352,7 +334,7 @@ class Gate:
 
     def market_info(self, symbol: str) -> dict[str, Any]:
         try:
-            return market_dict(self.market(symbol))
+            return self.market(symbol).to_dict()
         except UnknownSymbol as exc:
             raise Problem(404, "unknown symbol", str(exc),
                           errors=[{"field": "symbol", "reason": exc.reason}]) from None
