@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -56,26 +57,59 @@ class Account:
     last_trade_at: Mapping[str, float] = field(default_factory=_empty_floats)
     min_cost: Mapping[str, float] = field(default_factory=_empty_floats)
     wallet_balance: float | None = None
+    # Aggregates of ``positions``, computed once: the gates, caps and margin budget read them
+    # several times per decision, and a shared account may carry dozens of reservations.
+    _margin_in_use: float = field(init=False, repr=False, compare=False, default=0.0)
+    _gross: float = field(init=False, repr=False, compare=False, default=0.0)
+    _by_symbol: dict[str, float] = field(init=False, repr=False, compare=False,
+                                         default_factory=dict)
+    _positions_suspect: bool = field(init=False, repr=False, compare=False, default=False)
+
+    def __post_init__(self) -> None:
+        margin = gross = 0.0
+        by_symbol: dict[str, float] = {}
+        suspect = False
+        for p in self.positions:
+            try:
+                n = abs(p.notional)
+                margin += p.margin
+                gross += n
+                by_symbol[p.symbol] = by_symbol.get(p.symbol, 0.0) + n
+                # `not x >= 0` is also true for NaN: validation then names the field
+                if not (p.margin >= 0 and p.maintenance_margin >= 0) or not math.isfinite(
+                        n + p.margin + p.maintenance_margin + p.unrealised_pnl):
+                    suspect = True
+            except TypeError:  # not a number: validation names the field
+                suspect = True
+        object.__setattr__(self, "_margin_in_use", margin)
+        object.__setattr__(self, "_gross", gross)
+        object.__setattr__(self, "_by_symbol", by_symbol)
+        object.__setattr__(self, "_positions_suspect", suspect)
+
+    @property
+    def positions_suspect(self) -> bool:
+        """True when some position has a non-finite or negative field (validation names it)."""
+        return self._positions_suspect
 
     @property
     def margin_in_use(self) -> float:
-        return sum(p.margin for p in self.positions)
+        return self._margin_in_use
 
     @property
     def available_margin(self) -> float:
         if self.available is not None:
             return self.available
-        return self.equity - self.margin_in_use
+        return self.equity - self._margin_in_use
 
     @property
     def gross_exposure(self) -> float:
-        return sum(abs(p.notional) for p in self.positions)
+        return self._gross
 
     def symbol_exposure(self, symbol: str) -> float:
-        return sum(abs(p.notional) for p in self.positions if p.symbol == symbol)
+        return self._by_symbol.get(symbol, 0.0)
 
     def has_position(self, symbol: str) -> bool:
-        return any(p.symbol == symbol for p in self.positions)
+        return symbol in self._by_symbol
 
     @property
     def drawdown(self) -> float:

@@ -58,11 +58,12 @@ def validate(intent: Intent, account: Account, market: MarketRules) -> None:
     if account.losing_streak < 0:
         raise InvalidInput("losing_streak", account.losing_streak, "must be >= 0")
     # a NaN here would silently switch off the caps and the margin budget (NaN compares false)
-    for k, pos in enumerate(account.positions):
-        _finite(f"positions[{k}].notional", pos.notional, positive=False)
-        _finite(f"positions[{k}].margin", pos.margin, allow_zero=True)
-        _finite(f"positions[{k}].maintenance_margin", pos.maintenance_margin, allow_zero=True)
-        _finite(f"positions[{k}].unrealised_pnl", pos.unrealised_pnl, positive=False)
+    if account.positions_suspect:
+        for k, pos in enumerate(account.positions):
+            _finite(f"positions[{k}].notional", pos.notional, positive=False)
+            _finite(f"positions[{k}].margin", pos.margin, allow_zero=True)
+            _finite(f"positions[{k}].maintenance_margin", pos.maintenance_margin, allow_zero=True)
+            _finite(f"positions[{k}].unrealised_pnl", pos.unrealised_pnl, positive=False)
     _finite("wallet_balance", account.wallet_balance, positive=False)
     _finite("time", intent.time, positive=False)
     given = [n for n in ("stop", "stop_pct", "stop_roe") if getattr(intent, n) is not None]
