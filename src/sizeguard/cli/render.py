@@ -329,7 +329,8 @@ def side_by_side(results: Sequence[tuple[str, Decision]], title: str) -> Table:
     t = Table(title=title, title_justify="left", show_lines=True)
     t.add_column("", style="bold")
     for preset, _ in results:
-        t.add_column(preset, justify="right", overflow="fold")
+        # break names at their hyphens so "viper-fixed-margin" never splits mid-word
+        t.add_column(preset.replace("-", "-\n"), justify="right", overflow="fold")
 
     def row(label: str, f: Any) -> None:
         t.add_row(label, *[f(d) for _, d in results])
