@@ -112,8 +112,7 @@ class PaperExchange:
     def tier(m: MarketRules, notional: float, price: float) -> Tier | None:
         if not m.tiers:
             return None
-        units = notional / price if (m.inverse and m.exchange != "krakenfutures") else notional
-        return find_tier(m.tiers, units) or m.tiers[-1]
+        return find_tier(m.tiers, m.tier_units(notional, price)) or m.tiers[-1]
 
     def check(self, symbol: str, amount: str, price: float, *, reduce_only: bool = False
               ) -> tuple[MarketRules, Decimal, float]:
@@ -182,8 +181,7 @@ class PaperExchange:
             raise InvalidOrder(_msg(-2027, "Exceeded the maximum allowable position at current "
                                     "leverage."), exchange=self.name, symbol=symbol, code="-2027",
                                rule="leverage")
-        if tier is not None and notional > tier.max_notional * (
-                price if (m.inverse and m.exchange != "krakenfutures") else 1.0) * (1 + _TOL):
+        if tier is not None and m.tier_units(notional, price) > tier.max_notional * (1 + _TOL):
             raise InvalidOrder(_msg(-2027, "Exceeded the maximum allowable position at current "
                                     "leverage."), exchange=self.name, symbol=symbol, code="-2027",
                                rule="leverage")

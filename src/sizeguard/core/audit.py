@@ -290,7 +290,7 @@ def _market_rules(p: Policy, m: MarketRules, equity: float, volatility_pct: floa
         per = p.limits.max_symbol_notional
         sl = replace(sl, notional=per, margin=per / sl.leverage if sl.margin is not None else None)
     sym = m.symbol
-    coin_tiers = m.inverse and m.exchange != "krakenfutures" and bool(m.tiers)
+    coin_tiers = m.tiers_in_coin and bool(m.tiers)
 
     fixed = p.leverage.mode == "fixed"
     if (fixed and m.is_contract and sl.notional is not None and math.isfinite(lev_p)

@@ -109,7 +109,7 @@ class _Run:
         self.cross = policy.leverage.margin_mode == "cross" and self.is_contract
         # ccxt's tier tables for coin-margined contracts count the notional in the settle coin
         # (Binance COIN-M brackets are in BTC); Kraken Futures' levels were converted to USD.
-        self.coin_tiers = market.inverse and market.exchange != "krakenfutures"
+        self.coin_tiers = market.tiers_in_coin
         self.sign = 1.0 if intent.is_long else -1.0
         # a market without tiers: its max leverage and the policy's default maintenance rate
         self.default_tier = None if market.tiers else Tier(
@@ -323,7 +323,7 @@ class _Run:
         if self.is_contract and self.m.tiers:
             top = self.m.tiers[-1].max_notional
             if math.isfinite(top):
-                unit = self.i.price if (self.m.inverse and self.m.exchange != "krakenfutures") else 1.0
+                unit = self.i.price if self.coin_tiers else 1.0
                 self.caps.append((top * unit * (1 - 1e-12), Reason.CAPPED_TIER_NOTIONAL,
                                   "top of the exchange's leverage tiers"))
         before = self.notional
@@ -462,7 +462,7 @@ class _Run:
         100x above: 2,000 margin buys 299,999 at 150x but only 200,000 at 100x). Taking the best
         tier keeps the size monotone: a bigger account never gets a smaller trade.
         """
-        unit = self.i.price if (self.m.inverse and self.m.exchange != "krakenfutures") else 1.0
+        unit = self.i.price if self.coin_tiers else 1.0
         best_lev, top_bound = lev0, False
         current = self.tier_for(self.notional)
         if lev0 <= current.max_leverage:

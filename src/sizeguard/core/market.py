@@ -76,6 +76,17 @@ class MarketRules:
             return self.contract_size
         return price * self.contract_size
 
+    @property
+    def tiers_in_coin(self) -> bool:
+        """Whether the tier table counts notional in the settle coin: ccxt's tables for
+        coin-margined contracts do (Binance COIN-M brackets are in BTC); Kraken Futures' levels
+        were converted to USD when loaded."""
+        return self.inverse and self.exchange != "krakenfutures"
+
+    def tier_units(self, notional: float, price: float) -> float:
+        """A quote notional in the units of this market's tier table."""
+        return notional / price if self.tiers_in_coin else notional
+
     def to_dict(self) -> dict[str, Any]:
         """The market's rules as plain JSON data (absent maximums as None), tiers included."""
         def plain(x: float) -> float | None:
