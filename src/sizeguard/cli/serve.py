@@ -92,9 +92,12 @@ def serve(
     typer.echo(f"sizeguard serve: http://{settings.host}:{settings.port} ({settings.workers} "
                f"worker(s), store {url.split('@')[-1]}, account {settings.account}, "
                f"{'live ' + settings.exchange if settings.live else 'paper'})", err=True)
+    from sizeguard.http.protocol import uvicorn_options
+
     uvicorn.run("sizeguard.http.app:app_from_env", factory=True, host=settings.host,
                 port=settings.port, workers=settings.workers, log_level=settings.log_level.lower(),
-                access_log=settings.access_log, proxy_headers=False, server_header=False)
+                access_log=settings.access_log, proxy_headers=False, server_header=False,
+                **uvicorn_options(settings))
 
 
 @bots_app.command("add")

@@ -21,6 +21,7 @@ from sizeguard.adapters.market_snapshot import FileMarketSource
 from sizeguard.adapters.sql_store import SqlStore, open_store
 from sizeguard.core.policy import Policy
 from sizeguard.errors import SizeguardError
+from sizeguard.http.guard import BodyGuard, GuardedRoute
 from sizeguard.http.metrics import Metrics, MetricsMiddleware
 from sizeguard.http.models import (
     CloseRequest,
@@ -49,6 +50,8 @@ P = {"model": ProblemOut, "content": {PROBLEM: {}}}
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {**P, "description": "Malformed request (invalid JSON, bad header)"},
     401: {**P, "description": "No bearer token, or a wrong one"},
+    408: {**P, "description": "The body did not arrive in time"},
+    413: {**P, "description": "The body is larger than the service accepts"},
     422: {**P, "description": "Invalid field (named in `field` and `errors`)"},
     503: {**P, "description": "Store or exchange unavailable; retry after Retry-After seconds"},
 }
@@ -68,6 +71,39 @@ def respond(answer: Answer) -> Response:
 
 def problem_response(p: Problem) -> Response:
     return respond((p.status, p.body(), p.headers))
+
+
+_VOCABULARY: dict[str, frozenset[str]] = {}
+
+
+def vocabulary(field: str) -> frozenset[str]:
+    """Every ``regime`` (or ``volatility``) name a shipped preset knows: what a request may
+    name under a policy without a table for it (where the name changes nothing)."""
+    if not _VOCABULARY:
+        from sizeguard.config.loader import PRESETS, load_policy  # noqa: PLC0415
+
+        for f in ("regime", "volatility"):
+            _VOCABULARY[f] = frozenset(k for name in PRESETS
+                                       for k in getattr(load_policy(name).adjust, f))
+    return _VOCABULARY[field]
+
+
+def check_enumerations(gate: Gate, data: Mapping[str, Any]) -> None:
+    """Refuse a ``regime`` or ``volatility`` the policy deciding the request does not know,
+    naming the allowed values, before any gate can skip the decision and hide it."""
+    policy = gate.policy_for(data.get("preset"))
+    for field in ("regime", "volatility"):
+        value = data.get(field)
+        if value is None:
+            continue
+        table = getattr(policy.adjust, field)
+        allowed = sorted(table) if table else sorted(vocabulary(field))
+        if str(value).lower() not in allowed:
+            raise Problem(422, "invalid request",
+                          f"{field}: unknown value {value!r}; one of {', '.join(allowed)}",
+                          errors=[{"field": field, "in": "body", "value": value,
+                                   "reason": f"must be one of {', '.join(allowed)}",
+                                   "allowed": allowed}])
 
 
 def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None = None,
@@ -96,8 +132,11 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
 
     app = FastAPI(title="sizeguard", version="1", description=DESCRIPTION, lifespan=lifespan,
                   docs_url="/docs", openapi_url="/openapi.json", redoc_url=None)
+    app.router.route_class = GuardedRoute  # routes take the body the guard parsed
     app.state.gate = gate
     app.state.metrics = metrics
+    # the guard runs inside the metrics, so its 408/413/400 answers are counted too
+    app.add_middleware(BodyGuard, max_body=settings.max_body, body_timeout=settings.body_timeout)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     # -- errors -------------------------------------------------------------------------
@@ -171,6 +210,7 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
         """Size a trade (the same fields as `sizeguard size`). `reserve: true` holds the margin,
         notional and slot atomically with the decision. A "no" is status `skipped`."""
         data = body.model_dump()
+        check_enumerations(gate, data)
         return await call(keyed, bot, key, "decisions", data,
                           lambda: gate.decide(bot, data, key))
 
@@ -180,6 +220,7 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
         """Size, reserve and place the entry with its stop (and take-profit) on the paper
         exchange (or the live one when the service runs with `--live`); record the position."""
         data = body.model_dump()
+        check_enumerations(gate, data)
         return await call(keyed, bot, key, "orders", data, lambda: gate.order(bot, data, key))
 
     @app.post("/v1/fills", tags=["orders"], response_model=None, responses=OWNED)
