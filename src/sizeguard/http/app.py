@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
@@ -16,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sizeguard import redact
 from sizeguard.adapters.bots import Bot, BotRegistry
 from sizeguard.adapters.market_snapshot import FileMarketSource
 from sizeguard.adapters.sql_store import SqlStore, open_store
@@ -38,6 +41,7 @@ from sizeguard.http.settings import ServeSettings
 from sizeguard.ports import MarketSource
 
 log = logging.getLogger("sizeguard.http")
+HEALTH_TIMEOUT = 2.0  # seconds /healthz waits for the store
 
 DESCRIPTION = """One risk gate for many bots sharing an account: every bot asks before it trades.
 
@@ -113,7 +117,8 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
     """The application over the given dependencies (each defaults from ``settings``)."""
     settings = settings or ServeSettings()
     own_store = owns_store if owns_store is not None else store is None
-    store = store or open_store(settings.store)
+    redact.install()  # no log line of this process carries a password, token or key
+    store = store or open_store(settings.store, timeout=settings.store_timeout)
     markets = markets or FileMarketSource(settings.markets, settings.tiers)
     registry = registry or BotRegistry(store, cache_ttl=settings.auth_cache_ttl)
     gate = Gate(settings, store, markets, registry, exchange_factory, policy)
@@ -272,10 +277,24 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
         """One market's rules and leverage tiers, e.g. `/v1/markets/BTC/USDT:USDT`."""
         return await call(lambda: (200, gate.market_info(symbol), {}))
 
-    @app.get("/healthz", tags=["service"])
+    health_threads: list[anyio.CapacityLimiter] = []
+
+    @app.get("/healthz", tags=["service"], responses={503: ERRORS[503]})
     async def healthz() -> Response:
-        """Liveness and the store's answer (503 when the store does not answer)."""
-        return await call(lambda: (200, gate.health(), {}))
+        """Liveness and the store's answer (503 when the store does not answer within
+        2 s). Its own threads: a busy or hung store never leaves it without one."""
+        if not health_threads:
+            health_threads.append(anyio.CapacityLimiter(4))
+        try:
+            with anyio.fail_after(HEALTH_TIMEOUT):
+                body = await anyio.to_thread.run_sync(gate.health, limiter=health_threads[0],
+                                                      abandon_on_cancel=True)
+        except TimeoutError:
+            raise Problem(503, "state store unavailable",
+                          f"the state store did not answer within {HEALTH_TIMEOUT:g} s",
+                          headers={"Retry-After": str(settings.retry_after)},
+                          extra={"retryable": True}) from None
+        return respond((200, body, {}))
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
     async def get_metrics() -> PlainTextResponse:
