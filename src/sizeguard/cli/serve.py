@@ -32,6 +32,12 @@ AccountOpt = Annotated[str, typer.Option("--account", envvar="SIZEGUARD_ACCOUNT"
 
 
 def _fail(exc: Exception) -> typer.Exit:
+    errors = getattr(exc, "errors", None)
+    if callable(errors) and type(exc).__name__ == "ValidationError":  # a setting out of range
+        e = errors()[0]
+        name = "SIZEGUARD_" + ".".join(str(p) for p in e.get("loc", ())).upper()
+        typer.echo(f"error: {name}: {e.get('msg')} (got {e.get('input')!r})", err=True)
+        return typer.Exit(2)
     typer.echo(f"error: {exc}", err=True)
     return typer.Exit(1 if isinstance(exc, StoreError) else 2)
 
@@ -42,9 +48,10 @@ def _fail(exc: Exception) -> typer.Exit:
 def serve(
     host: Annotated[str | None, typer.Option(
         help="Bind address (env SIZEGUARD_HOST; default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (env SIZEGUARD_PORT; default 8080).")] = None,
+    port: Annotated[int | None, typer.Option(
+        min=0, max=65535, help="Port (env SIZEGUARD_PORT; default 8080).")] = None,
     workers: Annotated[int | None, typer.Option(
-        help="Processes (env SIZEGUARD_WORKERS; default 1). More than one: use PostgreSQL."
+        min=1, max=64, help="Processes (env SIZEGUARD_WORKERS; default 1). More than one: use PostgreSQL."
     )] = None,
     markets: Annotated[str | None, typer.Option(
         help="Market snapshot / ccxt markets JSON (env SIZEGUARD_MARKETS; default built-in).")] = None,
@@ -105,7 +112,8 @@ def bots_add(
     name: Annotated[str, typer.Argument(help="Bot name (letters, digits, - _ .).")],
     budget: Annotated[str, typer.Option(help="Share of the account's equity: 40% or 0.4.")] = "100%",
     max_positions: Annotated[int, typer.Option(
-        "--max-positions", help="The bot's own slots (0: only the account-wide limit).")] = 0,
+        "--max-positions", min=0, max=10_000,
+        help="The bot's own slots (0: only the account-wide limit).")] = 0,
     store: StoreOpt = None,
     account: AccountOpt = "default",
     as_json: Annotated[bool, typer.Option("--json")] = False,

@@ -5,6 +5,7 @@ render. Dependencies (settings, store, markets, exchange factory, policy) are in
 
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -21,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sizeguard import redact
 from sizeguard.adapters.bots import Bot, BotRegistry
 from sizeguard.adapters.market_snapshot import FileMarketSource
+from sizeguard.adapters.retention import PruneReport, Retention, prune, store_size
 from sizeguard.adapters.sql_store import SqlStore, open_store
 from sizeguard.core.policy import Policy
 from sizeguard.errors import SizeguardError
@@ -125,13 +127,35 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
     metrics = Metrics()
     auth_failures: dict[str, int] = {}
 
+    retention = Retention(settings.retention_days, settings.idempotency_hours)
+    pruned: list[PruneReport] = []
+
+    async def prune_every(interval: float) -> None:
+        """Retention, in this process, every ``interval`` seconds (the first one soon after
+        the start). Several processes may prune the same store: deleting twice is harmless."""
+        await anyio.sleep(min(interval, 30.0))
+        while True:
+            try:
+                report = await anyio.to_thread.run_sync(prune, store, retention)
+            except SizeguardError as exc:
+                log.warning("prune: %s", exc)
+            else:
+                pruned[:] = [report]
+                if report.total:
+                    log.info("pruned %d journal, %d reservation, %d ownership and %d idempotency "
+                             "rows in %.2f s", report.journal, report.reservations,
+                             report.bot_orders, report.idempotency, report.seconds)
+            await anyio.sleep(interval)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        import anyio.to_thread  # noqa: PLC0415
-
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
         markets.markets()  # load once, before the first request
-        yield
+        async with anyio.create_task_group() as tasks:
+            if settings.prune_interval > 0:
+                tasks.start_soon(prune_every, settings.prune_interval)
+            yield
+            tasks.cancel_scope.cancel()
         if own_store:
             store.close()
 
@@ -296,6 +320,32 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
                           extra={"retryable": True}) from None
         return respond((200, body, {}))
 
+    sized: list[tuple[float, dict[str, int]]] = []
+
+    async def store_gauges() -> dict[str, tuple[str, dict[str, float]]]:
+        """The store's size and prunable rows, measured at most every 30 s (counting rows
+        is not free); left out while the store does not answer."""
+        now = time.monotonic()
+        if not sized or now - sized[0][0] > 30:
+            try:
+                with anyio.fail_after(HEALTH_TIMEOUT):
+                    size = await anyio.to_thread.run_sync(store_size, store,
+                                                          abandon_on_cancel=True)
+            except (TimeoutError, SizeguardError):
+                return {}
+            sized[:] = [(now, size)]
+        size = sized[0][1]
+        out = {"sizeguard_store_bytes": ("Size of the state store (bytes in use).",
+                                         {"": float(size["bytes"])}),
+               "sizeguard_store_rows": ("Rows of the tables retention prunes.",
+                                        {f'table="{t}"': float(n) for t, n in size.items()
+                                         if t != "bytes"})}
+        if pruned:
+            out["sizeguard_store_pruned_rows"] = (
+                "Rows the last automatic prune deleted (this process).",
+                {"": float(pruned[-1].total)})
+        return out
+
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
     async def get_metrics() -> PlainTextResponse:
         """Prometheus text exposition (this process)."""
@@ -303,7 +353,8 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
                                "orders": dict(gate.counters.orders),
                                "auth": dict(auth_failures),
                                "group_commit": {"batches": gate.group.batches,
-                                                "items": gate.group.items}})
+                                                "items": gate.group.items}},
+                              await store_gauges())
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     return app
