@@ -1,6 +1,6 @@
 """``sizeguard backtest`` and ``sizeguard montecarlo``: prove a policy on candles before it trades.
 
-Registered on the main app by one import at the end of :mod:`sizeguard.cli.main`.
+Registered on :data:`sizeguard.cli.app.app` when cli/main.py imports this module.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from rich.table import Table
 
 from sizeguard.adapters.market_files import attach_tiers, load_markets
 from sizeguard.backtest import METHODS, STRATEGIES
-from sizeguard.cli.main import app
-from sizeguard.config.loader import PRESETS, load_policy
+from sizeguard.cli.app import app
+from sizeguard.config.loader import PRESETS
+from sizeguard.config.settings import load_policy
 from sizeguard.core.market import MarketBook, MarketRules
 from sizeguard.core.policy import Policy
 from sizeguard.errors import InvalidInput, SizeguardError
