@@ -14,7 +14,7 @@ from sizeguard.adapters.market_files import attach_tiers, load_markets
 from sizeguard.backtest.candles import Panel, align, load_many
 from sizeguard.backtest.engine import BacktestResult, run_backtest
 from sizeguard.backtest.signals import ema_cross
-from sizeguard.config.loader import load_policy
+from sizeguard.config import load_policy
 
 
 def check_liquidations(r: BacktestResult, panel: Panel) -> None:
@@ -38,7 +38,7 @@ def test_ltc_daily_ai_atr_risk_is_never_liquidated_through_its_stop(intrabar: st
                         shared_path("leverage_tiers", "binanceusdm.json"))
     panel = align(load_many([shared_path("ohlcv", "bitstamp", "LTC_USD-1d.csv")]))
     r = run_backtest(panel, ema_cross(panel), [book["LTC/USDT:USDT"]],
-                     load_policy(preset="ai-atr-risk"), intrabar=intrabar)
+                     load_policy("ai-atr-risk"), intrabar=intrabar)
     assert len(r.trades) == 29 and r.liquidations == 0
     assert Counter(t["exit_reason"] for t in r.trades) == {"signal": 20, "stop": 8, "end": 1}
     for t in r.trades:
@@ -51,7 +51,7 @@ def test_btc_1h_liquidations_only_where_a_path_reaches_them(preset: str) -> None
     book = load_markets(None)
     panel = align(load_many([shared_path("ohlcv", "coinbase", "BTC_USD-1h.csv")]))
     r = run_backtest(panel, ema_cross(panel, tp_r=2.0), [book["BTC/USDT:USDT"]],
-                     load_policy(preset=preset))
+                     load_policy(preset))
     assert r.trades
     check_liquidations(r, panel)
     assert all(not math.isnan(t["net_pnl"]) for t in r.trades)
