@@ -37,6 +37,11 @@ function num(v, digits = 2) {
   if (v === null || v === undefined || Number.isNaN(v)) return "–";
   return Number(v).toLocaleString("en-US", { maximumFractionDigits: digits });
 }
+function price(v) {
+  if (v === null || v === undefined) return "–";
+  const a = Math.abs(v);
+  return num(v, a >= 100 ? 2 : a >= 1 ? 4 : 8);
+}
 function pct(v, digits = 1) {
   return v === null || v === undefined ? "–" : (v * 100).toFixed(digits) + "%";
 }
@@ -169,7 +174,7 @@ function renderAccount(a) {
 
 function renderBots(bots) {
   const rows = bots.map((b) => el("tr", {}, td(b.name), td(pct(b.budget, 0)), td(num(b.equity_share)),
-    td(`${b.slots_used} / ${b.max_positions || "account's"}`), td(num(b.margin_in_use)), td(num(b.gross_exposure))));
+    td(b.max_positions ? `${b.slots_used} / ${b.max_positions}` : `${b.slots_used} (account slots)`), td(num(b.margin_in_use)), td(num(b.gross_exposure))));
   fill($("#bots-table tbody"), rows, "No bots: sizeguard bots add NAME", 6);
 }
 
@@ -186,8 +191,8 @@ function renderBook(o, admin) {
   });
   fill($("#reservations tbody"), res, "No live reservations.", 10);
   const pos = o.positions.map((p) => el("tr", {}, copyId(p.id), td(p.bot || p.source), td(p.symbol), td(p.side),
-    td(p.amount), td(num(p.entry_price, 6)), td(num(p.notional)), td(num(p.margin)), td(num(p.leverage, 1) + "x"),
-    td(num(p.stop_price, 6))));
+    td(p.amount), td(price(p.entry_price)), td(num(p.notional)), td(num(p.margin)), td(num(p.leverage, 1) + "x"),
+    td(price(p.stop_price))));
   fill($("#positions tbody"), pos, "No open positions.", 10);
 }
 
@@ -289,7 +294,7 @@ function renderDecision(d) {
   const pre = el("pre", { id: "whatif-json", class: "json" }, JSON.stringify(d, null, 1));
   const figs = [["status", d.status], ["amount", d.amount], ["notional", num(d.notional)], ["margin", num(d.margin)],
     ["leverage", num(d.leverage, 2) + "x"], ["risk", `${num(d.risk)} (${num(d.risk_pct, 3)}%)`],
-    ["stop", num(d.stop_price, 6)], ["liquidation", num(d.liquidation_price, 6)], ["policy", d.policy]];
+    ["stop", price(d.stop_price)], ["liquidation", price(d.liquidation_price)], ["policy", d.policy]];
   $("#whatif-result").replaceChildren(
     el("div", { class: "figures", id: "whatif-figures" }, ...figs.map(([k, v]) =>
       el("div", { class: "figure" }, el("span", { class: "k" }, k), el("span", { class: "v " + (k === "status" ? "st " + v : "") }, String(v))))),
