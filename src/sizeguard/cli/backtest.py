@@ -259,7 +259,7 @@ def backtest(
     funding: Annotated[float, typer.Option(
         help="Funding rate per 8h (0.0001 = 0.01%; longs pay when positive).")] = 0.0,
     intrabar: Annotated[str, typer.Option(
-        help="worst (stop/take-profit/liquidation in one bar: the worst) or ordered.")] = "worst",
+        help="Stop and take-profit in one bar: worst (the stop) or ordered (nearer first).")] = "worst",
     markets: Annotated[Path | None, typer.Option(help="ccxt markets JSON.")] = None,
     tiers: Annotated[Path | None, typer.Option(help="ccxt leverage tiers JSON.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
