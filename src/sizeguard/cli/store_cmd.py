@@ -11,7 +11,7 @@ import typer
 
 from sizeguard.adapters.retention import IDEMPOTENCY_HOURS, JOURNAL_DAYS, Retention, prune, store_size
 from sizeguard.adapters.sql_store import open_store
-from sizeguard.cli.main import app
+from sizeguard.cli.app import app
 from sizeguard.errors import SizeguardError, StoreError
 from sizeguard.redact import redact
 

@@ -40,6 +40,7 @@ from sizeguard.http.models import (
 from sizeguard.http.problems import PROBLEM, Problem, dumps, problem_for, validation_problem
 from sizeguard.http.service import Answer, ExchangeFactory, Gate
 from sizeguard.http.settings import ServeSettings
+from sizeguard.http.ui import mount_console
 from sizeguard.ports import MarketSource
 
 log = logging.getLogger("sizeguard.http")
@@ -86,7 +87,8 @@ def vocabulary(field: str) -> frozenset[str]:
     """Every ``regime`` (or ``volatility``) name a shipped preset knows: what a request may
     name under a policy without a table for it (where the name changes nothing)."""
     if not _VOCABULARY:
-        from sizeguard.config.loader import PRESETS, load_policy  # noqa: PLC0415
+        from sizeguard.config.loader import PRESETS  # noqa: PLC0415
+        from sizeguard.config.settings import load_policy  # noqa: PLC0415
 
         for f in ("regime", "volatility"):
             _VOCABULARY[f] = frozenset(k for name in PRESETS
@@ -160,13 +162,14 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
             store.close()
 
     app = FastAPI(title="sizeguard", version="1", description=DESCRIPTION, lifespan=lifespan,
-                  docs_url="/docs", openapi_url="/openapi.json", redoc_url=None)
+                  docs_url=None, openapi_url="/openapi.json", redoc_url=None)
     app.router.route_class = GuardedRoute  # routes take the body the guard parsed
     app.state.gate = gate
     app.state.metrics = metrics
     # the guard runs inside the metrics, so its 408/413/400 answers are counted too
     app.add_middleware(BodyGuard, max_body=settings.max_body, body_timeout=settings.body_timeout)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    mount_console(app)  # /docs offline and the /ui console (sizeguard.http.ui)
 
     # -- errors -------------------------------------------------------------------------
     @app.exception_handler(RequestValidationError)

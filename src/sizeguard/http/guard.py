@@ -64,76 +64,84 @@ class BodyGuard:
             return
         try:
             self._check_target(scope)
+            if scope.get("method") not in _WITH_BODY:
+                body = None
+            else:
+                length, content_type = self._headers(scope)
+                body = await self._read(receive, length)
+                if body is None:  # the client went away
+                    return
+                if body and _is_json(content_type):
+                    scope[PARSED] = await self._parse(body)
         except Problem as p:
-            await _answer(send, p, close=False)
+            # close when the rest of the request cannot be told from the next one
+            await _answer(send, p, close=p.status == 408 or any(
+                e.get("field") == "Content-Length" for e in p.errors))
             return
-        if scope.get("method") not in _WITH_BODY:
+        if body is None:
             await self.app(scope, receive, send)
             return
-        length: int | None = None
-        content_type: str | None = None
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                text = value.decode("latin-1").strip()
-                if not text.isdigit() or len(text) > 18:
-                    await _answer(send, Problem(400, "malformed request", "Content-Length is not "
-                                                "a byte count", errors=[{
-                                                    "field": "Content-Length", "in": "header",
-                                                    "reason": "must be a non-negative integer"}]),
-                                  close=True)
-                    return
-                length = int(text)
-            elif name == b"content-type":
-                content_type = value.decode("latin-1")
-        # 413 keeps the connection: uvicorn reads and drops the rest of the body (closing at
-        # once would reset a connection whose client is still sending, and lose the answer)
-        if length is not None and length > self.max_body:
-            await _answer(send, self._too_large(length), close=False)
-            return
-        body = bytearray()
-        try:
-            with anyio.fail_after(self.body_timeout):
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return
-                    body += message.get("body", b"")
-                    if len(body) > self.max_body:
-                        await _answer(send, self._too_large(None), close=False)
-                        return
-                    if not message.get("more_body", False):
-                        break
-        except TimeoutError:
-            await _answer(send, Problem(
-                408, "request timeout", f"the body did not arrive within {self.body_timeout:g} s"
-                + (f" ({len(body)} of {length} bytes)" if length is not None else ""),
-                errors=[{"field": "body", "reason": "incomplete"}]), close=True)
-            return
-        if body and _is_json(content_type):
-            data = bytes(body)
-            try:
-                if len(data) > _THREAD_PARSE:
-                    scope[PARSED] = await anyio.to_thread.run_sync(loads, data)
-                else:
-                    scope[PARSED] = loads(data)
-            except BodyError as exc:
-                title = "malformed request body" if exc.status == 400 else "invalid request"
-                item: dict[str, Any] = {"field": exc.field, "in": "body", "reason": exc.reason}
-                if exc.value is not None:
-                    item["value"] = exc.value
-                await _answer(send, Problem(exc.status, title, str(exc), errors=[item]),
-                              close=False)
-                return
         replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)
+
+    def _headers(self, scope: Scope) -> tuple[int | None, str | None]:
+        length: int | None = None
+        content_type: str | None = None
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                text = value.decode("latin-1").strip()
+                if not text.isdigit() or len(text) > 18:
+                    raise Problem(400, "malformed request", "Content-Length is not a byte count",
+                                  errors=[{"field": "Content-Length", "in": "header",
+                                           "reason": "must be a non-negative integer"}])
+                length = int(text)
+            elif name == b"content-type":
+                content_type = value.decode("latin-1")
+        # 413 keeps the connection: uvicorn reads and drops the rest of the body (closing at
+        # once would reset a connection whose client is still sending, and lose the answer)
+        if length is not None and length > self.max_body:
+            raise self._too_large(length)
+        return length, content_type
+
+    async def _read(self, receive: Receive, length: int | None) -> bytes | None:
+        body = bytearray()
+        try:
+            with anyio.fail_after(self.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    body += message.get("body", b"")
+                    if len(body) > self.max_body:
+                        raise self._too_large(None)
+                    if not message.get("more_body", False):
+                        return bytes(body)
+        except TimeoutError:
+            raise Problem(
+                408, "request timeout", f"the body did not arrive within {self.body_timeout:g} s"
+                + (f" ({len(body)} of {length} bytes)" if length is not None else ""),
+                errors=[{"field": "body", "reason": "incomplete"}]) from None
+
+    @staticmethod
+    async def _parse(body: bytes) -> Any:
+        try:
+            if len(body) > _THREAD_PARSE:
+                return await anyio.to_thread.run_sync(loads, body)
+            return loads(body)
+        except BodyError as exc:
+            title = "malformed request body" if exc.status == 400 else "invalid request"
+            item: dict[str, Any] = {"field": exc.field, "in": "body", "reason": exc.reason}
+            if exc.value is not None:
+                item["value"] = exc.value
+            raise Problem(exc.status, title, str(exc), errors=[item]) from None
 
     def _too_large(self, length: int | None) -> Problem:
         said = f"{length:,} bytes" if length is not None else "more"
