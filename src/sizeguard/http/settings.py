@@ -36,3 +36,6 @@ class ServeSettings(BaseSettings):
     log_level: str = "info"
     access_log: bool = True
     retry_after: int = Field(default=5, ge=1)  # seconds advised to clients on 503
+    # seconds an Idempotency-Key claim lasts unanswered: a dead process's request is taken
+    # over (resumed under the same client order id) after it
+    idempotency_lease: float = Field(default=10.0, gt=0, le=3600)
