@@ -1,6 +1,6 @@
 """``sizeguard backtest`` and ``sizeguard montecarlo``: prove a policy on candles before it trades.
 
-Registered on the main app by one import at the end of :mod:`sizeguard.cli.main`.
+Registered on :data:`sizeguard.cli.app.app` when cli/main.py imports this module.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from rich.table import Table
 
 from sizeguard.adapters.market_files import attach_tiers, load_markets
 from sizeguard.backtest import METHODS, STRATEGIES
-from sizeguard.cli.main import app
-from sizeguard.config.loader import PRESETS, load_policy
+from sizeguard.cli.app import app
+from sizeguard.config.loader import PRESETS
+from sizeguard.config.settings import load_policy
 from sizeguard.core.market import MarketBook, MarketRules
 from sizeguard.core.policy import Policy
 from sizeguard.errors import InvalidInput, SizeguardError
@@ -183,7 +184,7 @@ def backtest(
     funding: Annotated[float, typer.Option(
         help="Funding rate per 8h (0.0001 = 0.01%; longs pay when positive).")] = 0.0,
     intrabar: Annotated[str, typer.Option(
-        help="worst (stop/take-profit/liquidation in one bar: the worst) or ordered.")] = "worst",
+        help="Stop and take-profit in one bar: worst (the stop) or ordered (nearer first).")] = "worst",
     markets: Annotated[Path | None, typer.Option(help="ccxt markets JSON.")] = None,
     tiers: Annotated[Path | None, typer.Option(help="ccxt leverage tiers JSON.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
