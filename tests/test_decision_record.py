@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import storefix
 from sizeguard.adapters.market_files import load_markets
 from sizeguard.adapters.sql_store import SqlStore
-from sizeguard.config.loader import load_policy
+from sizeguard.config import load_policy
 from sizeguard.core.account import Account
 from sizeguard.core.decide import decide
 from sizeguard.core.decision import Decision, Reason, Status, TraceStep
