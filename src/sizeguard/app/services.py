@@ -383,7 +383,7 @@ def sync(x: Execution) -> dict[str, Any]:
     positions (those opened elsewhere count toward every limit from now on)."""
     found = list(x.exchange.positions())
     on_exchange = {(p.symbol, p.side) for p in found if p.amount}
-    stopped: list[tuple[str, float, float, str]] = []
+    stopped: list[tuple[str, float, float, str, str]] = []
     for pos in x.store.positions(x.account_id):
         if (pos.symbol, pos.side) in on_exchange or not pos.client_order_id:
             continue
@@ -392,11 +392,11 @@ def sync(x: Execution) -> dict[str, Any]:
             o = x.find(pos.symbol, pos.client_order_id + suffix, conditional=True)
             price = (o.average or o.trigger_price) if o is not None else None
             if o is not None and o.status == "filled" and price:
-                stopped.append((pos.id, price, o.fee, f"{o.kind} filled on the exchange"))
+                stopped.append((pos.id, price, o.fee, f"{o.kind} filled on the exchange", suffix))
                 break
     balance = x.exchange.balance()
     with x.store.unit_of_work(x.account_id) as uow:
-        for pid, price, fee, note in stopped:
+        for pid, price, fee, note, _ in stopped:
             x.store.close_position(pid, exit_price=price, fee=fee, note=note)
         if balance.total > 0:
             x.store.set_equity(x.account_id, balance.total)
@@ -404,7 +404,9 @@ def sync(x: Execution) -> dict[str, Any]:
         expired = x.store.expire_reservations(x.account_id)
         uow.commit()
     return {"equity": balance.total, "free": balance.free, "positions": len(found),
-            "expired_reservations": expired, "stopped_out": [s[0] for s in stopped], **changes}
+            "expired_reservations": expired,
+            "stopped_out": [s[0] for s in stopped if s[4] == "-sl"],
+            "take_profit_filled": [s[0] for s in stopped if s[4] == "-tp"], **changes}
 
 
 def _order_dict(o: OrderResult) -> dict[str, Any]:
