@@ -318,3 +318,4 @@ if __name__ == "__main__":
 from sizeguard.cli import backtest as _backtest  # noqa: E402, F401  (registers backtest, montecarlo)
 from sizeguard.cli import serve as _serve  # noqa: E402, F401  (registers serve, bots)
 from sizeguard.cli import state as _state  # noqa: E402, F401  (registers trade, positions, journal, ...)
+from sizeguard.cli import sweep as _sweep  # noqa: E402, F401  (registers sweep)
