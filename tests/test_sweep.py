@@ -201,6 +201,22 @@ def test_cli_json_contract_and_outputs(candles: Path, tmp_path: Path) -> None:
     assert json.loads(again.stdout)["computed"] == 0  # everything from the cache
 
 
+def test_cli_sends_the_sweep_to_a_running_scheduler(candles: Path, client: Any,
+                                                    tmp_path: Path) -> None:
+    address = client.scheduler.address
+    assert address.startswith("tcp://127.0.0.1:")
+    plot = tmp_path / "frontier.svg"
+    res = runner.invoke(app, ["sweep", "--candles", str(candles), "--grid",
+                              "sizing.risk=0.005,0.02", "--scheduler", address, "--montecarlo",
+                              "100", "--no-cache", "--plot", str(plot)])
+    assert res.exit_code == 0, res.output
+    assert "2 cell(s) computed on 2 Dask worker(s)" in res.stdout
+    assert plot.read_text().startswith("<svg")
+    res = runner.invoke(app, ["sweep", "--candles", str(candles), "--scheduler",
+                              "tcp://127.0.0.1:9", "--no-cache"])
+    assert res.exit_code == 2 and "--scheduler" in res.stderr
+
+
 @pytest.mark.parametrize(("extra", "named"), [
     (["--grid", "sizing.nope=1,2"], "sizing.nope"),
     (["--grid", "sizing.risk"], "--grid"),

@@ -389,9 +389,11 @@ def local_client(workers: int | None = None) -> Any:
     from distributed import Client, LocalCluster  # noqa: PLC0415 - Dask loads only for a sweep
 
     n = workers or os.cpu_count() or 1
+    # one core each: numba's parallel Monte Carlo must not start a thread per core in every worker
+    one_core = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,  # type: ignore[no-untyped-call]
                            host="127.0.0.1", dashboard_address=None,
-                           silence_logs=logging.ERROR)
+                           silence_logs=logging.ERROR, env=one_core)
     return Client(cluster)  # type: ignore[no-untyped-call]
 
 

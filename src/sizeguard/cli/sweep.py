@@ -149,6 +149,8 @@ def sweep(
         "--out", help="Every cell's parameters and metrics (.parquet or .csv).")] = None,
     report: Annotated[Path | None, typer.Option(
         "--report", help="HTML report: frontier, parameter effects, walk-forward.")] = None,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Write the frontier (return vs max drawdown) as an SVG file.")] = None,
     markets: Annotated[Path | None, typer.Option(help="ccxt markets JSON.")] = None,
     tiers: Annotated[Path | None, typer.Option(help="ccxt leverage tiers JSON.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print every cell as JSON.")] = False,
@@ -158,7 +160,7 @@ def sweep(
     """Sweep sizing-policy keys (grid or random) and rank the cells by return, drawdown and ruin."""
     from sizeguard.backtest import sweep as sw
     try:
-        for path, opt in ((out, "--out"), (report, "--report")):
+        for path, opt in ((out, "--out"), (report, "--report"), (plot, "--plot")):
             if path is not None and not path.parent.exists():
                 raise InvalidInput(opt, str(path), f"the folder {path.parent} does not exist")
         if out is not None and out.suffix.lower() not in (".parquet", ".pq", ".csv"):
@@ -205,6 +207,9 @@ def sweep(
             from sizeguard.backtest.sweep_report import write_sweep_report
             write_sweep_report(whole, report, rank=rank, walk=walk, options=options,
                                computed=result.computed)
+        if plot is not None:
+            from sizeguard.backtest.sweep_report import frontier_svg
+            plot.write_text(frontier_svg(whole, rank) + "\n", "utf-8")
     except (SizeguardError, ValueError) as exc:
         _fail(exc)
         return
@@ -233,6 +238,8 @@ def sweep(
         console.print(f"cells: {out}")
     if report is not None:
         console.print(f"report: {report}")
+    if plot is not None:
+        console.print(f"frontier: {plot}")
 
 
 def _only(result: SweepResult, candles: str) -> SweepResult:
@@ -258,7 +265,7 @@ def _run(cells: list[Any], sets: list[CandleSet], store: Any, scheduler: str | N
         if scheduler:
             from distributed import Client
             try:
-                client = Client(scheduler, timeout="10s")  # type: ignore[no-untyped-call]
+                client = Client(scheduler, timeout="5s")  # type: ignore[no-untyped-call]
             except (OSError, TimeoutError) as exc:
                 raise InvalidInput("--scheduler", scheduler, f"no Dask scheduler answers ({exc})"
                                    ) from None
