@@ -21,7 +21,7 @@ from sizeguard.backtest.engine import run_backtest
 from sizeguard.backtest.results import metrics
 from sizeguard.backtest.signals import build_signals
 from sizeguard.cli.main import app
-from sizeguard.config.loader import load_policy
+from sizeguard.config.settings import load_policy
 from sizeguard.errors import InvalidInput
 
 GRID = ["sizing.risk=0.005,0.02", "limits.max_notional=800,5000"]

@@ -1,13 +1,12 @@
 """``sizeguard backtest`` and ``sizeguard montecarlo``: prove a policy on candles before it trades.
 
-Registered on the main app by one import at the end of :mod:`sizeguard.cli.main`.
+Registered on :data:`sizeguard.cli.app.app` when cli/main.py imports this module.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,8 +21,10 @@ from rich.table import Table
 
 from sizeguard.adapters.market_files import attach_tiers, load_markets
 from sizeguard.backtest import METHODS, STRATEGIES
-from sizeguard.cli.main import app
-from sizeguard.config.loader import PRESETS, load_policy
+from sizeguard.backtest.markets import guess_market
+from sizeguard.cli.app import app
+from sizeguard.config.loader import PRESETS
+from sizeguard.config.settings import load_policy
 from sizeguard.core.market import MarketBook, MarketRules
 from sizeguard.core.policy import Policy
 from sizeguard.errors import InvalidInput, SizeguardError
@@ -60,17 +61,6 @@ def _console() -> Console:
 def _fail(exc: Exception) -> None:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(2)
-
-
-def guess_market(book: MarketBook, candle_symbol: str) -> MarketRules:
-    """The linear perpetual of the candles' base (USDT-settled first), else an error."""
-    base = re.split(r"[_\-/]", candle_symbol.upper())[0]
-    found = [m for m in book.values() if m.base.upper() == base and m.is_contract and m.linear]
-    found.sort(key=lambda m: (m.settle != "USDT", m.symbol))
-    if not found:
-        raise InvalidInput("symbol", candle_symbol, "no linear perpetual with this base in the "
-                           "markets; give --symbol MARKET for each --candles file")
-    return found[0]
 
 
 Plan = tuple[Policy, list[MarketRules]]
@@ -183,7 +173,7 @@ def backtest(
     funding: Annotated[float, typer.Option(
         help="Funding rate per 8h (0.0001 = 0.01%; longs pay when positive).")] = 0.0,
     intrabar: Annotated[str, typer.Option(
-        help="worst (stop/take-profit/liquidation in one bar: the worst) or ordered.")] = "worst",
+        help="Stop and take-profit in one bar: worst (the stop) or ordered (nearer first).")] = "worst",
     markets: Annotated[Path | None, typer.Option(help="ccxt markets JSON.")] = None,
     tiers: Annotated[Path | None, typer.Option(help="ccxt leverage tiers JSON.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,

@@ -1,5 +1,5 @@
 """``sizeguard serve`` (the HTTP risk gate) and ``sizeguard bots add|list|remove``. Registered on
-:data:`sizeguard.cli.main.app` by importing this module (the last lines of cli/main.py).
+:data:`sizeguard.cli.app.app` when cli/main.py imports this module.
 
 Every ``serve`` option falls back to the environment (``SIZEGUARD_HOST``, ``SIZEGUARD_PORT``,
 ``SIZEGUARD_WORKERS``, ``SIZEGUARD_MARKETS``, ``SIZEGUARD_STORE``, ``SIZEGUARD_ACCOUNT``, ...;
@@ -18,7 +18,7 @@ import typer
 from sizeguard.adapters.bots import BotRegistry
 from sizeguard.adapters.sql_store import open_store
 from sizeguard.budget import parse_budget
-from sizeguard.cli.main import app
+from sizeguard.cli.app import app
 from sizeguard.errors import SizeguardError, StoreError
 
 bots_app = typer.Typer(help="Bots of the HTTP service: tokens, budgets.", no_args_is_help=True)

@@ -1,6 +1,6 @@
 """State and execution commands: ``trade``, ``close``, ``positions``, ``state``, ``journal``,
-``sync`` and ``markets refresh``. Registered on :data:`sizeguard.cli.main.app` by importing
-this module (the last line of cli/main.py).
+and ``sync``. Registered on :data:`sizeguard.cli.app.app` when cli/main.py imports this
+module.
 
 Every command takes ``--store URL`` (default ``$SIZEGUARD_STORE``, else ``state.db`` in the user
 data dir), ``--account NAME`` (default ``$SIZEGUARD_ACCOUNT``, else "default") and ``--json``.
@@ -12,12 +12,10 @@ Exit codes: 0 done (a skipped or rejected trade included), 1 an exchange or stor
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import sys
-import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -26,10 +24,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sizeguard.adapters.market_snapshot import FileMarketSource, latest_snapshot, refresh
+from sizeguard.adapters.market_snapshot import FileMarketSource, latest_snapshot
 from sizeguard.adapters.paper import PaperExchange
 from sizeguard.adapters.sql_store import SqlStore, open_store
-from sizeguard.cli.main import app, effective_policy
+from sizeguard.cli.app import app, effective_policy
 from sizeguard.cli.options import ConfigOpt, MarketsOpt, PresetOpt, SetOpt, TiersOpt
 from sizeguard.core.intent import Intent
 from sizeguard.errors import ExchangeError, InvalidInput, SizeguardError, StoreError
@@ -401,81 +399,3 @@ def sync(
                    f"stopped out {len(out['stopped_out'])}, "
                    f"added {len(out['added'])}, closed {len(out['closed'])}, "
                    f"expired reservations {out['expired_reservations']}")
-
-
-# ----------------------------------------------------------------------------- markets refresh
-
-
-def markets_refresh(exchange: str, directory: Path | None, as_json: bool) -> None:
-    from sizeguard.adapters.ccxt_exchange import make_exchange
-
-    with _errors():
-        x = make_exchange(exchange)
-        path, source = refresh(x, directory)
-        book = source.markets()
-    if as_json:
-        _emit({"path": str(path), "snapshot_id": source.snapshot_id, "markets": len(book)})
-    else:
-        typer.echo(f"saved {len(book)} markets of {exchange} to {path} ({source.snapshot_id})")
-
-
-def _install_markets_refresh() -> None:
-    """``sizeguard markets refresh --exchange NAME``: the ``markets`` command belongs to
-    cli/main.py (``markets [SYMBOL]``); this wraps it so the word ``refresh`` in the symbol
-    position fetches live markets, and anything else goes to the original unchanged."""
-    info = next((c for c in app.registered_commands
-                 if (c.name or getattr(c.callback, "__name__", "")) == "markets"), None)
-    if info is None or info.callback is None or "symbol" not in inspect.signature(
-            info.callback).parameters:
-        markets_app = typer.Typer(help="Market data.")
-        app.add_typer(markets_app, name="markets")
-
-        @markets_app.command("refresh")
-        def _refresh(exchange: Annotated[str, typer.Option("--exchange")],
-                     directory: Annotated[Path | None, typer.Option("--dir")] = None,
-                     as_json: JsonOpt = False) -> None:
-            """Fetch live markets (and leverage tiers) and save a dated snapshot."""
-            markets_refresh(exchange, directory, as_json)
-        return
-    original: Callable[..., Any] = info.callback
-    hints = typing.get_type_hints(original, include_extras=True)  # main.py's are strings
-    sig = inspect.signature(original)
-    sig = sig.replace(parameters=[p.replace(annotation=hints.get(p.name, p.annotation))
-                                  for p in sig.parameters.values()])
-    names = set(sig.parameters)
-    extra = [
-        inspect.Parameter("exchange", inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation=Annotated[str | None, typer.Option(
-                              "--exchange", help="With `refresh`: the ccxt exchange id.")]),
-        inspect.Parameter("snapshot_dir", inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation=Annotated[Path | None, typer.Option(
-                              "--dir", help="With `refresh`: where to save the snapshot.")]),
-    ]
-    if "as_json" not in names:
-        extra.append(inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, default=False,
-                                       annotation=JsonOpt))
-    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind in (
-        inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.POSITIONAL_ONLY) else p
-        for p in sig.parameters.values()]
-
-    def markets(**kwargs: Any) -> Any:
-        exchange = kwargs.pop("exchange", None)
-        directory = kwargs.pop("snapshot_dir", None)
-        if kwargs.get("symbol") == "refresh":
-            if exchange is None:
-                _die(InvalidInput("exchange", None, "`markets refresh` needs --exchange NAME"))
-            markets_refresh(exchange, directory, bool(kwargs.get("as_json")))
-            return None
-        if exchange is not None:
-            _die(InvalidInput("exchange", exchange, "--exchange goes with `markets refresh`"))
-        return original(**{k: v for k, v in kwargs.items() if k in names})
-
-    markets.__signature__ = sig.replace(parameters=params + extra)  # type: ignore[attr-defined]
-    markets.__doc__ = (original.__doc__ or "").rstrip() + (
-        "\n\n`sizeguard markets refresh --exchange NAME` fetches live markets (and leverage "
-        "tiers) through ccxt and saves a dated snapshot for offline use.")
-    info.callback = markets
-    info.name = info.name or "markets"
-
-
-_install_markets_refresh()

@@ -15,8 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from sizeguard.backtest import STRATEGIES
-from sizeguard.cli.main import app
-from sizeguard.config.loader import PRESETS, load_policy
+from sizeguard.cli.app import app
+from sizeguard.config.loader import PRESETS
+from sizeguard.config.settings import load_policy
 from sizeguard.errors import InvalidInput, SizeguardError
 
 if TYPE_CHECKING:
@@ -41,8 +42,8 @@ def _candle_sets(candles: list[str], symbols: list[str] | None, markets: Path | 
     together); ``--symbol`` gives the markets of each set the same way."""
     from sizeguard.adapters.market_files import attach_tiers, load_markets
     from sizeguard.backtest.candles import align, load_many
+    from sizeguard.backtest.markets import guess_market
     from sizeguard.backtest.sweep import CandleSet
-    from sizeguard.cli.backtest import guess_market
     book = load_markets(markets)
     if tiers is not None:
         book = attach_tiers(book, tiers)
