@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from sizeguard.backtest import STRATEGIES
-from sizeguard.cli.app import app
+from sizeguard.cli.app import app, clean_floats, fail, writable_output
+from sizeguard.cli.render import with_percent
 from sizeguard.config.loader import PRESETS
 from sizeguard.config.settings import load_policy
 from sizeguard.errors import InvalidInput, SizeguardError
@@ -29,11 +31,6 @@ SCHEDULER_ENV = "SIZEGUARD_DASK_SCHEDULER"
 def default_cache() -> Path:
     from platformdirs import user_cache_dir
     return Path(user_cache_dir("sizeguard")) / "sweep"
-
-
-def _fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2)
 
 
 def _candle_sets(candles: list[str], symbols: list[str] | None, markets: Path | None,
@@ -161,70 +158,91 @@ def sweep(
     """Sweep sizing-policy keys (grid or random) and rank the cells by return, drawdown and ruin."""
     from sizeguard.backtest import sweep as sw
     try:
-        for path, opt in ((out, "--out"), (report, "--report"), (plot, "--plot")):
-            if path is not None and not path.parent.exists():
-                raise InvalidInput(opt, str(path), f"the folder {path.parent} does not exist")
-        if out is not None and out.suffix.lower() not in (".parquet", ".pq", ".csv"):
-            raise InvalidInput("--out", str(out), "must end in .parquet or .csv")
-        if intrabar not in ("worst", "ordered"):
-            raise InvalidInput("--intrabar", intrabar, "must be 'worst' or 'ordered'")
-        strategies = strategy or ["ema-cross"]
-        for s in strategies:
-            if s not in STRATEGIES or s == "file":
-                raise InvalidInput("--strategy", s, "must be one of "
-                                   + ", ".join(x for x in STRATEGIES if x != "file"))
-        if folds == 1:
-            raise InvalidInput("--folds", folds, "must be >= 2 (or 0 for no walk-forward)")
+        writable_output("--out", out, (".parquet", ".pq", ".csv"))
+        writable_output("--report", report, (".html", ".htm"))
+        writable_output("--plot", plot, (".svg",))
+        strategies = _strategies(strategy, intrabar, folds)
         params = sw.param_sets(sw.parse_grid(grid or []),
                                [sw.parse_range(r) for r in range_ or []], sample, seed)
         bases = [load_policy(p, None, set_ or []) for p in preset or []] + \
                 [load_policy(None, c, set_ or []) for c in config or []]
-        if not bases:
-            bases = [load_policy(None, None, set_ or [])]
         sets = _candle_sets(candles, symbol, markets, tiers)
         options = sw.EngineOptions(equity=equity, funding=funding, intrabar=intrabar, tp_r=tp_r,
                                    long_only=long_only, mc_paths=mc_paths, ruin=ruin, seed=seed)
-        cells, fold_plan = [], {}
-        for cs in sets:
-            windows: list[tuple[int, int] | None] = [None]
-            if folds:
-                plan = sw.fold_windows(cs.panel.n_bars, folds)
-                fold_plan[cs.name] = plan
-                windows += list(dict.fromkeys(w for pair in plan for w in pair))
-            cells += sw.expand(bases, params, [cs], strategies, options, windows)
+        cells, fold_plan = _cells(sets, bases or [load_policy(None, None, set_ or [])], params,
+                                  strategies, options, folds)
         store = sw.CellCache(None if no_cache else (cache or default_cache()))
         result = _run(cells, sets, store, scheduler, workers, progress)
-        full = [i for i, c in enumerate(cells) if c.window is None]
-        whole = sw.SweepResult([cells[i] for i in full], [result.metrics[i] for i in full],
-                               result.computed, result.workers)
+        whole = _only(result, lambda c: c.window is None)
         if whole.metrics:
             sw.check_rank(rank, whole.metrics[0])
-        order = sw.ranked(whole, rank)
-        walk = {name: sw.walk_forward(plan, _only(result, name), rank)
+        walk = {name: sw.walk_forward(plan, _only(result, _on(name)), rank)
                 for name, plan in fold_plan.items()}
-        if out is not None:
-            sw.write_table(result, out)
-        if report is not None:
-            from sizeguard.backtest.sweep_report import write_sweep_report
-            write_sweep_report(whole, report, rank=rank, walk=walk, options=options,
-                               computed=result.computed)
-        if plot is not None:
-            from sizeguard.backtest.sweep_report import frontier_svg
-            plot.write_text(frontier_svg(whole, rank) + "\n", "utf-8")
+        _write(result, whole, out, report, plot, rank, walk, options)
     except (SizeguardError, ValueError) as exc:
-        _fail(exc)
-        return
+        fail(exc)
+    order = sw.ranked(whole, rank)
     if as_json:
+        rows = [{**r, "metrics": with_percent(r["metrics"])} for r in result.rows()]
+        full = [r for r in rows if r["window"] is None]
         doc: dict[str, Any] = {"rank": rank, "computed": result.computed,
-                               "cells": [whole.rows()[i] for i in order]}
+                               "cells": [full[i] for i in order]}
         if folds:
-            doc["folds_cells"] = [r for r in result.rows() if r["window"] is not None]
+            doc["folds_cells"] = [r for r in rows if r["window"] is not None]
             doc["walk_forward"] = {name: [_fold_json(f) for f in fs] for name, fs in walk.items()}
-        sys.stdout.write(json.dumps(doc, default=str) + "\n")
+        sys.stdout.write(json.dumps(clean_floats(doc), default=str) + "\n")
         return
+    _print(result, whole, order, rank, top, walk, {"cells": out, "report": report,
+                                                   "frontier": plot})
+
+
+def _strategies(strategy: list[str] | None, intrabar: str, folds: int) -> list[str]:
+    if intrabar not in ("worst", "ordered"):
+        raise InvalidInput("--intrabar", intrabar, "must be 'worst' or 'ordered'")
+    if folds == 1:
+        raise InvalidInput("--folds", folds, "must be >= 2 (or 0 for no walk-forward)")
+    chosen = strategy or ["ema-cross"]
+    for s in chosen:
+        if s not in STRATEGIES or s == "file":
+            raise InvalidInput("--strategy", s, "must be one of "
+                               + ", ".join(x for x in STRATEGIES if x != "file"))
+    return chosen
+
+
+def _cells(sets: list[CandleSet], bases: list[Any], params: list[dict[str, Any]],
+           strategies: list[str], options: Any, folds: int
+           ) -> tuple[list[Any], dict[str, Any]]:
+    """Every cell on the whole data, plus with ``folds`` each fold's training and test window."""
+    from sizeguard.backtest import sweep as sw
+    cells, fold_plan = [], {}
+    for cs in sets:
+        windows: list[tuple[int, int] | None] = [None]
+        if folds:
+            plan = sw.fold_windows(cs.panel.n_bars, folds)
+            fold_plan[cs.name] = plan
+            windows += list(dict.fromkeys(w for pair in plan for w in pair))
+        cells += sw.expand(bases, params, [cs], strategies, options, windows)
+    return cells, fold_plan
+
+
+def _write(result: SweepResult, whole: SweepResult, out: Path | None, report: Path | None,
+           plot: Path | None, rank: str, walk: dict[str, Any], options: Any) -> None:
+    from sizeguard.backtest import sweep as sw
+    from sizeguard.backtest.sweep_report import frontier_svg, write_sweep_report
+    if out is not None:
+        sw.write_table(result, out)
+    if report is not None:
+        write_sweep_report(whole, report, rank=rank, walk=walk, options=options,
+                           computed=result.computed)
+    if plot is not None:
+        plot.write_text(frontier_svg(whole, rank) + "\n", "utf-8")
+
+
+def _print(result: SweepResult, whole: SweepResult, order: list[int], rank: str, top: int,
+           walk: dict[str, Any], files: dict[str, Path | None]) -> None:
     console = Console() if sys.stdout.isatty() else Console(width=100)
     console.print(_table(whole, order, rank, top))
-    cached = len(cells) - result.computed
+    cached = len(result.cells) - result.computed
     console.print(f"{result.computed} cell(s) computed"
                   + (f" on {result.workers} Dask worker(s)" if result.workers else "")
                   + (f", {cached} reused from the cache" if cached else ""), style="dim")
@@ -235,17 +253,18 @@ def sweep(
                           f"out of sample bars {f.test[0]}-{f.test[1]}: return "
                           f"{_pct(f.out_of_sample.get('total_return'))}, max drawdown "
                           f"{_pct(f.out_of_sample.get('max_drawdown'))}")
-    if out is not None:
-        console.print(f"cells: {out}")
-    if report is not None:
-        console.print(f"report: {report}")
-    if plot is not None:
-        console.print(f"frontier: {plot}")
+    for what, path in files.items():
+        if path is not None:
+            console.print(f"{what}: {path}")
 
 
-def _only(result: SweepResult, candles: str) -> SweepResult:
+def _on(candles: str) -> Callable[[Any], bool]:
+    return lambda c: bool(c.candles == candles)
+
+
+def _only(result: SweepResult, keep: Callable[[Any], bool]) -> SweepResult:
     from sizeguard.backtest.sweep import SweepResult
-    idx = [i for i, c in enumerate(result.cells) if c.candles == candles]
+    idx = [i for i, c in enumerate(result.cells) if keep(c)]
     return SweepResult([result.cells[i] for i in idx], [result.metrics[i] for i in idx],
                        result.computed, result.workers)
 
