@@ -18,6 +18,7 @@ from sizeguard.adapters.bots import Bot, BotRegistry
 from sizeguard.adapters.market_files import load_markets
 from sizeguard.adapters.retention import Retention, prune, store_size
 from sizeguard.adapters.sql_store import SqlStore, open_store
+from sizeguard.app.services import ReserveRequest, quote, reserve_one
 from sizeguard.core.account import Account, Position
 from sizeguard.core.decide import decide
 from sizeguard.core.decision import Decision
@@ -49,28 +50,34 @@ def _history(s: SqlStore, clock: FakeClock) -> tuple[Bot, dict[str, str]]:
     reg = BotRegistry(s)
     bot, _ = reg.add("alpha", account_id="acc")
     s.ensure_account("acc", exchange="paper", equity=10_000.0)
+
+    def q(cid: str) -> None:
+        quote(s, "acc", _fn(BTC), client_order_id=cid, owner=bot.id, owners=reg)
+
+    def r(symbol: str, cid: str, ttl: float = 300.0):  # type: ignore[no-untyped-def]
+        return reserve_one(s, "acc", ReserveRequest(_fn(symbol), cid, ttl=ttl, owner=bot.id),
+                           reg).reservation
+
     for i in range(5):
-        reg.quote(bot, _fn(BTC), client_order_id=f"q{i}")
-    released = reg.decide_and_reserve(bot, _fn(BTC), client_order_id="rel").reservation
+        q(f"q{i}")
+    released = r(BTC, "rel")
     assert released
     s.release_reservation(released.id, "test")
-    closed = reg.decide_and_reserve(bot, _fn(ETH), client_order_id="closed").reservation
+    closed = r(ETH, "closed")
     assert closed
     pos = s.fill_reservation(closed.id, amount=closed.amount, entry_price=3_000.0)
     s.close_position(pos.id, exit_price=3_100.0)
-    kept = reg.decide_and_reserve(bot, _fn(BTC), client_order_id="open", ttl=400 * DAY
-                                  ).reservation
+    kept = r(BTC, "open", 400 * DAY)
     assert kept
     s.fill_reservation(kept.id, amount=kept.amount, entry_price=50_000.0)
     for i in range(3):
-        assert reg.idempotency_begin(bot, f"k{i}", "h") is None
-        reg.idempotency_finish(bot, f"k{i}", 200, "{}")
+        reg.idempotency_begin(bot, f"k{i}", "h", client_order_id=f"k{i}")
+        assert reg.idempotency_finish(bot, f"k{i}", 200, "{}")
     clock.advance(100 * DAY)  # everything above is now 100 days old
-    held = reg.decide_and_reserve(bot, _fn(ETH), client_order_id="held", ttl=400 * DAY
-                                  ).reservation
+    held = r(ETH, "held", 400 * DAY)
     assert held
-    reg.quote(bot, _fn(BTC), client_order_id="fresh")
-    assert reg.idempotency_begin(bot, "new", "h") is None
+    q("fresh")
+    reg.idempotency_begin(bot, "new", "h", client_order_id="new")
     return bot, {"open": kept.id, "held": held.id}
 
 

@@ -8,8 +8,8 @@ its answer; nothing removed them. :func:`prune` deletes, in batches of short tra
 * reservations no longer held (released, expired, filled) older than ``journal_days``, except
   one whose position is still open;
 * bot ownership records (``bot_orders``) older than ``journal_days`` of nothing held or open;
-* idempotency answers older than ``idempotency_hours`` (default 24): a retry later than that
-  is a new request.
+* idempotency answers older than ``idempotency_hours`` (default 24), except one whose
+  decision is still in play: a retry later than that is a new request.
 
 Positions, accounts, daily PnL, symbol statistics, bots and learned minimums are never pruned.
 The HTTP service prunes every ``SIZEGUARD_PRUNE_INTERVAL`` seconds; ``sizeguard store prune``
@@ -45,7 +45,7 @@ _RULES: dict[str, tuple[str, tuple[str, ...], str]] = {
                      "NOT EXISTS (SELECT 1 FROM positions p WHERE p.reservation_id = j.id AND "
                      "p.status = 'open')"),
     "bot_orders": ("bot_orders", ("client_order_id",), f"j.created_at < ? AND NOT ({_IN_PLAY})"),
-    "idempotency": ("idempotency", ("bot_id", "key"), "j.created_at < ?"),
+    "idempotency": ("idempotency", ("bot_id", "key"), f"j.created_at < ? AND NOT ({_IN_PLAY})"),
 }
 
 

@@ -51,6 +51,9 @@ class ServeSettings(BaseSettings):
     retention_days: float = Field(default=90.0, gt=0, le=36_500)
     idempotency_hours: float = Field(default=24.0, gt=0, le=876_000)
     prune_interval: float = Field(default=3600.0, ge=0, le=30 * 86_400)
+    # seconds an Idempotency-Key claim lasts unanswered: a dead process's request is taken
+    # over (resumed under the same client order id) after it
+    idempotency_lease: float = Field(default=10.0, gt=0, le=3600)
     # -- console and alerts (sizeguard.http.ui, sizeguard.http.alerts) --
     notify: str | None = None  # Apprise URLs, space or comma separated: where alerts go
     notify_dedup: float = Field(default=600.0, ge=0, le=86400 * 7)  # same alert again after s
