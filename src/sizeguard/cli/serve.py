@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from sizeguard.adapters.bots import BotRegistry
-from sizeguard.adapters.sql_store import open_store
+from sizeguard.app.bootstrap import open_state as open_store
 from sizeguard.budget import parse_budget
 from sizeguard.cli.app import app
 from sizeguard.errors import InvalidInput, SizeguardError, StoreError
