@@ -26,6 +26,7 @@ from sizeguard.core.intent import Intent
 from sizeguard.core.limits import margin_budget, notional_caps
 from sizeguard.core.market import MarketRules
 from sizeguard.core.models import (
+    fee_rate_to_stop,
     kelly_fraction,
     notional_for_volatility,
     notional_from_margin,
@@ -144,7 +145,9 @@ def slot(policy: Policy, equity: float, volatility_pct: float | None = None,
     lev = policy_leverage(policy) if leverage is None else leverage
     fee = policy.execution.taker if taker is None else taker
     dist, how = typical_stop(policy, volatility_pct)
-    fee_rt = 2.0 * fee if s.fees_in_risk else 0.0
+    # a long's exit fee (at a stop below entry) is the smaller: the larger, conservative slot
+    fee_rt = (fee_rate_to_stop(fee, fee, True, False, dist)
+              if s.fees_in_risk and dist is not None else 0.0)
     raw: float | None = None
     if s.model == "fixed_margin":
         raw = notional_from_margin(_adjusted(s.margin, policy, equity), lev) if math.isfinite(lev) else None

@@ -18,12 +18,14 @@ from sizeguard.core.limits import MarginBudget, gate, margin_budget, notional_ca
 from sizeguard.core.lots import ceil_lots, floor_lots, format_amount
 from sizeguard.core.market import MarketRules
 from sizeguard.core.models import (
+    fee_rate_to_stop,
     kelly_fraction,
     notional_for_volatility,
     notional_from_risk,
     risk_of_notional,
 )
 from sizeguard.core.policy import MARGIN_MODELS, Policy
+from sizeguard.core.position import taker_fee
 from sizeguard.core.tiers import Tier, find_tier
 from sizeguard.errors import InvalidInput
 
@@ -103,7 +105,7 @@ class _Run:
         self.i, self.a, self.m, self.p = intent, account, market, policy
         self.trace: list[TraceStep] = []
         self.reasons: list[Reason] = []
-        self.fee = market.taker if market.taker is not None else policy.execution.taker
+        self.fee = taker_fee(market, policy.execution.taker)
         self.fee_rt = 2.0 * self.fee
         self.is_contract = market.is_contract
         self.cross = policy.leverage.margin_mode == "cross" and self.is_contract
@@ -198,6 +200,13 @@ class _Run:
             return tier.maintenance_amount * self.i.price
         return tier.maintenance_amount
 
+    def fee_to_stop(self) -> float:
+        """Fee rate (of the entry notional) of a round trip ending at the stop, 0 when the
+        policy leaves fees out of the risk (models.fee_rate_to_stop)."""
+        if not self.p.sizing.fees_in_risk or self.dist is None:
+            return 0.0
+        return fee_rate_to_stop(self.fee, self.fee, self.i.is_long, self.m.inverse, self.dist)
+
     def unit_value(self) -> float:
         """Quote value of one amount unit (a contract, or one base unit for spot)."""
         return self.m.unit_value(self.i.price)
@@ -288,7 +297,7 @@ class _Run:
         value, mults = adjust(base, p.adjust, i, a)
         self.trace.append(TraceStep("adjust", tuple(mults)))
 
-        fee_in_risk = self.fee_rt if s.fees_in_risk else 0.0
+        fee_in_risk = self.fee_to_stop()
         if model in ("fixed_margin", "balance_fraction"):
             balance = a.equity if s.balance == "equity" else a.available_margin
             margin = value if model == "fixed_margin" else balance * value
@@ -307,7 +316,7 @@ class _Run:
             self.budget_money, self.budget_kind = risk_money, "risk"
             self.step("notional", risk_money=risk_money, stop_distance_pct=self.dist * 100,
                       fee_round_trip_pct=fee_in_risk * 100, notional=self.notional,
-                      note="risk / (stop distance + round-trip fee)")
+                      note="risk / (stop distance + entry fee + exit fee at the stop)")
         else:
             assert i.atr is not None
             vol = i.atr / i.price
@@ -634,8 +643,7 @@ class _Run:
         tol = 1 + self.p.execution.raise_tolerance
         if self.budget_kind == "risk":
             assert self.dist is not None
-            fee_in = self.fee_rt if self.p.sizing.fees_in_risk else 0.0
-            if risk_of_notional(n, self.dist, fee_in) > self.budget_money * tol * (1 + 1e-9):
+            if risk_of_notional(n, self.dist, self.fee_to_stop()) > self.budget_money * tol * (1 + 1e-9):
                 return False, "risk would exceed the budget beyond the raise tolerance"
         elif self.budget_kind == "margin":
             if n / lev > self.budget_money * tol * (1 + 1e-9):
@@ -667,7 +675,6 @@ class _Run:
         lev = self.leverage if self.is_contract else 1.0
         margin = notional / lev if notional else 0.0
         fees = notional * self.fee_rt
-        fee_in = self.fee_rt if self.p.sizing.fees_in_risk else 0.0
         tier = self.tier_for(notional) if (self.is_contract and notional > 0) else self.tier
         liq_price = liq_dist = mmr = None
         if self.is_contract and tier is not None and notional > 0:
@@ -679,7 +686,7 @@ class _Run:
                 self.step("liquidation_guard", liquidation_price=lp, stop_price=self.stop_price,
                           note="guard off: liquidation comes before the stop, which never fires")
         if self.dist is not None:
-            risk, basis = risk_of_notional(notional, self.dist, fee_in), "stop"
+            risk, basis = risk_of_notional(notional, self.dist, self.fee_to_stop()), "stop"
         elif self.is_contract and not self.cross:
             risk, basis = margin + fees, "liquidation"
         else:

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from sizeguard.core.lots import DECIMAL_PLACES, TICK_SIZE, decimal_step, step_from_precision
+from sizeguard.core.position import notional_of
 from sizeguard.core.tiers import Tier, tiers_from_kraken_margin_levels
 from sizeguard.errors import InvalidInput, UnknownSymbol
 
@@ -72,9 +73,7 @@ class MarketRules:
     def unit_value(self, price: float) -> float:
         """Quote value of one amount unit at ``price``: an inverse contract's face value, else
         ``price x contract_size`` (spot base units, linear contracts, base-sized inverse)."""
-        if self.inverse and not self.amount_in_base:
-            return self.contract_size
-        return price * self.contract_size
+        return notional_of(1.0, price, self.contract_size, self.inverse and not self.amount_in_base)
 
     @property
     def tiers_in_coin(self) -> bool:
