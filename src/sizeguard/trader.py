@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sizeguard.core import position
 from sizeguard.core.decide import decide
 from sizeguard.core.intent import Intent
 from sizeguard.core.market import MarketBook, MarketRules
@@ -172,7 +173,10 @@ class Trader:
         amount = entry.amount if entry.filled == 0 else _amount_str(entry.filled, entry.amount)
         price = entry.average or intent.price
         stop = d.get("stop_price")
-        pos = self.store.fill_reservation(res.id, amount=amount, entry_price=price, fee=entry.fee,
+        filled = position.opened(market, float(amount), price, res.leverage)
+        pos = self.store.fill_reservation(res.id, amount=amount, entry_price=price,
+                                          notional=filled.notional, margin=filled.margin,
+                                          fee=entry.fee,
                                           stop_price=float(stop) if stop is not None else None,
                                           take_profit=intent.take_profit, order_id=entry.id)
         orders = [entry]
@@ -218,15 +222,16 @@ class Trader:
         """A rejection about a minimum teaches that minimum (kept in the store)."""
         if not isinstance(exc, InvalidOrder) or exc.rule not in ("min_cost", "min_amount"):
             return
-        unit = market.unit_value(price)
         if exc.rule == "min_cost":
             cost = exc.minimum if exc.minimum else notional * 1.000001
             self.store.learn_minimum(self.venue, market.symbol, min_cost=cost,
                                      source=f"rejection: {exc}")
         else:
-            amount = exc.minimum if exc.minimum else notional / unit * 1.000001
+            amount = (exc.minimum if exc.minimum
+                      else position.amount_for(market, notional, price) * 1.000001)
             self.store.learn_minimum(self.venue, market.symbol, min_amount=amount,
-                                     min_cost=amount * unit, source=f"rejection: {exc}")
+                                     min_cost=position.notional(market, amount, price),
+                                     source=f"rejection: {exc}")
 
     # -- close and sync -----------------------------------------------------------------
     def _flatten(self, pos: StoredPosition, price: float, cid: str) -> StoredPosition:

@@ -56,6 +56,21 @@ def margin_of(notional: float, leverage: float) -> float:
     return notional
 
 
+def fee_on(notional: float, rate: float) -> float:
+    """A fee of ``rate`` charged on ``notional`` (taker or maker rate, quote)."""
+    return notional * rate
+
+
+def average_entry(notional_a: float, entry_a: float, notional_b: float, entry_b: float) -> float:
+    """Entry price of two fills of one position merged (an add, or a fill in parts).
+
+    Linear: the base-weighted mean ``(qa Ea + qb Eb) / (qa + qb)`` with ``q = N / E``. Inverse:
+    the contract-weighted harmonic mean ``(ca + cb) / (ca / Ea + cb / Eb)`` with ``c = N / face``.
+    Written in notionals both are ``(Na + Nb) / (Na / Ea + Nb / Eb)``.
+    """
+    return (notional_a + notional_b) / (notional_a / entry_a + notional_b / entry_b)
+
+
 def pnl(is_long: bool, notional: float, entry: float, exit_price: float) -> float:
     """Quote PnL of a position of entry notional ``notional`` closed at ``exit_price``.
 
@@ -67,6 +82,12 @@ def pnl(is_long: bool, notional: float, entry: float, exit_price: float) -> floa
     """
     move = (exit_price - entry) / entry
     return notional * move if is_long else -notional * move
+
+
+def realised_pnl(is_long: bool, notional: float, entry: float, exit_price: float,
+                 fee: float) -> float:
+    """What closing at ``exit_price`` adds to equity: :func:`pnl` less the exit ``fee``."""
+    return pnl(is_long, notional, entry, exit_price) - fee
 
 
 # ----------------------------------------------------------------- market-aware helpers
@@ -81,6 +102,12 @@ def fixed_face(market: MarketRules) -> bool:
 def notional(market: MarketRules, amount: float, price: float) -> float:
     """Quote notional of ``amount`` (ccxt units: contracts, or base for spot) at ``price``."""
     return notional_of(amount, price, market.contract_size, fixed_face(market))
+
+
+def amount_for(market: MarketRules, notional_quote: float, price: float) -> float:
+    """The amount (ccxt units, not yet rounded to a step) worth ``notional_quote`` at ``price``:
+    the inverse of :func:`notional`."""
+    return notional_quote / notional_of(1.0, price, market.contract_size, fixed_face(market))
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +174,7 @@ def taker_fee(market: MarketRules, fallback: float) -> float:
 
 
 __all__ = [
-    "Opened", "fixed_face", "maintenance_amount_quote", "maintenance_margin", "margin_of",
-    "no_tier", "notional", "notional_of", "opened", "pnl", "position_maintenance", "taker_fee",
-    "tier_at",
+    "Opened", "amount_for", "average_entry", "fee_on", "fixed_face", "maintenance_amount_quote",
+    "maintenance_margin", "margin_of", "no_tier", "notional", "notional_of", "opened", "pnl",
+    "position_maintenance", "realised_pnl", "taker_fee", "tier_at",
 ]

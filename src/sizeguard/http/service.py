@@ -21,6 +21,7 @@ from sizeguard.adapters.paper import PaperExchange
 from sizeguard.adapters.sql_store import SqlStore
 from sizeguard.budget import ACCOUNT, Budget, account_policy, decide_for_bot
 from sizeguard.config.settings import env_from_os, resolve
+from sizeguard.core import position
 from sizeguard.core.account import Account, Position
 from sizeguard.core.decision import Decision
 from sizeguard.core.intent import Intent
@@ -274,8 +275,11 @@ class Gate:
             raise Problem(409, "reservation not held",
                           f"the reservation is {res.status}; only a held one can fill",
                           errors=[{"field": "reservation_id", "reason": f"is {res.status}"}])
+        filled = position.opened(self.markets.markets()[res.symbol], float(body["amount"]),
+                                 body["price"], res.leverage)
         pos = self.store.fill_reservation(
-            res.id, amount=body["amount"], entry_price=body["price"], fee=body.get("fee") or 0.0,
+            res.id, amount=body["amount"], entry_price=body["price"], notional=filled.notional,
+            margin=filled.margin, fee=body.get("fee") or 0.0,
             stop_price=body.get("stop_price"), take_profit=body.get("take_profit"),
             order_id=body.get("order_id"))
         return 200, {"position": pos.to_dict()}, {}
