@@ -571,10 +571,11 @@ class _Run:
         lots = floor_lots(qty, step)
         if lots > 0 and m.tiers and self.leverage > self.tier_for(lots * step * unit).max_leverage:
             lots -= 1  # the float nudge in floor_lots must not carry a size over a tier ceiling
-        max_amount = m.max_amount
+        max_amount, max_source = m.max_amount, m.max_amount_source
         min_amount = m.min_amount
         if self.p.execution.order_type == "market":
-            max_amount = min(max_amount, m.market_max_amount)
+            if m.market_max_amount < max_amount:
+                max_amount, max_source = m.market_max_amount, m.market_max_source
             min_amount = max(min_amount, m.market_min_amount)
         if lots * step > max_amount:
             lots = floor_lots(max_amount, step)
@@ -600,7 +601,8 @@ class _Run:
             need = max(need, ceil_lots(lim.min_notional / unit, step))
         self.step("exchange_rules", quantity=qty, lot_step=step, lots=lots,
                   amount=format_amount(lots, m.amount_step_decimal), min_amount=min_amount,
-                  min_cost=min_cost, min_cost_source=cost_src, max_amount=max_amount)
+                  min_cost=min_cost, min_cost_source=cost_src, max_amount=max_amount,
+                  max_amount_source=max_source)
         if not short:
             return lots, None
         if self.p.execution.below_minimum == "raise":

@@ -8,36 +8,89 @@ minimum is a separate, explicit step of the pipeline.
 from __future__ import annotations
 
 import math
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 # ccxt's precision modes (ccxt/base/decimal_to_precision.py uses the same numbers).
 DECIMAL_PLACES = 2
 SIGNIFICANT_DIGITS = 3
 TICK_SIZE = 4
 
-# Float division leaves 2.9999999999999996 where 3 is meant (0.003 / 0.001); a nudge of a
-# billionth of a lot, plus a relative term for huge counts, keeps exact multiples exact without
-# ever admitting a meaningful fraction of a lot.
+# The rule, in exact decimal arithmetic: lots = floor(Q / S + 1e-9) and ceil(Q / S - 1e-9),
+# where Q is the quantity's shortest decimal repr (what ccxt's amount_to_precision truncates) and
+# S the step's. The billionth of a lot forgives float noise such as 2.9999999999999996 lots where
+# 3 is meant (0.003 / 0.001) without ever admitting a meaningful fraction of a lot.
 _ABS_EPS = 1e-9
-# The relative term is ~10 ulps of the lot count: 1e-12 admitted 7% of a lot at 7e10 lots
-# (DOGE at a 1e-6 step) and rounded up where ccxt's amount_to_precision truncates.
-_REL_EPS = 2e-15
+# The float quotient q / s is within ~3.3e-16 x (q / s) of Q / S (q and s each round their
+# decimal by half an ulp, the division by another). Outside a window of twice that (plus a
+# little for the nudge's own rounding) around a whole lot the float floor is the exact one;
+# inside it the decimal check decides. Below ~1e6 lots the window is far under a billionth of a
+# lot, so the decimal path is rare; at 1e14 lots (Kraken's 1e-8 steps) it is a tenth of a lot,
+# where a relative nudge once rounded *up* (DOGE/USDT: 1351081.83316821 for 1351081.8331682).
+_REL_WINDOW = 8e-16
+_ABS_WINDOW = 1e-15
 
 
-def floor_lots(quantity: float, step: float) -> int:
-    """Whole lots of ``step`` in ``quantity``, rounded down (never negative)."""
+def floor_lots_float(quantity: float, step: float) -> int:
+    """:func:`floor_lots` from floats alone, or -1 when the float quotient lies too near a whole
+    lot to tell (numba-compilable: a compiled caller falls back to :func:`floor_lots`)."""
     if quantity <= 0.0:
         return 0
     x = quantity / step
-    return int(math.floor(x + _ABS_EPS + x * _REL_EPS))
+    y = x + _ABS_EPS
+    n = math.floor(y)
+    frac = y - n
+    window = x * _REL_WINDOW + _ABS_WINDOW
+    if window < frac < 1.0 - window:
+        return int(n)
+    return -1
+
+
+def ceil_lots_float(quantity: float, step: float) -> int:
+    """:func:`ceil_lots` from floats alone, or -1 when ambiguous (numba-compilable)."""
+    if quantity <= 0.0:
+        return 0
+    x = quantity / step
+    y = x - _ABS_EPS
+    n = math.ceil(y)
+    gap = n - y
+    window = x * _REL_WINDOW + _ABS_WINDOW
+    if window < gap < 1.0 - window:
+        return int(n)
+    return -1
+
+
+def _decimals(quantity: float, step: float) -> tuple[Decimal, Decimal]:
+    return Decimal(repr(quantity)), decimal_step(step)
+
+
+def floor_lots(quantity: float, step: float) -> int:
+    """Whole lots of ``step`` in ``quantity``, rounded down (never negative, never up)."""
+    n = floor_lots_float(quantity, step)
+    if n >= 0:
+        return n
+    with localcontext() as ctx:
+        ctx.prec = 60  # 1e20 lots of 1e-12 still divide exactly
+        q, s = _decimals(quantity, step)
+        lots = int(q // s)  # q, s > 0: // truncates, which is the floor here
+        if (lots + 1) * s - q <= s * Decimal(_ABS_EPS):
+            lots += 1  # within a billionth of the next lot: float noise, not a fraction
+        return lots
 
 
 def ceil_lots(quantity: float, step: float) -> int:
     """Whole lots of ``step`` needed to reach ``quantity``, rounded up."""
-    if quantity <= 0.0:
-        return 0
-    x = quantity / step
-    return int(math.ceil(x - _ABS_EPS - x * _REL_EPS))
+    n = ceil_lots_float(quantity, step)
+    if n >= 0:
+        return n
+    with localcontext() as ctx:
+        ctx.prec = 60
+        q, s = _decimals(quantity, step)
+        lots = int(q // s)
+        if lots * s < q:
+            lots += 1
+        if lots > 0 and q - (lots - 1) * s <= s * Decimal(_ABS_EPS):
+            lots -= 1  # a billionth of a lot above a whole count: float noise
+        return lots
 
 
 def step_from_precision(value: float, mode: int) -> float:
