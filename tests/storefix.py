@@ -15,7 +15,7 @@ import pytest
 
 from sizeguard.adapters.market_files import load_markets
 from sizeguard.adapters.sql_store import SqlStore, open_store
-from sizeguard.config.loader import load_policy
+from sizeguard.config import load_policy
 from sizeguard.core.market import MarketBook
 from sizeguard.core.policy import Policy
 

@@ -20,7 +20,7 @@ from sizeguard.adapters.ccxt_exchange import (
 from sizeguard.adapters.market_files import load_markets
 from sizeguard.adapters.market_snapshot import FileMarketSource, refresh
 from sizeguard.adapters.sql_store import SqlStore
-from sizeguard.config.loader import load_policy
+from sizeguard.config import load_policy
 from sizeguard.core.intent import Intent
 from sizeguard.errors import ExchangeError, InsufficientFunds, InvalidOrder, NetworkError, RateLimited
 from sizeguard.trader import Trader

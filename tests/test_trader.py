@@ -10,7 +10,7 @@ from sizeguard.adapters.market_files import load_markets
 from sizeguard.adapters.market_snapshot import BookSource
 from sizeguard.adapters.paper import PaperExchange
 from sizeguard.adapters.sql_store import SqlStore
-from sizeguard.config.loader import load_policy
+from sizeguard.config import load_policy
 from sizeguard.core.decide import decide
 from sizeguard.core.intent import Intent
 from sizeguard.errors import InvalidOrder, NetworkError
@@ -175,7 +175,9 @@ def test_a_protective_fill_found_by_sync_feeds_pnl_streak_and_win_rate(
     assert fill.kind == kind and fill.status == "filled"
     assert ex.orders["p-1-sl" if kind == "take_profit" else "p-1-tp"].status == "canceled"
     out = t.sync()
-    assert out["stopped_out"] == [r.position.id] and out["closed"] == []
+    other = "take_profit_filled" if kind == "stop" else "stopped_out"  # a take-profit is no stop
+    assert out[other] == [] and out["closed"] == []
+    assert out["stopped_out" if kind == "stop" else "take_profit_filled"] == [r.position.id]
     closed = store.position(r.position.id)
     assert closed is not None and closed.status == "closed"
     assert closed.exit_price == pytest.approx(fill.average)

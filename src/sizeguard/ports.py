@@ -306,3 +306,29 @@ class StateStore(Protocol):
 
     def record_snapshot(self, snapshot_id: str, *, exchange: str, fetched_at: str,
                         path: str) -> None: ...
+
+
+# --------------------------------------------------------------------------- alerts
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Something an operator must hear about. ``key`` identifies the condition: the same key
+    again within the dedup window is the same alert (not sent twice)."""
+
+    kind: str  # "halt" | "liquidation_guard" | "exchange_reject" | "store_down" | "store_up" | "budget_used"
+    title: str
+    body: str
+    key: str
+    level: str = "warning"  # "info" | "success" | "warning" | "failure"
+    at: float = 0.0  # epoch seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+class Notifier(Protocol):
+    """Where alerts go (chat, push, webhooks). ``notify`` must not block the caller for long and
+    never raises: a notification that cannot be delivered is logged and dropped."""
+
+    def notify(self, alert: Alert) -> None: ...

@@ -265,6 +265,7 @@ class Trader:
         found = list(self.exchange.positions())
         on_exchange = {(p.symbol, p.side) for p in found if p.amount}
         stopped: list[str] = []
+        took_profit: list[str] = []
         for pos in self.store.positions(self.account_id):
             if (pos.symbol, pos.side) in on_exchange or not pos.client_order_id:
                 continue
@@ -275,7 +276,7 @@ class Trader:
                 if o is not None and o.status == "filled" and price:
                     self.store.close_position(pos.id, exit_price=price, fee=o.fee,
                                               note=f"{o.kind} filled on the exchange")
-                    stopped.append(pos.id)
+                    (stopped if suffix == "-sl" else took_profit).append(pos.id)
                     break
         balance = self.exchange.balance()
         if balance.total > 0:
@@ -283,7 +284,8 @@ class Trader:
         changes = self.store.sync_positions(self.account_id, found)
         expired = self.store.expire_reservations(self.account_id)
         return {"equity": balance.total, "free": balance.free, "positions": len(found),
-                "expired_reservations": expired, "stopped_out": stopped, **changes}
+                "expired_reservations": expired, "stopped_out": stopped,
+                "take_profit_filled": took_profit, **changes}
 
 
 def _order_dict(o: OrderResult) -> dict[str, Any]:

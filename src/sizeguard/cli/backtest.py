@@ -1,10 +1,11 @@
 """``sizeguard backtest`` and ``sizeguard montecarlo``: prove a policy on candles before it trades.
 
-Registered on the main app by one import at the end of :mod:`sizeguard.cli.main`.
+Registered on :data:`sizeguard.cli.app.app` when cli/main.py imports this module.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -22,8 +23,9 @@ from rich.table import Table
 
 from sizeguard.adapters.market_files import attach_tiers, load_markets
 from sizeguard.backtest import METHODS, STRATEGIES
-from sizeguard.cli.main import app
-from sizeguard.config.loader import PRESETS, load_policy
+from sizeguard.cli.app import app, clean_floats, positive, writable_output
+from sizeguard.config.loader import PRESETS
+from sizeguard.config.settings import load_policy
 from sizeguard.core.market import MarketBook, MarketRules
 from sizeguard.core.policy import Policy
 from sizeguard.errors import InvalidInput, SizeguardError
@@ -48,8 +50,11 @@ ConfigOpt = Annotated[list[Path] | None, typer.Option(
     "--config", help="A policy TOML file to compare (repeatable).")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a key of every policy: --set limits.max_positions=2 (repeatable).")]
-StrategyOpt = Annotated[str, typer.Option(
-    "--strategy", help=f"Signals: {', '.join(STRATEGIES)} (file needs --signals).")]
+StrategyOpt = Annotated[str | None, typer.Option(
+    "--strategy", metavar="|".join(STRATEGIES),
+    help=f"Signals: {', '.join(STRATEGIES)} (default ema-cross; file, implied by --signals, "
+         "replays your signal columns).")]
+USD_LIKE = frozenset({"USD", "USDT", "USDC", "BUSD", "FDUSD", "TUSD", "DAI", "USDE", "ZUSD"})
 
 
 def _console() -> Console:
@@ -60,6 +65,45 @@ def _console() -> Console:
 def _fail(exc: Exception) -> None:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(2)
+
+
+def check_quote(candle_symbol: str, market: MarketRules, source: str) -> str | None:
+    """The candle file's quote currency against the market's: None when they agree (the USD
+    family counts as one), else what is wrong."""
+    from sizeguard.backtest.candles import quote_from_symbol
+
+    quote = quote_from_symbol(candle_symbol)
+    theirs = (market.quote or "").upper()
+    if quote is None or not theirs or quote == theirs or {quote, theirs} <= USD_LIKE:
+        return None
+    return (f"{source}: candles quoted in {quote}, but {market.symbol} is quoted in {theirs}; "
+            "prices and PnL would be in the wrong currency")
+
+
+def strategy_for(strategy: str | None, signals_file: Path | None) -> str:
+    """--strategy with --signals: the file strategy is implied; any other is refused."""
+    if signals_file is not None:
+        if strategy not in (None, "file"):
+            raise InvalidInput("--strategy", strategy, "--signals replays a file: use --strategy "
+                               "file (or leave --strategy out)")
+        if not signals_file.is_file():
+            raise InvalidInput("--signals", str(signals_file), "no such file")
+        return "file"
+    chosen = strategy or "ema-cross"
+    if chosen not in STRATEGIES:
+        close = difflib.get_close_matches(chosen, list(STRATEGIES), n=1)
+        raise InvalidInput("--strategy", chosen, "unknown strategy; "
+                           + (f"did you mean {close[0]}?" if close else
+                              f"one of {', '.join(STRATEGIES)}"))
+    if chosen == "file":
+        raise InvalidInput("--strategy", chosen, "needs --signals FILE")
+    return chosen
+
+
+def choice(option: str, value: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise InvalidInput(option, value, f"must be one of {', '.join(allowed)}")
+    return value
 
 
 def guess_market(book: MarketBook, candle_symbol: str) -> MarketRules:
@@ -141,6 +185,22 @@ def metrics_table(results: Sequence[BacktestResult]) -> Table:
     return table
 
 
+FRACTION_KEYS = ("total_return", "cagr", "max_drawdown", "win_rate", "ruin_threshold",
+                 "probability_of_ruin", "probability_of_loss", *(f"max_drawdown_p{q}" for q in (
+                     5, 25, 50, 75, 95)))
+
+
+def with_percent(row: dict[str, Any]) -> dict[str, Any]:
+    """Each fraction also as a percent (``max_drawdown_pct``), as ``size`` reports ``risk_pct``;
+    the fraction keys stay as they were."""
+    out = dict(row)
+    for key in FRACTION_KEYS:
+        value = row.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[f"{key}_pct"] = value * 100 if math.isfinite(value) else None
+    return clean_floats(out)  # type: ignore[no-any-return]
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -160,7 +220,22 @@ def _load(candles: list[Path], symbol: list[str] | None, markets: Path | None,
         raise InvalidInput("--symbol", symbol, f"give one per --candles file ({len(loaded)})")
     chosen = [book[s] for s in symbol] if symbol else [guess_market(book, c.symbol) for c in loaded]
     notes = [c.gap_report() for c in loaded]
+    for c, m in zip(loaded, chosen, strict=True):
+        notes.extend(f"warning: {w}" for w in c.warnings)
+        wrong = check_quote(c.symbol, m, c.source)
+        if wrong and not symbol:  # a guessed market must not trade another currency
+            raise InvalidInput("--candles", c.source, wrong.split(": ", 1)[1] + "; give --symbol "
+                               f"with a market quoted in {wrong.split('quoted in ')[1].split(',')[0]}")
+        if wrong:  # the user chose this market: said clearly, in the output and the report
+            notes.append(f"warning: {wrong}")
     return align(loaded), book, chosen, notes
+
+
+def _warn(notes: Sequence[str]) -> None:
+    """The warnings among ``notes`` on stderr (JSON output stays one object on stdout)."""
+    for n in notes:
+        if n.startswith("warning: "):
+            typer.echo(n, err=True)
 
 
 @app.command(epilog="Example: sizeguard backtest --candles BTC_USD-1h.csv --preset ai-atr-risk "
@@ -171,8 +246,9 @@ def backtest(
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    strategy: StrategyOpt = "ema-cross",
-    signals_file: Annotated[Path | None, typer.Option("--signals", help="Your signal columns.")] = None,
+    strategy: StrategyOpt = None,
+    signals_file: Annotated[Path | None, typer.Option(
+        "--signals", help="Your signal columns (CSV/Parquet); implies --strategy file.")] = None,
     fast: Annotated[int, typer.Option(help="ema-cross fast span.")] = 12,
     slow: Annotated[int, typer.Option(help="ema-cross slow span.")] = 26,
     channel: Annotated[int, typer.Option("--channel", help="donchian lookback (bars).")] = 20,
@@ -183,7 +259,7 @@ def backtest(
     funding: Annotated[float, typer.Option(
         help="Funding rate per 8h (0.0001 = 0.01%; longs pay when positive).")] = 0.0,
     intrabar: Annotated[str, typer.Option(
-        help="worst (stop/take-profit/liquidation in one bar: the worst) or ordered.")] = "worst",
+        help="Stop and take-profit in one bar: worst (the stop) or ordered (nearer first).")] = "worst",
     markets: Annotated[Path | None, typer.Option(help="ccxt markets JSON.")] = None,
     tiers: Annotated[Path | None, typer.Option(help="ccxt leverage tiers JSON.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
@@ -201,7 +277,18 @@ def backtest(
     from sizeguard.backtest.report import equity_svg, write_report
     from sizeguard.backtest.results import metrics, write_ledger
     from sizeguard.backtest.signals import build_signals
-    try:
+    try:  # every input and output checked before the first bar runs
+        strategy = strategy_for(strategy, signals_file)
+        choice("--intrabar", intrabar, ("worst", "ordered"))
+        positive("--equity", equity)
+        if mc_paths < 0:
+            raise InvalidInput("--montecarlo", mc_paths, "must be >= 0 paths")
+        for option, value in (("--fast", fast), ("--slow", slow), ("--channel", channel)):
+            if value < 1:
+                raise InvalidInput(option, value, "must be >= 1 bar")
+        writable_output("--report", report, (".html", ".htm"))
+        writable_output("--ledger", ledger, (".csv", ".parquet"))
+        writable_output("--plot", plot, (".svg",))
         panel, book, chosen, notes = _load(candles, symbol, markets, tiers)
         plans = _plans(preset or [], config or [], set_ or [], book, chosen)
         sig = build_signals(panel, strategy, fast=fast, slow=slow, n=channel, tp_r=tp_r,
@@ -224,11 +311,12 @@ def backtest(
         _fail(exc)
         return
     if as_json:
-        sys.stdout.write(json.dumps([_plain(metrics(r)) for r in results]) + "\n")
+        _warn(notes)
+        sys.stdout.write(json.dumps([with_percent(_plain(metrics(r))) for r in results]) + "\n")
         return
     console = _console()
     for n in notes:
-        console.print(n, style="dim")
+        console.print(n, style="yellow" if n.startswith("warning: ") else "dim")
     for r in results:
         for w in r.warnings:
             console.print(f"{r.name}: entry refused as invalid input: {w}", style="yellow")
@@ -266,11 +354,13 @@ def montecarlo(
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    strategy: StrategyOpt = "ema-cross",
+    strategy: StrategyOpt = None,
     equity: Annotated[float, typer.Option(help="Starting equity of every path.")] = 10_000.0,
     paths: Annotated[int, typer.Option(help="Paths per policy.")] = 10_000,
     trades: Annotated[int | None, typer.Option(help="Trades per path (default: the ledger's).")] = None,
-    method: Annotated[str, typer.Option(help=f"One of {', '.join(METHODS)}.")] = "bootstrap",
+    method: Annotated[str, typer.Option(
+        metavar="|".join(METHODS), help=f"One of {', '.join(METHODS)} (block keeps losing "
+        "streaks together; the same default as backtest --montecarlo).")] = "block",
     block: Annotated[int, typer.Option(help="Block length for --method block.")] = 20,
     ruin: Annotated[float, typer.Option(help="Ruin: equity at or below this fraction of the start.")] = 0.5,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -281,6 +371,15 @@ def montecarlo(
     from sizeguard.backtest.results import read_ledger
     from sizeguard.backtest.signals import build_signals
     try:
+        choice("--method", method, METHODS)
+        positive("--equity", equity)
+        for option, value in (("--paths", paths), ("--block", block), ("--trades", trades)):
+            if value is not None and value < 1:
+                raise InvalidInput(option, value, "must be >= 1")
+        if not 0 <= ruin < 1:
+            raise InvalidInput("--ruin", ruin, "is a fraction of the start: 0 <= ruin < 1")
+        if ledger is not None and not ledger.is_file():
+            raise InvalidInput("--ledger", str(ledger), "no such file")
         series: list[tuple[str, Any]] = []
         if ledger is not None:
             df = read_ledger(ledger)
@@ -288,8 +387,9 @@ def montecarlo(
                 sub = df.filter(df["policy"] == name)
                 series.append((str(name), (sub["net_pnl"] / sub["equity_at_entry"]).to_numpy()))
         elif candles:
-            panel, book, chosen, _ = _load(candles, symbol, None, None)
-            sig = build_signals(panel, strategy)
+            panel, book, chosen, notes = _load(candles, symbol, None, None)
+            _warn(notes)
+            sig = build_signals(panel, strategy_for(strategy, None))
             plans = _plans(preset or [], config or [], set_ or [], book, chosen)
             for r in run_many(panel, sig, plans, equity=equity, funding=0.0, intrabar="worst",
                               show_progress=False):
@@ -307,6 +407,6 @@ def montecarlo(
         _fail(exc)
         return
     if as_json:
-        sys.stdout.write(json.dumps([m.summary() for m in results]) + "\n")
+        sys.stdout.write(json.dumps([with_percent(m.summary()) for m in results]) + "\n")
     else:
         _console().print(_mc_table(results))

@@ -225,6 +225,28 @@ def _info_max_amount(market: Mapping[str, Any]) -> tuple[float, str] | None:
     return None
 
 
+def _maxima(market: Mapping[str, Any], is_contract: bool, notes: list[str]
+            ) -> tuple[tuple[float, str], tuple[float, str]]:
+    """The maximum amount and the market-order maximum with where each came from: ccxt's
+    unified limits, else the raw ``info`` (noted)."""
+    limits = market.get("limits") or {}
+    max_amount = (_num(_get(limits, "amount", "max")) or INF, "limits.amount.max")
+    if math.isinf(max_amount[0]):
+        found = _info_max_amount(market)
+        if found is not None:
+            max_amount = found
+            notes.append(f"max amount {found[0]:g} from {found[1]} "
+                         "(unified limits.amount.max missing)")
+    market_max = (_num(_get(limits, "market", "max")) or INF, "limits.market.max")
+    if math.isinf(market_max[0]):
+        found = _info_market_max(market, is_contract)
+        if found is not None:
+            market_max = found
+            notes.append(f"market-order max amount {found[0]:g} from {found[1]} "
+                         "(unified limits.market.max missing)")
+    return max_amount, market_max
+
+
 def _info_max_leverage(market: Mapping[str, Any]) -> tuple[float, str] | None:
     candidates: list[tuple[Any, str]] = [
         (_get(market, "info", "leverageFilter", "maxLeverage"), "info.leverageFilter.maxLeverage"),
@@ -290,14 +312,8 @@ def market_rules_from_ccxt(
 
     limits = market.get("limits") or {}
     min_amount = _num(_get(limits, "amount", "min")) or 0.0
-    max_amount = _num(_get(limits, "amount", "max")) or INF
-    max_amount_source = "limits.amount.max"
-    if math.isinf(max_amount):
-        found_max = _info_max_amount(market)
-        if found_max is not None:
-            max_amount, max_amount_source = found_max
-            notes.append(f"max amount {max_amount:g} from {max_amount_source} "
-                         "(unified limits.amount.max missing)")
+    (max_amount, max_amount_source), (market_max, market_max_source) = _maxima(
+        market, is_contract, notes)
     if min_amount == 0.0:
         notes.append("no unified min amount: one step is the minimum")
     min_cost = _num(_get(limits, "cost", "min")) or 0.0
@@ -308,14 +324,6 @@ def market_rules_from_ccxt(
             notes.append(f"min cost {min_cost:g} from {found[1]} (unified limits.cost.min missing)")
     max_cost = _num(_get(limits, "cost", "max")) or INF
     market_min = _num(_get(limits, "market", "min")) or 0.0
-    market_max = _num(_get(limits, "market", "max")) or INF
-    market_max_source = "limits.market.max"
-    if math.isinf(market_max):
-        found_mkt = _info_market_max(market, is_contract)
-        if found_mkt is not None:
-            market_max, market_max_source = found_mkt
-            notes.append(f"market-order max amount {market_max:g} from {market_max_source} "
-                         "(unified limits.market.max missing)")
 
     tiers: tuple[Tier, ...] = ()
     max_leverage = _num(_get(limits, "leverage", "max"))
