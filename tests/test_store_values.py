@@ -17,7 +17,7 @@ from sizeguard.adapters.market_files import load_markets
 from sizeguard.adapters.market_snapshot import BookSource
 from sizeguard.adapters.paper import PaperExchange
 from sizeguard.adapters.sql_store import SqlStore
-from sizeguard.config.loader import load_policy
+from sizeguard.config import load_policy
 from sizeguard.core import position
 from sizeguard.core.decide import decide
 from sizeguard.core.intent import Intent

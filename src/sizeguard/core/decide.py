@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from sizeguard.core import liquidation as liq
+from sizeguard.core import position
 from sizeguard.core.account import Account
 from sizeguard.core.adjust import adjust
 from sizeguard.core.decision import Decision, Reason, Status, TraceStep
@@ -869,7 +870,7 @@ def finish(ctx: Context, log: Log, sz: Sizing, lots: int, skip: Reason | None) -
     if skip is not None:
         log.reason(skip)
         lots = 0
-    notional = lots * m.amount_step * ctx.unit_value()
+    notional = position.notional(m, position.amount_of_lots(m, lots), i.price)
     lev = sz.leverage if ctx.is_contract else 1.0
     margin = notional / lev if notional else 0.0
     fees = notional * ctx.fee_rt

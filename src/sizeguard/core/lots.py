@@ -15,17 +15,20 @@ DECIMAL_PLACES = 2
 SIGNIFICANT_DIGITS = 3
 TICK_SIZE = 4
 
-# The rule, in exact decimal arithmetic: lots = floor(Q / S + 1e-9) and ceil(Q / S - 1e-9),
-# where Q is the quantity's shortest decimal repr (what ccxt's amount_to_precision truncates) and
-# S the step's. The billionth of a lot forgives float noise such as 2.9999999999999996 lots where
-# 3 is meant (0.003 / 0.001) without ever admitting a meaningful fraction of a lot.
+# The rule, in exact decimal arithmetic: lots = floor((Q + e) / S) and ceil((Q - e) / S), where
+# Q is the quantity's shortest decimal repr (what ccxt's amount_to_precision truncates), S the
+# step's, and the nudge e = max(a billionth of a lot, Q x 2^-51) forgives float noise: 2.99999..96
+# lots where 3 is meant (0.003 / 0.001), or 10.867999999999999 for 2.717 / 0.25 = 10.868. The
+# relative part is one to two ulps of the quantity, below which a float cannot tell a fraction
+# of a lot from noise; it never admits more (a relative nudge of ~9 ulps once rounded DOGE at
+# 1e14 lots *up*: 1351081.83316821 for 1351081.8331682).
 _ABS_EPS = 1e-9
+_REL_EPS = 2.0**-51
 # The float quotient q / s is within ~3.3e-16 x (q / s) of Q / S (q and s each round their
 # decimal by half an ulp, the division by another). Outside a window of twice that (plus a
 # little for the nudge's own rounding) around a whole lot the float floor is the exact one;
 # inside it the decimal check decides. Below ~1e6 lots the window is far under a billionth of a
-# lot, so the decimal path is rare; at 1e14 lots (Kraken's 1e-8 steps) it is a tenth of a lot,
-# where a relative nudge once rounded *up* (DOGE/USDT: 1351081.83316821 for 1351081.8331682).
+# lot, so the decimal path is rare; at 1e14 lots (Kraken's 1e-8 steps) it is a tenth of a lot.
 _REL_WINDOW = 8e-16
 _ABS_WINDOW = 1e-15
 
@@ -36,7 +39,7 @@ def floor_lots_float(quantity: float, step: float) -> int:
     if quantity <= 0.0:
         return 0
     x = quantity / step
-    y = x + _ABS_EPS
+    y = x + max(_ABS_EPS, x * _REL_EPS)
     n = math.floor(y)
     frac = y - n
     window = x * _REL_WINDOW + _ABS_WINDOW
@@ -50,7 +53,7 @@ def ceil_lots_float(quantity: float, step: float) -> int:
     if quantity <= 0.0:
         return 0
     x = quantity / step
-    y = x - _ABS_EPS
+    y = x - max(_ABS_EPS, x * _REL_EPS)
     n = math.ceil(y)
     gap = n - y
     window = x * _REL_WINDOW + _ABS_WINDOW
@@ -59,8 +62,10 @@ def ceil_lots_float(quantity: float, step: float) -> int:
     return -1
 
 
-def _decimals(quantity: float, step: float) -> tuple[Decimal, Decimal]:
-    return Decimal(repr(quantity)), decimal_step(step)
+def _decimals(quantity: float, step: float) -> tuple[Decimal, Decimal, Decimal]:
+    """Q, S and the nudge e of the exact rule (call inside a wide decimal context)."""
+    q, s = Decimal(repr(quantity)), decimal_step(step)
+    return q, s, max(s * Decimal(_ABS_EPS), q * Decimal(_REL_EPS))
 
 
 def floor_lots(quantity: float, step: float) -> int:
@@ -70,11 +75,8 @@ def floor_lots(quantity: float, step: float) -> int:
         return n
     with localcontext() as ctx:
         ctx.prec = 60  # 1e20 lots of 1e-12 still divide exactly
-        q, s = _decimals(quantity, step)
-        lots = int(q // s)  # q, s > 0: // truncates, which is the floor here
-        if (lots + 1) * s - q <= s * Decimal(_ABS_EPS):
-            lots += 1  # within a billionth of the next lot: float noise, not a fraction
-        return lots
+        q, s, e = _decimals(quantity, step)
+        return int((q + e) // s)  # positive: // truncates, which is the floor here
 
 
 def ceil_lots(quantity: float, step: float) -> int:
@@ -84,13 +86,12 @@ def ceil_lots(quantity: float, step: float) -> int:
         return n
     with localcontext() as ctx:
         ctx.prec = 60
-        q, s = _decimals(quantity, step)
-        lots = int(q // s)
-        if lots * s < q:
-            lots += 1
-        if lots > 0 and q - (lots - 1) * s <= s * Decimal(_ABS_EPS):
-            lots -= 1  # a billionth of a lot above a whole count: float noise
-        return lots
+        q, s, e = _decimals(quantity, step)
+        below = q - e
+        if below <= 0:
+            return 0
+        lots = int(below // s)
+        return lots + 1 if lots * s < below else lots
 
 
 def step_from_precision(value: float, mode: int) -> float:

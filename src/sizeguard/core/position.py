@@ -104,6 +104,13 @@ def notional(market: MarketRules, amount: float, price: float) -> float:
     return notional_of(amount, price, market.contract_size, fixed_face(market))
 
 
+def amount_of_lots(market: MarketRules, lots: int) -> float:
+    """``lots`` whole steps as the float nearest the exact decimal amount (29,999 lots of 0.001
+    are 29.999, not the 29.999000000000002 that ``lots * step`` gives in floats), so that a
+    decision and a fill of the same amount value it identically."""
+    return float(lots * market.amount_step_decimal)
+
+
 def amount_for(market: MarketRules, notional_quote: float, price: float) -> float:
     """The amount (ccxt units, not yet rounded to a step) worth ``notional_quote`` at ``price``:
     the inverse of :func:`notional`."""
@@ -174,7 +181,7 @@ def taker_fee(market: MarketRules, fallback: float) -> float:
 
 
 __all__ = [
-    "Opened", "amount_for", "average_entry", "fee_on", "fixed_face", "maintenance_amount_quote",
-    "maintenance_margin", "margin_of", "no_tier", "notional", "notional_of", "opened", "pnl",
-    "position_maintenance", "realised_pnl", "taker_fee", "tier_at",
+    "Opened", "amount_for", "amount_of_lots", "average_entry", "fee_on", "fixed_face",
+    "maintenance_amount_quote", "maintenance_margin", "margin_of", "no_tier", "notional",
+    "notional_of", "opened", "pnl", "position_maintenance", "realised_pnl", "taker_fee", "tier_at",
 ]
