@@ -15,9 +15,13 @@ import pytest
 
 from sizeguard.adapters.market_files import load_markets
 from sizeguard.adapters.sql_store import SqlStore, open_store
+from sizeguard.app.services import ReserveRequest, reserve_one
 from sizeguard.config import load_policy
+from sizeguard.core import position
 from sizeguard.core.market import MarketBook
 from sizeguard.core.policy import Policy
+from sizeguard.ports import Reservation, StoredPosition
+from sizeguard.ports import DecideFn, Reserved
 
 PG_URL = os.environ.get("SIZEGUARD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 _pg_checked: list[str | None] = []
@@ -103,3 +107,21 @@ def notional_policy(notional: float = 100.0, **limits: object) -> Policy:
             "leverage.max=10"]
     sets += [f"limits.{k}={v}" for k, v in limits.items()]
     return load_policy("viper-fixed-margin", sets=sets)
+
+
+def reserve(store: SqlStore, account_id: str, decide_fn: DecideFn, *, client_order_id: str,
+            snapshot_id: str | None = None, ttl: float = 300.0, claim: float = 60.0) -> Reserved:
+    """The application's decide-and-reserve (one unit of work) for one decision, no owner."""
+    return reserve_one(store, account_id, ReserveRequest(
+        lambda account, _own: decide_fn(account), client_order_id, snapshot_id, ttl, claim))
+
+
+def fill(store: SqlStore, res: Reservation, price: float, *, fee: float = 0.0,
+         book: MarketBook | None = None, amount: str | None = None) -> StoredPosition:
+    """Fill ``res`` (whole, or ``amount``) at ``price`` with the core's notional and margin on
+    its market (``book``, default the built-in markets): the store records, never computes."""
+    market = (book or load_markets(None))[res.symbol]
+    amt = amount if amount is not None else res.amount
+    o = position.opened(market, float(amt), price, res.leverage)
+    return store.fill_reservation(res.id, amount=amt, entry_price=price, notional=o.notional,
+                                  margin=o.margin, fee=fee)
