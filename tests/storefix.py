@@ -20,8 +20,7 @@ from sizeguard.config import load_policy
 from sizeguard.core import position
 from sizeguard.core.market import MarketBook
 from sizeguard.core.policy import Policy
-from sizeguard.ports import Reservation, StoredPosition
-from sizeguard.ports import DecideFn, Reserved
+from sizeguard.ports import DecideFn, Reservation, Reserved, StoredPosition
 
 PG_URL = os.environ.get("SIZEGUARD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 _pg_checked: list[str | None] = []
