@@ -45,8 +45,8 @@ def test_inverse_fill_away_from_the_decision_keeps_its_notional(store: SqlStore,
     store.ensure_account("acc", exchange="binancecoinm", equity=50_000.0, quote="USD")
     market = coinm[SYMBOL]
     intent = Intent(SYMBOL, "long", 50_000.0)
-    r = store.decide_and_reserve("acc", lambda a: decide(intent, a, market, POLICY),
-                                 client_order_id="inv-1", snapshot_id="test")
+    r = storefix.reserve(store, "acc", lambda a: decide(intent, a, market, POLICY),
+                         client_order_id="inv-1", snapshot_id="test")
     assert r.reservation is not None
     assert (r.reservation.amount, r.reservation.notional) == ("100", 10_000.0)
     filled = position.opened(market, float(r.reservation.amount), 55_000.0,

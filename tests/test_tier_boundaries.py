@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import storefix
 from conftest import shared_path
 from sizeguard.adapters.market_files import attach_tiers, load_markets
 from sizeguard.adapters.sql_store import open_store
@@ -129,14 +130,14 @@ def test_store_position_gives_the_decisions_liquidation_price(
         for n, (target, side, price) in enumerate(cases(market)):
             account_id = f"a{n}"
             store.ensure_account(account_id, exchange="binanceusdm", equity=EQUITY)
-            got = store.decide_and_reserve(
-                account_id,
+            got = storefix.reserve(
+                store, account_id,
                 lambda acct, t=target, sd=side, p=price: decide_one(market, t, sd, acct, p),
                 client_order_id=f"c{n}")
             assert got.reservation is not None
             d = decide_one(market, target, side, Account(equity=EQUITY), price)
             lp = d.liquidation_price
-            assert got.decision["liquidation_price"] == pytest.approx(lp, rel=1e-12)
+            assert got.decision.liquidation_price == pytest.approx(lp, rel=1e-12)
             filled = position.opened(market, float(d.amount), d.entry_price, d.leverage)
             pos = store.fill_reservation(got.reservation.id, amount=d.amount,
                                          entry_price=d.entry_price, notional=filled.notional,
