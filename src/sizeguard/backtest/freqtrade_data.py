@@ -227,12 +227,14 @@ def export_returns(path: str | Path) -> list[tuple[str, F64, float]]:
     return out
 
 
-def export_signals(path: str | Path, timestamps: Any, strategy: str | None = None) -> pl.DataFrame:
+def export_signals(path: str | Path, timestamps: Any, strategy: str | None = None,
+                   symbols: Sequence[str] = ()) -> pl.DataFrame:
     """The entries of an export as a signal frame for :func:`signals_from_file`: at the candle
     before each trade's open (the signal candle; it acts at the open), its pair, side and stop
     distance (``atr`` = |open rate - stop|, ``atr_mult`` 1), and at the candle before a
     signal exit, that exit. The stop is the one freqtrade held (``stop_loss_abs``, else the
-    initial one)."""
+    initial one). One pair on one candle series (``symbols``, e.g. ``BTC_USD``) is that
+    series whatever its name."""
     ts = np.asarray(timestamps, dtype=np.int64)
     per = export_trades(path, strategy)
     if strategy is None and len(per) > 1:
@@ -258,6 +260,9 @@ def export_signals(path: str | Path, timestamps: Any, strategy: str | None = Non
             add(int(t["open_timestamp"]), str(t["pair"]), -1 if short else 1, 0, dist or None)
             if t.get("exit_reason") == "exit_signal" and t.get("close_timestamp"):
                 add(int(t["close_timestamp"]), str(t["pair"]), 0, 2 if short else 1, None)
+    pairs = {k[1] for k in merged}
+    if len(symbols) == 1 and len(pairs) == 1 and symbols[0] not in pairs:
+        merged = {(k[0], symbols[0]): v for k, v in merged.items()}
     keys = sorted(merged)
     rows = {"timestamp": [k[0] for k in keys], "symbol": [k[1] for k in keys],
             "entry": [merged[k][0] for k in keys], "exit": [merged[k][1] for k in keys],

@@ -206,7 +206,7 @@ def signals_from_file(panel: Panel, path: str | Path, atr_n: int = 14) -> Signal
     if not p.exists():
         raise InvalidInput("signals", str(p), "no such file")
     if is_freqtrade_export(p):  # replay a freqtrade backtest's entries (pair, time, side, stop)
-        df = export_signals(p, panel.timestamp)
+        df = export_signals(p, panel.timestamp, symbols=panel.symbols)
     else:
         df = pl.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pl.read_csv(p)
     for col in ("timestamp", "entry"):

@@ -558,7 +558,7 @@ class SizeguardMixin:
             elif not trade.is_open or math.isclose(float(order.safe_filled),
                                                    float(trade.amount or 0.0)):
                 self._event("closed", pair, side, current_time, price=float(order.safe_price),
-                            profit=_plain(float(trade.close_profit_abs or 0.0)),
+                            profit=_profit(trade, float(order.safe_price)),
                             exit_reason=getattr(trade, "exit_reason", None),
                             trade_id=getattr(trade, "id", None))
                 position = st.positions.pop(key, None) or _get_custom(trade, "sizeguard_position")
@@ -647,6 +647,14 @@ def _decision_from_gate(raw: Mapping[str, Any]) -> Decision:
                maintenance_margin_rate=raw.get("maintenance_margin_rate"),
                tier=raw.get("tier"), margin_mode=str(raw.get("margin_mode") or ""),
                policy=str(raw.get("policy") or ""), trace=())
+
+
+def _profit(trade: Any, rate: float) -> float | None:
+    """The trade's profit at ``rate`` as freqtrade computes it (None when it cannot)."""
+    try:
+        return float(trade.calc_profit(rate))
+    except Exception:  # an older or fake trade object: the profit is only informative
+        return None
 
 
 def _set_custom(trade: Any, key: str, value: Any) -> None:
