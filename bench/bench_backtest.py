@@ -40,7 +40,7 @@ from sizeguard.adapters.market_files import load_markets
 from sizeguard.backtest import engine as eng
 from sizeguard.backtest.candles import Panel
 from sizeguard.backtest.signals import ema_cross
-from sizeguard.config.loader import load_policy
+from sizeguard.config import load_policy
 
 FEE = 0.0005
 ATR_MULT = 1.5

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from sizeguard.adapters.market_files import load_markets
-from sizeguard.config.loader import load_policy
+from sizeguard.config import load_policy
 from sizeguard.core.account import Account
 from sizeguard.core.decide import decide
 from sizeguard.core.intent import Intent

@@ -16,7 +16,7 @@ from sizeguard.adapters.market_files import load_markets
 from sizeguard.backtest.candles import Panel, align, load_many
 from sizeguard.backtest.engine import BacktestResult, run_backtest
 from sizeguard.backtest.signals import donchian, ema_cross
-from sizeguard.config.loader import load_policy
+from sizeguard.config import load_policy
 from sizeguard.core.decide import decide
 
 BOOK = load_markets(None)

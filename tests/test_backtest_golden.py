@@ -114,14 +114,78 @@ def test_liquidation_before_an_unguarded_stop() -> None:
     assert r.liquidations == 1 and r.equity[-1] == pytest.approx(9_979.0)
 
 
-@pytest.mark.parametrize(("intrabar", "reason", "net"), [
-    # 20x: margin 50, liquidation 100 x 0.95 / 0.995 = 95.477; stop 97 is nearer.
-    ("worst", "liquidation", -51.0),  # margin 50 lost + entry fee 1
-    ("ordered", "stop", -31.97),  # -30 at the stop, fees 1 + 0.97
-])
-def test_intrabar_rule(intrabar: str, reason: str, net: float) -> None:
+# The intrabar rule: a long at 100, 20x, guard off: margin 50, stop 100 - 1.5 x 2 = 97,
+# liquidation 100 x (1 - 0.05) / (1 - 0.005) = 95.477, beyond the stop. Whatever path the price
+# takes inside a bar, it crosses 97 before 95.477, so the stop fills first unless the bar
+# *opens* beyond it. Both rules agree on everything but stop-vs-take-profit order.
+@pytest.mark.parametrize("intrabar", ["worst", "ordered"])
+def test_bar_spanning_stop_and_liquidation_without_gap_fills_the_stop(intrabar: str) -> None:
+    # Bar 2 opens at 100 and falls to 95 (below both 97 and 95.477): the stop at 97 fills.
+    # gross 10 x (97 - 100) = -30; fees 1.00 in + 10 x 97 x 0.1% = 0.97 out; net -31.97.
     p = panel([FLAT, FLAT, (100, 100, 95, 96), FLAT])
     r = run_backtest(p, signals(4, {1: 1}), [MARKET], policy(leverage=20), intrabar=intrabar)
+    (t,) = r.trades
+    assert t["liquidation_price"] == pytest.approx(95.0 / 0.995)
+    assert t["exit_reason"] == "stop" and t["exit_price"] == pytest.approx(97.0)
+    assert t["net_pnl"] == pytest.approx(-31.97) and r.liquidations == 0
+
+
+@pytest.mark.parametrize("intrabar", ["worst", "ordered"])
+def test_gap_through_the_stop_only_fills_at_the_open(intrabar: str) -> None:
+    # Bar 2 opens at 96, below the stop 97 but above liquidation 95.477: the stop order fills at
+    # the open; the low of 95 comes after the position is closed. gross 10 x (96 - 100) = -40;
+    # fees 1.00 + 10 x 96 x 0.1% = 0.96; net -41.96.
+    p = panel([FLAT, FLAT, (96, 97, 95, 96), FLAT])
+    r = run_backtest(p, signals(4, {1: 1}), [MARKET], policy(leverage=20), intrabar=intrabar)
+    (t,) = r.trades
+    assert t["exit_reason"] == "stop" and t["exit_price"] == pytest.approx(96.0)
+    assert t["net_pnl"] == pytest.approx(-41.96) and r.liquidations == 0
+
+
+@pytest.mark.parametrize("intrabar", ["worst", "ordered"])
+def test_gap_through_stop_and_liquidation_liquidates(intrabar: str) -> None:
+    # Bar 2 opens at 95, beyond the stop 97 and liquidation 95.477: the exchange liquidates
+    # before the stop can fill. The margin 50 is lost whole (no exit fee) + entry fee 1 -> -51.
+    p = panel([FLAT, FLAT, (95, 96, 94, 95), FLAT])
+    r = run_backtest(p, signals(4, {1: 1}), [MARKET], policy(leverage=20), intrabar=intrabar)
+    (t,) = r.trades
+    assert t["exit_reason"] == "liquidation" and t["exit_price"] == pytest.approx(95.0 / 0.995)
+    assert t["exit_fee"] == 0.0 and t["net_pnl"] == pytest.approx(-51.0)
+    assert r.liquidations == 1
+
+
+def test_short_gap_through_stop_and_liquidation_liquidates() -> None:
+    # The mirror: short at 100, 20x: stop 103, liquidation 100 x 1.05 / 1.005 = 104.478.
+    # Bar 2 opens at 105 (beyond both): liquidated, -50 margin - 1 fee = -51.
+    p = panel([FLAT, FLAT, (105, 106, 104, 105), FLAT])
+    r = run_backtest(p, signals(4, {1: -1}), [MARKET], policy(leverage=20))
+    (t,) = r.trades
+    assert t["liquidation_price"] == pytest.approx(105.0 / 1.005)
+    assert t["exit_reason"] == "liquidation" and t["net_pnl"] == pytest.approx(-51.0)
+
+
+@pytest.mark.parametrize("intrabar", ["worst", "ordered"])
+def test_no_stop_liquidates_when_the_range_reaches_liquidation(intrabar: str) -> None:
+    # No ATR and no default stop: the position has no stop, so a low of 95 <= 95.477 is a
+    # liquidation: -50 margin - 1 entry fee = -51.
+    p = panel([FLAT, FLAT, (100, 100, 95, 96), FLAT])
+    r = run_backtest(p, signals(4, {1: 1}, atr=math.nan), [MARKET], policy(leverage=20),
+                     intrabar=intrabar)
+    (t,) = r.trades
+    assert t["stop_price"] is None
+    assert t["exit_reason"] == "liquidation" and t["net_pnl"] == pytest.approx(-51.0)
+
+
+@pytest.mark.parametrize(("intrabar", "reason", "net"), [
+    ("worst", "stop", -31.97),  # -30 at the stop 97, fees 1 + 0.97
+    ("ordered", "take_profit", 57.94),  # +60 at 106, fees 1 + 1.06
+])
+def test_stop_or_take_profit_by_rule(intrabar: str, reason: str, net: float) -> None:
+    # 10x long at 100, stop 97, take-profit 106. Bar 2 opens at 103 and spans 96..107: both
+    # could fill. worst: the stop. ordered: the path goes open -> nearer extreme (107 is 4
+    # away, 96 is 7) -> farther, so the take-profit fills first.
+    p = panel([FLAT, FLAT, (103, 107, 96, 100), FLAT])
+    r = run_backtest(p, signals(4, {1: 1}, tp_r=2.0), [MARKET], policy(), intrabar=intrabar)
     assert r.trades[0]["exit_reason"] == reason
     assert r.trades[0]["net_pnl"] == pytest.approx(net)
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from sizeguard.adapters.market_files import load_markets
 from sizeguard.cli.main import app
-from sizeguard.config.loader import load_policy
+from sizeguard.config import load_policy
 from sizeguard.core.account import Account, Position
 from sizeguard.core.decide import decide
 from sizeguard.core.intent import Intent

@@ -33,7 +33,7 @@ import pytest
 
 from conftest import ROOT, SHARED_DATA, shared_path
 from sizeguard.adapters.market_files import attach_tiers, load_markets
-from sizeguard.config.loader import load_policy
+from sizeguard.config import load_policy
 from sizeguard.core.account import Account, Position, SymbolStats
 from sizeguard.core.decide import decide
 from sizeguard.core.intent import Intent

@@ -18,7 +18,7 @@ import math
 import pytest
 
 from sizeguard.adapters.market_files import load_markets
-from sizeguard.config.loader import load_policy
+from sizeguard.config import load_policy
 from sizeguard.core.account import Account, Position
 from sizeguard.core.decide import decide
 from sizeguard.core.decision import Decision, Reason, Status

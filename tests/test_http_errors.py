@@ -112,7 +112,7 @@ def test_live_orders_go_through_ccxt(tmp_path: Path, store: SqlStore,
     from ccxt_replay import Replay
     from sizeguard.adapters import ccxt_exchange
     from sizeguard.adapters.market_snapshot import refresh
-    from sizeguard.config.loader import load_policy
+    from sizeguard.config import load_policy
 
     real = ccxt_exchange.make_exchange
     replays: list[Replay] = []

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import shared_path
 from sizeguard.adapters.market_files import load_markets
-from sizeguard.config.loader import load_policy
+from sizeguard.config import load_policy
 from sizeguard.core.account import Account
 from sizeguard.core.decide import decide
 from sizeguard.core.decision import Reason

@@ -11,7 +11,7 @@ import pytest
 from conftest import shared_path
 from sizeguard.adapters.market_files import attach_tiers, load_markets
 from sizeguard.adapters.paper import PaperExchange
-from sizeguard.config.loader import load_policy
+from sizeguard.config import load_policy
 from sizeguard.core.account import Account
 from sizeguard.core.decide import decide
 from sizeguard.core.intent import Intent

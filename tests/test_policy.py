@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sizeguard.config.loader import PRESETS, load_policy
+from sizeguard.config import PRESETS, load_policy
 from sizeguard.core.policy import Policy, policy_from_dict, policy_to_dict
 from sizeguard.errors import InvalidInput, PolicyError
 

@@ -7,23 +7,23 @@ which builds an :class:`~sizeguard.core.account.Account` from the running state 
 at the entry price, open positions with their margin and unrealised PnL, peak equity, today's
 realised PnL, the losing streak, each symbol's trades and wins, the last entry time) and asks
 ``decide()``. An accepted decision's amount, notional, margin, leverage, stop and tier are
-copied into the position arrays as they are. The liquidation price is computed by
+copied into the position arrays as they are, the liquidation price too (no second tier lookup);
 ``core.liquidation.liquidation_price`` compiled with numba (the same function the decision
-uses), at entry and again whenever funding changes the isolated collateral.
+uses) recomputes it with the decision's maintenance rate and amount whenever funding changes
+the isolated collateral.
 
 **A bar** (``t``), in order:
 
 1. at the open: signal exits (fill at the open, taker fee), then entries (fill at the open,
    taker fee; signals are known at the previous close);
-2. intrabar, for every open position (those opened at this open included), from the bar's high
-   and low: liquidation, stop and take-profit. **When more than one could have been hit in the
-   same bar we take the worst for the trader** (``intrabar="worst"``, the default): a
-   liquidation if the low (high, for a short) reached the liquidation price, else the stop if
-   reached, else the take-profit. Candles do not say which came first; the worst case never
-   flatters a policy. A stop is filled at the stop price, or at the open when the bar opened
-   beyond it (a gap). A take-profit is filled at its price, never better. ``intrabar=
-   "ordered"`` instead lets a stop that lies nearer than the liquidation price fire first
-   (unless the bar opened beyond the liquidation price);
+2. intrabar, for every open position (those opened at this open included), from the bar's
+   open, high and low, along the paths the price can take inside the bar: a stop lying inside
+   the liquidation price is crossed first on every path, so it fills (at the stop price, or at
+   the open when the bar opened beyond it); the position is liquidated only when the bar opened
+   beyond the stop *and* the liquidation price, or when no stop lies inside the liquidation
+   price and the range reaches it. When one bar reaches both the loss level and the
+   take-profit, ``intrabar="worst"`` (the default) takes the loss; ``"ordered"`` follows
+   open -> nearer extreme -> farther extreme. A take-profit fills at its price, never better;
 3. at the close: funding (optional; ``funding_rate`` per ``funding_period_ms``, charged for
    every funding time inside the bar, longs pay a positive rate, on the notional at the close;
    deducted from the wallet and from the isolated collateral, which moves the liquidation
@@ -62,7 +62,6 @@ from sizeguard.core.decision import Decision
 from sizeguard.core.intent import LONG, SHORT, Intent
 from sizeguard.core.market import MarketRules
 from sizeguard.core.policy import Policy
-from sizeguard.core.tiers import find_tier
 from sizeguard.errors import InvalidInput
 
 F64 = npt.NDArray[np.float64]
@@ -166,7 +165,7 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
                         acct[A_IGNORED] += 1.0
             if pending:
                 return t
-        # intrabar: liquidation, stop, take-profit (worst case first)
+        # intrabar: the stop, the liquidation or the take-profit, along the paths the bar allows
         for j in range(k):
             side = pos[j, P_SIDE]
             if side == 0.0:
@@ -174,30 +173,40 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
             o = op[t, j]
             if math.isnan(o):
                 continue
-            if can_liq[j] and math.isnan(pos[j, P_LIQ]):  # just opened: the core kernel
+            if can_liq[j] and math.isnan(pos[j, P_LIQ]):  # a decision without one: the kernel
                 pos[j, P_LIQ] = liq_price(side > 0.0, False, pos[j, P_ENTRY], pos[j, P_NOTIONAL],
                                           pos[j, P_COLL], pos[j, P_MMR], pos[j, P_CUM])
                 exits[int(pos[j, P_TRADE]), X_LIQ0] = pos[j, P_LIQ]
             h, low = hi[t, j], lo[t, j]
             lp, stop, tp = pos[j, P_LIQ], pos[j, P_STOP], pos[j, P_TP]
-            if side > 0.0:
-                hit_liq = can_liq[j] and low <= lp
-                hit_stop = (not math.isnan(stop)) and low <= stop
-                hit_tp = (not math.isnan(tp)) and h >= tp
-                gap_liq = can_liq[j] and o <= lp
-                stop_first = hit_stop and stop > lp and not gap_liq
-                fill_stop = min(o, stop)
+            has_stop, has_tp, liq_on = not math.isnan(stop), not math.isnan(tp), can_liq[j]
+            # s * (x - level) <= 0: price x is at or beyond level on the losing side
+            s = 1.0 if side > 0.0 else -1.0
+            adverse = low if side > 0.0 else h  # the bar's extreme against the position
+            favour = h if side > 0.0 else low
+            # a stop fills before liquidation on every path unless it lies beyond liquidation
+            stop_inside = has_stop and (not liq_on or s * (stop - lp) > 0.0)
+            if stop_inside:
+                level, reason = stop, R_STOP
+            elif liq_on:
+                level, reason = lp, R_LIQ
             else:
-                hit_liq = can_liq[j] and h >= lp
-                hit_stop = (not math.isnan(stop)) and h >= stop
-                hit_tp = (not math.isnan(tp)) and low <= tp
-                gap_liq = can_liq[j] and o >= lp
-                stop_first = hit_stop and stop < lp and not gap_liq
-                fill_stop = max(o, stop)
-            if hit_liq and (worst or not stop_first):
-                close_position(pos, acct, stats, exits, j, t, lp, R_LIQ, fee[j])
-            elif hit_stop:
-                close_position(pos, acct, stats, exits, j, t, fill_stop, R_STOP, fee[j])
+                level, reason = math.nan, 0
+            hit_adv = reason != 0 and s * (adverse - level) <= 0.0
+            hit_tp = has_tp and s * (favour - tp) >= 0.0
+            fill = level
+            if hit_adv and s * (o - level) <= 0.0:  # the bar opened beyond the level: a gap
+                fill = o
+                if reason == R_STOP and liq_on and s * (o - lp) <= 0.0:  # gapped through both
+                    reason = R_LIQ
+                if reason == R_LIQ:  # the collateral is lost whole; the ledger shows the price
+                    fill = lp
+            elif hit_adv and hit_tp and not worst and (
+                    s * (o - tp) >= 0.0 or abs(favour - o) < abs(o - adverse)):
+                # ordered: open -> nearer extreme -> farther extreme; a tie goes to the loss
+                hit_adv = False
+            if hit_adv:
+                close_position(pos, acct, stats, exits, j, t, fill, reason, fee[j])
             elif hit_tp:
                 close_position(pos, acct, stats, exits, j, t, tp, R_TP, fee[j])
         # the close: funding, then marking
@@ -398,7 +407,7 @@ def run_backtest(
             tid = -1
             if d.accepted:
                 tid = len(trades)
-                _open(pos, acct, j, t, d, market, policy, tp_arr[t, j].item(), fee_list[j], tid)
+                _open(pos, acct, exits, j, t, d, market, policy, tp_arr[t, j].item(), fee_list[j], tid)
                 trades.append(_entry_row(d, j, t, when, panel.symbols[j], account, pos))
                 view.entered(market.symbol, when)
                 flat[j] = 1.0
@@ -463,27 +472,29 @@ class _AccountView:
                        symbol_stats=self._stats, last_trade_at=self._last)
 
 
-def _open(pos: F64, acct: F64, j: int, t: int, d: Decision, market: MarketRules, policy: Policy,
+def _open(pos: F64, acct: F64, exits: F64, j: int, t: int, d: Decision, market: MarketRules, policy: Policy,
           tp_r: float, fee: float, tid: int) -> None:
     """Copy an accepted decision into the position arrays (no arithmetic of the size here)."""
     side = 1.0 if d.side == LONG else -1.0
     qty = d.amount_float * market.contract_size
-    mmr, cum = 0.0, 0.0
+    mmr, cum, liq = 0.0, 0.0, math.nan
     if market.is_contract:
+        # the decision's liquidation price as it is, and its tier's rate and amount for the
+        # recomputation after funding: no second tier lookup that could pick another bracket
         if d.maintenance_margin_rate is not None:
-            tier = find_tier(market.tiers, d.notional) if market.tiers else None
-            if tier is None and market.tiers:
-                tier = market.tiers[-1]
             mmr = d.maintenance_margin_rate
-            cum = tier.maintenance_amount if tier is not None else 0.0
+            cum = next((x.maintenance_amount for x in market.tiers if x.tier == d.tier), 0.0)
         else:
             mmr = policy.leverage.default_mmr
+        if d.liquidation_price is not None:
+            liq = d.liquidation_price
+            exits[tid, X_LIQ0] = liq
     stop = d.stop_price if d.stop_price is not None else math.nan
     tp = math.nan
     if d.stop_price is not None and tp_r > 0:
         tp = d.entry_price + side * tp_r * abs(d.entry_price - d.stop_price)
     entry_fee = d.notional * fee
-    pos[j] = (side, qty, d.entry_price, d.notional, stop, tp, math.nan, d.margin, mmr, cum, 0.0,
+    pos[j] = (side, qty, d.entry_price, d.notional, stop, tp, liq, d.margin, mmr, cum, 0.0,
               entry_fee, tid, t)
     acct[A_CASH] -= entry_fee
 

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sizeguard.adapters.market_files import attach_tiers, load_markets
+from sizeguard.cli.app import app, fail
 from sizeguard.cli.options import (
     ConfigOpt,
     EnvFileOpt,
@@ -24,7 +25,6 @@ from sizeguard.cli.options import (
     PresetOpt,
     SetOpt,
     TiersOpt,
-    fail,
 )
 from sizeguard.config.aliases import ALIASES, BY_NAME
 from sizeguard.config.scan import ScanReport, normalise, scan
@@ -36,6 +36,7 @@ from sizeguard.errors import SizeguardError
 config_app = typer.Typer(
     name="config", no_args_is_help=True, rich_markup_mode="rich",
     help="Show where every policy value comes from, audit a policy, scan a bot's settings.")
+app.add_typer(config_app, name="config")
 
 SOURCE_STYLE = {"default": "dim", "preset": "cyan", "file": "blue", "env": "magenta",
                 "--set": "yellow"}

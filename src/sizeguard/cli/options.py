@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
@@ -33,9 +33,5 @@ EnvFileOpt = Annotated[list[Path] | None, typer.Option(
     "environment wins).")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a policy key: --set limits.max_notional=500 (repeatable).")]
-
-
-def fail(exc: Exception) -> NoReturn:
-    """Invalid input: one line on stderr naming the field and the value, exit 2."""
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2)
+SideOpt = Annotated[str, typer.Option(
+    "--side", metavar="long|short", help="long or short (buy and sell are accepted too).")]

@@ -1,15 +1,16 @@
-"""Policy loading: built-in defaults < preset < TOML file < ``--set dotted.key=value``."""
+"""Leaf functions of policy loading: preset data, policy files, ``--set`` parsing and the deep
+merge. The layering itself (defaults < preset < file < environment < ``--set``) lives once, in
+:mod:`sizeguard.config.settings`; this module imports nothing from it."""
 
 from __future__ import annotations
 
 import difflib
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sizeguard.core.policy import Policy, policy_from_dict
 from sizeguard.errors import InvalidInput, PolicyError
 
 PRESETS = ("viper-fixed-margin", "quantum-4x30", "ai-atr-risk", "viper-50x", "kraken-micro")
@@ -35,6 +36,12 @@ def read_policy_file(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InvalidInput("config", str(p), "no such file") from None
+    except IsADirectoryError:
+        raise InvalidInput("config", str(p), "is a directory, not a policy file") from None
+    except PermissionError:
+        raise InvalidInput("config", str(p), "cannot be read (permission denied)") from None
+    except UnicodeDecodeError:
+        raise InvalidInput("config", str(p), "is not a UTF-8 text (TOML) file") from None
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError("config", str(p), f"not valid TOML: {exc}") from None
 
@@ -72,23 +79,3 @@ def nest(path: list[str], value: Any) -> dict[str, Any]:
     for key in reversed(path[:-1]):
         out = {key: out}
     return out
-
-
-def load_policy(preset: str | None = None, config: str | Path | None = None,
-                sets: Iterable[str] = (), *, env: Mapping[str, str] | None = None) -> Policy:
-    """The effective policy: preset (default ai-atr-risk when no file is given), then the file,
-    then the environment ``env`` when given (``SIZEGUARD_*`` and the seed aliases; None reads no
-    environment), then each ``--set``. :func:`sizeguard.config.settings.resolve` also says where
-    each value came from."""
-    if env is not None:
-        from sizeguard.config.settings import resolve  # noqa: PLC0415 - settings imports this module
-        return resolve(preset, config, sets, env).policy
-    data: dict[str, Any] = {}
-    if preset is not None or config is None:
-        data = preset_data(preset or DEFAULT_PRESET)
-    if config is not None:
-        data = merge(data, read_policy_file(config))
-    for item in sets:
-        path, value = parse_set(item)
-        data = merge(data, nest(path, value))
-    return policy_from_dict(data)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
+from platformdirs import user_config_dir
 from pydantic import create_model
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
@@ -260,7 +261,8 @@ def read_env_files(paths: Iterable[str | Path]) -> tuple[dict[str, str], dict[st
 
 def resolve(preset: str | None = None, config: str | Path | None = None,
             sets: Iterable[str] = (), env: Mapping[str, str] | None = None, *,
-            env_files: Iterable[str | Path] = (), cross_check: bool = True) -> Resolved:
+            env_files: Iterable[str | Path] = (), cross_check: bool = True,
+            discover: bool = False) -> Resolved:
     """Build the effective policy layer by layer, recording where each value came from.
 
     ``preset``/``config`` come from the command line; when both are None the environment's
@@ -268,9 +270,12 @@ def resolve(preset: str | None = None, config: str | Path | None = None,
     preset (ai-atr-risk). ``env`` None reads no environment at all (the library default).
     ``env_files`` are dotenv files read into the environment layer below ``env`` (a variable
     of the process environment wins over the same one in a file, as with docker compose).
+    ``discover`` (the command line) uses :func:`find_config_file` when neither the command line
+    nor the environment names a policy file; the file is layered on the preset.
     """
     sources: dict[str, str] = {}
     layers: list[str] = ["default: built-in defaults of sizeguard.core.policy"]
+    found = ""
     data: dict[str, Any] = {}
     file_env, origin = read_env_files(env_files)
     environ: Mapping[str, str] = {**file_env, **(env or {})}
@@ -280,6 +285,9 @@ def resolve(preset: str | None = None, config: str | Path | None = None,
     if preset is None and config is None and (env_choice.preset or env_choice.config):
         preset, config = env_choice.preset, env_choice.config
         via = " (chosen by the environment)"
+    if config is None and discover and not env_choice.config:
+        config = find_config_file()
+        found = " (found)" if config is not None else ""
 
     def add(layer: Mapping[str, Any], label: str) -> None:
         nonlocal data
@@ -293,7 +301,7 @@ def resolve(preset: str | None = None, config: str | Path | None = None,
         layers.append(f"preset:{name}{via}")
     if config is not None:
         add(read_policy_file(config), f"file:{config}")
-        layers.append(f"file:{config}{via}")
+        layers.append(f"file:{config}{via or found}")
     notes: list[str] = []
     if reads_env:
         layer = read_env(environ, data)
@@ -318,6 +326,32 @@ def resolve(preset: str | None = None, config: str | Path | None = None,
     except PolicyError as exc:
         raise _tag(exc, sources) from None
     return Resolved(policy, data, sources, tuple(layers), tuple(notes))
+
+
+CONFIG_NAME = "sizeguard.toml"
+NO_DISCOVERY = "SIZEGUARD_CONFIG_DISCOVERY"
+
+
+def config_search_path() -> tuple[Path, ...]:
+    """Where the command line looks for a policy file nobody named: the working directory, then
+    the user's config dir (``~/.config/sizeguard`` on Linux, via platformdirs)."""
+    return (Path.cwd() / CONFIG_NAME, Path(user_config_dir("sizeguard")) / CONFIG_NAME)
+
+
+def find_config_file() -> Path | None:
+    """The first existing file of :func:`config_search_path`; None when there is none or
+    ``SIZEGUARD_CONFIG_DISCOVERY=off``."""
+    if os.environ.get(NO_DISCOVERY, "on").strip().lower() in OFF:
+        return None
+    return next((p for p in config_search_path() if p.is_file()), None)
+
+
+def load_policy(preset: str | None = None, config: str | Path | None = None,
+                sets: Iterable[str] = (), *, env: Mapping[str, str] | None = None) -> Policy:
+    """The effective policy (:func:`resolve` without the sources): preset (default ai-atr-risk
+    when no file is given), then the file, then the environment ``env`` when given (None reads
+    no environment), then each ``--set``."""
+    return resolve(preset, config, sets, env).policy
 
 
 def _toml_value(value: Any) -> str:
@@ -355,4 +389,5 @@ def env_from_os() -> Mapping[str, str]:
     return os.environ
 
 
-__all__ = ["EnvLayer", "Resolved", "env_from_os", "policy_to_toml", "read_env", "resolve"]
+__all__ = ["EnvLayer", "Resolved", "env_from_os", "find_config_file", "load_policy", "policy_to_toml",
+           "read_env", "resolve"]

@@ -34,6 +34,7 @@ from sizeguard.http.models import (
 from sizeguard.http.problems import PROBLEM, Problem, dumps, problem_for, validation_problem
 from sizeguard.http.service import Answer, ExchangeFactory, Gate
 from sizeguard.http.settings import ServeSettings
+from sizeguard.http.ui import mount_console
 from sizeguard.ports import MarketSource
 
 log = logging.getLogger("sizeguard.http")
@@ -95,10 +96,11 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
             store.close()
 
     app = FastAPI(title="sizeguard", version="1", description=DESCRIPTION, lifespan=lifespan,
-                  docs_url="/docs", openapi_url="/openapi.json", redoc_url=None)
+                  docs_url=None, openapi_url="/openapi.json", redoc_url=None)
     app.state.gate = gate
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    mount_console(app)  # /docs offline and the /ui console (sizeguard.http.ui)
 
     # -- errors -------------------------------------------------------------------------
     @app.exception_handler(RequestValidationError)

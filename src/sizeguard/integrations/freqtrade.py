@@ -194,7 +194,7 @@ class SizeguardMixin:
     def sizeguard_policy(self) -> Policy:
         st = self._sg()
         if st.policy is None:
-            from sizeguard.config.loader import load_policy  # noqa: PLC0415 - config is I/O
+            from sizeguard.config import load_policy  # noqa: PLC0415 - config is I/O
 
             overrides = self.sizeguard_setting("overrides") or ()
             sets: list[str] = []
