@@ -1,5 +1,6 @@
-"""The same trend strategy twice: ``PlainTrend`` sized the usual freqtrade way (a fixed 20x
-leverage, the wallet split over max_open_trades, a 3 x ATR stop) and ``SizeguardTrend``, which
+"""The same trend strategy sized three ways: ``PlainTrend`` the usual freqtrade way (a fixed 20x
+leverage, the wallet split over max_open_trades, a 3 x ATR stop), ``PlainTrendNoStop`` (the
+same with freqtrade's static -99% stoploss only) and ``SizeguardTrend``, which
 adds :class:`sizeguard.integrations.freqtrade.SizeguardMixin` and nothing else: the policy in
 the config's ``"sizeguard"`` section decides leverage, stake and stop.
 
@@ -79,6 +80,13 @@ class PlainTrend(TrendBase):
         dist = 3 * float(entry["sizeguard_atr"].iloc[-1])
         stop = trade.open_rate + dist if trade.is_short else trade.open_rate - dist
         return -stoploss_from_absolute(stop, current_rate, trade.is_short, trade.leverage)
+
+
+class PlainTrendNoStop(PlainTrend):
+    """PlainTrend with freqtrade's static stoploss only: -99% of the margin, which at 20x is a
+    4.95% price move, beyond the liquidation price (about 4.6% away at 20x)."""
+
+    use_custom_stoploss = False
 
 
 class SizeguardTrend(SizeguardMixin, TrendBase):
