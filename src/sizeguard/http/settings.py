@@ -36,3 +36,13 @@ class ServeSettings(BaseSettings):
     log_level: str = "info"
     access_log: bool = True
     retry_after: int = Field(default=5, ge=1)  # seconds advised to clients on 503
+    # seconds an Idempotency-Key claim lasts unanswered: a dead process's request is taken
+    # over (resumed under the same client order id) after it
+    idempotency_lease: float = Field(default=10.0, gt=0, le=3600)
+    # -- console and alerts (sizeguard.http.ui, sizeguard.http.alerts) --
+    notify: str | None = None  # Apprise URLs, space or comma separated: where alerts go
+    notify_dedup: float = Field(default=600.0, ge=0, le=86400 * 7)  # same alert again after s
+    notify_per_minute: int = Field(default=20, ge=1, le=10000)  # alerts sent in any 60 s
+    admin_token: str | None = None  # the console's admin sign-in (until the CLI-made one)
+    session_secret: str | None = None  # signs console sessions (set it with --workers > 1)
+    session_ttl: float = Field(default=8 * 3600.0, gt=0, le=30 * 86400)  # console sign-in, s
