@@ -494,7 +494,6 @@ class _Book:
     def __init__(self, market: MarketRules, policy: Policy, fee: float) -> None:
         self.market, self.fee, self.is_contract = market, fee, market.is_contract
         self.size = market.contract_size
-        self.cum = {x.tier: x.maintenance_amount for x in market.tiers}
         self.default_mmr = policy.leverage.default_mmr
 
     def open(self, pos: F64, acct: F64, exits: F64, j: int, t: int, d: Decision, tp_r: float,
@@ -506,11 +505,11 @@ class _Book:
         qty = float(d.amount) * self.size
         mmr, cum, liq = 0.0, 0.0, math.nan
         if self.is_contract:
-            # the decision's liquidation price as it is, and its tier's rate and amount for the
+            # the decision's liquidation price as it is, and the rate and amount it used for the
             # recomputation after funding: no second tier lookup that could pick another bracket
             if d.maintenance_margin_rate is not None:
                 mmr = d.maintenance_margin_rate
-                cum = self.cum.get(d.tier, 0.0) if d.tier is not None else 0.0
+                cum = d.maintenance_amount or 0.0
             else:
                 mmr = self.default_mmr
             if d.liquidation_price is not None:
