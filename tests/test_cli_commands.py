@@ -200,9 +200,12 @@ def test_markets_table_and_one_market() -> None:
     assert res.exit_code == 2 and "unknown symbol" in res.stderr
 
 
-def test_presets_one_line_each() -> None:
-    lines = runner.invoke(app, ["presets"]).stdout.strip().splitlines()
-    assert [line.split()[0] for line in lines] == list(PRESETS)
+def test_presets_name_then_wrapped_description() -> None:
+    lines = runner.invoke(app, ["presets"], env={"COLUMNS": "80"}).stdout.strip().splitlines()
+    assert [line for line in lines if not line.startswith(" ")] == list(PRESETS)
+    assert all(len(line) <= 80 for line in lines)
+    rows = json.loads(runner.invoke(app, ["presets", "--json"]).stdout)
+    assert [r["name"] for r in rows] == list(PRESETS) and all(r["description"] for r in rows)
 
 
 def test_demo_side_by_side() -> None:

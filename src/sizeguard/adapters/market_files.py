@@ -39,12 +39,23 @@ def load_markets(path: str | Path | None = None, *, exchange: str | None = None,
     if not isinstance(data, Mapping):
         raise InvalidInput("markets", str(p), "must hold a JSON object {symbol: market}")
     if "markets" in data and isinstance(data["markets"], Mapping):  # a saved snapshot
+        _check_shape(data["markets"], str(p))
         book = _book_from_document(data, str(p), exchange)
     else:
+        _check_shape(data, str(p))
         book = market_book_from_ccxt(data, precision_mode, exchange or p.stem, str(p))
     if not book:
         raise InvalidInput("markets", str(p), "holds no market that can be sized")
     return book
+
+
+def _check_shape(data: Mapping[str, Any], source: str) -> None:
+    """Every entry a ccxt market object: refused naming the first entry that is not one."""
+    for key, market in data.items():
+        if not isinstance(market, Mapping) or not isinstance(market.get("symbol", key), str) or \
+                not ("precision" in market or "limits" in market or "base" in market):
+            raise InvalidInput("markets", source, f"entry {str(key)[:40]!r} is not a ccxt market "
+                               "(expected {symbol: {symbol, base, quote, precision, limits, ...}})")
 
 
 def _book_from_document(doc: Mapping[str, Any], source: str, exchange: str | None) -> MarketBook:
@@ -77,7 +88,14 @@ def load_tiers(path: str | Path) -> dict[str, tuple[Tier, ...]]:
     data = _read_json(p, "tiers")
     if not isinstance(data, Mapping):
         raise InvalidInput("tiers", str(p), "must hold a JSON object {symbol: [tier, ...]}")
-    return tiers_by_symbol(data)
+    bad = next((k for k, v in data.items() if not isinstance(v, list)), None)
+    if bad is not None:
+        raise InvalidInput("tiers", str(p), f"entry {str(bad)[:40]!r} is not a list of tiers (a "
+                           "markets file given as --tiers?)")
+    tiers = tiers_by_symbol(data)
+    if not tiers:
+        raise InvalidInput("tiers", str(p), "holds no leverage tiers")
+    return tiers
 
 
 def attach_tiers(book: MarketBook, path: str | Path) -> MarketBook:

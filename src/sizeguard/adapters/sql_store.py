@@ -32,7 +32,6 @@ from sizeguard.core.decision import Decision
 from sizeguard.errors import InvalidInput, StoreError
 from sizeguard.ports import (
     Clock,
-    DecideFn,
     ExchangePosition,
     JournalEntry,
     Reservation,
@@ -167,6 +166,19 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             created_at {float} NOT NULL,
             PRIMARY KEY (bot_id, key))""",
     ]),
+    (4, [  # the application layer: typed decisions, roles, crash-safe idempotency
+        # a reservation keeps the price it was decided at (fills are valued against it)
+        "ALTER TABLE reservations ADD COLUMN entry_price {float}",
+        # an idempotency claim is a lease (seconds, renewed by its holder) on one client order
+        # id: a retry after a crash resumes that id instead of deciding again
+        "ALTER TABLE idempotency ADD COLUMN client_order_id TEXT",
+        "ALTER TABLE idempotency ADD COLUMN lease_until {float}",
+        # "bot" or "admin" (account-wide writes: equity, halts, reservations, presets)
+        "ALTER TABLE bots ADD COLUMN role TEXT NOT NULL DEFAULT 'bot'",
+        # account-wide state only its admin (or the exchange sync) writes
+        "ALTER TABLE accounts ADD COLUMN halted TEXT",
+        "ALTER TABLE accounts ADD COLUMN presets TEXT",
+    ]),
 ]
 LATEST = max(v for v, _ in MIGRATIONS)
 
@@ -228,8 +240,49 @@ class Tx:
         return int(cur.rowcount or 0)
 
 
+class _Rollback(Exception):
+    """Thrown into a unit of work's transaction to end it without committing."""
+
+
+class SqlUnitOfWork:
+    """:class:`~sizeguard.ports.UnitOfWork` over a :class:`SqlStore`: every store call made on
+    this thread inside ``with uow:`` joins one transaction, which commits only on
+    :meth:`commit` (leaving the block without it, or by an exception, rolls back)."""
+
+    def __init__(self, store: SqlStore, account_id: str | None) -> None:
+        self.store = store
+        self.account_id = account_id
+        self._cm: AbstractContextManager[Tx] | None = None
+        self._commit = False
+
+    def __enter__(self) -> SqlUnitOfWork:
+        if self._cm is not None:
+            raise StoreError("internal: a unit of work is not re-entrant")
+        self._commit = False
+        self._cm = self.store.tx(self.account_id)
+        self._cm.__enter__()
+        return self
+
+    def commit(self) -> None:
+        self._commit = True
+
+    def rollback(self) -> None:
+        self._commit = False
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> None:
+        cm, self._cm = self._cm, None
+        assert cm is not None
+        if exc is not None:
+            cm.__exit__(kind, exc, tb)  # rolls back; the caller's exception propagates
+        elif self._commit:
+            cm.__exit__(None, None, None)
+        else:
+            cm.__exit__(_Rollback, _Rollback(), None)
+
+
 _RES_COLS = ("id, account_id, symbol, side, amount, notional, margin, leverage, client_order_id, "
-             "journal_id, created_at, expires_at, status, release_reason")
+             "journal_id, created_at, expires_at, status, release_reason, entry_price")
 _POS_COLS = ("id, account_id, symbol, side, amount, entry_price, notional, margin, leverage, "
              "stop_price, take_profit, client_order_id, source, opened_at, status, exit_price, pnl, "
              "closed_at")
@@ -240,7 +293,7 @@ _JOURNAL_COLS = ("id, account_id, at, kind, symbol, side, status, reasons, clien
 def _reservation(row: tuple[Any, ...]) -> Reservation:
     return Reservation(row[0], row[1], row[2], row[3], row[4], float(row[5]), float(row[6]),
                        float(row[7]), row[8], int(row[9]), float(row[10]), float(row[11]), row[12],
-                       row[13])
+                       row[13], float(row[14]) if row[14] is not None else None)
 
 
 def _position(row: tuple[Any, ...]) -> StoredPosition:
@@ -271,6 +324,8 @@ class SqlStore:
         self._url = url
         self.clock: Clock = clock or SystemClock()
         self._local = threading.local()
+        self.transactions = 0  # outermost transactions begun (tests and /metrics count them)
+        self._count_lock = threading.Lock()
         self._all: list[Any] = []
         self._all_lock = threading.Lock()
         self._closed = False
@@ -315,10 +370,25 @@ class SqlStore:
 
     @contextmanager
     def tx(self, lock_account: str | None = None, write: bool = True) -> Iterator[Tx]:
+        """A transaction. Inside one already open on this thread (a unit of work) it joins
+        that one: its statements commit or roll back with it."""
+        current: Tx | None = getattr(self._local, "current", None)
+        if current is not None and getattr(self._local, "pid", None) == os.getpid():
+            if lock_account is not None:
+                self._lock_joined(current, lock_account)
+            yield current
+            return
         conn = self._conn()
+        with self._count_lock:
+            self.transactions += 1
         try:
             with self._begin(conn, lock_account, write):
-                yield Tx(self, conn)
+                tx = Tx(self, conn)
+                self._local.current = tx
+                try:
+                    yield tx
+                finally:
+                    self._local.current = None
         except (StoreError, InvalidInput):
             raise
         except (sqlite3.Error, OSError) as exc:
@@ -327,6 +397,14 @@ class SqlStore:
             if type(exc).__module__.startswith("psycopg"):
                 raise StoreError(f"{self._url}: {exc}") from exc
             raise
+
+    def _lock_joined(self, tx: Tx, account_id: str) -> None:
+        """Lock ``account_id`` inside an open transaction (SQLite's write lock already covers it)."""
+
+    def unit_of_work(self, account_id: str | None = None) -> SqlUnitOfWork:
+        """One transaction for several store calls (``with uow: ...; uow.commit()``); the
+        account row is locked for its whole length when ``account_id`` is given."""
+        return SqlUnitOfWork(self, account_id)
 
     def close(self) -> None:
         with self._all_lock:
@@ -447,46 +525,34 @@ class SqlStore:
                          int(n_pos[0]) if n_pos else 0, int(n_res[0]) if n_res else 0,
                          acct.margin_in_use, acct.gross_exposure)
 
-    # -- decide + reserve ---------------------------------------------------------------
-    def decide_and_reserve(self, account_id: str, decide_fn: DecideFn, *, client_order_id: str,
-                           snapshot_id: str | None = None, ttl: float = 300.0,
-                           claim: float = 60.0) -> Reserved:
+    # -- decide + reserve (the write half; the whole is sizeguard.app.services) -----------
+    def record_decision(self, account_id: str, decision: Decision, *, client_order_id: str,
+                        snapshot_id: str | None = None, ttl: float = 300.0,
+                        claim: float = 60.0) -> Reserved:
+        """Journal a decision and, when accepted, hold its reservation (claimed for ``claim``
+        seconds), in the caller's unit of work (or a transaction of its own)."""
         if not client_order_id:
             raise InvalidInput("client_order_id", client_order_id, "must not be empty")
         with self.tx(account_id) as tx:
             now = self.clock.now()
-            self._require_account(tx, account_id)
-            earlier = self._decided(tx, account_id, client_order_id)
-            if earlier is not None:
-                return earlier
-            self._expire(tx, account_id, now)
-            account = self._load_account(tx, account_id, now)
-            decision = decide_fn(account)
-            return self._record_decision(tx, account_id, decision, client_order_id, snapshot_id,
-                                         now, ttl, claim)
-
-    def _record_decision(self, tx: Tx, account_id: str, decision: Decision, client_order_id: str,
-                         snapshot_id: str | None, now: float, ttl: float, claim: float
-                         ) -> Reserved:
-        """Journal a decision and, when accepted, hold its reservation (claimed for ``claim``
-        seconds): the write half of decide-and-reserve, inside the caller's transaction."""
-        data = decision.to_dict()
-        jid = self._insert_journal(
-            tx, account_id, now, "decision", decision.symbol, decision.side, str(decision.status),
-            ",".join(str(r) for r in decision.reasons), client_order_id, snapshot_id, data, None)
-        reservation = None
-        if decision.accepted:
-            reservation = Reservation(
-                _new_id("res"), account_id, decision.symbol, decision.side, decision.amount,
-                decision.notional, decision.margin, decision.leverage, client_order_id, jid,
-                now, now + ttl, "held")
-            tx.run(f"INSERT INTO reservations ({_RES_COLS}, claimed_until) VALUES "
-                   "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (reservation.id, account_id, reservation.symbol, reservation.side,
-                    reservation.amount, reservation.notional, reservation.margin,
-                    reservation.leverage, client_order_id, jid, now, now + ttl, "held", None,
-                    now + claim))
-        return Reserved(data, jid, reservation)
+            data = decision.to_dict()
+            jid = self._insert_journal(
+                tx, account_id, now, "decision", decision.symbol, decision.side,
+                str(decision.status), ",".join(str(r) for r in decision.reasons),
+                client_order_id, snapshot_id, data, None)
+            reservation = None
+            if decision.accepted:
+                reservation = Reservation(
+                    _new_id("res"), account_id, decision.symbol, decision.side, decision.amount,
+                    decision.notional, decision.margin, decision.leverage, client_order_id, jid,
+                    now, now + ttl, "held", None, decision.entry_price)
+                tx.run(f"INSERT INTO reservations ({_RES_COLS}, claimed_until) VALUES "
+                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (reservation.id, account_id, reservation.symbol, reservation.side,
+                        reservation.amount, reservation.notional, reservation.margin,
+                        reservation.leverage, client_order_id, jid, now, now + ttl, "held", None,
+                        decision.entry_price, now + claim))
+        return Reserved(decision, jid, reservation)
 
     def claim_reservation(self, reservation_id: str, claim: float = 60.0) -> bool:
         """Take over a held reservation whose previous claim has lapsed (its submit crashed or
@@ -500,15 +566,17 @@ class SqlStore:
                           "status = 'held' AND (claimed_until IS NULL OR claimed_until <= ?)",
                           (now + claim, reservation_id, now)) > 0
 
-    def _decided(self, tx: Tx, account_id: str, client_order_id: str) -> Reserved | None:
-        row = tx.one("SELECT id, data FROM journal WHERE account_id = ? AND kind = 'decision' AND "
-                     "client_order_id = ? ORDER BY id LIMIT 1", (account_id, client_order_id))
-        if row is None:
-            return None
-        res = tx.one(f"SELECT {_RES_COLS} FROM reservations WHERE client_order_id = ?",
-                     (client_order_id,))
-        return Reserved(json.loads(row[1]), int(row[0]), _reservation(res) if res else None,
-                        duplicate=True)
+    def decided(self, account_id: str, client_order_id: str) -> Reserved | None:
+        """The earlier answer for ``client_order_id`` (marked ``duplicate``), or None."""
+        with self.tx(write=False) as tx:
+            row = tx.one("SELECT id, data FROM journal WHERE account_id = ? AND kind = 'decision' "
+                         "AND client_order_id = ? ORDER BY id LIMIT 1", (account_id, client_order_id))
+            if row is None:
+                return None
+            res = tx.one(f"SELECT {_RES_COLS} FROM reservations WHERE client_order_id = ?",
+                         (client_order_id,))
+        return Reserved(Decision.from_dict(json.loads(row[1])), int(row[0]),
+                        _reservation(res) if res else None, duplicate=True)
 
     def _journal_decision(self, tx: Tx, account_id: str, decision: Decision,
                           client_order_id: str | None, snapshot_id: str | None, now: float) -> int:
@@ -645,6 +713,8 @@ class SqlStore:
         return pos
 
     def _decided_price(self, tx: Tx, res: Reservation) -> float:
+        if res.entry_price:  # kept with the reservation since schema 4
+            return res.entry_price
         row = tx.one("SELECT data FROM journal WHERE id = ?", (res.journal_id,))
         price = json.loads(row[0]).get("entry_price") if row else None
         return float(price) if price else 1.0
@@ -875,6 +945,9 @@ class PostgresStore(SqlStore):
             if lock_account is not None:
                 conn.execute("SELECT id FROM accounts WHERE id = %s FOR UPDATE", (lock_account,))
             yield
+
+    def _lock_joined(self, tx: Tx, account_id: str) -> None:
+        tx.run("SELECT id FROM accounts WHERE id = ? FOR UPDATE", (account_id,))
 
     def _lock_migrations(self, tx: Tx) -> None:
         tx.run("SELECT pg_advisory_xact_lock(?)", (0x5173_6775,))

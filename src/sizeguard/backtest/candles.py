@@ -2,7 +2,10 @@
 
 Loaded with polars, validated (columns, numbers, ascending timestamps, no duplicates, sane
 high/low) with errors that name the file and the row, and checked for gaps (missing candles are
-reported, never filled). Several symbols are aligned on the union of their timestamps.
+reported, never filled). Timestamps in seconds, microseconds or nanoseconds are converted to
+milliseconds with a warning (:attr:`Candles.warnings`); a file's quote currency is read from its
+name (:func:`quote_from_symbol`) for the CLI to check against the market traded. Several symbols
+are aligned on the union of their timestamps.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class Candles:
     volume: F64
     timeframe_ms: int
     gaps: tuple[Gap, ...] = field(default=())
+    warnings: tuple[str, ...] = field(default=())  # conversions made on load, said out loud
 
     def __len__(self) -> int:
         return int(self.timestamp.shape[0])
@@ -108,6 +112,37 @@ def _timestamps_ms(df: pl.DataFrame, where: str) -> I64:
     return col.cast(pl.Int64).to_numpy().astype(np.int64, copy=False)
 
 
+# Epoch milliseconds of 1973-03-03 and of 5138-11-16: a timestamp below the first is in
+# seconds (1e11 s is the year 5138), one above the second in micro- or nanoseconds.
+_MS_LOW = 100_000_000_000
+_MS_HIGH = 100_000_000_000_000
+
+
+def to_milliseconds(ts: I64, where: str, named_ms: int | None = None) -> tuple[I64, str | None]:
+    """Timestamps in epoch milliseconds: seconds, microseconds and nanoseconds are converted
+    with a note saying so; a file mixing units is refused.
+
+    Seconds are told from milliseconds by the size (below 1e11, i.e. before 1973 in ms) *and* the
+    step: a typical step under 1,000 (no candle is shorter than a second) or equal to the file
+    name's timeframe in seconds (``-1h`` and steps of 3600)."""
+    lo, hi = int(ts.min()), int(ts.max())
+    if hi < _MS_LOW:
+        step = int(np.median(np.diff(ts))) if ts.shape[0] > 1 else None
+        seconds = (step < 1_000 or (named_ms is not None and step * 1_000 == named_ms)) \
+            if step is not None else lo >= 1_000_000_000
+        if seconds:
+            return ts * 1_000, f"{where}: timestamps are epoch seconds; converted to milliseconds"
+        return ts, None
+    if lo >= _MS_HIGH:
+        divisor, unit = (1_000_000, "nanoseconds") if lo >= _MS_HIGH * 1_000 else (
+            1_000, "microseconds")
+        return ts // divisor, f"{where}: timestamps are epoch {unit}; converted to milliseconds"
+    if hi >= _MS_HIGH:
+        raise CandleError(f"{where} timestamp", [lo, hi], "mixes time units (milliseconds and "
+                          "micro- or nanoseconds?); give epoch milliseconds throughout")
+    return ts, None
+
+
 def validate_frame(df: pl.DataFrame, where: str) -> tuple[I64, dict[str, F64]]:
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
@@ -155,13 +190,18 @@ def find_gaps(ts: I64, timeframe_ms: int) -> tuple[Gap, ...]:
                  for i in idx)
 
 
+def named_timeframe(path: str | Path) -> int | None:
+    """The timeframe a file name gives (``BTC_USD-1h.csv`` -> 3,600,000 ms), else None."""
+    tail = Path(path).name.split(".")[0].rpartition("-")[2]
+    m = _TF.match(tail)
+    return int(m.group(1)) * _TF_MS[m.group(2)] if m else None
+
+
 def nominal_timeframe(ts: I64, path: str | Path | None = None) -> int:
     """The timeframe from the file name (``-1h``) when given, else the most common step."""
-    if path is not None:
-        tail = Path(path).name.split(".")[0].rpartition("-")[2]
-        m = _TF.match(tail)
-        if m:
-            return int(m.group(1)) * _TF_MS[m.group(2)]
+    named = named_timeframe(path) if path is not None else None
+    if named is not None:
+        return named
     if ts.shape[0] < 2:
         return 60_000
     values, counts = np.unique(np.diff(ts), return_counts=True)
@@ -171,9 +211,10 @@ def nominal_timeframe(ts: I64, path: str | Path | None = None) -> int:
 def candles_from_frame(df: pl.DataFrame, symbol: str, source: str = "frame",
                        timeframe_ms: int | None = None) -> Candles:
     ts, cols = validate_frame(df, source)
+    ts, note = to_milliseconds(ts, source, timeframe_ms)
     tf = timeframe_ms or nominal_timeframe(ts)
     return Candles(symbol, source, ts, cols["open"], cols["high"], cols["low"], cols["close"],
-                   cols["volume"], tf, find_gaps(ts, tf))
+                   cols["volume"], tf, find_gaps(ts, tf), (note,) if note else ())
 
 
 def load_candles(path: str | Path, symbol: str | None = None) -> Candles:
@@ -181,9 +222,23 @@ def load_candles(path: str | Path, symbol: str | None = None) -> Candles:
     p = Path(path)
     df = _read(p)
     ts, cols = validate_frame(df, str(p))
+    ts, note = to_milliseconds(ts, str(p), named_timeframe(p))
     tf = nominal_timeframe(ts, p)
     return Candles(symbol or symbol_from_path(p), str(p), ts, cols["open"], cols["high"],
-                   cols["low"], cols["close"], cols["volume"], tf, find_gaps(ts, tf))
+                   cols["low"], cols["close"], cols["volume"], tf, find_gaps(ts, tf),
+                   (note,) if note else ())
+
+
+NOT_A_CURRENCY = ("PERP", "SWAP", "FUTURES", "SPOT", "MARK", "INDEX")
+
+
+def quote_from_symbol(candle_symbol: str) -> str | None:
+    """The quote currency a candle file's name says (``ETH_BTC`` -> BTC), None when it says
+    none (``BTC-PERP``, ``BTC``)."""
+    parts = [x for x in re.split(r"[_\-/:]", candle_symbol.upper()) if x]
+    if len(parts) < 2 or not parts[1].isalnum() or parts[1] in NOT_A_CURRENCY:
+        return None
+    return parts[1]
 
 
 def load_many(paths: Sequence[str | Path], symbols: Sequence[str] | None = None) -> list[Candles]:

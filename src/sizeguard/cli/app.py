@@ -15,10 +15,14 @@ The error contract, kept here once for every command:
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
+import re
 import sys
 import time
 import traceback
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -28,6 +32,7 @@ from typer._click import exceptions as click  # typer vendors click: its excepti
 from typer.core import TyperGroup
 
 from sizeguard.adapters.market_files import attach_tiers, load_markets
+from sizeguard.cli.render import clean_floats
 from sizeguard.config.settings import Resolved, env_from_os, resolve
 from sizeguard.core.market import MarketBook
 from sizeguard.core.policy import Policy, with_changes
@@ -71,12 +76,40 @@ def write_crash_report(exc: BaseException, argv: Sequence[str]) -> Path | None:
         return None
 
 
-def usage_line(exc: click.ClickException) -> str:
-    """A click error as one line: the option, the value and what is wrong."""
+def _given(argv: Sequence[str], names: Sequence[str]) -> str | None:
+    """The value given on the command line to one of ``names`` (``--x V`` or ``--x=V``)."""
+    for i, token in enumerate(argv):
+        for name in names:
+            if token == name and i + 1 < len(argv):
+                return argv[i + 1]
+            if token.startswith(name + "="):
+                return token[len(name) + 1:]
+    return None
+
+
+def usage_line(exc: click.ClickException, argv: Sequence[str] = ()) -> str:
+    """A click error as one line: the option, the value given and what is wrong."""
     message = " ".join(exc.format_message().split())
+    param = getattr(exc, "param", None)
+    if isinstance(exc, click.BadParameter) and not isinstance(exc, click.MissingParameter) \
+            and param is not None and getattr(param, "opts", None):
+        value = _given(argv, param.opts)
+        name = max(param.opts, key=len)
+        if value is not None and repr(value) not in message and value not in message:
+            reason = message.split(":", 1)[-1].strip() if message.startswith("Invalid value") \
+                else message
+            reason = re.sub(r"Input should be less than or equal to (\S+)", r"must be <= \1", reason)
+            reason = re.sub(r"Input should be greater than or equal to (\S+)", r"must be >= \1",
+                            reason)
+            for pydantic_words, plain in (("valid integer", "is not a whole number"),
+                                          ("valid number", "is not a number (no thousands "
+                                           "separators: 1000, not 1,000)")):
+                if pydantic_words in reason:
+                    reason = plain
+            message = f"{name}={value!r}: {reason}"
     if isinstance(exc, click.NoSuchOption) and exc.possibilities:
-        message = (f"no such option: {exc.option_name} (did you mean "
-                   f"{' or '.join(sorted(exc.possibilities))}?)")
+        best = difflib.get_close_matches(exc.option_name, list(exc.possibilities), n=2, cutoff=0)
+        message = f"no such option: {exc.option_name} (did you mean {' or '.join(best)}?)"
     elif isinstance(exc, click.NoSuchOption):
         message = f"no such option: {exc.option_name}"
     elif isinstance(exc, click.MissingParameter) and exc.param is not None:
@@ -100,6 +133,7 @@ class SizeguardGroup(TyperGroup):
              complete_var: str | None = None, standalone_mode: bool = True,
              windows_expand_args: bool = True, **extra: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
+        plain_help(self)
         try:
             rv = super().main(argv, prog_name or "sizeguard", complete_var, standalone_mode=False,
                               windows_expand_args=windows_expand_args, **extra)
@@ -110,7 +144,7 @@ class SizeguardGroup(TyperGroup):
             typer.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
             code = 0
         except click.UsageError as exc:
-            typer.echo(usage_line(exc), err=True)
+            typer.echo(usage_line(exc, argv), err=True)
             code = 2
         except click.ClickException as exc:
             typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
@@ -130,6 +164,67 @@ class SizeguardGroup(TyperGroup):
         if not standalone_mode:
             return code
         sys.exit(code)
+
+
+def _metavar(param: Any) -> str:
+    """What the help shows after an option: a word, never a Python type."""
+    desc = getattr(param, "type_descriptor", None)
+    if desc is None:
+        return ""
+    if getattr(param, "is_flag", False):
+        return ""
+    if desc.is_choice:
+        return "|".join(str(getattr(c, "value", c)) for c in desc.choices or ())
+    annotation = desc.annotation
+    inner = typing.get_args(annotation)[0] if desc.is_list and typing.get_args(annotation) \
+        else annotation
+    word = {str: "TEXT", int: "INTEGER", float: "NUMBER", Path: "PATH", bool: "BOOLEAN"}.get(
+        inner, "VALUE")
+    return word
+
+
+def plain_help(command: Any) -> None:
+    """Give every option of ``command`` (and its subcommands) a plain metavar, once."""
+    if getattr(command, "sizeguard_plain", False):
+        return
+    command.sizeguard_plain = True
+    for param in getattr(command, "params", ()):
+        if param.metavar is None:
+            param.metavar = _metavar(param) if param.param_type_name == "option" else ""
+    for sub in getattr(command, "commands", {}).values():
+        plain_help(sub)
+
+
+SIDES = {"long": "long", "short": "short", "buy": "long", "sell": "short"}
+
+
+def side_value(side: str) -> str:
+    """long/short, with ccxt's and freqtrade's buy/sell accepted as aliases."""
+    found = SIDES.get(side.strip().lower())
+    if found is None:
+        raise InvalidInput("--side", side, "must be long or short (buy and sell are accepted)")
+    return found
+
+
+def positive(option: str, value: float | None) -> None:
+    """A price, equity or size must be a finite number > 0 (None: not given)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise InvalidInput(option, value, "must be a finite number > 0")
+
+
+def writable_output(option: str, path: Path | None, suffixes: Sequence[str] = ()) -> None:
+    """Refuse an output path before any work: a known suffix, an existing writable directory."""
+    if path is None:
+        return
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise InvalidInput(option, str(path), f"must end in {' or '.join(suffixes)}")
+    if path.is_dir():
+        raise InvalidInput(option, str(path), "is a directory; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InvalidInput(option, str(path), f"directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InvalidInput(option, str(path), "cannot be written (permission denied)")
 
 
 def _version_callback(value: bool) -> None:
@@ -199,4 +294,5 @@ def effective_policy(preset: str | None, config: Path | None, sets: Sequence[str
     return resolved_policy(preset, config, sets, margin_mode)[0]
 
 
-__all__ = ["app", "effective_policy", "fail", "market_book", "resolved_policy", "version"]
+__all__ = ["app", "clean_floats", "effective_policy", "fail", "market_book", "positive",
+           "resolved_policy", "side_value", "version", "writable_output"]

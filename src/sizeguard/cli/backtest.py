@@ -5,9 +5,9 @@ Registered on :data:`sizeguard.cli.app.app` when cli/main.py imports this module
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,7 +22,9 @@ from rich.table import Table
 
 from sizeguard.adapters.market_files import attach_tiers, load_markets
 from sizeguard.backtest import METHODS, STRATEGIES
-from sizeguard.cli.app import app
+from sizeguard.backtest.markets import guess_market
+from sizeguard.cli.app import app, positive, writable_output
+from sizeguard.cli.render import with_percent
 from sizeguard.config.loader import PRESETS
 from sizeguard.config.settings import load_policy
 from sizeguard.core.market import MarketBook, MarketRules
@@ -49,8 +51,11 @@ ConfigOpt = Annotated[list[Path] | None, typer.Option(
     "--config", help="A policy TOML file to compare (repeatable).")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a key of every policy: --set limits.max_positions=2 (repeatable).")]
-StrategyOpt = Annotated[str, typer.Option(
-    "--strategy", help=f"Signals: {', '.join(STRATEGIES)} (file needs --signals).")]
+StrategyOpt = Annotated[str | None, typer.Option(
+    "--strategy", metavar="|".join(STRATEGIES),
+    help=f"Signals: {', '.join(STRATEGIES)} (default ema-cross; file, implied by --signals, "
+         "replays your signal columns).")]
+USD_LIKE = frozenset({"USD", "USDT", "USDC", "BUSD", "FDUSD", "TUSD", "DAI", "USDE", "ZUSD"})
 
 
 def _console() -> Console:
@@ -63,15 +68,43 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
-def guess_market(book: MarketBook, candle_symbol: str) -> MarketRules:
-    """The linear perpetual of the candles' base (USDT-settled first), else an error."""
-    base = re.split(r"[_\-/]", candle_symbol.upper())[0]
-    found = [m for m in book.values() if m.base.upper() == base and m.is_contract and m.linear]
-    found.sort(key=lambda m: (m.settle != "USDT", m.symbol))
-    if not found:
-        raise InvalidInput("symbol", candle_symbol, "no linear perpetual with this base in the "
-                           "markets; give --symbol MARKET for each --candles file")
-    return found[0]
+def check_quote(candle_symbol: str, market: MarketRules, source: str) -> str | None:
+    """The candle file's quote currency against the market's: None when they agree (the USD
+    family counts as one), else what is wrong."""
+    from sizeguard.backtest.candles import quote_from_symbol
+
+    quote = quote_from_symbol(candle_symbol)
+    theirs = (market.quote or "").upper()
+    if quote is None or not theirs or quote == theirs or {quote, theirs} <= USD_LIKE:
+        return None
+    return (f"{source}: candles quoted in {quote}, but {market.symbol} is quoted in {theirs}; "
+            "prices and PnL would be in the wrong currency")
+
+
+def strategy_for(strategy: str | None, signals_file: Path | None) -> str:
+    """--strategy with --signals: the file strategy is implied; any other is refused."""
+    if signals_file is not None:
+        if strategy not in (None, "file"):
+            raise InvalidInput("--strategy", strategy, "--signals replays a file: use --strategy "
+                               "file (or leave --strategy out)")
+        if not signals_file.is_file():
+            raise InvalidInput("--signals", str(signals_file), "no such file")
+        return "file"
+    chosen = strategy or "ema-cross"
+    if chosen not in STRATEGIES:
+        close = difflib.get_close_matches(chosen, list(STRATEGIES), n=1)
+        raise InvalidInput("--strategy", chosen, "unknown strategy; "
+                           + (f"did you mean {close[0]}?" if close else
+                              f"one of {', '.join(STRATEGIES)}"))
+    if chosen == "file":
+        raise InvalidInput("--strategy", chosen, "needs --signals FILE")
+    return chosen
+
+
+def choice(option: str, value: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise InvalidInput(option, value, f"must be one of {', '.join(allowed)}")
+    return value
 
 
 Plan = tuple[Policy, list[MarketRules]]
@@ -161,7 +194,22 @@ def _load(candles: list[Path], symbol: list[str] | None, markets: Path | None,
         raise InvalidInput("--symbol", symbol, f"give one per --candles file ({len(loaded)})")
     chosen = [book[s] for s in symbol] if symbol else [guess_market(book, c.symbol) for c in loaded]
     notes = [c.gap_report() for c in loaded]
+    for c, m in zip(loaded, chosen, strict=True):
+        notes.extend(f"warning: {w}" for w in c.warnings)
+        wrong = check_quote(c.symbol, m, c.source)
+        if wrong and not symbol:  # a guessed market must not trade another currency
+            raise InvalidInput("--candles", c.source, wrong.split(": ", 1)[1] + "; give --symbol "
+                               f"with a market quoted in {wrong.split('quoted in ')[1].split(',')[0]}")
+        if wrong:  # the user chose this market: said clearly, in the output and the report
+            notes.append(f"warning: {wrong}")
     return align(loaded), book, chosen, notes
+
+
+def _warn(notes: Sequence[str]) -> None:
+    """The warnings among ``notes`` on stderr (JSON output stays one object on stdout)."""
+    for n in notes:
+        if n.startswith("warning: "):
+            typer.echo(n, err=True)
 
 
 @app.command(epilog="Example: sizeguard backtest --candles BTC_USD-1h.csv --preset ai-atr-risk "
@@ -172,8 +220,9 @@ def backtest(
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    strategy: StrategyOpt = "ema-cross",
-    signals_file: Annotated[Path | None, typer.Option("--signals", help="Your signal columns.")] = None,
+    strategy: StrategyOpt = None,
+    signals_file: Annotated[Path | None, typer.Option(
+        "--signals", help="Your signal columns (CSV/Parquet); implies --strategy file.")] = None,
     fast: Annotated[int, typer.Option(help="ema-cross fast span.")] = 12,
     slow: Annotated[int, typer.Option(help="ema-cross slow span.")] = 26,
     channel: Annotated[int, typer.Option("--channel", help="donchian lookback (bars).")] = 20,
@@ -202,7 +251,18 @@ def backtest(
     from sizeguard.backtest.report import equity_svg, write_report
     from sizeguard.backtest.results import metrics, write_ledger
     from sizeguard.backtest.signals import build_signals
-    try:
+    try:  # every input and output checked before the first bar runs
+        strategy = strategy_for(strategy, signals_file)
+        choice("--intrabar", intrabar, ("worst", "ordered"))
+        positive("--equity", equity)
+        if mc_paths < 0:
+            raise InvalidInput("--montecarlo", mc_paths, "must be >= 0 paths")
+        for option, value in (("--fast", fast), ("--slow", slow), ("--channel", channel)):
+            if value < 1:
+                raise InvalidInput(option, value, "must be >= 1 bar")
+        writable_output("--report", report, (".html", ".htm"))
+        writable_output("--ledger", ledger, (".csv", ".parquet"))
+        writable_output("--plot", plot, (".svg",))
         panel, book, chosen, notes = _load(candles, symbol, markets, tiers)
         plans = _plans(preset or [], config or [], set_ or [], book, chosen)
         sig = build_signals(panel, strategy, fast=fast, slow=slow, n=channel, tp_r=tp_r,
@@ -225,11 +285,12 @@ def backtest(
         _fail(exc)
         return
     if as_json:
-        sys.stdout.write(json.dumps([_plain(metrics(r)) for r in results]) + "\n")
+        _warn(notes)
+        sys.stdout.write(json.dumps([with_percent(_plain(metrics(r))) for r in results]) + "\n")
         return
     console = _console()
     for n in notes:
-        console.print(n, style="dim")
+        console.print(n, style="yellow" if n.startswith("warning: ") else "dim")
     for r in results:
         for w in r.warnings:
             console.print(f"{r.name}: entry refused as invalid input: {w}", style="yellow")
@@ -267,11 +328,13 @@ def montecarlo(
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    strategy: StrategyOpt = "ema-cross",
+    strategy: StrategyOpt = None,
     equity: Annotated[float, typer.Option(help="Starting equity of every path.")] = 10_000.0,
     paths: Annotated[int, typer.Option(help="Paths per policy.")] = 10_000,
     trades: Annotated[int | None, typer.Option(help="Trades per path (default: the ledger's).")] = None,
-    method: Annotated[str, typer.Option(help=f"One of {', '.join(METHODS)}.")] = "bootstrap",
+    method: Annotated[str, typer.Option(
+        metavar="|".join(METHODS), help=f"One of {', '.join(METHODS)} (block keeps losing "
+        "streaks together; the same default as backtest --montecarlo).")] = "block",
     block: Annotated[int, typer.Option(help="Block length for --method block.")] = 20,
     ruin: Annotated[float, typer.Option(help="Ruin: equity at or below this fraction of the start.")] = 0.5,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -282,6 +345,15 @@ def montecarlo(
     from sizeguard.backtest.results import read_ledger
     from sizeguard.backtest.signals import build_signals
     try:
+        choice("--method", method, METHODS)
+        positive("--equity", equity)
+        for option, value in (("--paths", paths), ("--block", block), ("--trades", trades)):
+            if value is not None and value < 1:
+                raise InvalidInput(option, value, "must be >= 1")
+        if not 0 <= ruin < 1:
+            raise InvalidInput("--ruin", ruin, "is a fraction of the start: 0 <= ruin < 1")
+        if ledger is not None and not ledger.is_file():
+            raise InvalidInput("--ledger", str(ledger), "no such file")
         series: list[tuple[str, Any]] = []
         if ledger is not None:
             df = read_ledger(ledger)
@@ -289,8 +361,9 @@ def montecarlo(
                 sub = df.filter(df["policy"] == name)
                 series.append((str(name), (sub["net_pnl"] / sub["equity_at_entry"]).to_numpy()))
         elif candles:
-            panel, book, chosen, _ = _load(candles, symbol, None, None)
-            sig = build_signals(panel, strategy)
+            panel, book, chosen, notes = _load(candles, symbol, None, None)
+            _warn(notes)
+            sig = build_signals(panel, strategy_for(strategy, None))
             plans = _plans(preset or [], config or [], set_ or [], book, chosen)
             for r in run_many(panel, sig, plans, equity=equity, funding=0.0, intrabar="worst",
                               show_progress=False):
@@ -308,6 +381,6 @@ def montecarlo(
         _fail(exc)
         return
     if as_json:
-        sys.stdout.write(json.dumps([m.summary() for m in results]) + "\n")
+        sys.stdout.write(json.dumps([with_percent(m.summary()) for m in results]) + "\n")
     else:
         _console().print(_mc_table(results))

@@ -33,3 +33,5 @@ EnvFileOpt = Annotated[list[Path] | None, typer.Option(
     "environment wins).")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a policy key: --set limits.max_notional=500 (repeatable).")]
+SideOpt = Annotated[str, typer.Option(
+    "--side", metavar="long|short", help="long or short (buy and sell are accepted too).")]

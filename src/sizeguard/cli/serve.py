@@ -16,10 +16,10 @@ from typing import Annotated, Any
 import typer
 
 from sizeguard.adapters.bots import BotRegistry
-from sizeguard.adapters.sql_store import open_store
+from sizeguard.app.bootstrap import open_state as open_store
 from sizeguard.budget import parse_budget
 from sizeguard.cli.app import app
-from sizeguard.errors import SizeguardError, StoreError
+from sizeguard.errors import InvalidInput, SizeguardError, StoreError
 
 bots_app = typer.Typer(help="Bots of the HTTP service: tokens, budgets.", no_args_is_help=True)
 app.add_typer(bots_app, name="bots")
@@ -42,7 +42,8 @@ def _fail(exc: Exception) -> typer.Exit:
 def serve(
     host: Annotated[str | None, typer.Option(
         help="Bind address (env SIZEGUARD_HOST; default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (env SIZEGUARD_PORT; default 8080).")] = None,
+    port: Annotated[int | None, typer.Option(
+        min=0, max=65535, help="Port (env SIZEGUARD_PORT; default 8080).")] = None,
     workers: Annotated[int | None, typer.Option(
         help="Processes (env SIZEGUARD_WORKERS; default 1). More than one: use PostgreSQL."
     )] = None,
@@ -64,8 +65,6 @@ def serve(
     """Run the HTTP risk gate (FastAPI on uvicorn); OpenAPI at /docs."""
     import uvicorn
 
-    from sizeguard.http.settings import ServeSettings
-
     given: dict[str, Any] = {"host": host, "port": port, "workers": workers, "markets": markets,
                              "tiers": tiers, "store": store, "account": account,
                              "exchange": exchange, "live": live, "preset": preset,
@@ -75,7 +74,8 @@ def serve(
             os.environ[f"SIZEGUARD_{key.upper()}"] = str(value).lower() if isinstance(value, bool) \
                 else str(value)
     try:
-        settings = ServeSettings()
+        settings = _settings()
+        _check_inputs(settings)  # before the banner: a typo never reaches a worker
         if settings.live:
             from sizeguard.http.service import LiveExchange
 
@@ -95,6 +95,33 @@ def serve(
     uvicorn.run("sizeguard.http.app:app_from_env", factory=True, host=settings.host,
                 port=settings.port, workers=settings.workers, log_level=settings.log_level.lower(),
                 access_log=settings.access_log, proxy_headers=False, server_header=False)
+
+
+def _settings() -> Any:
+    """ServeSettings from the environment; a bad value is one line naming the variable."""
+    from pydantic import ValidationError
+
+    from sizeguard.http.settings import ServeSettings
+
+    try:
+        return ServeSettings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err.get("loc") else "?"
+        raise InvalidInput(f"SIZEGUARD_{name.upper()} (--{name.replace('_', '-')})",
+                           err.get("input"), str(err.get("msg", "invalid")).lower()) from None
+
+
+def _check_inputs(settings: Any) -> None:
+    """The policy layers (preset, file, environment) and the market files the workers will
+    read, loaded once here so that a misspelt name is refused before the service starts."""
+    from sizeguard.adapters.market_files import attach_tiers, load_markets
+    from sizeguard.config.settings import env_from_os, resolve
+
+    resolve(settings.preset, settings.config, (), env_from_os())
+    book = load_markets(settings.markets)
+    if settings.tiers:
+        attach_tiers(book, settings.tiers)
 
 
 @bots_app.command("add")

@@ -4,20 +4,23 @@ the shipped presets side by side."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import textwrap
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from sizeguard.adapters.market_files import load_markets
-from sizeguard.cli.app import app, fail, market_book, resolved_policy
+from sizeguard.cli.app import app, fail, market_book, positive, resolved_policy, side_value
 from sizeguard.cli.options import (
     ConfigOpt,
     EnvFileOpt,
     MarketsOpt,
     PresetOpt,
     SetOpt,
+    SideOpt,
     TiersOpt,
     complete_symbol,
 )
@@ -50,7 +53,6 @@ SIZE_EXAMPLES = (
 
 SymbolArg = Annotated[str, typer.Argument(help="Market symbol, e.g. BTC/USDT:USDT.",
                                           autocompletion=complete_symbol)]
-SideOpt = Annotated[str, typer.Option("--side", help="long or short.")]
 PriceOpt = Annotated[float, typer.Option("--price", help="Entry price.")]
 EquityOpt = Annotated[float, typer.Option("--equity", help="Account equity (quote currency).")]
 AvailableOpt = Annotated[float | None, typer.Option(help="Available margin (default: equity).")]
@@ -69,12 +71,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the decision as one
 
 
 def _decide(p: dict[str, Any]) -> tuple[Decision, Resolved]:
-    if p["preset"] is not None and p["config"] is not None:
-        raise SizeguardError("give --preset or --config, not both")
+    for option in ("price", "equity", "available", "stop", "atr", "leverage"):
+        positive(f"--{option}", p[option])
     policy, r = resolved_policy(p["preset"], p["config"], p["set_"], p["margin_mode"],
                                 p["env_file"])
     market = market_book(p["markets"], p["tiers"])[p["symbol"]]
-    intent = Intent(symbol=p["symbol"], side=p["side"].lower(), price=p["price"], stop=p["stop"],
+    intent = Intent(symbol=p["symbol"], side=side_value(p["side"]), price=p["price"], stop=p["stop"],
                     stop_pct=p["stop_pct"], atr=p["atr"], atr_mult=p["atr_mult"],
                     stop_roe=p["stop_roe"], confidence=p["confidence"], regime=p["regime"],
                     volatility=p["volatility"], leverage=p["leverage"])
@@ -98,8 +100,9 @@ def size(
         decision, r = _decide(dict(locals()))
     except (SizeguardError, ValueError) as exc:
         fail(exc)
-    if as_json:
-        sys.stdout.write(json.dumps(decision.to_dict()) + "\n")
+    if as_json:  # the layers and the environment's keys say what set the policy
+        out = {**decision.to_dict(), "policy_layers": list(r.layers), "environment": r.from_env()}
+        sys.stdout.write(json.dumps(out) + "\n")
     else:
         print_decision(decision, env_settings=r.from_env())
 
@@ -137,10 +140,19 @@ def explain(
 
 
 @app.command()
-def presets() -> None:
-    """List the shipped presets, one line each."""
-    for name in PRESETS:
-        typer.echo(f"{name:20s} {preset_data(name).get('description', '')}")
+def presets(as_json: Annotated[bool, typer.Option(
+        "--json", help="The presets as a JSON list of {name, description}.")] = False) -> None:
+    """List the shipped presets: name, then what it does (wrapped to the terminal)."""
+    rows = [{"name": name, "description": str(preset_data(name).get("description", ""))}
+            for name in PRESETS]
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    width = max(40, min(shutil.get_terminal_size((80, 24)).columns, 100))
+    for row in rows:
+        typer.echo(row["name"])
+        typer.echo(textwrap.fill(row["description"], width - 1, initial_indent="    ",
+                                 subsequent_indent="    "))
 
 
 DEMO = [
@@ -183,16 +195,21 @@ DEMO_EXAMPLES = (
 def demo(
     symbol: Annotated[str, typer.Option("--symbol", help="Built-in market for the side-by-side.",
                                         autocompletion=complete_symbol)] = "BTC/USDT:USDT",
-    side: Annotated[str, typer.Option("--side")] = "long",
-    price: Annotated[float, typer.Option("--price")] = 87669.0,
-    equity: Annotated[float, typer.Option("--equity")] = 10000.0,
+    side: Annotated[str, typer.Option(
+        "--side", metavar="long|short", help="long or short (buy/sell accepted).")] = "long",
+    price: Annotated[float, typer.Option("--price", help="Entry price.")] = 87669.0,
+    equity: Annotated[float, typer.Option("--equity", help="Account equity.")] = 10000.0,
     atr: Annotated[float | None, typer.Option("--atr", help="ATR in price units.")] = 2000.0,
-    confidence: Annotated[float | None, typer.Option("--confidence")] = 0.52,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    confidence: Annotated[float | None, typer.Option(
+        "--confidence", help="Signal confidence in [0, 1].")] = 0.52,
+    as_json: Annotated[bool, typer.Option("--json", help="Everything as one JSON object.")] = False,
 ) -> None:
     """The five presets side by side on one trade, then the reference cases (offline)."""
     try:
-        intent = Intent(symbol, side.lower(), price, atr=atr, confidence=confidence)
+        positive("--price", price)
+        positive("--equity", equity)
+        positive("--atr", atr)
+        intent = Intent(symbol, side_value(side), price, atr=atr, confidence=confidence)
         same = same_intent_decisions(intent, equity)
     except (SizeguardError, ValueError) as exc:
         fail(exc)

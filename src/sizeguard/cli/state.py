@@ -12,30 +12,29 @@ Exit codes: 0 done (a skipped or rejected trade included), 1 an exchange or stor
 
 from __future__ import annotations
 
+import difflib
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from sizeguard.adapters.market_snapshot import FileMarketSource, latest_snapshot
+from sizeguard.adapters.market_files import builtin_markets
+from sizeguard.adapters.market_snapshot import FileMarketSource
 from sizeguard.adapters.paper import PaperExchange
-from sizeguard.adapters.sql_store import SqlStore, open_store
-from sizeguard.cli.app import app, effective_policy
-from sizeguard.cli.options import ConfigOpt, MarketsOpt, PresetOpt, SetOpt, TiersOpt
+from sizeguard.adapters.sql_store import SqlStore, default_store_url
+from sizeguard.app import bootstrap
+from sizeguard.app.trader import Trader
+from sizeguard.cli.app import app, clean_floats, effective_policy, positive, side_value
+from sizeguard.cli.options import ConfigOpt, MarketsOpt, PresetOpt, SetOpt, SideOpt, TiersOpt
 from sizeguard.core.intent import Intent
 from sizeguard.errors import ExchangeError, InvalidInput, SizeguardError, StoreError
-from sizeguard.ports import Exchange, ExchangePosition
-from sizeguard.trader import Trader
-
-if TYPE_CHECKING:  # ccxt loads only when a live exchange or a market refresh is asked for
-    from sizeguard.adapters.ccxt_exchange import CcxtExchange
+from sizeguard.ports import Exchange
 
 StoreOpt = Annotated[str | None, typer.Option(
     "--store", envvar="SIZEGUARD_STORE",
@@ -66,55 +65,62 @@ def _errors() -> Iterator[None]:
 
 
 def _emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.write(json.dumps(clean_floats(obj), default=str) + "\n")
 
 
 def _source(markets: Path | None, tiers: Path | None, exchange: str | None) -> FileMarketSource:
-    if markets is None and exchange is not None:
-        found = latest_snapshot(exchange)
-        if found is None:
-            raise InvalidInput("exchange", exchange, "no saved market snapshot; run "
-                               f"`sizeguard markets refresh --exchange {exchange}` or give --markets")
-        markets = found
-    return FileMarketSource(markets, tiers)
+    return bootstrap.market_source(markets, tiers, exchange)
 
 
-def _live_exchange(exchange: str | None, hedge: bool, quote: str) -> CcxtExchange:
-    from sizeguard.adapters.ccxt_exchange import CcxtExchange, make_exchange
-
-    if exchange is None:
-        raise InvalidInput("exchange", None, "--live needs --exchange NAME")
-    key = os.environ.get("SIZEGUARD_API_KEY")
-    if not key:
-        raise InvalidInput("SIZEGUARD_API_KEY", None, "--live needs the exchange API key in the "
-                           "environment (SIZEGUARD_API_KEY, SIZEGUARD_API_SECRET)")
-    x = make_exchange(exchange, api_key=key, secret=os.environ.get("SIZEGUARD_API_SECRET"),
-                      password=os.environ.get("SIZEGUARD_API_PASSWORD"))
-    return CcxtExchange(x, hedge_mode=hedge, quote=quote)
+def _live_exchange(exchange: str | None, hedge: bool, quote: str) -> Exchange:
+    return bootstrap.live_exchange(exchange, hedge_mode=hedge, quote=quote)
 
 
 def _paper(store: SqlStore, account: str, source: FileMarketSource) -> PaperExchange:
-    """The paper account as the store left it: equity and open positions."""
-    rs = store.risk_state(account)
-    held = [ExchangePosition(p.symbol, p.side, float(p.amount), p.entry_price, p.notional, p.margin,
-                             p.leverage) for p in store.positions(account)]
-    paper = PaperExchange(source.markets(), balance=rs.equity, quote=rs.quote, positions=held)
-    for p in store.positions(account):  # their stops and take-profits, as the trader placed them
-        if not p.client_order_id or p.symbol not in paper.book:
-            continue
-        try:
-            if p.stop_price:
-                paper.place_stop(p.symbol, p.side, p.amount, p.stop_price, f"{p.client_order_id}-sl")
-            if p.take_profit:
-                paper.place_take_profit(p.symbol, p.side, p.amount, p.take_profit,
-                                        f"{p.client_order_id}-tp")
-        except ExchangeError:
-            continue  # e.g. a stop already beyond the entry: the position stays, unprotected
-    return paper
+    """The paper account as the store left it: equity, open positions, their stops."""
+    return bootstrap.paper_exchange(store, account, source)
 
 
-def _store(url: str | None) -> SqlStore:
-    return open_store(url)
+def _store(url: str | None, *, read_only: bool = False) -> SqlStore:
+    """The store; ``read_only`` commands refuse a SQLite file that does not exist instead of
+    creating it (and its directories)."""
+    if read_only:
+        target = url or default_store_url()
+        path = sqlite_path(target)
+        if path is not None and not Path(path).is_file():
+            raise InvalidInput("--store", url or path, "no such store (nothing recorded yet); "
+                               "`sizeguard trade ... --equity N` creates it")
+    return bootstrap.open_state(url)
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a SQLite store URL or path; None for PostgreSQL or in-memory."""
+    if url.startswith(("postgresql://", "postgres://")) or ":memory:" in url:
+        return None
+    for prefix in ("sqlite:///", "sqlite://"):
+        if url.startswith(prefix):
+            return url[len(prefix):]
+    return None if "://" in url else url
+
+
+JOURNAL_KINDS = ("decision", "order", "fill", "reject", "release", "close", "sync",
+                 "protect_failed", "flatten_failed")
+
+
+def _require_account(st: SqlStore, account: str) -> None:
+    if not st.has_account(account):
+        raise InvalidInput("--account", account, "no such account in this store (create it "
+                           "with `sizeguard trade ... --equity N`)")
+
+
+def _known_symbol(symbol: str, known: set[str]) -> None:
+    """A symbol the command can act on; a typo is refused with the closest known one."""
+    if symbol in known:
+        return
+    close = difflib.get_close_matches(symbol, sorted(known), n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]}?" if close else (
+        "known: " + ", ".join(sorted(known)[:6]) if known else "nothing recorded for it")
+    raise InvalidInput("symbol", symbol, f"unknown symbol; {hint}")
 
 
 # ----------------------------------------------------------------------------- trade
@@ -133,7 +139,7 @@ TRADE_EXAMPLES = (
 @app.command(epilog=TRADE_EXAMPLES)
 def trade(
     symbol: Annotated[str, typer.Argument(help="Market symbol, e.g. BTC/USDT:USDT.")],
-    side: Annotated[str, typer.Option("--side", help="long or short.")],
+    side: SideOpt,
     price: Annotated[float, typer.Option("--price", help="Entry price (paper fills here).")],
     equity: Annotated[float | None, typer.Option(
         "--equity", help="Set the account's equity (needed once, to open a paper account).")] = None,
@@ -165,8 +171,11 @@ def trade(
 ) -> None:
     """Decide, reserve, and place the entry with its stop (and take-profit); record it."""
     with _errors():
-        if preset is not None and config is not None:
-            raise SizeguardError("give --preset or --config, not both")
+        for option, value in (("--price", price), ("--equity", equity), ("--stop", stop),
+                              ("--take-profit", take_profit), ("--atr", atr),
+                              ("--leverage", leverage), ("--ttl", ttl)):
+            positive(option, value)
+        side = side_value(side)
         policy = effective_policy(preset, config, set_, margin_mode)
         source = _source(markets, tiers, exchange)
         book = source.markets()
@@ -203,11 +212,11 @@ def trade(
     else:
         d = result.decision
         console = Console()
-        console.print(f"[bold]{result.status}[/bold] {d['symbol']} {d['side']} amount {d['amount']} "
-                      f"notional {d['notional']:.2f} margin {d['margin']:.2f} at {d['leverage']:g}x "
+        console.print(f"[bold]{result.status}[/bold] {d.symbol} {d.side} amount {d.amount} "
+                      f"notional {d.notional:.2f} margin {d.margin:.2f} at {d.leverage:g}x "
                       f"({'live' if live else 'paper'}, client order id {result.client_order_id})")
-        if d["reasons"]:
-            console.print("reasons: " + ", ".join(d["reasons"]))
+        if d.reasons:
+            console.print("reasons: " + ", ".join(str(r) for r in d.reasons))
         if result.error:
             console.print(f"[red]{result.error}[/red]")
         for o in result.orders:
@@ -233,9 +242,14 @@ def close(
 ) -> None:
     """Close a position: its PnL feeds today's loss, the losing streak and the win rate."""
     with _errors():
+        positive("--price", price)
         source = _source(markets, tiers, exchange)
-        st = _store(store)
+        st = _store(store, read_only=True)
         try:
+            held = st.position(position_id)
+            if held is not None and held.account_id == account and held.status != "open":
+                raise InvalidInput("position", position_id, f"is already {held.status} (exit "
+                                   f"{held.exit_price or 0:g}, PnL {held.pnl or 0:+.4f}); nothing to close")
             rs = st.risk_state(account)
             ex: Exchange = (_live_exchange(exchange, hedge_mode, rs.quote) if live
                             else _paper(st, account, source))
@@ -260,8 +274,9 @@ def positions(store: StoreOpt = None, account: AccountOpt = "default",
               as_json: JsonOpt = False) -> None:
     """Open positions (and live reservations) of the account."""
     with _errors():
-        st = _store(store)
+        st = _store(store, read_only=True)
         try:
+            _require_account(st, account)
             rows = st.positions(account, open_only=not all_)
             held = st.reservations(account)
         finally:
@@ -288,7 +303,7 @@ def positions(store: StoreOpt = None, account: AccountOpt = "default",
 def state(store: StoreOpt = None, account: AccountOpt = "default", as_json: JsonOpt = False) -> None:
     """Equity, peak, today's realised PnL, losing streak, win rates, slots and learned minimums."""
     with _errors():
-        st = _store(store)
+        st = _store(store, read_only=True)
         try:
             rs = st.risk_state(account)
             mins = st.learned_minimums(rs.exchange)
@@ -317,7 +332,7 @@ def journal(
     symbol: Annotated[str | None, typer.Option("--symbol", help="Only this symbol.")] = None,
     last: Annotated[int | None, typer.Option("--last", help="Only the last N entries.")] = None,
     kind: Annotated[str | None, typer.Option(
-        "--kind", help="decision, order, fill, reject, release, close, sync.")] = None,
+        "--kind", metavar="|".join(JOURNAL_KINDS), help="Only entries of this kind.")] = None,
     store: StoreOpt = None,
     account: AccountOpt = "default",
     as_json: JsonOpt = False,
@@ -325,9 +340,17 @@ def journal(
     """The decision journal: every decision with its trace and market snapshot, and the events."""
     with _errors():
         if last is not None and last < 1:
-            raise InvalidInput("last", last, "must be >= 1")
-        st = _store(store)
+            raise InvalidInput("--last", last, "must be >= 1")
+        if kind is not None and kind not in JOURNAL_KINDS:
+            close = difflib.get_close_matches(kind, JOURNAL_KINDS, n=1)
+            raise InvalidInput("--kind", kind, f"unknown kind; did you mean {close[0]}?" if close
+                               else f"one of {', '.join(JOURNAL_KINDS)}")
+        st = _store(store, read_only=True)
         try:
+            _require_account(st, account)
+            if symbol is not None:
+                _known_symbol(symbol, {e.symbol for e in st.journal(account) if e.symbol}
+                              | set(builtin_markets()))
             entries = st.journal(account, symbol=symbol, last=last, kind=kind)
         finally:
             st.close()
@@ -375,6 +398,8 @@ def sync(
                 raise InvalidInput("--mark", item, "must look like SYMBOL=PRICE")
         if marks and live:
             raise InvalidInput("--mark", mark, "only the paper exchange takes prices from you")
+        for sym, value in marks:
+            positive(f"--mark {sym}", value)
         st = _store(store)
         try:
             rs = st.risk_state(account)
@@ -386,6 +411,7 @@ def sync(
             else:
                 paper = _paper(st, account, source)
                 for symbol, price in marks:
+                    _known_symbol(symbol, set(paper.book))
                     paper.mark(symbol, price)
                 ex = paper
             out = Trader(st, ex, source, effective_policy(None, None, None), account_id=account,
@@ -397,5 +423,6 @@ def sync(
     else:
         typer.echo(f"equity {out['equity']:.2f}; {out['positions']} positions on the exchange; "
                    f"stopped out {len(out['stopped_out'])}, "
+                   f"take-profit filled {len(out.get('take_profit_filled', []))}, "
                    f"added {len(out['added'])}, closed {len(out['closed'])}, "
                    f"expired reservations {out['expired_reservations']}")

@@ -36,6 +36,9 @@ class ServeSettings(BaseSettings):
     log_level: str = "info"
     access_log: bool = True
     retry_after: int = Field(default=5, ge=1)  # seconds advised to clients on 503
+    # seconds an Idempotency-Key claim lasts unanswered: a dead process's request is taken
+    # over (resumed under the same client order id) after it
+    idempotency_lease: float = Field(default=10.0, gt=0, le=3600)
     # -- console and alerts (sizeguard.http.ui, sizeguard.http.alerts) --
     notify: str | None = None  # Apprise URLs, space or comma separated: where alerts go
     notify_dedup: float = Field(default=600.0, ge=0, le=86400 * 7)  # same alert again after s
