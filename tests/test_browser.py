@@ -169,7 +169,7 @@ def test_what_if_form_gives_the_decision_of_size_json(page: Any, server: tuple[S
     cli = subprocess.run(
         [SIZEGUARD, "size", BTC, "--side", "short", "--price", "87669", "--equity", "8930.41",
          "--atr", "2000", "--confidence", "0.52", "--preset", "ai-atr-risk", "--json"],
-        capture_output=True, text=True, env=clean_env(), check=True, timeout=60)
+        capture_output=True, text=True, env=clean_env(ENV), check=True, timeout=60)  # as served
     expected = json.loads(cli.stdout)
     off = _sign_in(page, s, ADMIN)
     form = "#whatif-form"
