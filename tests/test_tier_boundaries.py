@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-import storefix
 from conftest import shared_path
 from sizeguard.adapters.market_files import attach_tiers, load_markets
 from sizeguard.adapters.sql_store import open_store
@@ -35,6 +34,7 @@ from sizeguard.core.decision import Decision
 from sizeguard.core.intent import Intent
 from sizeguard.core.market import MarketRules
 from sizeguard.core.policy import Policy
+from storefix import reserve
 
 H = 3_600_000
 EQUITY = 1e10  # no limit of the account binds: the notional is the one asked for
@@ -130,7 +130,7 @@ def test_store_position_gives_the_decisions_liquidation_price(
         for n, (target, side, price) in enumerate(cases(market)):
             account_id = f"a{n}"
             store.ensure_account(account_id, exchange="binanceusdm", equity=EQUITY)
-            got = storefix.reserve(
+            got = reserve(
                 store, account_id,
                 lambda acct, t=target, sd=side, p=price: decide_one(market, t, sd, acct, p),
                 client_order_id=f"c{n}")
@@ -145,6 +145,7 @@ def test_store_position_gives_the_decisions_liquidation_price(
             assert (pos.notional, pos.margin) == (d.notional, d.margin)
             tier = next(t for t in market.tiers if t.tier == d.tier)
             assert tier.maintenance_margin_rate == d.maintenance_margin_rate
+            assert tier.maintenance_amount == d.maintenance_amount
             stored = core_liq.liquidation_price(side == "long", False, pos.entry_price,
                                                 pos.notional, pos.margin,
                                                 tier.maintenance_margin_rate,
