@@ -11,7 +11,7 @@ from rich.console import Console
 
 from sizeguard.cli.app import app, fail, market_book
 from sizeguard.cli.options import MarketsOpt, TiersOpt, complete_symbol
-from sizeguard.cli.render import market_panel, markets_table
+from sizeguard.cli.render import market_panel, market_records, markets_table, print_fitting
 from sizeguard.errors import InvalidInput, SizeguardError
 
 MARKETS_EXAMPLES = (
@@ -56,7 +56,8 @@ def markets(
         return
     console = Console()
     if symbol is None:
-        console.print(markets_table(chosen, f"{len(chosen)} markets ({book.source or 'built-in'})"))
+        title = f"{len(chosen)} markets ({book.source or 'built-in'})"
+        print_fitting(console, markets_table(chosen, title), title, market_records(chosen))
         console.print("[dim]One market's rules and tiers: sizeguard markets SYMBOL[/dim]")
     else:
         console.print(market_panel(chosen[0]))
