@@ -12,7 +12,7 @@ from rich.console import Console
 from sizeguard.cli.app import app, fail, market_book
 from sizeguard.cli.options import MarketsOpt, TiersOpt, complete_symbol
 from sizeguard.cli.render import market_panel, market_records, markets_table, print_fitting
-from sizeguard.errors import InvalidInput, SizeguardError
+from sizeguard.errors import InvalidInput, NetworkError, SizeguardError
 
 MARKETS_EXAMPLES = (
     "Examples:\n\n"
@@ -69,9 +69,16 @@ def markets_refresh(exchange: str, directory: Path | None, as_json: bool) -> Non
     from sizeguard.adapters.market_snapshot import refresh
 
     try:
+        if directory is not None and not directory.is_dir():
+            raise InvalidInput("--dir", str(directory), "no such directory")
         x = make_exchange(exchange)
         path, source = refresh(x, directory)
         book = source.markets()
+    except NetworkError:
+        typer.echo(f"error: cannot reach {exchange} to refresh its markets (offline?); size "
+                   f"offline with a saved snapshot: --exchange {exchange} or --markets FILE",
+                   err=True)
+        raise typer.Exit(1) from None
     except (SizeguardError, ValueError) as exc:
         fail(exc)
     if as_json:

@@ -457,7 +457,7 @@ def sync(
             raise InvalidInput("--mark", mark, "only the paper exchange takes prices from you")
         for sym, value in marks:
             positive(f"--mark {sym}", value)
-        st = _store(store)
+        st = _store(store, read_only=True)
         try:
             rs = st.risk_state(account)
             source = _source(markets, None, exchange if markets is None else None) if not live \
