@@ -196,7 +196,10 @@ def test_notional_exactly_on_a_tier_boundary() -> None:
     d = decide(Intent(BTC, "long", 100_000.0), Account(equity=10_000.0),
                _binance("binanceusdm.json"), _fixed_notional(300_000.0, 125.0))
     assert d.accepted and d.amount == "3" and d.notional == pytest.approx(300_000.0)
-    assert (d.tier, d.leverage, d.maintenance_margin_rate) == (2, 100.0, 0.005)
+    # entry: tier 2 (100x); the liquidation price below uses tier 1, and the decision reports
+    # the bracket its liquidation price used (#10 item 3): tier 1, rate 0.004, amount 0
+    assert (d.entry_tier, d.leverage) == (2, 100.0)
+    assert (d.tier, d.maintenance_margin_rate, d.maintenance_amount) == (1, 0.004, 0.0)
     assert Reason.CAPPED_LEVERAGE_TIER in d.reasons
     # C = 3,000. With tier 2: cover (3,000 + 300) / 300,000 = 0.011,
     # LP = 100,000 * 0.989 / 0.995 = 99,396.98; but 3 BTC there is 298,191 < 300k: tier 1.
@@ -215,8 +218,10 @@ def test_short_liquidation_crosses_into_the_next_tier() -> None:
     #        = maintenance 312,686.6 * 0.005 - 300 = 1,263.43.
     d = decide(Intent(BTC, "short", 100_000.0), Account(equity=100_000.0),
                _binance("binanceusdm.json"), _fixed_notional(299_000.0, 20.0))
-    assert d.accepted and d.amount == "2.99" and d.tier == 1
+    assert d.accepted and d.amount == "2.99" and d.entry_tier == 1
     assert d.liquidation_price == pytest.approx(104_577.4465, rel=1e-8)
+    # the decision reports the bracket its liquidation price used (#10 item 3)
+    assert (d.tier, d.maintenance_margin_rate, d.maintenance_amount) == (2, 0.005, 300.0)
 
 
 def test_guard_judges_the_short_by_the_tier_at_the_stop() -> None:

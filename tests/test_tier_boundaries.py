@@ -116,9 +116,6 @@ def test_engine_liquidates_at_the_decisions_price_at_every_boundary(
     assert checked >= 6 * (len(market.tiers) - 1) - 3
 
 
-@pytest.mark.xfail(reason="the decision reports its entry bracket, while its liquidation price "
-                   "may use the bracket at liquidation (issue 10, measurement 3; the decision "
-                   "side is being fixed in the pipeline)", strict=False)
 @pytest.mark.parametrize("symbol", sorted(PRICES))
 def test_store_position_gives_the_decisions_liquidation_price(
         symbol: str, markets: dict[str, MarketRules], tmp_path: Path) -> None:

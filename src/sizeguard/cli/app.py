@@ -32,6 +32,7 @@ from typer._click import exceptions as click  # typer vendors click: its excepti
 from typer.core import TyperGroup
 
 from sizeguard.adapters.market_files import attach_tiers, load_markets
+from sizeguard.cli.render import clean_floats
 from sizeguard.config.settings import Resolved, env_from_os, resolve
 from sizeguard.core.market import MarketBook
 from sizeguard.core.policy import Policy, with_changes
@@ -232,17 +233,6 @@ def writable_output(option: str, path: Path | None, suffixes: Sequence[str] = ()
         raise InvalidInput(option, str(path), f"directory {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise InvalidInput(option, str(path), "cannot be written (permission denied)")
-
-
-def clean_floats(value: Any) -> Any:
-    """JSON without float noise: -42.592683000000044 -> -42.592683 (15 significant digits)."""
-    if isinstance(value, float):
-        return float(f"{value:.15g}") if math.isfinite(value) else value
-    if isinstance(value, dict):
-        return {k: clean_floats(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean_floats(v) for v in value]
-    return value
 
 
 def _version_callback(value: bool) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,7 +22,9 @@ from rich.table import Table
 
 from sizeguard.adapters.market_files import attach_tiers, load_markets
 from sizeguard.backtest import METHODS, STRATEGIES
-from sizeguard.cli.app import app, clean_floats, positive, writable_output
+from sizeguard.backtest.markets import guess_market
+from sizeguard.cli.app import app, positive, writable_output
+from sizeguard.cli.render import with_percent
 from sizeguard.config.loader import PRESETS
 from sizeguard.config.settings import load_policy
 from sizeguard.core.market import MarketBook, MarketRules
@@ -106,17 +107,6 @@ def choice(option: str, value: str, allowed: Sequence[str]) -> str:
     return value
 
 
-def guess_market(book: MarketBook, candle_symbol: str) -> MarketRules:
-    """The linear perpetual of the candles' base (USDT-settled first), else an error."""
-    base = re.split(r"[_\-/]", candle_symbol.upper())[0]
-    found = [m for m in book.values() if m.base.upper() == base and m.is_contract and m.linear]
-    found.sort(key=lambda m: (m.settle != "USDT", m.symbol))
-    if not found:
-        raise InvalidInput("symbol", candle_symbol, "no linear perpetual with this base in the "
-                           "markets; give --symbol MARKET for each --candles file")
-    return found[0]
-
-
 Plan = tuple[Policy, list[MarketRules]]
 
 
@@ -183,22 +173,6 @@ def metrics_table(results: Sequence[BacktestResult]) -> Table:
     for label, key, fmt in METRIC_ROWS:
         table.add_row(label, *[fmt(m[key]) for m in ms])
     return table
-
-
-FRACTION_KEYS = ("total_return", "cagr", "max_drawdown", "win_rate", "ruin_threshold",
-                 "probability_of_ruin", "probability_of_loss", *(f"max_drawdown_p{q}" for q in (
-                     5, 25, 50, 75, 95)))
-
-
-def with_percent(row: dict[str, Any]) -> dict[str, Any]:
-    """Each fraction also as a percent (``max_drawdown_pct``), as ``size`` reports ``risk_pct``;
-    the fraction keys stay as they were."""
-    out = dict(row)
-    for key in FRACTION_KEYS:
-        value = row.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            out[f"{key}_pct"] = value * 100 if math.isfinite(value) else None
-    return clean_floats(out)  # type: ignore[no-any-return]
 
 
 def _plain(value: Any) -> Any:

@@ -446,3 +446,30 @@ def print_fitting(console: Console, table: Table, title: str, records: Sequence[
         console.print(table)
     else:
         print_records(console, title, records)
+
+
+def clean_floats(value: Any) -> Any:
+    """JSON without float noise: -42.592683000000044 -> -42.592683 (15 significant digits)."""
+    if isinstance(value, float):
+        return float(f"{value:.15g}") if math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: clean_floats(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_floats(v) for v in value]
+    return value
+
+
+FRACTION_KEYS = ("total_return", "cagr", "max_drawdown", "win_rate", "ruin_threshold",
+                 "probability_of_ruin", "probability_of_loss", *(f"max_drawdown_p{q}" for q in (
+                     5, 25, 50, 75, 95)))
+
+
+def with_percent(row: dict[str, Any]) -> dict[str, Any]:
+    """Each fraction also as a percent (``max_drawdown_pct``), as ``size`` reports ``risk_pct``;
+    the fraction keys stay as they were."""
+    out = dict(row)
+    for key in FRACTION_KEYS:
+        value = row.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[f"{key}_pct"] = value * 100 if math.isfinite(value) else None
+    return clean_floats(out)  # type: ignore[no-any-return]

@@ -347,6 +347,11 @@ def _market_rules(p: Policy, m: MarketRules, equity: float, volatility_pct: floa
             out.append(Finding("STOP_BEYOND_LIQUIDATION", sev, text + tail,
                                ("leverage.value", "stop.atr_mult", "liquidation.guard"), sym))
 
+    _min_cost_rules(p, m, sl, equity, out)
+
+
+def _min_cost_rules(p: Policy, m: MarketRules, sl: Slot, equity: float, out: list[Finding]) -> None:
+    sym = m.symbol
     min_cost, src = _min_cost(m, p)
     if min_cost <= 0:
         return

@@ -118,6 +118,10 @@ def _plain(value: Any) -> Any:
 class Decision:
     """The answer. Money is in the quote currency; ``amount`` is an exact decimal string.
 
+    ``tier``, ``maintenance_margin_rate`` and ``maintenance_amount`` are the bracket the
+    liquidation price used: the notional's bracket *at* that price (a long's linear notional
+    shrinks on the way down, so it may sit lower than ``entry_tier``).
+
     ``risk`` is the loss if the stop fills, fees included (``risk_basis`` "stop"); without a
     stop it is the most the position can lose: its isolated margin plus fees ("liquidation") or
     its notional plus fees for spot and cross ("notional").
@@ -146,6 +150,11 @@ class Decision:
     margin_mode: str
     policy: str
     trace: tuple[TraceStep, ...]
+    # the maintenance amount (Binance's cum, in quote) of the tier the liquidation price used
+    maintenance_amount: float | None = None
+    # the tier of the notional at entry (sets the max leverage); ``tier`` is the one at the
+    # liquidation price, where the maintenance rate and amount are charged
+    entry_tier: int | None = None
 
     @property
     def accepted(self) -> bool:
@@ -178,6 +187,8 @@ class Decision:
             "liquidation_distance_pct": _plain(self.liquidation_distance_pct),
             "maintenance_margin_rate": self.maintenance_margin_rate,
             "tier": self.tier,
+            "maintenance_amount": _plain(self.maintenance_amount),
+            "entry_tier": self.entry_tier,
             "margin_mode": self.margin_mode,
             "policy": self.policy,
             "trace": [s.to_dict() for s in self.trace],

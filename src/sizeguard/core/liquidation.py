@@ -16,7 +16,7 @@ collateral backing the position: the isolated margin ``N / L``, or for cross mar
 balance minus the other positions' maintenance margin plus their unrealised PnL (Binance's
 ``WB - TMM1 + UPNL1``). ``mmr`` and ``cum`` are those of the bracket the notional is in *at*
 the liquidation price; the COIN-M FAQ says to recompute with that bracket when it differs from the
-entry bracket (the caller, :meth:`sizeguard.core.decide._Run.liquidation_price`, does).
+entry bracket (the caller, :meth:`sizeguard.core.decide.Context.liquidation`, does).
 
 Worked by hand: entry 100, 10x isolated, mmr 0.004, cum 0, long:
 ``100 * (1 - 1/10) / (1 - 0.004) = 90.3614``; short: ``100 * (1 + 1/10) / 1.004 = 109.5618``.
