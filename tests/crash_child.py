@@ -7,6 +7,7 @@ import itertools
 import sys
 import uuid
 
+import storefix
 from sizeguard.adapters.sql_store import open_store
 from sizeguard.core.decide import decide
 from sizeguard.core.intent import Intent
@@ -22,7 +23,7 @@ def main(url: str) -> None:
     for n in itertools.count():
         symbol = f"C{n % 8:02d}/USDT:USDT"
         intent = Intent(symbol, "long", 50000.0)
-        r = store.decide_and_reserve("acc", lambda a, i=intent, s=symbol: decide(i, a, book[s], policy),
+        r = storefix.reserve(store, "acc", lambda a, i=intent, s=symbol: decide(i, a, book[s], policy),
                                      client_order_id=f"{tag}-{n}", snapshot_id="crash")
         print(f"committed {r.journal_id}", flush=True)
         if r.reservation is not None and n % 2:

@@ -15,9 +15,11 @@ import pytest
 
 from sizeguard.adapters.market_files import load_markets
 from sizeguard.adapters.sql_store import SqlStore, open_store
+from sizeguard.app.services import ReserveRequest, reserve_one
 from sizeguard.config import load_policy
 from sizeguard.core.market import MarketBook
 from sizeguard.core.policy import Policy
+from sizeguard.ports import DecideFn, Reserved
 
 PG_URL = os.environ.get("SIZEGUARD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 _pg_checked: list[str | None] = []
@@ -103,3 +105,10 @@ def notional_policy(notional: float = 100.0, **limits: object) -> Policy:
             "leverage.max=10"]
     sets += [f"limits.{k}={v}" for k, v in limits.items()]
     return load_policy("viper-fixed-margin", sets=sets)
+
+
+def reserve(store: SqlStore, account_id: str, decide_fn: DecideFn, *, client_order_id: str,
+            snapshot_id: str | None = None, ttl: float = 300.0, claim: float = 60.0) -> Reserved:
+    """The application's decide-and-reserve (one unit of work) for one decision, no owner."""
+    return reserve_one(store, account_id, ReserveRequest(
+        lambda account, _own: decide_fn(account), client_order_id, snapshot_id, ttl, claim))

@@ -147,7 +147,7 @@ def test_trader_on_the_replayed_exchange(store: SqlStore, tmp_path: Path) -> Non
     t = Trader(store, ex, source, policy, account_id="acc")
     r = t.submit(Intent(BTC, "long", 50000.0, stop=49000.0, take_profit=55000.0), "sg-1")
     assert r.status == "filled", r.error
-    assert r.decision["amount"] == "0.01"
+    assert r.decision.amount == "0.01"
     assert [o.kind for o in r.orders] == ["entry", "stop", "take_profit"]
     assert store.journal("acc", kind="decision")[0].snapshot_id == source.snapshot_id
     out = t.sync()  # Binance reports only the ETH short: our stop filled, theirs counts

@@ -1,5 +1,6 @@
 """Group commit: a batch of decide + reserve in one transaction gives the same decisions and the
-same rows as the store's one-by-one ``decide_and_reserve`` (SQLite and PostgreSQL), and the
+same rows as one unit of work each (``sizeguard.app.services.decide_and_reserve``, SQLite and
+PostgreSQL), and the
 leader/follower hand-off answers every waiting thread exactly once."""
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import Any
 import pytest
 
 import storefix
-from sizeguard.adapters.bots import BotRegistry, Pending
+from sizeguard.adapters.bots import BotRegistry
 from sizeguard.adapters.sql_store import SqlStore, open_store
+from sizeguard.app.services import ReserveRequest, decide_and_reserve
 from sizeguard.budget import Budget, decide_for_bot
 from sizeguard.core.account import Account, Position
 from sizeguard.core.decision import Decision
@@ -61,22 +63,16 @@ def test_batch_equals_one_by_one(store_url: str, clock: storefix.FakeClock) -> N
             a, _ = reg.add("a", account_id="default", budget=0.5, max_positions=2)
             b, _ = reg.add("b", account_id="default")
             bots = [a, b]
-            items = [Pending(bots[i % 2], _fn(i, Budget(bots[i % 2].budget,
-                                                        bots[i % 2].max_positions)),
-                             f"c{i:02d}", "snap", 300.0, own=True, claim=60.0)
-                     for i in range(12)]
+            items = [ReserveRequest(_fn(i, Budget(bots[i % 2].budget, bots[i % 2].max_positions)),
+                                    f"c{i:02d}", "snap", 300.0, 60.0, owner=bots[i % 2].id,
+                                    own=True) for i in range(12)]
             if store is one:
                 got: list[Any] = []
                 for it in items:
-                    try:
-                        got.append(reg.decide_and_reserve(
-                            it.bot, it.decide_fn, client_order_id=it.client_order_id,
-                            snapshot_id=it.snapshot_id, ttl=it.ttl, own=it.own, claim=it.claim))
-                    except InvalidInput as exc:
-                        got.append(exc)
+                    got += decide_and_reserve(store, "default", [it], reg)
             else:
-                got = list(reg.decide_and_reserve_many("default", items[:5]))
-                got += reg.decide_and_reserve_many("default", items[5:])
+                got = decide_and_reserve(store, "default", items[:5], reg)
+                got += decide_and_reserve(store, "default", items[5:], reg)
             results.append(got)
         for x, y in zip(*results, strict=True):
             if isinstance(x, InvalidInput):
@@ -84,14 +80,14 @@ def test_batch_equals_one_by_one(store_url: str, clock: storefix.FakeClock) -> N
                 continue
             assert x.decision == y.decision  # journal ids: a PG sequence skips rolled-back ones
             assert (x.reservation is None) == (y.reservation is None)
-        statuses = [r.decision["status"] if not isinstance(r, InvalidInput) else "invalid"
+        statuses = [r.decision.status if not isinstance(r, InvalidInput) else "invalid"
                     for r in results[1]]
         assert "skipped" in statuses and statuses.count("invalid") == 1 and "accepted" in statuses
         strip = [(r[0], *r[1:]) for r in _rows(one)]
         assert strip == _rows(many)
         # a known client order id in a batch returns the earlier answer, deciding nothing
-        again = BotRegistry(many).decide_and_reserve_many("default", [items[0]])
-        assert again[0].duplicate and again[0].decision == results[1][0].decision  # type: ignore[union-attr]
+        again = decide_and_reserve(many, "default", [items[0]], BotRegistry(many))
+        assert again[0].duplicate and again[0].decision.to_dict() == results[1][0].decision.to_dict()  # type: ignore[union-attr]
     finally:
         one.close()
         if many is not None:

@@ -32,7 +32,7 @@ def _submit(url: str, i: int, limits: dict[str, Any]) -> tuple[str, list[str]]:
         trader = Trader(store, PaperExchange(book, balance=1e6), BookSource(book, "test"),
                         notional_policy(100.0, **limits), account_id="acc", venue="test")
         r = trader.submit(Intent(symbol, "long", 50000.0), client_order_id=f"c{i}")
-        return r.status, list(r.decision["reasons"])
+        return r.status, list(r.decision.reasons)
     finally:
         store.close()
 

@@ -21,7 +21,8 @@ CHILD = Path(__file__).with_name("crash_child.py")
 
 
 def _run_and_kill(url: str, rng: random.Random) -> list[int]:
-    env = {**os.environ, "PYTHONPATH": str(CHILD.parent)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(CHILD.parent), os.environ.get("PYTHONPATH", "")) if p)}
     proc = subprocess.Popen([sys.executable, str(CHILD), url], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, text=True)
     assert proc.stdout is not None

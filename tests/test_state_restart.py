@@ -40,7 +40,7 @@ def test_restart_keeps_streak_halt_and_reservations(store_url: str, clock: FakeC
     t = trader(store)
     for n in range(3):
         lose(t, n, 87000.0)
-    held = store.decide_and_reserve(
+    held = storefix.reserve(store,
         "acc", lambda a: decide(Intent(ETH, "long", 3000.0, stop_pct=2.0), a, BOOK[ETH], POLICY),
         client_order_id="held-eth", ttl=3600)
     assert held.accepted
@@ -53,8 +53,8 @@ def test_restart_keeps_streak_halt_and_reservations(store_url: str, clock: FakeC
     assert acct.losing_streak == 3
     assert [p.symbol for p in acct.positions] == [ETH]  # the reservation survived
     t = trader(store)
-    after = t.submit(NEXT, "next").decision
-    assert dict(after) == predicted
+    after = t.submit(NEXT, "next").decision.to_dict()
+    assert after == predicted
     adjust = next(s for s in after["trace"] if s["step"] == "adjust")
     assert "losing_streak" in str(adjust)
 
@@ -65,7 +65,7 @@ def test_restart_keeps_streak_halt_and_reservations(store_url: str, clock: FakeC
     store.close()
     store = open_store(store_url, clock)
     r = trader(store).submit(Intent(ETH, "long", 3000.0, stop_pct=2.0), "after-halt")
-    assert r.status == "skipped" and r.decision["reasons"] == ["HALTED_DAILY_LOSS"]
+    assert r.status == "skipped" and list(r.decision.reasons) == ["HALTED_DAILY_LOSS"]
     clock.advance(86_400)  # the next UTC day lifts the daily halt
     r = trader(store).submit(Intent(ETH, "long", 3000.0, stop_pct=2.0), "next-day")
     assert r.status == "filled"

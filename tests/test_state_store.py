@@ -29,7 +29,7 @@ def reserve(s: SqlStore, symbol: str = BTC, cid: str = "c1", price: float = 5000
             ttl: float = 300.0, **limits: object):
     policy = notional_policy(100.0, **limits)
     intent = Intent(symbol, "long", price)
-    return s.decide_and_reserve("acc", lambda a: decide(intent, a, BOOK[symbol], policy),
+    return storefix.reserve(s, "acc", lambda a: decide(intent, a, BOOK[symbol], policy),
                                 client_order_id=cid, snapshot_id="builtin", ttl=ttl)
 
 
@@ -94,7 +94,7 @@ def test_account_counts_positions_and_live_reservations(store: SqlStore, clock: 
     assert acct.available_margin == pytest.approx(acct.equity - pos.margin - r2.reservation.margin)
     # a third decision on a 2-slot policy is refused: the reservation holds a slot
     r3 = reserve(store, "ADA/USDT:USDT", "c3", price=1.0, max_positions=2)
-    assert not r3.accepted and r3.decision["reasons"] == ["MAX_POSITIONS"]
+    assert not r3.accepted and list(r3.decision.reasons) == ["MAX_POSITIONS"]
     assert r3.reservation is None
 
 
@@ -190,7 +190,7 @@ def test_bad_input_and_unknown_account_are_refused(store: SqlStore) -> None:
         store.account("nobody")
     store.ensure_account("acc", exchange="x", equity=10.0)
     with pytest.raises(InvalidInput, match="client_order_id"):
-        store.decide_and_reserve("acc", lambda a: None, client_order_id="")  # type: ignore[arg-type,return-value]
+        storefix.reserve(store, "acc", lambda a: None, client_order_id="")  # type: ignore[arg-type,return-value]
 
 
 def test_open_store_urls(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:

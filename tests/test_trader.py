@@ -41,14 +41,14 @@ def test_submit_places_entry_stop_and_take_profit_and_records(store: SqlStore) -
     r = t.submit(INTENT, "cid-1")
     assert r.status == "filled", r
     assert [o.kind for o in r.orders] == ["entry", "stop", "take_profit"]
-    assert ex.leverage[BTC] == r.decision["leverage"]
+    assert ex.leverage[BTC] == r.decision.leverage
     assert ex.margin_mode[BTC] == "isolated"
     stop = ex.orders["cid-1-sl"]
-    assert stop.trigger_price == pytest.approx(r.decision["stop_price"]) and stop.side == "sell"
+    assert stop.trigger_price == pytest.approx(r.decision.stop_price) and stop.side == "sell"
     assert ex.orders["cid-1-tp"].trigger_price == 95000.0
     pos = store.positions("acc")
-    assert len(pos) == 1 and pos[0].amount == r.decision["amount"]
-    assert pos[0].stop_price == pytest.approx(r.decision["stop_price"])
+    assert len(pos) == 1 and pos[0].amount == r.decision.amount
+    assert pos[0].stop_price == pytest.approx(r.decision.stop_price)
     assert store.reservations("acc") == []
     kinds = [e.kind for e in store.journal("acc")]
     assert kinds == ["decision", "order", "fill", "order", "order"]
@@ -68,10 +68,10 @@ def test_same_client_order_id_never_orders_twice(store: SqlStore) -> None:
 def test_resume_after_a_crash_between_entry_and_record(store: SqlStore, clock: FakeClock) -> None:
     t, ex = make(store)
     market = BOOK[BTC]
-    res = store.decide_and_reserve("acc", lambda a: decide(INTENT, a, market, RISK),
+    res = storefix.reserve(store, "acc", lambda a: decide(INTENT, a, market, RISK),
                                    client_order_id="cid-9")
-    ex.set_leverage(BTC, float(res.decision["leverage"]))
-    ex.place_entry(BTC, "long", str(res.decision["amount"]), INTENT.price, "cid-9")  # then "crash"
+    ex.set_leverage(BTC, float(res.decision.leverage))
+    ex.place_entry(BTC, "long", str(res.decision.amount), INTENT.price, "cid-9")  # then "crash"
     assert t.submit(INTENT, "cid-9").status == "in_progress"  # the crashed claim has not lapsed
     clock.advance(61)
     r = t.submit(INTENT, "cid-9")
@@ -92,8 +92,8 @@ def test_min_cost_rejection_is_learned_and_feeds_the_next_decision(store: SqlSto
     reject = store.journal("acc", kind="reject")[0]
     assert reject.data["rule"] == "min_cost" and reject.client_order_id == "k1"
     again = t.submit(intent, "k2")
-    assert again.status == "skipped" and again.decision["reasons"] == ["BELOW_MIN_COST"]
-    rules = next(s for s in again.decision["trace"] if s["step"] == "exchange_rules")
+    assert again.status == "skipped" and list(again.decision.reasons) == ["BELOW_MIN_COST"]
+    rules = next(s for s in again.decision.to_dict()["trace"] if s["step"] == "exchange_rules")
     assert rules["min_cost_source"] == "learned from an exchange rejection"
 
 
@@ -141,7 +141,7 @@ def test_close_feeds_streak_and_sync_counts_outside_positions(store: SqlStore) -
     r = t.submit(INTENT, "x1")
     assert r.status == "filled" and r.position is not None
     blocked = t.submit(Intent("ADA/USDT:USDT", "long", 1.0, stop_pct=2.0), "x2")
-    assert blocked.decision["reasons"] == ["MAX_POSITIONS"]  # the outside ETH counts
+    assert list(blocked.decision.reasons) == ["MAX_POSITIONS"]  # the outside ETH counts
     closed = t.close(r.position.id, 86000.0)
     assert closed.status == "closed" and (closed.pnl or 0) < 0
     assert store.risk_state("acc").losing_streak == 1
@@ -149,12 +149,12 @@ def test_close_feeds_streak_and_sync_counts_outside_positions(store: SqlStore) -
 
 def test_resume_when_the_stop_was_already_placed(store: SqlStore, clock: FakeClock) -> None:
     t, ex = make(store)
-    res = store.decide_and_reserve("acc", lambda a: decide(INTENT, a, BOOK[BTC], RISK),
+    res = storefix.reserve(store, "acc", lambda a: decide(INTENT, a, BOOK[BTC], RISK),
                                    client_order_id="cid-7")
-    amount = str(res.decision["amount"])
-    ex.set_leverage(BTC, float(res.decision["leverage"]))
+    amount = str(res.decision.amount)
+    ex.set_leverage(BTC, float(res.decision.leverage))
     ex.place_entry(BTC, "long", amount, INTENT.price, "cid-7")
-    ex.place_stop(BTC, "long", amount, float(res.decision["stop_price"]), "cid-7-sl")
+    ex.place_stop(BTC, "long", amount, float(res.decision.stop_price), "cid-7-sl")
     real_find = ex.find_order
     ex.find_order = lambda symbol, cid, conditional=False: (  # type: ignore[method-assign]
         None if cid.endswith("-sl") else real_find(symbol, cid))
@@ -170,7 +170,7 @@ def test_a_protective_fill_found_by_sync_feeds_pnl_streak_and_win_rate(
     t, ex = make(store)
     r = t.submit(INTENT, "p-1")
     assert r.position is not None
-    price = r.decision["stop_price"] - 1 if kind == "stop" else 95001.0
+    price = r.decision.stop_price - 1 if kind == "stop" else 95001.0
     [fill] = ex.mark(BTC, price)
     assert fill.kind == kind and fill.status == "filled"
     assert ex.orders["p-1-sl" if kind == "take_profit" else "p-1-tp"].status == "canceled"

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from sizeguard.core.account import Account
+from sizeguard.core.account import Account, Position
 from sizeguard.core.decision import Decision
 from sizeguard.core.market import MarketBook
 
@@ -98,6 +98,7 @@ class Reservation:
     expires_at: float
     status: str  # "held" | "filled" | "released" | "expired"
     release_reason: str | None = None
+    entry_price: float | None = None  # the price it was decided at (None: stored before v4)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -105,21 +106,22 @@ class Reservation:
 
 @dataclass(frozen=True, slots=True)
 class Reserved:
-    """What :meth:`StateStore.decide_and_reserve` returns.
+    """A decision as the store recorded it (:meth:`StateStore.record_decision`, or the earlier
+    answer :meth:`StateStore.decided` finds).
 
-    ``decision`` is the journaled JSON object (Decision.to_dict()); ``reservation`` is None for a
-    skipped decision; ``duplicate`` is True when the client order id had been decided before and
-    this is that earlier answer (nothing new was decided, reserved or journaled).
+    ``reservation`` is None for a skipped decision; ``duplicate`` is True when the client order
+    id had been decided before and this is that earlier answer (nothing new was decided,
+    reserved or journaled).
     """
 
-    decision: Mapping[str, Any]
+    decision: Decision
     journal_id: int
     reservation: Reservation | None
     duplicate: bool = False
 
     @property
     def accepted(self) -> bool:
-        return self.decision.get("status") == "accepted"
+        return self.decision.accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +232,34 @@ class Exchange(Protocol):
 
 
 DecideFn = Callable[[Account], Decision]
+OwnDecideFn = Callable[[Account, tuple[Position, ...]], Decision]
+
+
+class Owners(Protocol):
+    """Who decided what: the bots of the HTTP service (adapters/bots.py). Both calls join the
+    unit of work open on the thread."""
+
+    def own_positions(self, owner: str, account_id: str) -> tuple[Position, ...]:
+        """The owner's open positions and live reservations, as the core counts them."""
+        ...
+
+    def record_owner(self, client_order_id: str, owner: str, account_id: str) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction over the store: ``with store.unit_of_work(account): ...; uow.commit()``.
+    Every store call made inside the block (on this thread) joins it; leaving the block without
+    :meth:`commit`, or by an exception, rolls all of it back. With an account id, the account
+    is locked for the whole block (two units of work on one account never interleave)."""
+
+    def __enter__(self) -> UnitOfWork: ...
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
 
 
 class StateStore(Protocol):
@@ -254,11 +284,18 @@ class StateStore(Protocol):
 
     def risk_state(self, account_id: str) -> RiskState: ...
 
-    def decide_and_reserve(self, account_id: str, decide_fn: DecideFn, *, client_order_id: str,
-                           snapshot_id: str | None = None, ttl: float = 300.0,
-                           claim: float = 60.0) -> Reserved:
-        """Atomically: lock the account, load it, decide, journal, reserve when accepted. The
-        new reservation is claimed for ``claim`` seconds by the caller."""
+    def unit_of_work(self, account_id: str | None = None) -> UnitOfWork: ...
+
+    def decided(self, account_id: str, client_order_id: str) -> Reserved | None:
+        """The earlier answer for ``client_order_id`` (``duplicate``), or None."""
+        ...
+
+    def record_decision(self, account_id: str, decision: Decision, *, client_order_id: str,
+                        snapshot_id: str | None = None, ttl: float = 300.0,
+                        claim: float = 60.0) -> Reserved:
+        """Journal ``decision`` and, when accepted, hold its reservation (claimed ``claim``
+        seconds by the caller). Inside a unit of work that locked the account and loaded it,
+        this is the write half of decide-and-reserve (:mod:`sizeguard.app.services`)."""
         ...
 
     def claim_reservation(self, reservation_id: str, claim: float = 60.0) -> bool:

@@ -5,35 +5,30 @@ which decisions (client order ids) are theirs, and the responses kept for idempo
 Tokens are ``sg_<bot id>_<secret>``; only their SHA-256 is stored, and checking one compares
 digests in constant time. The token itself is returned once, by :meth:`BotRegistry.add`.
 
-:meth:`BotRegistry.decide_and_reserve` is the store's own atomic decide + reserve: the decide
-function runs inside the store's transaction (the account row locked), and from there this
-module reads the bot's own positions and reservations and records the decision's owner on the
-same connection, so all of it commits, or rolls back, together.
+The registry is the service's :class:`~sizeguard.ports.Owners`: the application's
+decide-and-reserve (:func:`sizeguard.app.services.decide_and_reserve`) reads a bot's own
+positions and records the decision's owner through it, inside its unit of work, so all of it
+commits, or rolls back, together.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import secrets
-import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sizeguard.adapters.sql_store import SqlStore, Tx
-from sizeguard.core.account import Account, Position
-from sizeguard.core.decision import Decision
-from sizeguard.errors import InvalidInput, StoreError
-from sizeguard.ports import JournalEntry, Reservation, Reserved, StoredPosition
+from sizeguard.core.account import Position
+from sizeguard.errors import InvalidInput
+from sizeguard.ports import JournalEntry, Reservation, StoredPosition
 
 TOKEN_PREFIX = "sg_"
 
-BotDecideFn = Callable[[Account, tuple[Position, ...]], Decision]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,26 +49,22 @@ class Bot:
 
 
 @dataclass(frozen=True, slots=True)
-class Pending:
-    """One bot's decide + reserve waiting for a group commit."""
-
-    bot: Bot
-    decide_fn: BotDecideFn
-    client_order_id: str
-    snapshot_id: str | None = None
-    ttl: float = 300.0
-    own: bool = True
-    claim: float = 60.0
-    fresh: bool = False  # a new random client order id: no earlier answer to look for
-
-
-@dataclass(frozen=True, slots=True)
 class Replay:
     """An earlier request with the same idempotency key. ``status`` 0: still being answered."""
 
     request_hash: str
     status: int
     body: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """This request holds an idempotency key until ``lease_until`` (also its fencing token:
+    a take-over writes another), answering it under ``client_order_id``."""
+
+    client_order_id: str
+    lease_until: float
+    resumed: bool = False
 
 
 def token_digest(token: str) -> str:
@@ -181,18 +172,7 @@ class BotRegistry:
                 self._cache[bot_id] = hit
         return self._check(token, hit[0])
 
-    # -- deciding inside the store's transaction ----------------------------------------
-    def _current_tx(self) -> Tx:
-        """The store's transaction open on this thread (inside ``decide_and_reserve``)."""
-        conn = self.store._conn()  # the thread's connection, mid-transaction
-        if isinstance(conn, sqlite3.Connection):
-            busy = conn.in_transaction
-        else:
-            busy = int(conn.info.transaction_status) != 0  # psycopg: not IDLE
-        if not busy:
-            raise StoreError("internal: no open transaction for the bot's view")
-        return Tx(self.store, conn)
-
+    # -- ownership inside the caller's unit of work (sizeguard.ports.Owners) -------------
     @staticmethod
     def _own(tx: Tx, bot_id: str, account_id: str, now: float) -> tuple[Position, ...]:
         rows = tx.rows(
@@ -205,94 +185,25 @@ class BotRegistry:
             "r.status = 'held' AND r.expires_at > ? AND b.bot_id = ?", (account_id, now, bot_id))
         return tuple(Position(s, side, float(n), float(m)) for s, side, n, m in rows)
 
-    def decide_and_reserve(self, bot: Bot, decide_fn: BotDecideFn, *, client_order_id: str,
-                           snapshot_id: str | None = None, ttl: float = 300.0,
-                           own: bool = True, claim: float = 60.0) -> Reserved:
-        """The store's atomic decide + reserve, with the bot's own positions and reservations
-        handed to ``decide_fn`` and the decision's owner recorded, all in one transaction.
-        A client order id decided before returns that earlier answer (``duplicate``), and a
-        ``own=False`` skips reading the bot's own positions (a bot without a budget);
-        ``claim`` is the store's claim on the new reservation (0: a trader may take it over
-        at once).
-        Client order ids are the service's own (random, or derived from the bot and its
-        idempotency key), so two bots never share one."""
-
-        def inside(account: Account) -> Decision:
-            tx = self._current_tx()
-            now = self.store.clock.now()
-            mine = self._own(tx, bot.id, bot.account_id, now) if own else ()
-            decision = decide_fn(account, mine)
-            tx.run("INSERT INTO bot_orders (client_order_id, bot_id, account_id, created_at) "
-                   "VALUES (?, ?, ?, ?)", (client_order_id, bot.id, bot.account_id, now))
-            return decision
-
-        return self.store.decide_and_reserve(bot.account_id, inside,
-                                             client_order_id=client_order_id,
-                                             snapshot_id=snapshot_id, ttl=ttl, claim=claim)
-
-    def decide_and_reserve_many(self, account_id: str, items: Sequence[Pending]
-                                ) -> list[Reserved | InvalidInput]:
-        """Group commit: several bots' decide + reserve in ONE locked transaction, in order,
-        each seeing the reservations of the ones before it; one commit (one fsync) for all.
-
-        Per item it is what the store's ``decide_and_reserve`` does for one (the earlier answer
-        for a client order id decided before, else load, decide, journal, reserve, claim),
-        plus the owner. The account is loaded once per batch and each accepted item's
-        reservation is added to it as the store would load it (symbol, side, notional,
-        margin): nothing else an account holds changes inside the transaction.
-        ``tests/test_http_batch.py`` checks decisions and rows equal the one-by-one path's.
-        An item whose input is invalid gets its InvalidInput and writes nothing; any other
-        error rolls the whole batch back and is raised."""
-        store = self.store
-        out: list[Reserved | InvalidInput] = []
-        with store.tx(account_id) as tx:
-            now = store.clock.now()
-            store._expire(tx, account_id, now)
-            account = store._load_account(tx, account_id, now)
-            for it in items:
-                cid = it.client_order_id
-                if not cid:
-                    out.append(InvalidInput("client_order_id", cid, "must not be empty"))
-                    continue
-                earlier = None if it.fresh else store._decided(tx, account_id, cid)
-                if earlier is not None:
-                    out.append(earlier)
-                    continue
-                mine = self._own(tx, it.bot.id, account_id, now) if it.own else ()
-                try:
-                    decision = it.decide_fn(account, mine)
-                except InvalidInput as exc:
-                    out.append(exc)
-                    continue
-                tx.run("INSERT INTO bot_orders (client_order_id, bot_id, account_id, created_at) "
-                       "VALUES (?, ?, ?, ?)", (cid, it.bot.id, account_id, now))
-                done = store._record_decision(tx, account_id, decision, cid, it.snapshot_id, now,
-                                              it.ttl, it.claim)
-                if decision.accepted:
-                    account = dataclasses.replace(account, positions=(*account.positions, Position(
-                        decision.symbol, decision.side, decision.notional, decision.margin)))
-                out.append(done)
-        return out
-
-    def own_positions(self, bot: Bot) -> tuple[Position, ...]:
+    def own_positions_of(self, owner: str, account_id: str) -> tuple[Position, ...]:
+        """A bot's open positions and live reservations (joins an open unit of work)."""
         with self.store.tx(write=False) as tx:
-            return self._own(tx, bot.id, bot.account_id, self.store.clock.now())
+            return self._own(tx, owner, account_id, self.store.clock.now())
 
-    def quote(self, bot: Bot, decide_fn: BotDecideFn, *, client_order_id: str,
-              snapshot_id: str | None = None) -> tuple[Decision, int]:
-        """Decide without reserving (a quote), journal it and record its owner."""
-        now = self.store.clock.now()
-        with self.store.tx(write=False) as tx:
-            own = self._own(tx, bot.id, bot.account_id, now)
-        decision = decide_fn(self.store.account(bot.account_id), own)
-        jid = self.store.journal_decision(bot.account_id, decision,
-                                          client_order_id=client_order_id,
-                                          snapshot_id=snapshot_id)
+    def record_owner(self, client_order_id: str, owner: str, account_id: str) -> None:
+        """``owner`` decided ``client_order_id`` (joins an open unit of work)."""
         with self.store.tx() as tx:
             tx.run("INSERT INTO bot_orders (client_order_id, bot_id, account_id, created_at) "
                    "VALUES (?, ?, ?, ?) ON CONFLICT (client_order_id) DO NOTHING",
-                   (client_order_id, bot.id, bot.account_id, now))
-        return decision, jid
+                   (client_order_id, owner, account_id, self.store.clock.now()))
+
+    def own_positions(self, bot: Bot | str, account_id: str | None = None
+                      ) -> tuple[Position, ...]:
+        """A bot's own open positions and live reservations: ``own_positions(bot)``, or by
+        id as :class:`sizeguard.ports.Owners` asks (``own_positions(bot_id, account_id)``)."""
+        if isinstance(bot, Bot):
+            return self.own_positions_of(bot.id, bot.account_id)
+        return self.own_positions_of(bot, account_id or "")
 
     # -- ownership -----------------------------------------------------------------------
     def owner(self, client_order_id: str | None) -> str | None:
@@ -338,34 +249,65 @@ class BotRegistry:
             rows = tx.rows(sql, params)
         return [_journal(r) for r in reversed(rows)]
 
-    # -- idempotency ---------------------------------------------------------------------
-    def idempotency_begin(self, bot: Bot, key: str, request_hash: str,
-                          stale: float = 120.0) -> Replay | None:
-        """Claim ``key`` for this request: None when claimed (answer it, then call
-        :meth:`idempotency_finish`), else the earlier request's record. A claim left
-        unanswered for ``stale`` seconds (its process died) is taken over."""
+    # -- idempotency ----------------------------------------------------------------------
+    def idempotency_begin(self, bot: Bot, key: str, request_hash: str, *, lease: float = 10.0,
+                          client_order_id: str = "") -> Claim | Replay:
+        """Claim ``key`` for this request, or find the earlier request's record.
+
+        A new key is claimed with ``client_order_id`` for ``lease`` seconds: a :class:`Claim`
+        (answer it, keeping the answer with :meth:`idempotency_finish`). A claim whose lease
+        ran out unanswered (its process died) is taken over with the SAME client order id
+        (``resumed``): whatever the dead request committed under that id is found again, never
+        decided twice. Otherwise the earlier record is a :class:`Replay` (``status`` 0: still
+        being answered)."""
         now = self.store.clock.now()
+        until = now + lease
         with self.store.tx() as tx:
-            n = tx.run("INSERT INTO idempotency (bot_id, key, request_hash, status, body, "
-                       "created_at) VALUES (?, ?, ?, 0, NULL, ?) ON CONFLICT (bot_id, key) "
-                       "DO NOTHING", (bot.id, key, request_hash, now))
-            if n or tx.run("UPDATE idempotency SET created_at = ? WHERE bot_id = ? AND key = ? "
-                           "AND request_hash = ? AND status = 0 AND created_at < ?",
-                           (now, bot.id, key, request_hash, now - stale)):
-                return None
-            row = tx.one("SELECT request_hash, status, body FROM idempotency WHERE bot_id = ? "
-                         "AND key = ?", (bot.id, key))
-        if row is None:  # removed meanwhile (an aborted request): treat as new next time
-            return Replay(request_hash, 0, None)
-        return Replay(str(row[0]), int(row[1]), row[2])
+            if tx.run("INSERT INTO idempotency (bot_id, key, request_hash, status, body, "
+                      "created_at, client_order_id, lease_until) VALUES (?, ?, ?, 0, NULL, ?, ?, ?) "
+                      "ON CONFLICT (bot_id, key) DO NOTHING",
+                      (bot.id, key, request_hash, now, client_order_id, until)):
+                return Claim(client_order_id, until, resumed=False)
+            row = tx.one("SELECT request_hash, status, body, client_order_id, lease_until, "
+                         "created_at FROM idempotency WHERE bot_id = ? AND key = ?", (bot.id, key))
+            if row is None:  # removed meanwhile (an aborted request): treat as new next time
+                return Replay(request_hash, 0, None)
+            held, status, body, cid, old, created = row
+            # a row written before schema 4 has no lease: its claim lasted 120 s
+            expires = float(old) if old is not None else float(created) + 120.0
+            if int(status) == 0 and held == request_hash and expires <= now and tx.run(
+                    "UPDATE idempotency SET lease_until = ?, client_order_id = ? WHERE bot_id = ? "
+                    "AND key = ? AND status = 0 AND (lease_until = ? OR lease_until IS NULL)",
+                    (until, cid or client_order_id, bot.id, key, old)):
+                return Claim(str(cid or client_order_id), until, resumed=True)
+        return Replay(str(held), int(status), body)
 
-    def idempotency_finish(self, bot: Bot, key: str, status: int, body: str) -> None:
+    def idempotency_renew(self, bot: Bot, key: str, claim: Claim, lease: float) -> Claim | None:
+        """Extend a live claim (a long request); None when it was lost to a take-over."""
+        until = self.store.clock.now() + lease
         with self.store.tx() as tx:
-            tx.run("UPDATE idempotency SET status = ?, body = ? WHERE bot_id = ? AND key = ?",
-                   (status, body, bot.id, key))
+            n = tx.run("UPDATE idempotency SET lease_until = ? WHERE bot_id = ? AND key = ? AND "
+                       "status = 0 AND lease_until = ?", (until, bot.id, key, claim.lease_until))
+        return Claim(claim.client_order_id, until, claim.resumed) if n else None
 
-    def idempotency_abort(self, bot: Bot, key: str) -> None:
+    def idempotency_finish(self, bot: Bot, key: str, status: int, body: str,
+                           claim: Claim | None = None) -> bool:
+        """Keep the answer (joins an open unit of work). With ``claim``, only while that
+        claim still holds the key: False when another request took it over."""
+        sql = "UPDATE idempotency SET status = ?, body = ? WHERE bot_id = ? AND key = ? AND status = 0"
+        params: list[Any] = [status, body, bot.id, key]
+        if claim is not None:
+            sql += " AND lease_until = ?"
+            params.append(claim.lease_until)
+        with self.store.tx() as tx:
+            return tx.run(sql, params) > 0
+
+    def idempotency_abort(self, bot: Bot, key: str, claim: Claim | None = None) -> None:
         """Forget a claim whose request failed in a way a retry may fix (5xx)."""
+        sql = "DELETE FROM idempotency WHERE bot_id = ? AND key = ? AND status = 0"
+        params: list[Any] = [bot.id, key]
+        if claim is not None:
+            sql += " AND lease_until = ?"
+            params.append(claim.lease_until)
         with self.store.tx() as tx:
-            tx.run("DELETE FROM idempotency WHERE bot_id = ? AND key = ? AND status = 0",
-                   (bot.id, key))
+            tx.run(sql, params)

@@ -185,9 +185,9 @@ def _metavar(param: Any) -> str:
 
 def plain_help(command: Any) -> None:
     """Give every option of ``command`` (and its subcommands) a plain metavar, once."""
-    if getattr(command, "_sizeguard_plain", False):
+    if getattr(command, "sizeguard_plain", False):
         return
-    command._sizeguard_plain = True
+    command.sizeguard_plain = True
     for param in getattr(command, "params", ()):
         if param.metavar is None:
             param.metavar = _metavar(param) if param.param_type_name == "option" else ""

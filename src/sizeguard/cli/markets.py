@@ -65,14 +65,12 @@ def markets(
 
 def markets_refresh(exchange: str, directory: Path | None, as_json: bool) -> None:
     """Fetch live markets through ccxt and save a dated snapshot."""
-    from sizeguard.adapters.ccxt_exchange import make_exchange
-    from sizeguard.adapters.market_snapshot import refresh
+    from sizeguard.app.bootstrap import refresh_markets
 
     try:
         if directory is not None and not directory.is_dir():
             raise InvalidInput("--dir", str(directory), "no such directory")
-        x = make_exchange(exchange)
-        path, source = refresh(x, directory)
+        path, source = refresh_markets(exchange, directory)
         book = source.markets()
     except NetworkError:
         typer.echo(f"error: cannot reach {exchange} to refresh its markets (offline?); size "

@@ -14,31 +14,28 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from sizeguard.adapters.market_files import builtin_markets
-from sizeguard.adapters.market_snapshot import FileMarketSource, latest_snapshot
+from sizeguard.adapters.market_snapshot import FileMarketSource
 from sizeguard.adapters.paper import PaperExchange
-from sizeguard.adapters.sql_store import SqlStore, default_store_url, open_store
+from sizeguard.adapters.sql_store import SqlStore, default_store_url
+from sizeguard.app import bootstrap
+from sizeguard.app.trader import Trader
 from sizeguard.cli.app import app, clean_floats, effective_policy, positive, side_value
 from sizeguard.cli.options import ConfigOpt, MarketsOpt, PresetOpt, SetOpt, SideOpt, TiersOpt
 from sizeguard.cli.render import Record, print_fitting
 from sizeguard.core.intent import Intent
 from sizeguard.errors import ExchangeError, InvalidInput, SizeguardError, StoreError
-from sizeguard.ports import Exchange, ExchangePosition
-from sizeguard.trader import Trader
-
-if TYPE_CHECKING:  # ccxt loads only when a live exchange or a market refresh is asked for
-    from sizeguard.adapters.ccxt_exchange import CcxtExchange
+from sizeguard.ports import Exchange
 
 StoreOpt = Annotated[str | None, typer.Option(
     "--store", envvar="SIZEGUARD_STORE",
@@ -73,47 +70,16 @@ def _emit(obj: Any) -> None:
 
 
 def _source(markets: Path | None, tiers: Path | None, exchange: str | None) -> FileMarketSource:
-    if markets is None and exchange is not None:
-        found = latest_snapshot(exchange)
-        if found is None:
-            raise InvalidInput("exchange", exchange, "no saved market snapshot; run "
-                               f"`sizeguard markets refresh --exchange {exchange}` or give --markets")
-        markets = found
-    return FileMarketSource(markets, tiers)
+    return bootstrap.market_source(markets, tiers, exchange)
 
 
-def _live_exchange(exchange: str | None, hedge: bool, quote: str) -> CcxtExchange:
-    from sizeguard.adapters.ccxt_exchange import CcxtExchange, make_exchange
-
-    if exchange is None:
-        raise InvalidInput("exchange", None, "--live needs --exchange NAME")
-    key = os.environ.get("SIZEGUARD_API_KEY")
-    if not key:
-        raise InvalidInput("SIZEGUARD_API_KEY", None, "--live needs the exchange API key in the "
-                           "environment (SIZEGUARD_API_KEY, SIZEGUARD_API_SECRET)")
-    x = make_exchange(exchange, api_key=key, secret=os.environ.get("SIZEGUARD_API_SECRET"),
-                      password=os.environ.get("SIZEGUARD_API_PASSWORD"))
-    return CcxtExchange(x, hedge_mode=hedge, quote=quote)
+def _live_exchange(exchange: str | None, hedge: bool, quote: str) -> Exchange:
+    return bootstrap.live_exchange(exchange, hedge_mode=hedge, quote=quote)
 
 
 def _paper(store: SqlStore, account: str, source: FileMarketSource) -> PaperExchange:
-    """The paper account as the store left it: equity and open positions."""
-    rs = store.risk_state(account)
-    held = [ExchangePosition(p.symbol, p.side, float(p.amount), p.entry_price, p.notional, p.margin,
-                             p.leverage) for p in store.positions(account)]
-    paper = PaperExchange(source.markets(), balance=rs.equity, quote=rs.quote, positions=held)
-    for p in store.positions(account):  # their stops and take-profits, as the trader placed them
-        if not p.client_order_id or p.symbol not in paper.book:
-            continue
-        try:
-            if p.stop_price:
-                paper.place_stop(p.symbol, p.side, p.amount, p.stop_price, f"{p.client_order_id}-sl")
-            if p.take_profit:
-                paper.place_take_profit(p.symbol, p.side, p.amount, p.take_profit,
-                                        f"{p.client_order_id}-tp")
-        except ExchangeError:
-            continue  # e.g. a stop already beyond the entry: the position stays, unprotected
-    return paper
+    """The paper account as the store left it: equity, open positions, their stops."""
+    return bootstrap.paper_exchange(store, account, source)
 
 
 def _store(url: str | None, *, read_only: bool = False) -> SqlStore:
@@ -125,7 +91,7 @@ def _store(url: str | None, *, read_only: bool = False) -> SqlStore:
         if path is not None and not Path(path).is_file():
             raise InvalidInput("--store", url or path, "no such store (nothing recorded yet); "
                                "`sizeguard trade ... --equity N` creates it")
-    return open_store(url)
+    return bootstrap.open_state(url)
 
 
 def sqlite_path(url: str) -> str | None:
@@ -247,11 +213,11 @@ def trade(
     else:
         d = result.decision
         console = Console()
-        console.print(f"[bold]{result.status}[/bold] {d['symbol']} {d['side']} amount {d['amount']} "
-                      f"notional {d['notional']:.2f} margin {d['margin']:.2f} at {d['leverage']:g}x "
+        console.print(f"[bold]{result.status}[/bold] {d.symbol} {d.side} amount {d.amount} "
+                      f"notional {d.notional:.2f} margin {d.margin:.2f} at {d.leverage:g}x "
                       f"({'live' if live else 'paper'}, client order id {result.client_order_id})")
-        if d["reasons"]:
-            console.print("reasons: " + ", ".join(d["reasons"]))
+        if d.reasons:
+            console.print("reasons: " + ", ".join(str(r) for r in d.reasons))
         if result.error:
             console.print(f"[red]{result.error}[/red]")
         for o in result.orders:

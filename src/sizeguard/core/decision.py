@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -99,6 +100,19 @@ class TraceStep(NamedTuple):
             out["note"] = self.note
         return out
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TraceStep:
+        """The step :meth:`to_dict` wrote (lists come back as tuples)."""
+        values = tuple((k, _typed(v)) for k, v in data.items() if k not in _STEP_KEYS)
+        return cls(str(data["step"]), values, data.get("bound"), data.get("note"))
+
+
+_STEP_KEYS = frozenset(("step", "bound", "note"))
+
+
+def _typed(value: Any) -> Any:
+    return tuple(_typed(v) for v in value) if isinstance(value, list) else value
+
 
 def _plain(value: Any) -> Any:
     if isinstance(value, float):
@@ -193,3 +207,45 @@ class Decision:
             "policy": self.policy,
             "trace": [s.to_dict() for s in self.trace],
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Decision:
+        """The decision :meth:`to_dict` wrote (a journal row, an HTTP answer): one typed record
+        across the store and the service. JSON has no infinity, so a number ``to_dict`` wrote
+        as null comes back as NaN where the field is not optional; floats keep the 10 decimals
+        ``to_dict`` rounds to. Unknown keys (an answer's ``reservation``, ``journal_id``) are
+        ignored."""
+        def num(key: str) -> float:
+            value = data.get(key)
+            return math.nan if value is None else float(value)
+
+        def opt(key: str) -> float | None:
+            value = data.get(key)
+            return None if value is None else float(value)
+
+        tier = data.get("tier")
+        return cls(
+            status=Status(data["status"]),
+            reasons=tuple(Reason(r) for r in data.get("reasons", ())),
+            symbol=str(data["symbol"]),
+            side=str(data["side"]),
+            amount=str(data["amount"]),
+            lots=int(data["lots"]),
+            notional=num("notional"),
+            margin=num("margin"),
+            leverage=num("leverage"),
+            risk=num("risk"),
+            risk_pct=num("risk_pct"),
+            risk_basis=str(data["risk_basis"]),
+            entry_price=float(data["entry_price"]),
+            stop_price=opt("stop_price"),
+            stop_distance_pct=opt("stop_distance_pct"),
+            fees=num("fees"),
+            liquidation_price=opt("liquidation_price"),
+            liquidation_distance_pct=opt("liquidation_distance_pct"),
+            maintenance_margin_rate=opt("maintenance_margin_rate"),
+            tier=int(tier) if tier is not None else None,
+            margin_mode=str(data["margin_mode"]),
+            policy=str(data["policy"]),
+            trace=tuple(TraceStep.from_dict(step) for step in data.get("trace", ())),
+        )

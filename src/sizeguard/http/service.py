@@ -1,7 +1,8 @@
 """What the HTTP routes call: plain values in, plain JSON-able dicts out, sizeguard errors (or
-:class:`~sizeguard.http.problems.Problem`) raised. No HTTP framework here, no arithmetic: every
-decision is the core's ``decide`` through :mod:`sizeguard.budget`, inside the store's atomic
-decide + reserve (:meth:`sizeguard.adapters.bots.BotRegistry.decide_and_reserve`).
+:class:`~sizeguard.http.problems.Problem`) raised. No HTTP framework here, no arithmetic and no
+transaction of its own: every decision is the core's ``decide`` through :mod:`sizeguard.budget`,
+made and recorded by the application's use cases (:mod:`sizeguard.app.services`), the same ones
+the CLI's trader calls.
 """
 
 from __future__ import annotations
@@ -10,15 +11,15 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sizeguard.adapters.bots import Bot, BotRegistry, Pending
-from sizeguard.adapters.paper import PaperExchange
+from sizeguard.adapters.bots import Bot, BotRegistry, Claim
 from sizeguard.adapters.sql_store import SqlStore
+from sizeguard.app import bootstrap, services
+from sizeguard.app.services import Execution, ReserveRequest, new_client_order_id
 from sizeguard.budget import ACCOUNT, Budget, account_policy, decide_for_bot
 from sizeguard.config.settings import env_from_os, resolve
 from sizeguard.core.account import Account, Position
@@ -30,8 +31,7 @@ from sizeguard.errors import InvalidInput, UnknownSymbol
 from sizeguard.http.batch import GroupCommit
 from sizeguard.http.problems import Problem, problem_for
 from sizeguard.http.settings import ServeSettings
-from sizeguard.ports import Exchange, ExchangePosition, MarketSource, Reserved
-from sizeguard.trader import Trader, new_client_order_id
+from sizeguard.ports import Exchange, MarketSource, Reserved
 
 ExchangeFactory = Callable[["Gate"], Exchange]
 Answer = tuple[int, dict[str, Any], dict[str, str]]
@@ -54,51 +54,43 @@ class Counters:
 
 
 def paper_exchange(gate: Gate) -> Exchange:
-    """The paper account as the store has it: equity and open positions."""
-    store, account = gate.store, gate.settings.account
-    rs = store.risk_state(account)
-    held = [ExchangePosition(p.symbol, p.side, float(p.amount), p.entry_price, p.notional,
-                             p.margin, p.leverage) for p in store.positions(account)]
-    return PaperExchange(gate.markets.markets(), balance=rs.equity, quote=rs.quote,
-                         positions=held, name=gate.settings.exchange)
+    """The paper account as the store has it (:func:`sizeguard.app.bootstrap.paper_exchange`)."""
+    return bootstrap.paper_exchange(gate.store, gate.account_id, gate.markets,
+                                    name=gate.settings.exchange)
 
 
 class LiveExchange:
     """The live account through ccxt (``--live``): one exchange object per process, built on
-    first use from ``SIZEGUARD_API_KEY``, ``SIZEGUARD_API_SECRET`` and
-    ``SIZEGUARD_API_PASSWORD`` (read here, never logged or answered). Orders on it are
-    serialised per process (ccxt objects are not thread-safe)."""
+    first use by :class:`sizeguard.app.bootstrap.LiveExchange` from ``SIZEGUARD_API_KEY``,
+    ``SIZEGUARD_API_SECRET`` and ``SIZEGUARD_API_PASSWORD`` (read there, never logged or
+    answered). Orders on it are serialised per process (ccxt objects are not thread-safe)."""
 
     def __init__(self) -> None:
-        self._exchange: Exchange | None = None
+        self._live: bootstrap.LiveExchange | None = None
         self._lock = threading.Lock()
 
     @staticmethod
     def check(settings: ServeSettings) -> None:
         """Refuse to start live without an exchange id and its key."""
-        if settings.exchange in ("", "paper"):
-            raise InvalidInput("exchange", settings.exchange, "--live needs --exchange NAME "
-                               "(a ccxt exchange id, e.g. binanceusdm)")
-        if not os.environ.get("SIZEGUARD_API_KEY"):
-            raise InvalidInput("SIZEGUARD_API_KEY", None, "--live needs the exchange API key "
-                               "in the environment (SIZEGUARD_API_KEY, SIZEGUARD_API_SECRET)")
+        bootstrap.check_live(settings.exchange)
 
     def __call__(self, gate: Gate) -> Exchange:
         with self._lock:
-            if self._exchange is None:
-                from sizeguard.adapters.ccxt_exchange import (  # noqa: PLC0415 - live only
-                    CcxtExchange,
-                    make_exchange,
-                )
+            if self._live is None:
+                self._live = bootstrap.LiveExchange(
+                    gate.settings.exchange, hedge_mode=gate.settings.hedge_mode,
+                    quote=lambda: gate.store.risk_state(gate.account_id).quote)
+        return self._live()
 
-                self.check(gate.settings)
-                x = make_exchange(gate.settings.exchange,
-                                  api_key=os.environ.get("SIZEGUARD_API_KEY"),
-                                  secret=os.environ.get("SIZEGUARD_API_SECRET"),
-                                  password=os.environ.get("SIZEGUARD_API_PASSWORD"))
-                quote = gate.store.risk_state(gate.account_id).quote
-                self._exchange = CcxtExchange(x, hedge_mode=gate.settings.hedge_mode, quote=quote)
-            return self._exchange
+
+@dataclass
+class _Request:
+    """The idempotency claim of the request this thread is answering (set by
+    :meth:`Gate.idempotent`), and whether its answer was already kept with its reservation."""
+
+    claim: Claim | None = None
+    key: str | None = None
+    kept: bool = False
 
 
 class Gate:
@@ -122,8 +114,9 @@ class Gate:
         self._equity: float | None = None
         self._lock = threading.Lock()
         self._live_lock = threading.Lock()
-        self.group: GroupCommit[Pending, Reserved | InvalidInput] = GroupCommit(
-            lambda items: registry.decide_and_reserve_many(self.account_id, items),
+        self._local = threading.local()
+        self.group: GroupCommit[ReserveRequest, Reserved | InvalidInput] = GroupCommit(
+            lambda items: services.decide_and_reserve(store, self.account_id, items, registry),
             max_batch=settings.max_batch)
 
     # -- helpers ------------------------------------------------------------------------
@@ -167,12 +160,15 @@ class Gate:
                       take_profit=body.get("take_profit"),
                       **{k: body.get(k) for k in INTENT_FIELDS})
 
-    @staticmethod
-    def client_order_id(bot: Bot, idempotency_key: str | None) -> str:
-        """A fresh id for every attempt. Retries are recognised by the idempotency record,
-        not by this id, so a retry after a 5xx (the attempt's reservation released) decides
-        again instead of finding the failed attempt."""
-        return new_client_order_id()
+    def _request(self) -> _Request:
+        req: _Request | None = getattr(self._local, "request", None)
+        return req if req is not None else _Request()
+
+    def client_order_id(self, bot: Bot, idempotency_key: str | None) -> str:
+        """The id the request's decision is made under: the one its idempotency claim holds
+        (a retry that takes over a dead request's claim resumes that id), else a fresh one."""
+        claim = self._request().claim
+        return claim.client_order_id if claim is not None else new_client_order_id()
 
     def _decide_fn(self, bot: Bot, body: Mapping[str, Any], bound: list[str]
                    ) -> Callable[[Account, tuple[Position, ...]], Decision]:
@@ -190,63 +186,84 @@ class Gate:
             return decision
         return fn
 
+    def _reserve_request(self, bot: Bot, body: Mapping[str, Any], cid: str, bound: list[str],
+                         claim: float, on_answer: Callable[[Reserved], None] | None = None
+                         ) -> ReserveRequest:
+        req = self._request()
+        return ReserveRequest(
+            self._decide_fn(bot, body, bound), cid, self.markets.snapshot_id,
+            body.get("ttl") or self.settings.reservation_ttl, claim, owner=bot.id,
+            own=not Budget(bot.budget, bot.max_positions).unlimited,
+            fresh=req.claim is None or not req.claim.resumed, on_answer=on_answer)
+
     # -- decisions ----------------------------------------------------------------------
     def decide(self, bot: Bot, body: Mapping[str, Any], idempotency_key: str | None) -> Answer:
         market = self.market(body["symbol"])
         self._open_account(body.get("equity"), market)
         cid = self.client_order_id(bot, idempotency_key)
         bound: list[str] = []
-        fn = self._decide_fn(bot, body, bound)
         if body.get("reserve"):
-            answer = self.group.submit(Pending(
-                bot, fn, cid, self.markets.snapshot_id,
-                body.get("ttl") or self.settings.reservation_ttl,
-                own=not Budget(bot.budget, bot.max_positions).unlimited, fresh=True))
+            req = self._request()
+
+            def keep(reserved: Reserved) -> None:
+                """The answer, kept with the reservation in the same unit of work: a retry
+                after any crash replays it."""
+                out = self._decision_answer(reserved, cid, bound)
+                if req.claim is not None and req.key is not None:
+                    self.registry.idempotency_finish(bot, req.key, 200, json.dumps(out, default=str),
+                                                     req.claim)
+                    req.kept = True
+
+            answer = self.group.submit(self._reserve_request(
+                bot, body, cid, bound, self.settings.idempotency_lease, keep))
             if isinstance(answer, InvalidInput):
                 raise answer
-            reserved = answer
-            out = dict(reserved.decision)
-            out["reservation"] = reserved.reservation.to_dict() if reserved.reservation else None
-            out["journal_id"] = reserved.journal_id
-            out["duplicate"] = reserved.duplicate
+            out = self._decision_answer(answer, cid, bound)
         else:
-            decision, jid = self.registry.quote(bot, fn, client_order_id=cid,
-                                                snapshot_id=self.markets.snapshot_id)
-            out = decision.to_dict()
-            out["reservation"] = None
-            out["journal_id"] = jid
-            out["duplicate"] = False
-        out["client_order_id"] = cid
-        out["bound_by"] = bound[0] if bound else None
+            decision, jid = services.quote(self.store, self.account_id,
+                                           self._decide_fn(bot, body, bound), client_order_id=cid,
+                                           snapshot_id=self.markets.snapshot_id, owner=bot.id,
+                                           owners=self.registry)
+            out = self._decision_answer(Reserved(decision, jid, None), cid, bound)
         self.counters.add(self.counters.decisions,
                           f'{out["status"]},{"true" if body.get("reserve") else "false"}')
         return 200, out, {}
 
+    @staticmethod
+    def _decision_answer(reserved: Reserved, cid: str, bound: list[str]) -> dict[str, Any]:
+        out = reserved.decision.to_dict()
+        out["reservation"] = reserved.reservation.to_dict() if reserved.reservation else None
+        out["journal_id"] = reserved.journal_id
+        out["duplicate"] = reserved.duplicate
+        out["client_order_id"] = cid
+        out["bound_by"] = bound[0] if bound else None
+        return out
+
     # -- orders -------------------------------------------------------------------------
     def order(self, bot: Bot, body: Mapping[str, Any], idempotency_key: str | None) -> Answer:
+        """Reserve once (one unit of work), then execute once: leverage, entry, record,
+        protective orders (:func:`sizeguard.app.services.execute`)."""
         intent = self._intent(body)
         market = self.market(intent.symbol)
         self._open_account(body.get("equity"), market)
         cid = self.client_order_id(bot, idempotency_key)
         bound: list[str] = []
-        fn = self._decide_fn(bot, body, bound)
-        ttl = body.get("ttl") or self.settings.reservation_ttl
-        reserved = self.registry.decide_and_reserve(
-            bot, fn, client_order_id=cid, snapshot_id=self.markets.snapshot_id, ttl=ttl,
-            own=not Budget(bot.budget, bot.max_positions).unlimited, claim=0.0)
+        # the reservation is claimed as long as the request's idempotency lease: a retry
+        # that takes a dead request over may resume it after that, never before
+        reserved = services.reserve_one(self.store, self.account_id, self._reserve_request(
+            bot, body, cid, bound, self.settings.idempotency_lease), self.registry)
         if not reserved.accepted:
             out: dict[str, Any] = {
                 "status": "skipped", "client_order_id": cid, "journal_id": reserved.journal_id,
                 "duplicate": reserved.duplicate, "error": None, "retryable": False,
-                "position": None, "orders": [], "notes": [], "decision": dict(reserved.decision)}
+                "position": None, "orders": [], "notes": [],
+                "decision": reserved.decision.to_dict()}
         else:
-            # The reservation is held under ``cid``: the trader finds it (a duplicate of its own
-            # decide + reserve) and goes on to leverage, entry, stop and record.
             with self._live_lock if self.settings.live else contextlib.nullcontext():
                 exchange = self.exchange_factory(self)
-                trader = Trader(self.store, exchange, self.markets, self.policy_for(body.get("preset")),
-                                account_id=self.account_id, venue=self.settings.exchange, ttl=ttl)
-                result = trader.submit(intent, cid)
+                result = services.execute(
+                    Execution(self.store, exchange, self.account_id, self.settings.exchange,
+                              claim=self.settings.idempotency_lease), intent, market, reserved)
             out = result.to_dict()
             out["duplicate"] = reserved.duplicate
         out["bound_by"] = bound[0] if bound else None
@@ -274,10 +291,10 @@ class Gate:
             raise Problem(409, "reservation not held",
                           f"the reservation is {res.status}; only a held one can fill",
                           errors=[{"field": "reservation_id", "reason": f"is {res.status}"}])
-        pos = self.store.fill_reservation(
-            res.id, amount=body["amount"], entry_price=body["price"], fee=body.get("fee") or 0.0,
-            stop_price=body.get("stop_price"), take_profit=body.get("take_profit"),
-            order_id=body.get("order_id"))
+        pos = services.fill(
+            self.store, res.id, amount=body["amount"], price=body["price"],
+            fee=body.get("fee") or 0.0, stop_price=body.get("stop_price"),
+            take_profit=body.get("take_profit"), order_id=body.get("order_id"))
         return 200, {"position": pos.to_dict()}, {}
 
     def close(self, bot: Bot, body: Mapping[str, Any]) -> Answer:
@@ -288,14 +305,14 @@ class Gate:
         if self.registry.owner(pos.client_order_id) != bot.id:
             raise Problem(403, "not your position", "this position belongs to another bot "
                           "(or was found on the exchange by sync)")
-        closed = self.store.close_position(pos.id, exit_price=body["price"],
-                                           fee=body.get("fee") or 0.0, note=f"closed by {bot.name}")
+        closed = services.record_close(self.store, pos.id, price=body["price"],
+                                       fee=body.get("fee") or 0.0, note=f"closed by {bot.name}")
         return 200, {"position": closed.to_dict(),
                      "state": self.store.risk_state(self.account_id).to_dict()}, {}
 
     def release(self, bot: Bot, reservation_id: str) -> Answer:
         res = self._own_reservation(bot, reservation_id)
-        released = self.store.release_reservation(res.id, f"released by bot {bot.name}")
+        released = services.release(self.store, res.id, f"released by bot {bot.name}")
         now = self.store.reservation(res.id)
         return 200, {"released": released,
                      "reservation": now.to_dict() if now else res.to_dict()}, {}
@@ -348,7 +365,12 @@ class Gate:
     def idempotent(self, bot: Bot, key: str | None, what: str, payload: Any,
                    answer: Callable[[], Answer]) -> Answer:
         """Answer once per (bot, key): a retry gets the first answer (2xx and 4xx are kept;
-        a 5xx is not, so a retry tries again). The same key with another request is refused."""
+        a 5xx is not, so a retry tries again). The same key with another request is refused.
+
+        The claim on the key is a lease (``idempotency_lease`` seconds): while it runs, a retry
+        gets 409; after it (the process answering died), a retry takes the request over under
+        the same client order id. A reserved decision's answer is kept in the unit of work
+        that reserves it, so no crash can separate the two."""
         if key is None:
             return answer()
         if not (0 < len(key) <= 200) or not key.isprintable():
@@ -357,25 +379,33 @@ class Gate:
                                    "reason": "must be 1 to 200 printable characters"}])
         digest = hashlib.sha256(json.dumps([what, payload], sort_keys=True,
                                            default=str).encode()).hexdigest()
-        earlier = self.registry.idempotency_begin(bot, key, digest)
-        if earlier is not None:
-            if earlier.request_hash != digest:
+        got = self.registry.idempotency_begin(bot, key, digest,
+                                              lease=self.settings.idempotency_lease,
+                                              client_order_id=new_client_order_id())
+        if not isinstance(got, Claim):
+            if got.request_hash != digest:
                 raise Problem(422, "Idempotency-Key reused",
                               "this key was used with a different request",
                               errors=[{"field": "Idempotency-Key", "in": "header",
                                        "reason": "reused with a different request"}])
-            if earlier.status == 0 or earlier.body is None:
+            if got.status == 0 or got.body is None:
                 raise Problem(409, "request in progress",
                               "a request with this Idempotency-Key is still being answered",
-                              headers={"Retry-After": "1"})
-            return earlier.status, json.loads(earlier.body), {"Idempotent-Replayed": "true"}
+                              headers={"Retry-After": str(max(1, round(
+                                  self.settings.idempotency_lease)))})
+            return got.status, json.loads(got.body), {"Idempotent-Replayed": "true"}
+        req = _Request(got, key)
+        self._local.request = req
         try:
             status, body, headers = answer()
         except Exception as exc:
             problem = problem_for(exc, self.settings.retry_after)
             if problem.status >= 500:
-                self.registry.idempotency_abort(bot, key)
+                self.registry.idempotency_abort(bot, key, got)
                 raise
             status, body, headers = problem.status, problem.body(), problem.headers
-        self.registry.idempotency_finish(bot, key, status, json.dumps(body, default=str))
+        finally:
+            self._local.request = None
+        if not req.kept:
+            self.registry.idempotency_finish(bot, key, status, json.dumps(body, default=str), got)
         return status, body, headers

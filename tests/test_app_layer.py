@@ -1,0 +1,116 @@
+"""The application layer: a unit of work is one transaction (commit or nothing), and
+``POST /v1/orders`` reserves once and executes once: counted in real BEGINs on a real SQLite
+store and in core decisions, through the real application (in process)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+import sizeguard.budget
+import storefix
+from httpfix import BTC
+from sizeguard.adapters.bots import BotRegistry
+from sizeguard.adapters.market_snapshot import FileMarketSource
+from sizeguard.adapters.sql_store import SqliteStore, SqlStore, open_store
+from sizeguard.core.decide import decide
+from sizeguard.errors import InvalidInput
+from sizeguard.http.app import create_app
+from sizeguard.http.settings import ServeSettings
+
+store_url = storefix.store_url
+clock = storefix.clock
+store = storefix.store
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Counted:
+    """Counts the transactions a store really begins (the dialect's BEGIN) and the core
+    decisions made."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.begins = 0
+        self.decisions = 0
+        begin = SqliteStore.__dict__["_begin"]
+
+        def counting_begin(store: SqlStore, conn: Any, lock: str | None, write: bool
+                           ) -> AbstractContextManager[None]:
+            self.begins += 1
+            cm: AbstractContextManager[None] = begin(store, conn, lock, write)
+            return cm
+
+        def counting_decide(*args: Any, **kwargs: Any) -> Any:
+            self.decisions += 1
+            return decide(*args, **kwargs)
+
+        monkeypatch.setattr(SqliteStore, "_begin", counting_begin)
+        monkeypatch.setattr(sizeguard.budget, "decide", counting_decide)
+
+    def reset(self) -> None:
+        self.begins = self.decisions = 0
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SqlStore]:
+    s = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    yield s
+    s.close()
+
+
+def _client(store: SqlStore) -> tuple[TestClient, str]:
+    _, token = BotRegistry(store).add("alpha", account_id="default")
+    settings = ServeSettings(preset="viper-fixed-margin", auth_cache_ttl=3600)
+    app = create_app(settings, store=store, markets=FileMarketSource(None))
+    return TestClient(app, raise_server_exceptions=False), token
+
+
+ORDER = {"symbol": BTC, "side": "long", "price": 50000.0, "equity": 10000.0, "stop": 49000.0,
+         "take_profit": 52000.0}
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_an_order_reserves_once_and_executes_once(sqlite_store: SqlStore, keyed: bool,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    client, token = _client(sqlite_store)
+    count = Counted(monkeypatch)
+    with client:
+        auth = {"Authorization": f"Bearer {token}"}
+        warm = client.post("/v1/orders", json={**ORDER, "symbol": "ETH/USDT:USDT", "price": 3000.0,
+                                               "stop": 2940.0, "take_profit": 3100.0}, headers=auth)
+        assert warm.status_code == 200 and warm.json()["status"] == "filled", warm.text
+        count.reset()  # the account is open and the token cached: count one order alone
+        headers = {**auth, "Idempotency-Key": "k1"} if keyed else auth
+        r = client.post("/v1/orders", json=ORDER, headers=headers)
+    assert r.status_code == 200 and r.json()["status"] == "filled", r.text
+    # 1 decide + reserve (+ owner), 1 read of the paper account, 1 entry recorded with its
+    # fill, 1 protective orders journaled; with an Idempotency-Key, 1 claim and 1 answer kept
+    assert count.begins == (6 if keyed else 4)
+    assert count.decisions == 1  # the bot has the whole account: one view, decided once
+    decisions = sqlite_store.journal("default", kind="decision")
+    assert len(decisions) == 2 and decisions[-1].client_order_id == r.json()["client_order_id"]
+
+
+def test_a_unit_of_work_commits_all_or_nothing(store: SqlStore) -> None:
+    store.ensure_account("acc", exchange="test", equity=1000.0)
+    with store.unit_of_work("acc") as uow:
+        store.journal_event("acc", "note", note="one")
+        store.set_equity("acc", 2000.0)
+        # not committed: both roll back
+    assert store.journal("acc") == [] and store.risk_state("acc").equity == 1000.0
+    with pytest.raises(InvalidInput), store.unit_of_work("acc") as uow:
+        store.journal_event("acc", "note", note="two")
+        store.set_equity("acc", -1.0)  # refused: the journal row goes too
+        uow.commit()
+    assert store.journal("acc") == []
+    with store.unit_of_work("acc") as uow:
+        store.journal_event("acc", "note", note="three")
+        store.set_equity("acc", 3000.0)
+        uow.commit()
+    assert [e.note for e in store.journal("acc")] == ["three"]
+    assert store.risk_state("acc").equity == 3000.0

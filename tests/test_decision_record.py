@@ -1,0 +1,87 @@
+"""The decision is one typed record across boundaries: ``Decision.from_dict`` reads back what
+``to_dict`` wrote (the journal, the HTTP answer), trace included; the store hands back a
+``Decision``, and a reservation keeps the price it was decided at."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import storefix
+from sizeguard.adapters.market_files import load_markets
+from sizeguard.adapters.sql_store import SqlStore
+from sizeguard.config import load_policy
+from sizeguard.core.account import Account
+from sizeguard.core.decide import decide
+from sizeguard.core.decision import Decision, Reason, Status, TraceStep
+from sizeguard.core.intent import Intent
+
+store_url = storefix.store_url
+clock = storefix.clock
+store = storefix.store
+
+BOOK = load_markets(None)
+BTC = "BTC/USDT:USDT"
+POLICY = load_policy("ai-atr-risk")
+
+
+def test_round_trip_of_a_hand_made_decision_is_equal() -> None:
+    # values with at most 10 decimals (to_dict rounds floats to 10), lists in the trace
+    d = Decision(
+        status=Status.ACCEPTED, reasons=(Reason.CAPPED_MAX_NOTIONAL, Reason.ROUNDED_TO_STEP),
+        symbol=BTC, side="long", amount="0.012", lots=12, notional=600.0, margin=20.0,
+        leverage=30.0, risk=12.5, risk_pct=0.125, risk_basis="stop", entry_price=50000.0,
+        stop_price=49000.0, stop_distance_pct=2.0, fees=0.24, liquidation_price=48500.25,
+        liquidation_distance_pct=2.9995, maintenance_margin_rate=0.004, tier=1,
+        margin_mode="isolated", policy="ai-atr-risk",
+        trace=(TraceStep("stop", (("stop_price", 49000.0), ("source", "stop"))),
+               TraceStep("caps", (("caps", ("max_notional", "symbol")), ("cap", 600.0)),
+                         bound="max_notional", note="cut"),
+               TraceStep("exchange_rules")))
+    back = Decision.from_dict(json.loads(json.dumps(d.to_dict())))
+    assert back == d
+    assert back.trace[1].values == (("caps", ("max_notional", "symbol")), ("cap", 600.0))
+
+
+def test_a_skipped_decision_round_trips() -> None:
+    d = decide(Intent(BTC, "long", 50000.0, stop_pct=2.0), Account(equity=1.0), BOOK[BTC],
+               POLICY)
+    assert not d.accepted and d.reasons
+    assert Decision.from_dict(d.to_dict()).to_dict() == d.to_dict()
+
+
+@settings(max_examples=60, deadline=None)
+@given(price=st.floats(1_000, 200_000), stop_pct=st.floats(0.2, 20),
+       equity=st.floats(100, 1e7), side=st.sampled_from(["long", "short"]))
+def test_decide_then_to_dict_from_dict_keeps_every_field(price: float, stop_pct: float,
+                                                        equity: float, side: str) -> None:
+    d = decide(Intent(BTC, side, price, stop_pct=stop_pct), Account(equity=equity), BOOK[BTC],
+               POLICY)
+    data = json.loads(json.dumps(d.to_dict()))
+    back = Decision.from_dict(data)
+    assert back.to_dict() == data  # a fixed point of the JSON form, trace included
+    assert (back.status, back.reasons, back.amount, back.lots, back.tier, back.margin_mode) == \
+        (d.status, d.reasons, d.amount, d.lots, d.tier, d.margin_mode)
+    assert [s.step for s in back.trace] == [s.step for s in d.trace]
+    for name in ("notional", "margin", "leverage", "risk", "entry_price"):
+        assert abs(getattr(back, name) - getattr(d, name)) <= 1e-10 * max(1.0, abs(getattr(d, name)))
+
+
+def test_the_store_hands_back_a_decision_and_the_reservation_keeps_its_price(
+        store: SqlStore) -> None:
+    store.ensure_account("acc", exchange="builtin", equity=10_000.0)
+    intent = Intent(BTC, "long", 50000.0, stop_pct=2.0)
+    first = storefix.reserve(store, "acc", lambda a: decide(intent, a, BOOK[BTC], POLICY),
+                             client_order_id="c1")
+    assert isinstance(first.decision, Decision) and first.accepted
+    assert first.reservation is not None and first.reservation.entry_price == 50000.0
+    again = store.decided("acc", "c1")
+    assert again is not None and again.duplicate and isinstance(again.decision, Decision)
+    assert again.decision.to_dict() == first.decision.to_dict()
+    assert again.reservation is not None and again.reservation.entry_price == 50000.0
+    # a fill at another price is valued against the decided one: 10% higher, 10% more notional
+    pos = store.fill_reservation(first.reservation.id, amount=first.reservation.amount,
+                                 entry_price=55000.0)
+    assert abs(pos.notional - first.reservation.notional * 1.1) < 1e-9
