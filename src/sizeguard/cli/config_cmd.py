@@ -315,7 +315,8 @@ def print_scan(report: ScanReport, console: Console) -> None:
         console.print(f"[dim]skipped {item}[/dim]")
 
 
-@config_app.command("aliases")
+@config_app.command("aliases", epilog="Examples:\n\n  sizeguard config aliases\n\n"
+                    "  sizeguard config aliases --json")
 def aliases(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The seed bots' environment names sizeguard reads, and what each sets."""
     if as_json:
