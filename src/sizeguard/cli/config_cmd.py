@@ -53,7 +53,7 @@ def _plain(value: Any) -> Any:
 def _resolve(preset: str | None, config: Path | None, sets: list[str] | None,
              env_files: list[Path] | None, cross_check: bool = True) -> Resolved:
     return resolve(preset, config, sets or (), env_from_os(), env_files=env_files or (),
-                   cross_check=cross_check)
+                   cross_check=cross_check, discover=True)
 
 
 SHOW_EXAMPLES = (
