@@ -299,8 +299,12 @@ class SizeguardMixin:
         return out
 
     # -- deciding ---------------------------------------------------------------------
-    def _decision_log(self) -> Path:
+    def _decision_log(self) -> Path | None:
+        """Where decisions go; None when switched off (``"decision_log": false`` or "off",
+        e.g. for hyperopt's many epochs)."""
         path = self.sizeguard_setting("decision_log", "SIZEGUARD_DECISION_LOG")
+        if path is False or str(path).lower() in ("off", "false", "none"):
+            return None
         if path:
             return Path(path)
         base = (getattr(self, "config", None) or {}).get("user_data_dir") or "."
@@ -308,6 +312,8 @@ class SizeguardMixin:
 
     def _write(self, name: str | None, record: Mapping[str, Any]) -> None:
         path = self._decision_log()
+        if path is None:
+            return
         if name is not None:
             path = path.with_name(name)
         try:
