@@ -18,6 +18,7 @@ class Reason(StrEnum):
     """Reason codes. Caps and adjustments accompany accepted decisions; the rest end in a skip."""
 
     HALTED_DAILY_LOSS = "HALTED_DAILY_LOSS"
+    HALTED_BY_ADMIN = "HALTED_BY_ADMIN"
     HALTED_DRAWDOWN = "HALTED_DRAWDOWN"
     MAX_POSITIONS = "MAX_POSITIONS"
     POSITION_OPEN = "POSITION_OPEN"
@@ -49,6 +50,7 @@ class Reason(StrEnum):
 # Plain words for people (CLI, explain, HTTP problem details).
 REASON_TEXT: dict[Reason, str] = {
     Reason.HALTED_DAILY_LOSS: "trading is halted: today's realised loss reached the daily limit",
+    Reason.HALTED_BY_ADMIN: "trading is halted by the account's admin",
     Reason.HALTED_DRAWDOWN: "trading is halted: drawdown from peak equity reached the limit",
     Reason.MAX_POSITIONS: "every position slot is taken",
     Reason.POSITION_OPEN: "a position on this symbol is already open and adding is not allowed",
