@@ -334,9 +334,11 @@ class Console:
         with ``on_account``, on the account as it stands (nothing journaled or reserved)."""
         g = self.gate
         if body.preset in (None, "", "(service policy)"):
+            resolved = resolve(g.settings.preset, g.settings.config, (), env_from_os())
             policy = g.policy
         elif body.preset in preset_names():
-            policy = resolve(body.preset, None, (), env_from_os()).policy
+            resolved = resolve(body.preset, None, (), env_from_os())
+            policy = resolved.policy
         else:
             raise Problem(422, "unknown preset", f"preset {body.preset!r} is not one of "
                           f"{', '.join(preset_names())}",
@@ -357,7 +359,9 @@ class Console:
                 raise Problem(422, "equity needed", "give equity, or size on the account",
                               errors=[{"field": "equity", "reason": "required"}])
             account = Account(equity=body.equity, available=body.available)
-        return decide(intent, account, market, policy).to_dict()
+        # the keys `size --json` adds: which layers and environment keys set the policy
+        return {**decide(intent, account, market, policy).to_dict(),
+                "policy_layers": list(resolved.layers), "environment": resolved.from_env()}
 
     # -- admin ---------------------------------------------------------------------------
     def release(self, reservation_id: str) -> dict[str, Any]:
