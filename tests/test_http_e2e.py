@@ -270,6 +270,7 @@ def test_budget_share_sizes_from_the_bots_equity(server: Server, url: str, marke
     body = {**BUY, "price": 87669.0, "atr": 2000.0, "confidence": 0.52, "preset": "ai-atr-risk",
             "equity": 8930.41}
     # a request may name a preset only when the account's admin allows it
+    assert post(server, "/v1/decisions", big, {**BUY, "equity": 8930.41}).status_code == 200
     assert post(server, "/v1/decisions", big, body).status_code == 403
     store = open_store(url)
     try:

@@ -225,7 +225,7 @@ class Decision:
             value = data.get(key)
             return None if value is None else float(value)
 
-        tier = data.get("tier")
+        tier, entry_tier = data.get("tier"), data.get("entry_tier")
         return cls(
             status=Status(data["status"]),
             reasons=tuple(Reason(r) for r in data.get("reasons", ())),
@@ -250,4 +250,6 @@ class Decision:
             margin_mode=str(data["margin_mode"]),
             policy=str(data["policy"]),
             trace=tuple(TraceStep.from_dict(step) for step in data.get("trace", ())),
+            maintenance_amount=opt("maintenance_amount"),
+            entry_tier=int(entry_tier) if entry_tier is not None else None,
         )
