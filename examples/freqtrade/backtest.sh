@@ -6,7 +6,7 @@
 # markets for the offline run (launcher.py) and writes into OUTDIR:
 #   <STRATEGY>/         freqtrade's trade export (backtest-result-*.zip + .meta.json)
 #   <STRATEGY>/decisions.jsonl, events.jsonl   the mixin's decision log (SizeguardTrend)
-#   config.json, <STRATEGY>/backtest.log
+#   config.json, <STRATEGY>/backtest.log, comparison.md (the table of docs/freqtrade.md)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -37,3 +37,4 @@ for S in "${STRATEGIES[@]}"; do
   ls "$OUT/$S"/backtest-result-*.zip >/dev/null
   echo "$S: $(ls "$OUT/$S"/backtest-result-*.zip)"
 done
+"$PY" "$HERE/compare.py" "$OUT" "${STRATEGIES[@]}" | tee "$OUT/comparison.md"
