@@ -67,6 +67,8 @@ def test_reserve_fill_close_round_trip(server: Server, token: str) -> None:
         assert d.notional == pytest.approx(100.0) and d.stop_price == 49_800.0
         assert d.reservation is not None and d.reservation.status == "held"
         assert not d.replayed
+        core = d.decision()  # the core's typed decision, trace included
+        assert core.accepted and core.amount == "0.002" and core.trace
         held = gate.positions()
         assert [r.id for r in held.reservations] == [d.reservation_id]
         pos = gate.fill(d.reservation_id, amount=d.amount, price=50_010, fee=0.05,

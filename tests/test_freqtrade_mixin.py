@@ -265,6 +265,13 @@ def test_fail_closed(tmp_path: Path) -> None:
                                      side="long")
 
 
+def test_decision_log_can_be_switched_off(tmp_path: Path) -> None:
+    s = Strategy(tmp_path, preset="ai-atr-risk", decision_log=False)
+    s.dp.frames[BTC] = Frame(sizeguard_stop=49_000.0)
+    assert enter(s, BTC, "long", 50_000.0)[0]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_stop_ratio_by_hand() -> None:
     # a long at 100 with its stop at 99.5 at 10x: 0.5% of price, 5% of the margin
     assert stop_ratio(99.5, 100.0, False, 10.0) == pytest.approx(0.05)

@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 import httpx
 
+from sizeguard.core.decision import Decision
 from sizeguard.errors import SizeguardError
 
 __all__ = [
@@ -155,6 +156,10 @@ class GateDecision:
             raise GateError(0, "no reservation", f"the decision is {self.status} "
                             f"({', '.join(self.reasons) or 'not reserved'})")
         return self.reservation.id
+
+    def decision(self) -> Decision:
+        """The answer as the core's :class:`~sizeguard.core.decision.Decision` (with its trace)."""
+        return Decision.from_dict(self.raw)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], replayed: bool = False) -> GateDecision:

@@ -131,7 +131,8 @@ def _check_inputs(settings: Any) -> None:
         attach_tiers(book, settings.tiers)
 
 
-@bots_app.command("add")
+@bots_app.command("add", epilog="Examples:\n\n  sizeguard bots add viper --budget 40%\n\n"
+                  "  sizeguard bots add quantum --budget 0.6 --max-positions 4 --json")
 def bots_add(
     name: Annotated[str, typer.Argument(help="Bot name (letters, digits, - _ .).")],
     budget: Annotated[str, typer.Option(help="Share of the account's equity: 40% or 0.4.")] = "100%",
@@ -162,7 +163,8 @@ def bots_add(
     typer.echo(token)
 
 
-@bots_app.command("list")
+@bots_app.command("list", epilog="Examples:\n\n  sizeguard bots list\n\n"
+                  "  sizeguard bots list --account default --json")
 def bots_list(store: StoreOpt = None,
               account: Annotated[str | None, typer.Option("--account", help="Only this account.")] = None,
               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
@@ -186,7 +188,7 @@ def bots_list(store: StoreOpt = None,
                    f"max positions {slots}")
 
 
-@bots_app.command("remove")
+@bots_app.command("remove", epilog="Example:\n\n  sizeguard bots remove viper")
 def bots_remove(name: Annotated[str, typer.Argument(help="Bot name or id.")],
                 store: StoreOpt = None) -> None:
     """Revoke a bot's token (its positions and journal stay)."""

@@ -415,6 +415,8 @@ def mount_console(app: FastAPI, notifier: Notifier | None = None) -> Console:
     alerter = Alerter(notifier if notifier is not None else make_notifier(gate.settings),
                       gate.account_id)
     alerter.install(gate)
+    if alerter.notifier is not None and gate.settings.notify_probe > 0:
+        alerter.watch_store(gate.health, gate.settings.notify_probe)
     console = Console(gate, alerter)
     app.state.console = console
     app.mount(STATIC, StaticFiles(packages=[("sizeguard.http", "static")]), name="ui-static")

@@ -59,7 +59,7 @@ from typing import Any
 
 from sizeguard.core.account import Account, Position, SymbolStats
 from sizeguard.core.decide import decide
-from sizeguard.core.decision import Decision, Reason, Status
+from sizeguard.core.decision import Decision
 from sizeguard.core.intent import Intent
 from sizeguard.core.lots import DECIMAL_PLACES, TICK_SIZE
 from sizeguard.core.market import MarketRules, market_rules_from_ccxt
@@ -299,8 +299,12 @@ class SizeguardMixin:
         return out
 
     # -- deciding ---------------------------------------------------------------------
-    def _decision_log(self) -> Path:
+    def _decision_log(self) -> Path | None:
+        """Where decisions go; None when switched off (``"decision_log": false`` or "off",
+        e.g. for hyperopt's many epochs)."""
         path = self.sizeguard_setting("decision_log", "SIZEGUARD_DECISION_LOG")
+        if path is False or str(path).lower() in ("off", "false", "none"):
+            return None
         if path:
             return Path(path)
         base = (getattr(self, "config", None) or {}).get("user_data_dir") or "."
@@ -308,6 +312,8 @@ class SizeguardMixin:
 
     def _write(self, name: str | None, record: Mapping[str, Any]) -> None:
         path = self._decision_log()
+        if path is None:
+            return
         if name is not None:
             path = path.with_name(name)
         try:
@@ -395,7 +401,7 @@ class SizeguardMixin:
         answer = self._client().decide(
             intent.symbol, intent.side, intent.price, equity=account.equity,
             available=account.available, **_intent_fields(intent))
-        return _decision_from_gate(answer.raw)
+        return Decision.from_dict(answer.raw)
 
     # -- freqtrade callbacks ----------------------------------------------------------
     def bot_start(self, **kwargs: Any) -> None:
@@ -620,33 +626,6 @@ def _intent_fields(intent: Intent) -> dict[str, Any]:
     return {k: getattr(intent, k) for k in ("stop", "stop_pct", "atr", "atr_mult", "stop_roe",
                                             "confidence", "regime", "volatility", "leverage")
             if getattr(intent, k) is not None}
-
-
-def _decision_from_gate(raw: Mapping[str, Any]) -> Decision:
-    """The gate's decision JSON as a core Decision (the fields the mixin reads)."""
-
-    def num(key: str) -> float:
-        v = raw.get(key)
-        return math.nan if v is None else float(v)
-
-    reasons = []
-    for r in raw.get("reasons") or ():
-        try:
-            reasons.append(Reason(r))
-        except ValueError:
-            continue
-    return Decision(status=Status(raw["status"]), reasons=tuple(reasons), symbol=str(raw["symbol"]),
-               side=str(raw["side"]), amount=str(raw["amount"]), lots=int(raw.get("lots") or 0),
-               notional=num("notional"), margin=num("margin"), leverage=num("leverage"),
-               risk=num("risk"), risk_pct=num("risk_pct"),
-               risk_basis=str(raw.get("risk_basis") or ""),
-               entry_price=float(raw["entry_price"]), stop_price=raw.get("stop_price"),
-               stop_distance_pct=raw.get("stop_distance_pct"), fees=num("fees"),
-               liquidation_price=raw.get("liquidation_price"),
-               liquidation_distance_pct=raw.get("liquidation_distance_pct"),
-               maintenance_margin_rate=raw.get("maintenance_margin_rate"),
-               tier=raw.get("tier"), margin_mode=str(raw.get("margin_mode") or ""),
-               policy=str(raw.get("policy") or ""), trace=())
 
 
 def _profit(trade: Any, rate: float) -> float | None:
