@@ -116,9 +116,10 @@ def test_overview_shows_the_halt_and_when_it_lifts(store: SqlStore) -> None:
     _, token = BotRegistry(store).add("alpha", account_id="default")
     with _client(store) as client:
         _reserve(client, token)
-        # equity 8,800 against the 10,000 peak: 12% drawdown >= the 10% limit
-        client.post("/v1/decisions", json={**BUY, "equity": 8800.0},
-                    headers={"Authorization": f"Bearer {token}"})
+        # equity 8,800 against the 10,000 peak: 12% drawdown >= the 10% limit (the account's
+        # equity is the admin's to set: a bot's request only narrows its own view)
+        store.set_equity("default", 8800.0)
+        client.post("/v1/decisions", json=BUY, headers={"Authorization": f"Bearer {token}"})
         _login(client, ADMIN)
         a = client.get("/ui/api/overview").json()["account"]
         (halt,) = a["halts"]
@@ -148,3 +149,17 @@ def test_what_if_equals_sizeguard_size_json(store: SqlStore) -> None:
         assert got == expected
         bad = client.post("/ui/api/whatif", json={**intent, "preset": "nope"}, headers=csrf)
         assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "preset"
+
+
+def test_caps_include_each_symbols_notional_against_its_cap(store: SqlStore) -> None:
+    _, token = BotRegistry(store).add("alpha", account_id="default")
+    with _client(store, "limits.max_symbol_notional=1000", "limits.max_gross_exposure=4000"
+                 ) as client:
+        held = _reserve(client, token)["reservation"]
+        _login(client, ADMIN)
+        caps = {c["name"]: c for c in client.get("/ui/api/overview").json()["account"]["caps"]}
+        btc = caps[f"{BTC} notional"]
+        assert btc["used"] == pytest.approx(held["notional"]) and btc["cap"] == 1000.0
+        assert btc["ratio"] == pytest.approx(held["notional"] / 1000.0)
+        gross = caps["gross exposure"]
+        assert gross["used"] == pytest.approx(held["notional"]) and gross["cap"] == 4000.0

@@ -39,7 +39,8 @@ def test_round_trip_of_a_hand_made_decision_is_equal() -> None:
         trace=(TraceStep("stop", (("stop_price", 49000.0), ("source", "stop"))),
                TraceStep("caps", (("caps", ("max_notional", "symbol")), ("cap", 600.0)),
                          bound="max_notional", note="cut"),
-               TraceStep("exchange_rules")))
+               TraceStep("exchange_rules")),
+        maintenance_amount=2.4, entry_tier=1)
     back = Decision.from_dict(json.loads(json.dumps(d.to_dict())))
     assert back == d
     assert back.trace[1].values == (("caps", ("max_notional", "symbol")), ("cap", 600.0))
@@ -82,6 +83,5 @@ def test_the_store_hands_back_a_decision_and_the_reservation_keeps_its_price(
     assert again.decision.to_dict() == first.decision.to_dict()
     assert again.reservation is not None and again.reservation.entry_price == 50000.0
     # a fill at another price is valued against the decided one: 10% higher, 10% more notional
-    pos = store.fill_reservation(first.reservation.id, amount=first.reservation.amount,
-                                 entry_price=55000.0)
+    pos = storefix.fill(store, first.reservation, 55000.0)
     assert abs(pos.notional - first.reservation.notional * 1.1) < 1e-9

@@ -69,10 +69,21 @@ def parse_budget(text: str) -> float:
 
 def account_policy(request_policy: Policy, service_policy: Policy) -> Policy:
     """The policy of the account view: the request's sizing (its preset) under the service's
-    account-wide limits, so no request can loosen the limits by naming a laxer preset."""
+    account-wide limits and leverage cap, so no request can loosen either by naming a laxer
+    preset."""
     if request_policy is service_policy:
         return service_policy
-    return dataclasses.replace(request_policy, limits=service_policy.limits)
+    cap = min(request_policy.leverage.max, service_policy.leverage.max)
+    return dataclasses.replace(request_policy, limits=service_policy.limits,
+                               leverage=dataclasses.replace(request_policy.leverage, max=cap))
+
+
+def bot_slots(share: float, max_positions: int, account_slots: int) -> int:
+    """A bot's own slot count: the admin's (``max_positions`` > 0), else its budget's share of
+    the account's slots, at least one (0: the account has no slot limit)."""
+    if max_positions > 0 or account_slots <= 0 or share >= 1.0:
+        return max_positions
+    return max(1, math.floor(share * account_slots + 1e-9))
 
 
 def bot_policy(policy: Policy, budget: Budget) -> Policy:
@@ -91,8 +102,9 @@ def bot_account(account: Account, own: tuple[Position, ...], budget: Budget) -> 
     than the account's own available margin."""
     share = budget.share
     equity = account.equity * share
-    mine = sum(p.margin for p in own)
-    available = min(equity - mine, account.available_margin)
+    # the core's available margin of the share holding only the bot's own positions
+    own_available = Account(equity=equity, positions=own).available_margin
+    available = min(own_available, account.available_margin)
     return dataclasses.replace(
         account, equity=equity, available=max(available, 0.0), positions=own,
         peak_equity=account.peak_equity * share if account.peak_equity is not None else None,

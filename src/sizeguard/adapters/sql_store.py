@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sizeguard.core.account import Account, Position, SymbolStats
 from sizeguard.core.decision import Decision
+from sizeguard.core.position import realised_pnl
 from sizeguard.errors import InvalidInput, StoreError
 from sizeguard.ports import (
     Clock,
@@ -530,25 +531,48 @@ class SqlStore:
         with self.tx(write=False) as tx:
             return tx.one("SELECT 1 FROM accounts WHERE id = ?", (account_id,)) is not None
 
-    def set_equity(self, account_id: str, equity: float) -> None:
+    def set_equity(self, account_id: str, equity: float, *, peak: float | None = None) -> None:
         if not (math.isfinite(equity) and equity > 0):
             raise InvalidInput("equity", equity, "must be a finite number > 0")
+        if peak is not None and not (math.isfinite(peak) and peak >= equity):
+            raise InvalidInput("peak", peak, "must be a finite number >= equity")
         with self.tx(account_id) as tx:
             self._require_account(tx, account_id)
-            tx.run("UPDATE accounts SET equity = ?, peak_equity = CASE WHEN peak_equity > ? THEN "
-                   "peak_equity ELSE ? END, updated_at = ? WHERE id = ?",
-                   (equity, equity, equity, self.clock.now(), account_id))
+            if peak is None:
+                tx.run("UPDATE accounts SET equity = ?, peak_equity = CASE WHEN peak_equity > ? "
+                       "THEN peak_equity ELSE ? END, updated_at = ? WHERE id = ?",
+                       (equity, equity, equity, self.clock.now(), account_id))
+            else:
+                tx.run("UPDATE accounts SET equity = ?, peak_equity = ?, updated_at = ? "
+                       "WHERE id = ?", (equity, peak, self.clock.now(), account_id))
+
+    def set_halt(self, account_id: str, reason: str | None) -> None:
+        with self.tx(account_id) as tx:
+            self._require_account(tx, account_id)
+            tx.run("UPDATE accounts SET halted = ?, updated_at = ? WHERE id = ?",
+                   (reason, self.clock.now(), account_id))
+            self._insert_journal(tx, account_id, self.clock.now(),
+                                 "halt" if reason is not None else "resume", None, None, None, "",
+                                 None, None, {}, reason)
+
+    def set_presets(self, account_id: str, presets: Sequence[str] | None) -> None:
+        with self.tx(account_id) as tx:
+            self._require_account(tx, account_id)
+            tx.run("UPDATE accounts SET presets = ?, updated_at = ? WHERE id = ?",
+                   (",".join(presets) if presets is not None else None, self.clock.now(),
+                    account_id))
 
     def _require_account(self, tx: Tx, account_id: str) -> tuple[Any, ...]:
-        row = tx.one("SELECT exchange, quote, equity, peak_equity, losing_streak FROM accounts "
-                     "WHERE id = ?", (account_id,))
+        row = tx.one("SELECT exchange, quote, equity, peak_equity, losing_streak, halted, presets "
+                     "FROM accounts WHERE id = ?", (account_id,))
         if row is None:
             raise InvalidInput("account", account_id, "no such account in the store "
                                "(create it with an equity first)")
         return row
 
     def _load_account(self, tx: Tx, account_id: str, now: float) -> Account:
-        exchange, _quote, equity, peak, streak = self._require_account(tx, account_id)
+        exchange, _quote, equity, peak, streak, halted, _presets = self._require_account(
+            tx, account_id)
         positions = [Position(s, side, float(n), float(m)) for s, side, n, m in tx.rows(
             "SELECT symbol, side, notional, margin FROM positions WHERE account_id = ? AND "
             "status = 'open' ORDER BY opened_at, id", (account_id,))]
@@ -570,7 +594,7 @@ class SqlStore:
             (exchange,))}
         return Account(equity=float(equity), positions=tuple(positions), peak_equity=float(peak),
                        realised_pnl_today=float(pnl[0]) if pnl else 0.0, losing_streak=int(streak),
-                       symbol_stats=stats, last_trade_at=last, min_cost=mins)
+                       symbol_stats=stats, last_trade_at=last, min_cost=mins, halted=halted)
 
     def account(self, account_id: str) -> Account:
         with self.tx(write=False) as tx:
@@ -579,7 +603,8 @@ class SqlStore:
     def risk_state(self, account_id: str) -> RiskState:
         now = self.clock.now()
         with self.tx(write=False) as tx:
-            exchange, quote, equity, peak, streak = self._require_account(tx, account_id)
+            exchange, quote, equity, peak, streak, halted, presets = self._require_account(
+                tx, account_id)
             acct = self._load_account(tx, account_id, now)
             n_pos = tx.one("SELECT COUNT(*) FROM positions WHERE account_id = ? AND status = 'open'",
                            (account_id,))
@@ -589,7 +614,8 @@ class SqlStore:
                          acct.realised_pnl_today, utc_day(now), int(streak),
                          {s: (v.trades, v.wins) for s, v in acct.symbol_stats.items()},
                          int(n_pos[0]) if n_pos else 0, int(n_res[0]) if n_res else 0,
-                         acct.margin_in_use, acct.gross_exposure)
+                         acct.margin_in_use, acct.gross_exposure, halted,
+                         tuple(p for p in presets.split(",") if p) if presets is not None else None)
 
     # -- decide + reserve (the write half; the whole is sizeguard.app.services) -----------
     def record_decision(self, account_id: str, decision: Decision, *, client_order_id: str,
@@ -677,6 +703,18 @@ class SqlStore:
             return self._insert_journal(tx, account_id, self.clock.now(), kind, symbol, None, None,
                                         "", client_order_id, None, data or {}, note)
 
+    def last_price(self, account_id: str, symbol: str) -> float | None:
+        """The latest price the account's journal holds for ``symbol``: the entry price of its
+        last decision or fill, or the exit price of its last close."""
+        with self.tx(write=False) as tx:
+            row = tx.one("SELECT kind, data FROM journal WHERE account_id = ? AND symbol = ? AND "
+                         "kind IN ('decision', 'fill', 'close') ORDER BY id DESC LIMIT 1",
+                         (account_id, symbol))
+        if row is None:
+            return None
+        price = json.loads(row[1]).get("exit_price" if row[0] == "close" else "entry_price")
+        return float(price) if price else None
+
     def journal(self, account_id: str | None = None, *, symbol: str | None = None,
                 last: int | None = None, kind: str | None = None) -> list[JournalEntry]:
         where, params = [], []
@@ -744,9 +782,14 @@ class SqlStore:
         return n > 0
 
     def fill_reservation(self, reservation_id: str, *, amount: str, entry_price: float,
+                         notional: float, margin: float,
                          fee: float = 0.0, stop_price: float | None = None,
                          take_profit: float | None = None,
                          order_id: str | None = None) -> StoredPosition:
+        """Record the fill of a held reservation as an open position. ``notional`` and
+        ``margin`` are the core's values for the fill (:func:`sizeguard.core.position.opened`
+        on the market): the store does no arithmetic of its own, so an inverse contract filled
+        away from the decision's price keeps its face-value notional."""
         res = self.reservation(reservation_id)
         if res is None:
             raise InvalidInput("reservation", reservation_id, "no such reservation")
@@ -760,9 +803,6 @@ class SqlStore:
             if res.status not in ("held", "expired"):
                 raise InvalidInput("reservation", reservation_id,
                                    f"is {res.status}; only a held reservation can fill")
-            scale = float(amount) / float(res.amount) if float(res.amount) else 1.0
-            notional = res.notional * scale * (entry_price / self._decided_price(tx, res))
-            margin = notional / res.leverage if res.leverage else notional
             pos = StoredPosition(_new_id("pos"), res.account_id, res.symbol, res.side, amount,
                                  entry_price, notional, margin, res.leverage, stop_price,
                                  take_profit, res.client_order_id, "engine", now)
@@ -777,13 +817,6 @@ class SqlStore:
                                   "entry_price": entry_price, "fee": fee, "order_id": order_id,
                                   "notional": notional, "margin": margin}, None)
         return pos
-
-    def _decided_price(self, tx: Tx, res: Reservation) -> float:
-        if res.entry_price:  # kept with the reservation since schema 4
-            return res.entry_price
-        row = tx.one("SELECT data FROM journal WHERE id = ?", (res.journal_id,))
-        price = json.loads(row[0]).get("entry_price") if row else None
-        return float(price) if price else 1.0
 
     def _insert_position(self, tx: Tx, pos: StoredPosition, reservation_id: str | None,
                          order_id: str | None) -> None:
@@ -810,8 +843,9 @@ class SqlStore:
 
     def close_position(self, position_id: str, *, exit_price: float, fee: float = 0.0,
                        note: str | None = None) -> StoredPosition:
-        """Close at ``exit_price``: realised PnL (quote, linear: notional x price move) less the
-        exit ``fee`` goes into equity, today's PnL, the losing streak and the symbol's record."""
+        """Close at ``exit_price``: realised PnL (:func:`sizeguard.core.position.realised_pnl`,
+        linear and inverse alike) less the exit ``fee`` goes into equity, today's PnL, the losing
+        streak and the symbol's record."""
         if not (math.isfinite(exit_price) and exit_price > 0):
             raise InvalidInput("exit_price", exit_price, "must be a finite number > 0")
         pos = self.position(position_id)
@@ -824,9 +858,7 @@ class SqlStore:
             pos = _position(row)
             if pos.status != "open":
                 return pos
-            move = exit_price / pos.entry_price - 1.0
-            gross = pos.notional * (move if pos.side == "long" else -move)
-            net = gross - fee
+            net = realised_pnl(pos.side == "long", pos.notional, pos.entry_price, exit_price, fee)
             tx.run("UPDATE positions SET status = 'closed', closed_at = ?, exit_price = ?, pnl = ? "
                    "WHERE id = ?", (now, exit_price, net, position_id))
             self._add_realised(tx, pos.account_id, net, now, count=True)

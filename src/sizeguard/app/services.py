@@ -13,8 +13,10 @@ import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
+from sizeguard.core import position
 from sizeguard.core.account import Account, Position
 from sizeguard.core.decision import Decision
 from sizeguard.core.intent import Intent
@@ -211,7 +213,7 @@ def execute(x: Execution, intent: Intent, market: MarketRules, reserved: Reserve
                                       "working on it",))
         found = x.find(intent.symbol, cid)
         if found is not None and found.status == "filled":  # crashed after the entry
-            return _protect(x, intent, res, d, jid, found, resumed=True)
+            return _protect(x, intent, market, res, d, jid, found, resumed=True)
     return _enter(x, intent, market, res, d, jid)
 
 
@@ -255,11 +257,11 @@ def _enter(x: Execution, intent: Intent, market: MarketRules, res: Reservation, 
             uow.commit()
         status = "rejected" if isinstance(exc, InvalidOrder) else "failed"
         return TradeResult(status, cid, d, jid, error=str(exc), retryable=exc.retryable)
-    return _protect(x, intent, res, d, jid, entry, resumed=False)
+    return _protect(x, intent, market, res, d, jid, entry, resumed=False)
 
 
-def _protect(x: Execution, intent: Intent, res: Reservation, d: Decision, jid: int,
-             entry: OrderResult, resumed: bool) -> TradeResult:
+def _protect(x: Execution, intent: Intent, market: MarketRules, res: Reservation, d: Decision,
+             jid: int, entry: OrderResult, resumed: bool) -> TradeResult:
     cid = res.client_order_id
     amount = entry.amount if entry.filled == 0 else _amount_str(entry.filled, entry.amount)
     price = entry.average or intent.price
@@ -268,8 +270,10 @@ def _protect(x: Execution, intent: Intent, res: Reservation, d: Decision, jid: i
         if not resumed:
             x.store.journal_event(x.account_id, "order", symbol=intent.symbol,
                                   client_order_id=cid, data=_order_dict(entry))
-        pos = x.store.fill_reservation(res.id, amount=amount, entry_price=price, fee=entry.fee,
-                                       stop_price=stop, take_profit=intent.take_profit,
+        filled = position.opened(market, float(amount), price, res.leverage)
+        pos = x.store.fill_reservation(res.id, amount=amount, entry_price=price,
+                                       notional=filled.notional, margin=filled.margin,
+                                       fee=entry.fee, stop_price=stop, take_profit=intent.take_profit,
                                        order_id=entry.id)
         uow.commit()
     orders = [entry]
@@ -320,13 +324,14 @@ def _learn(x: Execution, exc: ExchangeError, market: MarketRules, notional: floa
     """A rejection about a minimum teaches that minimum (kept in the store)."""
     if not isinstance(exc, InvalidOrder) or exc.rule not in ("min_cost", "min_amount"):
         return
-    unit = market.unit_value(price)
     if exc.rule == "min_cost":
         cost = exc.minimum if exc.minimum else notional * 1.000001
         x.store.learn_minimum(x.venue, market.symbol, min_cost=cost, source=f"rejection: {exc}")
     else:
-        amount = exc.minimum if exc.minimum else notional / unit * 1.000001
-        x.store.learn_minimum(x.venue, market.symbol, min_amount=amount, min_cost=amount * unit,
+        amount = (exc.minimum if exc.minimum
+                  else position.amount_for(market, notional, price) * 1.000001)
+        x.store.learn_minimum(x.venue, market.symbol, min_amount=amount,
+                              min_cost=position.notional(market, amount, price),
                               source=f"rejection: {exc}")
 
 
@@ -344,11 +349,44 @@ def _flatten(x: Execution, pos: StoredPosition, price: float, cid: str) -> Store
 # --------------------------------------------------------------------------- fill, close, release
 
 
-def fill(store: StateStore, reservation_id: str, *, amount: str, price: float, fee: float = 0.0,
-         stop_price: float | None = None, take_profit: float | None = None,
-         order_id: str | None = None) -> StoredPosition:
-    """A reservation filled (by a bot that executes itself): it becomes a position."""
-    return store.fill_reservation(reservation_id, amount=amount, entry_price=price, fee=fee,
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What a report from a bot that executes itself may claim: a fill within
+    ``fill_band`` (a fraction) of its decided price and no larger than its reservation; a
+    close within ``close_band`` of the last price the account knows for the symbol; a fee no
+    larger than the trade's notional."""
+
+    fill_band: float = 0.05
+    close_band: float = 0.25
+
+
+def _within(field: str, price: float, reference: float | None, band: float, what: str) -> None:
+    if reference is None or reference <= 0:
+        return
+    if not (reference * (1 - band) <= price <= reference * (1 + band)):
+        raise InvalidInput(field, price, f"more than {band:.0%} from {what} {reference:g}")
+
+
+def fill(store: StateStore, reservation_id: str, *, market: MarketRules, amount: str,
+         price: float, fee: float = 0.0, stop_price: float | None = None,
+         take_profit: float | None = None, order_id: str | None = None,
+         bounds: Bounds | None = None) -> StoredPosition:
+    """A reservation filled (by a bot that executes itself): it becomes a position, valued by
+    the core on ``market`` (an inverse contract keeps its face value at any fill price). With
+    ``bounds``, a fill larger than its reservation, or priced outside the band around the
+    decided price, or with a fee above the reserved notional, is refused (InvalidInput)."""
+    res = store.reservation(reservation_id)
+    if res is None:
+        raise InvalidInput("reservation", reservation_id, "no such reservation")
+    if bounds is not None:
+        if Decimal(amount) > Decimal(res.amount):
+            raise InvalidInput("amount", amount, f"more than the reservation's {res.amount}")
+        _within("price", price, res.entry_price, bounds.fill_band, "the decided price")
+        if fee > res.notional:
+            raise InvalidInput("fee", fee, f"more than the reserved notional {res.notional:g}")
+    filled = position.opened(market, float(amount), price, res.leverage)
+    return store.fill_reservation(reservation_id, amount=amount, entry_price=price,
+                                  notional=filled.notional, margin=filled.margin, fee=fee,
                                   stop_price=stop_price, take_profit=take_profit,
                                   order_id=order_id)
 
@@ -368,8 +406,17 @@ def close(x: Execution, position_id: str, price: float, client_order_id: str | N
 
 
 def record_close(store: StateStore, position_id: str, *, price: float, fee: float = 0.0,
-                 note: str | None = None) -> StoredPosition:
-    """A close made elsewhere (a bot that executes itself): PnL, streak and win rate follow."""
+                 note: str | None = None, bounds: Bounds | None = None) -> StoredPosition:
+    """A close made elsewhere (a bot that executes itself): PnL, streak and win rate follow.
+    With ``bounds``, a price outside the band around the last known price of the symbol, or a
+    fee above the position's notional, is refused (InvalidInput)."""
+    if bounds is not None:
+        pos = store.position(position_id)
+        if pos is not None and pos.status == "open":
+            last = store.last_price(pos.account_id, pos.symbol) or pos.entry_price
+            _within("price", price, last, bounds.close_band, "the last known price")
+            if fee > pos.notional:
+                raise InvalidInput("fee", fee, f"more than the position's notional {pos.notional:g}")
     return store.close_position(position_id, exit_price=price, fee=fee, note=note)
 
 
@@ -422,6 +469,6 @@ def _amount_str(filled: float, ordered: str) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-__all__ = ["Execution", "ReserveRequest", "TradeResult", "close", "decide_and_reserve",
+__all__ = ["Bounds", "Execution", "ReserveRequest", "TradeResult", "close", "decide_and_reserve",
            "execute", "fill", "new_client_order_id", "quote", "record_close", "release",
            "reserve_one", "sync"]
