@@ -228,7 +228,8 @@ def trade(
             console.print(f"position {result.position.id}")
 
 
-@app.command()
+@app.command(epilog="Examples:\n\n  sizeguard close pos_0123456789abcdef01234567 --price 91000\n\n"
+             "  sizeguard close pos_0123456789abcdef01234567 --price 91000 --store state.db --json")
 def close(
     position_id: Annotated[str, typer.Argument(help="Position id (see `sizeguard positions`).")],
     price: Annotated[float, typer.Option("--price", help="Exit price (paper fills here).")],
@@ -269,7 +270,8 @@ def close(
 # ----------------------------------------------------------------------------- views
 
 
-@app.command()
+@app.command(epilog="Examples:\n\n  sizeguard positions\n\n  sizeguard positions --all --json\n\n"
+             "  sizeguard positions --store postgresql://postgres@127.0.0.1/sizeguard --account bot1")
 def positions(store: StoreOpt = None, account: AccountOpt = "default",
               all_: Annotated[bool, typer.Option("--all", help="Closed ones too.")] = False,
               as_json: JsonOpt = False) -> None:
@@ -313,7 +315,7 @@ def _position_record(c: tuple[str, ...]) -> Record:
         ("leverage", f"{c[7]}x"), ("stop", c[8]), ("source", c[9]), ("status", c[10])])
 
 
-@app.command()
+@app.command(epilog="Examples:\n\n  sizeguard state\n\n  sizeguard state --account bot1 --json")
 def state(store: StoreOpt = None, account: AccountOpt = "default", as_json: JsonOpt = False) -> None:
     """Equity, peak, today's realised PnL, losing streak, win rates, slots and learned minimums."""
     with _errors():
@@ -341,7 +343,8 @@ def state(store: StoreOpt = None, account: AccountOpt = "default", as_json: Json
     Console().print(t)
 
 
-@app.command()
+@app.command(epilog="Examples:\n\n  sizeguard journal --last 20\n\n"
+             "  sizeguard journal --symbol BTC/USDT:USDT --kind decision --json")
 def journal(
     symbol: Annotated[str | None, typer.Option("--symbol", help="Only this symbol.")] = None,
     last: Annotated[int | None, typer.Option("--last", help="Only the last N entries.")] = None,
@@ -393,7 +396,8 @@ def journal(
     print_fitting(Console(), t, title, records)
 
 
-@app.command()
+@app.command(epilog="Examples:\n\n  sizeguard sync\n\n  sizeguard sync --mark BTC/USDT:USDT=86000 "
+             "--json\n\n  sizeguard sync --live --exchange binanceusdm")
 def sync(
     markets: MarketsOpt = None,
     exchange: ExchangeOpt = None,
