@@ -65,11 +65,11 @@ def _history(s: SqlStore, clock: FakeClock) -> tuple[Bot, dict[str, str]]:
     s.release_reservation(released.id, "test")
     closed = r(ETH, "closed")
     assert closed
-    pos = s.fill_reservation(closed.id, amount=closed.amount, entry_price=3_000.0)
+    pos = storefix.fill(s, closed, 3_000.0)
     s.close_position(pos.id, exit_price=3_100.0)
     kept = r(BTC, "open", 400 * DAY)
     assert kept
-    s.fill_reservation(kept.id, amount=kept.amount, entry_price=50_000.0)
+    storefix.fill(s, kept, 50_000.0)
     for i in range(3):
         reg.idempotency_begin(bot, f"k{i}", "h", client_order_id=f"k{i}")
         assert reg.idempotency_finish(bot, f"k{i}", 200, "{}")

@@ -27,6 +27,7 @@ from sizeguard.backtest.engine import run_backtest
 from sizeguard.backtest.signals import Signals
 from sizeguard.config import load_policy
 from sizeguard.core import liquidation as core_liq
+from sizeguard.core import position
 from sizeguard.core.account import Account
 from sizeguard.core.decide import decide
 from sizeguard.core.decision import Decision
@@ -137,8 +138,10 @@ def test_store_position_gives_the_decisions_liquidation_price(
             d = decide_one(market, target, side, Account(equity=EQUITY), price)
             lp = d.liquidation_price
             assert got.decision.liquidation_price == pytest.approx(lp, rel=1e-12)
+            filled = position.opened(market, float(d.amount), d.entry_price, d.leverage)
             pos = store.fill_reservation(got.reservation.id, amount=d.amount,
-                                         entry_price=d.entry_price)
+                                         entry_price=d.entry_price, notional=filled.notional,
+                                         margin=filled.margin)
             assert (pos.notional, pos.margin) == (d.notional, d.margin)
             tier = next(t for t in market.tiers if t.tier == d.tier)
             assert tier.maintenance_margin_rate == d.maintenance_margin_rate

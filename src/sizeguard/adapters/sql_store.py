@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sizeguard.core.account import Account, Position, SymbolStats
 from sizeguard.core.decision import Decision
+from sizeguard.core.position import realised_pnl
 from sizeguard.errors import InvalidInput, StoreError
 from sizeguard.ports import (
     Clock,
@@ -744,9 +745,14 @@ class SqlStore:
         return n > 0
 
     def fill_reservation(self, reservation_id: str, *, amount: str, entry_price: float,
+                         notional: float, margin: float,
                          fee: float = 0.0, stop_price: float | None = None,
                          take_profit: float | None = None,
                          order_id: str | None = None) -> StoredPosition:
+        """Record the fill of a held reservation as an open position. ``notional`` and
+        ``margin`` are the core's values for the fill (:func:`sizeguard.core.position.opened`
+        on the market): the store does no arithmetic of its own, so an inverse contract filled
+        away from the decision's price keeps its face-value notional."""
         res = self.reservation(reservation_id)
         if res is None:
             raise InvalidInput("reservation", reservation_id, "no such reservation")
@@ -760,9 +766,6 @@ class SqlStore:
             if res.status not in ("held", "expired"):
                 raise InvalidInput("reservation", reservation_id,
                                    f"is {res.status}; only a held reservation can fill")
-            scale = float(amount) / float(res.amount) if float(res.amount) else 1.0
-            notional = res.notional * scale * (entry_price / self._decided_price(tx, res))
-            margin = notional / res.leverage if res.leverage else notional
             pos = StoredPosition(_new_id("pos"), res.account_id, res.symbol, res.side, amount,
                                  entry_price, notional, margin, res.leverage, stop_price,
                                  take_profit, res.client_order_id, "engine", now)
@@ -777,13 +780,6 @@ class SqlStore:
                                   "entry_price": entry_price, "fee": fee, "order_id": order_id,
                                   "notional": notional, "margin": margin}, None)
         return pos
-
-    def _decided_price(self, tx: Tx, res: Reservation) -> float:
-        if res.entry_price:  # kept with the reservation since schema 4
-            return res.entry_price
-        row = tx.one("SELECT data FROM journal WHERE id = ?", (res.journal_id,))
-        price = json.loads(row[0]).get("entry_price") if row else None
-        return float(price) if price else 1.0
 
     def _insert_position(self, tx: Tx, pos: StoredPosition, reservation_id: str | None,
                          order_id: str | None) -> None:
@@ -810,8 +806,9 @@ class SqlStore:
 
     def close_position(self, position_id: str, *, exit_price: float, fee: float = 0.0,
                        note: str | None = None) -> StoredPosition:
-        """Close at ``exit_price``: realised PnL (quote, linear: notional x price move) less the
-        exit ``fee`` goes into equity, today's PnL, the losing streak and the symbol's record."""
+        """Close at ``exit_price``: realised PnL (:func:`sizeguard.core.position.realised_pnl`,
+        linear and inverse alike) less the exit ``fee`` goes into equity, today's PnL, the losing
+        streak and the symbol's record."""
         if not (math.isfinite(exit_price) and exit_price > 0):
             raise InvalidInput("exit_price", exit_price, "must be a finite number > 0")
         pos = self.position(position_id)
@@ -824,9 +821,7 @@ class SqlStore:
             pos = _position(row)
             if pos.status != "open":
                 return pos
-            move = exit_price / pos.entry_price - 1.0
-            gross = pos.notional * (move if pos.side == "long" else -move)
-            net = gross - fee
+            net = realised_pnl(pos.side == "long", pos.notional, pos.entry_price, exit_price, fee)
             tx.run("UPDATE positions SET status = 'closed', closed_at = ?, exit_price = ?, pnl = ? "
                    "WHERE id = ?", (now, exit_price, net, position_id))
             self._add_realised(tx, pos.account_id, net, now, count=True)

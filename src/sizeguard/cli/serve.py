@@ -69,17 +69,20 @@ def serve(
                              "tiers": tiers, "store": store, "account": account,
                              "exchange": exchange, "live": live, "preset": preset,
                              "log_level": log_level}
-    for key, value in given.items():
-        if value is not None:
-            os.environ[f"SIZEGUARD_{key.upper()}"] = str(value).lower() if isinstance(value, bool) \
-                else str(value)
-    try:
-        settings = _settings()
-        _check_inputs(settings)  # before the banner: a typo never reaches a worker
+    try:  # checked before anything is set or started: a typo never reaches a worker
+        settings = _settings({k: v for k, v in given.items() if v is not None})
+        _check_inputs(settings)
         if settings.live:
             from sizeguard.http.service import LiveExchange
 
             LiveExchange.check(settings)
+    except (SizeguardError, ValueError) as exc:
+        raise _fail(exc) from None
+    for key, value in given.items():  # the workers read their settings from the environment
+        if value is not None:
+            os.environ[f"SIZEGUARD_{key.upper()}"] = str(value).lower() if isinstance(value, bool) \
+                else str(value)
+    try:
         st = open_store(settings.store)  # migrate once, before the workers start
         url = st.url
         st.close()
@@ -100,14 +103,15 @@ def serve(
                 **uvicorn_options(settings))
 
 
-def _settings() -> Any:
-    """ServeSettings from the environment; a bad value is one line naming the variable."""
+def _settings(given: dict[str, Any]) -> Any:
+    """ServeSettings from the options ``given`` over the environment; a bad value is one line
+    naming the option and its variable."""
     from pydantic import ValidationError
 
     from sizeguard.http.settings import ServeSettings
 
     try:
-        return ServeSettings()
+        return ServeSettings(**given)
     except ValidationError as exc:
         err = exc.errors()[0]
         name = str(err["loc"][0]) if err.get("loc") else "?"
@@ -127,7 +131,8 @@ def _check_inputs(settings: Any) -> None:
         attach_tiers(book, settings.tiers)
 
 
-@bots_app.command("add")
+@bots_app.command("add", epilog="Examples:\n\n  sizeguard bots add viper --budget 40%\n\n"
+                  "  sizeguard bots add quantum --budget 0.6 --max-positions 4 --json")
 def bots_add(
     name: Annotated[str, typer.Argument(help="Bot name (letters, digits, - _ .).")],
     budget: Annotated[str, typer.Option(help="Share of the account's equity: 40% or 0.4.")] = "100%",
@@ -158,7 +163,8 @@ def bots_add(
     typer.echo(token)
 
 
-@bots_app.command("list")
+@bots_app.command("list", epilog="Examples:\n\n  sizeguard bots list\n\n"
+                  "  sizeguard bots list --account default --json")
 def bots_list(store: StoreOpt = None,
               account: Annotated[str | None, typer.Option("--account", help="Only this account.")] = None,
               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
@@ -182,7 +188,7 @@ def bots_list(store: StoreOpt = None,
                    f"max positions {slots}")
 
 
-@bots_app.command("remove")
+@bots_app.command("remove", epilog="Example:\n\n  sizeguard bots remove viper")
 def bots_remove(name: Annotated[str, typer.Argument(help="Bot name or id.")],
                 store: StoreOpt = None) -> None:
     """Revoke a bot's token (its positions and journal stay)."""

@@ -139,7 +139,7 @@ def explain(
     print_explanation(decision, Console())
 
 
-@app.command()
+@app.command(epilog="Examples:\n\n  sizeguard presets\n\n  sizeguard presets --json")
 def presets(as_json: Annotated[bool, typer.Option(
         "--json", help="The presets as a JSON list of {name, description}.")] = False) -> None:
     """List the shipped presets: name, then what it does (wrapped to the terminal)."""

@@ -32,6 +32,7 @@ from sizeguard.app import bootstrap
 from sizeguard.app.trader import Trader
 from sizeguard.cli.app import app, clean_floats, effective_policy, positive, side_value
 from sizeguard.cli.options import ConfigOpt, MarketsOpt, PresetOpt, SetOpt, SideOpt, TiersOpt
+from sizeguard.cli.render import Record, print_fitting
 from sizeguard.core.intent import Intent
 from sizeguard.errors import ExchangeError, InvalidInput, SizeguardError, StoreError
 from sizeguard.ports import Exchange
@@ -227,7 +228,8 @@ def trade(
             console.print(f"position {result.position.id}")
 
 
-@app.command()
+@app.command(epilog="Examples:\n\n  sizeguard close pos_0123456789abcdef01234567 --price 91000\n\n"
+             "  sizeguard close pos_0123456789abcdef01234567 --price 91000 --store state.db --json")
 def close(
     position_id: Annotated[str, typer.Argument(help="Position id (see `sizeguard positions`).")],
     price: Annotated[float, typer.Option("--price", help="Exit price (paper fills here).")],
@@ -268,7 +270,8 @@ def close(
 # ----------------------------------------------------------------------------- views
 
 
-@app.command()
+@app.command(epilog="Examples:\n\n  sizeguard positions\n\n  sizeguard positions --all --json\n\n"
+             "  sizeguard positions --store postgresql://postgres@127.0.0.1/sizeguard --account bot1")
 def positions(store: StoreOpt = None, account: AccountOpt = "default",
               all_: Annotated[bool, typer.Option("--all", help="Closed ones too.")] = False,
               as_json: JsonOpt = False) -> None:
@@ -285,21 +288,34 @@ def positions(store: StoreOpt = None, account: AccountOpt = "default",
         _emit({"positions": [p.to_dict() for p in rows],
                "reservations": [r.to_dict() for r in held]})
         return
-    t = Table(title=f"positions of {account}")
+    title = f"positions of {account}"
+    t = Table(title=title)
     for col in ("id", "symbol", "side", "amount", "entry", "notional", "margin", "lev", "stop",
                 "source", "status"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=True)
+    records = []
     for p in rows:
-        t.add_row(p.id, p.symbol, p.side, p.amount, f"{p.entry_price:g}", f"{p.notional:.2f}",
-                  f"{p.margin:.2f}", f"{p.leverage:g}",
-                  f"{p.stop_price:g}" if p.stop_price else "-", p.source, p.status)
+        cells = (p.id, p.symbol, p.side, p.amount, f"{p.entry_price:g}", f"{p.notional:.2f}",
+                 f"{p.margin:.2f}", f"{p.leverage:g}",
+                 f"{p.stop_price:g}" if p.stop_price else "-", p.source, p.status)
+        t.add_row(*cells)
+        records.append(_position_record(cells))
     for r in held:
-        t.add_row(r.id, r.symbol, r.side, r.amount, "-", f"{r.notional:.2f}", f"{r.margin:.2f}",
-                  f"{r.leverage:g}", "-", "reservation", "held")
-    Console().print(t)
+        cells = (r.id, r.symbol, r.side, r.amount, "-", f"{r.notional:.2f}", f"{r.margin:.2f}",
+                 f"{r.leverage:g}", "-", "reservation", "held")
+        t.add_row(*cells)
+        records.append(_position_record(cells))
+    print_fitting(Console(), t, title, records)
 
 
-@app.command()
+def _position_record(c: tuple[str, ...]) -> Record:
+    """One position for a narrow terminal: the id whole (``close`` needs it), then the rest."""
+    return Record(f"{c[0]}  {c[1]} {c[2]}", [
+        ("amount", c[3]), ("entry", c[4]), ("notional", c[5]), ("margin", c[6]),
+        ("leverage", f"{c[7]}x"), ("stop", c[8]), ("source", c[9]), ("status", c[10])])
+
+
+@app.command(epilog="Examples:\n\n  sizeguard state\n\n  sizeguard state --account bot1 --json")
 def state(store: StoreOpt = None, account: AccountOpt = "default", as_json: JsonOpt = False) -> None:
     """Equity, peak, today's realised PnL, losing streak, win rates, slots and learned minimums."""
     with _errors():
@@ -327,7 +343,8 @@ def state(store: StoreOpt = None, account: AccountOpt = "default", as_json: Json
     Console().print(t)
 
 
-@app.command()
+@app.command(epilog="Examples:\n\n  sizeguard journal --last 20\n\n"
+             "  sizeguard journal --symbol BTC/USDT:USDT --kind decision --json")
 def journal(
     symbol: Annotated[str | None, typer.Option("--symbol", help="Only this symbol.")] = None,
     last: Annotated[int | None, typer.Option("--last", help="Only the last N entries.")] = None,
@@ -359,18 +376,28 @@ def journal(
         return
     import time
 
-    t = Table(title=f"journal of {account}")
+    title = f"journal of {account}"
+    t = Table(title=title)
     for col in ("id", "at (UTC)", "kind", "symbol", "status", "reasons / note", "client order id",
                 "snapshot"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col != "reasons / note")
+    records = []
     for e in entries:
-        t.add_row(str(e.id), time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.at)), e.kind,
-                  e.symbol or "", e.status or "", ", ".join(e.reasons) or (e.note or ""),
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.at))
+        why = ", ".join(e.reasons) or (e.note or "")
+        t.add_row(str(e.id), at, e.kind, e.symbol or "", e.status or "", why,
                   e.client_order_id or "", e.snapshot_id or "")
-    Console().print(t)
+        records.append(Record(
+            f"#{e.id} {at} {e.kind}" + (f" {e.symbol}" if e.symbol else "")
+            + (f" {e.status}" if e.status else ""),
+            [(k, v) for k, v in (("client order id", e.client_order_id),
+                                 ("snapshot", e.snapshot_id)) if v],
+            [("reasons" if e.reasons else "note", why)] if why else []))
+    print_fitting(Console(), t, title, records)
 
 
-@app.command()
+@app.command(epilog="Examples:\n\n  sizeguard sync\n\n  sizeguard sync --mark BTC/USDT:USDT=86000 "
+             "--json\n\n  sizeguard sync --live --exchange binanceusdm")
 def sync(
     markets: MarketsOpt = None,
     exchange: ExchangeOpt = None,
@@ -400,7 +427,7 @@ def sync(
             raise InvalidInput("--mark", mark, "only the paper exchange takes prices from you")
         for sym, value in marks:
             positive(f"--mark {sym}", value)
-        st = _store(store)
+        st = _store(store, read_only=True)
         try:
             rs = st.risk_state(account)
             source = _source(markets, None, exchange if markets is None else None) if not live \

@@ -74,7 +74,7 @@ def store_prune(
                f"{size['idempotency']} idempotency answers")
 
 
-@store_app.command("size")
+@store_app.command("size", epilog="Examples:\n\n  sizeguard store size\n\n  sizeguard store size --json")
 def store_size_cmd(store: StoreOpt = None,
                    as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The store's size and the rows retention prunes."""

@@ -198,8 +198,9 @@ def halts(account: Account, policy: Policy, day: str) -> list[dict[str, Any]]:
     return out
 
 
-def caps(rs: Any, policy: Policy) -> list[dict[str, Any]]:
-    """Exposure against each account-wide cap: used, cap and their ratio."""
+def caps(rs: Any, policy: Policy, account: Account | None = None) -> list[dict[str, Any]]:
+    """Exposure against each account-wide cap: used, cap and their ratio (and, with a per-symbol
+    cap, each symbol's notional against it)."""
     lim = policy.limits
     eq = rs.equity if rs.equity > 0 else float("nan")
     rows = [
@@ -215,6 +216,12 @@ def caps(rs: Any, policy: Policy) -> list[dict[str, Any]]:
          max(0.0, -rs.realised_pnl_today) / (rs.equity - rs.realised_pnl_today)
          if rs.equity - rs.realised_pnl_today > 0 else 0.0, lim.daily_loss or math.inf),
     ]
+    if account is not None and math.isfinite(lim.max_symbol_notional):
+        by_symbol: dict[str, float] = {}
+        for p in account.positions:
+            by_symbol[p.symbol] = by_symbol.get(p.symbol, 0.0) + abs(p.notional)
+        rows += [(f"{sym} notional", n, lim.max_symbol_notional)
+                 for sym, n in sorted(by_symbol.items())]
     return [{"name": n, "used": _finite(float(u)), "cap": _finite(float(c)),
              "ratio": _finite(float(u) / float(c)) if math.isfinite(c) and c > 0 else None}
             for n, u, c in rows]
@@ -278,7 +285,7 @@ class Console:
             account = store.account(g.account_id)
             out["account"] = {**rs.to_dict(), "drawdown": account.drawdown,
                               "halts": halts(account, g.policy, rs.day),
-                              "caps": caps(rs, g.policy)}
+                              "caps": caps(rs, g.policy, account)}
         else:
             out["account"] = None
         bots = [bot] if bot is not None else registry.bots(g.account_id)
@@ -402,6 +409,8 @@ def mount_console(app: FastAPI, notifier: Notifier | None = None) -> Console:
     alerter = Alerter(notifier if notifier is not None else make_notifier(gate.settings),
                       gate.account_id)
     alerter.install(gate)
+    if alerter.notifier is not None and gate.settings.notify_probe > 0:
+        alerter.watch_store(gate.health, gate.settings.notify_probe)
     console = Console(gate, alerter)
     app.state.console = console
     app.mount(STATIC, StaticFiles(packages=[("sizeguard.http", "static")]), name="ui-static")
