@@ -26,6 +26,7 @@ from sizeguard.adapters.retention import PruneReport, Retention, prune, store_si
 from sizeguard.adapters.sql_store import SqlStore, open_store
 from sizeguard.core.policy import Policy
 from sizeguard.errors import SizeguardError
+from sizeguard.http.admin import install_admin
 from sizeguard.http.guard import BodyGuard, GuardedRoute
 from sizeguard.http.metrics import Metrics, MetricsMiddleware
 from sizeguard.http.models import (
@@ -224,6 +225,9 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
         if bot.account_id != settings.account:
             raise Problem(403, "wrong account", "this bot trades another account than this "
                           "service's")
+        if bot.is_admin:
+            raise Problem(403, "admin token", "the account admin's token administers "
+                          "(/v1/admin/...); trade with a bot's token")
         return bot
 
     CurrentBot = Annotated[Bot, Depends(current_bot)]  # noqa: N806 - a type alias
@@ -360,6 +364,7 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
                               await store_gauges())
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
+    install_admin(app, gate)
     return app
 
 
