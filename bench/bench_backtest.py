@@ -260,7 +260,7 @@ def one_density(panel: Panel, fast: int, slow: int, args: argparse.Namespace,
         out["decide_budget"] = budget
         print(f"            the engine without decide() (decisions cached) {sg['floor_cpu'] * 1000:.1f}"
               f" ms CPU, {vb[1] / sg['floor_cpu']:.2f}x vectorbt: 1.0x needs decide() <= "
-              f"{budget * 1e6:.1f} us CPU here")
+              f"{budget * 1e6:.1f} us CPU here if the engine's share stayed as cached")
     btr = time_backtrader(panel, sig, args.bt_bars)
     if btr is None:
         print("backtrader  skipped: not installed (pip install 'sizeguard[bench]')")

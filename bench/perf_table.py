@@ -91,8 +91,9 @@ def goal(row: dict[str, Any]) -> str:
         return "-"
     met = row.get("met")
     out = f"{row['goal']}: {'reached' if met else '**not reached**'}"
-    if not met and row.get("decide_budget_us") is not None:
-        out += f" (needs decide() <= {num(row['decide_budget_us'])} us CPU in that run)"
+    if not met and row.get("engine_only_ms") and row.get("baseline_value"):
+        out += (f" (the engine alone, decisions cached: "
+                f"{times(row['baseline_value'] / row['engine_only_ms'])})")
     return out
 
 
