@@ -18,7 +18,7 @@ import typer
 from sizeguard.adapters.bots import BotRegistry
 from sizeguard.app.bootstrap import open_state as open_store
 from sizeguard.budget import parse_budget
-from sizeguard.cli.app import app
+from sizeguard.cli.app import app, require_existing_store
 from sizeguard.errors import InvalidInput, SizeguardError, StoreError
 
 bots_app = typer.Typer(help="Bots of the HTTP service: tokens, budgets.", no_args_is_help=True)
@@ -170,6 +170,7 @@ def bots_list(store: StoreOpt = None,
               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The bots and their budgets (never their tokens)."""
     try:
+        require_existing_store(store)
         st = open_store(store)
         try:
             bots = BotRegistry(st).bots(account)
