@@ -116,9 +116,10 @@ def test_overview_shows_the_halt_and_when_it_lifts(store: SqlStore) -> None:
     _, token = BotRegistry(store).add("alpha", account_id="default")
     with _client(store) as client:
         _reserve(client, token)
-        # equity 8,800 against the 10,000 peak: 12% drawdown >= the 10% limit
-        client.post("/v1/decisions", json={**BUY, "equity": 8800.0},
-                    headers={"Authorization": f"Bearer {token}"})
+        # equity 8,800 against the 10,000 peak: 12% drawdown >= the 10% limit (the account's
+        # equity is the admin's to set: a bot's request only narrows its own view)
+        store.set_equity("default", 8800.0)
+        client.post("/v1/decisions", json=BUY, headers={"Authorization": f"Bearer {token}"})
         _login(client, ADMIN)
         a = client.get("/ui/api/overview").json()["account"]
         (halt,) = a["halts"]

@@ -37,7 +37,7 @@ from sizeguard.core.models import (
     notional_from_risk,
     risk_of_notional,
 )
-from sizeguard.core.policy import MARGIN_MODELS, Policy
+from sizeguard.core.policy import MARGIN_MODELS, MONEY_MODELS, Policy
 from sizeguard.core.position import taker_fee
 from sizeguard.core.tiers import Tier, find_tier
 from sizeguard.core.tolerances import (
@@ -419,8 +419,14 @@ def base_size(ctx: Context, log: Log, stop: Stop | None) -> float | None:
 
 def adjusted(ctx: Context, log: Log, base: float) -> float:
     """Step 4: the clamped, graded base (every multiplier traced)."""
-    value, mults = adjust(base, ctx.policy.adjust, ctx.intent, ctx.account)
-    log.step("adjust", tuple(mults))
+    a, model = ctx.policy.adjust, ctx.policy.sizing.model
+    money = model in MONEY_MODELS  # the clamp bounds fractions, never money
+    value, mults = adjust(base, a, ctx.intent, ctx.account, clamp=not money)
+    note = None
+    if money and (a.min > 0 or a.max > 0):
+        note = (f"adjust.min/max ({a.min:g}, {a.max:g}) bound fractions; {model} sizes money, "
+                "so they are not applied (limits.max_margin / max_notional bound money)")
+    log.step("adjust", tuple(mults), note=note)
     return value
 
 

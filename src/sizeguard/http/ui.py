@@ -245,6 +245,8 @@ class Console:
         bot = self.gate.registry.authenticate(token)
         if bot is None or bot.account_id != self.gate.account_id:
             return None
+        if bot.is_admin:  # the admin's token made with `sizeguard admin token`
+            return self.sessions.issue("admin", bot.id, bot.token_hash[:16])
         return self.sessions.issue("bot", bot.id, bot.token_hash[:16])
 
     def session(self, request: Request) -> tuple[Session, Bot | None]:
@@ -252,7 +254,11 @@ class Console:
         if s is None:
             raise Problem(401, "sign in", "sign in to the console with the admin or a bot token")
         if s.admin:
-            if s.token_tag != self._admin_tag:  # the admin token was changed
+            if s.bot_id:  # a CLI-made admin: its row must still be there, token unchanged
+                admin = self.gate.registry.get(s.bot_id)
+                if admin is None or not admin.is_admin or admin.token_hash[:16] != s.token_tag:
+                    raise Problem(401, "sign in", "the admin was removed or its token replaced")
+            elif s.token_tag != self._admin_tag:  # the admin token was changed
                 raise Problem(401, "sign in", "the session has ended; sign in again")
             return s, None
         bot = self.gate.registry.get(s.bot_id or "")
