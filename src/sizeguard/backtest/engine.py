@@ -56,6 +56,7 @@ import numpy.typing as npt
 from sizeguard.backtest.candles import Panel
 from sizeguard.backtest.signals import EXIT_LONG, EXIT_SHORT, Signals
 from sizeguard.core import liquidation as core_liq
+from sizeguard.core import position
 from sizeguard.core.account import Account, Position, SymbolStats
 from sizeguard.core.decide import decide
 from sizeguard.core.decision import Decision
@@ -331,7 +332,7 @@ def run_backtest(
     if signals.entry.shape != (n, k):
         raise InvalidInput("signals", signals.entry.shape, f"must have shape {(n, k)}")
     syms = [m.symbol for m in markets]
-    fee = np.array([m.taker if m.taker is not None else policy.execution.taker for m in markets])
+    fee = np.array([position.taker_fee(m, policy.execution.taker) for m in markets])
     can_liq = np.array([m.is_contract for m in markets])
     fund = np.zeros((1, k))  # one row of zeros: no funding, and no n x k array to read
     if funding_rate:  # perpetuals only: spot pays no funding
