@@ -472,10 +472,11 @@ class _AccountView:
                 px = float(self.panel.open[t, j])
                 if math.isnan(px):
                     px = float(self.panel.mark[t - 1, j]) if t > 0 else entry
-                upnl = side * qty * (px - entry)
+                upnl = position.pnl(side > 0, notional, entry, px)
                 upnl_total += upnl
                 positions.append(Position(self.syms[j], LONG if side > 0 else SHORT, qty * px,
-                                          coll, notional * mmr - cum, upnl))
+                                          coll, position.maintenance_margin(notional, mmr, cum),
+                                          upnl))
         cash, peak, _, day_pnl, streak, closed = acct[:A_LIQS].tolist()
         if closed != self._closed:  # a trade closed: the symbol records changed
             self._closed = closed
