@@ -138,7 +138,7 @@ def bots_add(
     budget: Annotated[str, typer.Option(help="Share of the account's equity: 40% or 0.4.")] = "100%",
     max_positions: Annotated[int, typer.Option(
         "--max-positions", min=0, max=10_000,
-        help="The bot's own slots (0: only the account-wide limit).")] = 0,
+        help="The bot's own slots (0: its budget's share of the account's).")] = 0,
     store: StoreOpt = None,
     account: AccountOpt = "default",
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -184,7 +184,10 @@ def bots_list(store: StoreOpt = None,
     if not bots:
         typer.echo("no bots; add one with: sizeguard bots add NAME --budget 40%")
     for b in bots:
-        slots = str(b.max_positions) if b.max_positions else "account"
+        if b.is_admin:
+            typer.echo(f"{b.name:20s} {b.id}  account {b.account_id}  admin")
+            continue
+        slots = str(b.max_positions) if b.max_positions else "budget share"
         typer.echo(f"{b.name:20s} {b.id}  account {b.account_id}  budget {b.budget:.0%}  "
                    f"max positions {slots}")
 
