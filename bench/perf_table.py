@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 START, END = "<!-- perf-table:start -->", "<!-- perf-table:end -->"
-ORDER = {"decide": 0, "backtest": 1, "montecarlo": 2, "http": 3}
+ORDER = {"decide": 0, "backtest": 1, "montecarlo": 2, "sweep": 3, "http": 4}
 SCRIPTS = {"decide": "bench_decide.py", "backtest": "bench_backtest.py",
-           "montecarlo": "bench_montecarlo.py", "http": "bench_http.py"}
+           "montecarlo": "bench_montecarlo.py", "sweep": "bench_sweep.py",
+           "http": "bench_http.py"}
 REQUIRED = ("bench", "case", "value", "unit")
 
 

@@ -38,7 +38,7 @@ class Bot:
     name: str
     account_id: str
     budget: float  # share of the account's equity, (0, 1]
-    max_positions: int  # 0 = only the account-wide limit
+    max_positions: int  # 0 = its budget's share of the account's slots
     created_at: float
     token_hash: str
     role: str = BOT  # "bot" trades; "admin" administers the account (never trades)

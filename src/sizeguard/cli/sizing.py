@@ -129,12 +129,13 @@ def explain(
 ) -> None:
     """Size one trade (same options as size) and walk through every step in plain words."""
     try:
-        decision, _ = _decide(dict(locals()))
+        decision, r = _decide(dict(locals()))
     except (SizeguardError, ValueError) as exc:
         fail(exc)
     if as_json:
         steps = [{**s.to_dict(), "text": narrate(s)} for s in decision.trace]
-        typer.echo(json.dumps({"status": str(decision.status), "steps": steps}))
+        typer.echo(json.dumps({"status": str(decision.status), "steps": steps,
+                               "policy_layers": list(r.layers), "environment": r.from_env()}))
         return
     print_explanation(decision, Console())
 

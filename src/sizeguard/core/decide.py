@@ -154,14 +154,14 @@ class Context:
         self.coin_tiers = market.tiers_in_coin
         self.sign = 1.0 if intent.is_long else -1.0
         # a market without tiers: its max leverage and the policy's default maintenance rate
-        self.default_tier = None if market.tiers else Tier(
-            0, 0.0, math.inf, policy.leverage.default_mmr, market.max_leverage, 0.0)
+        self.default_tier = None if market.tiers else position.no_tier(
+            market, policy.leverage.default_mmr)
         self.mb = margin_budget(account, policy.limits)
         self._last_tier: Tier | None = None  # step 7 asks about the same few notionals often
 
     def tier_for(self, notional: float) -> Tier:
         """The tier of a position of ``notional`` (quote) at the entry price."""
-        return self._tier_by_units(notional / self.intent.price if self.coin_tiers else notional)
+        return self._tier_by_units(self.market.tier_units(notional, self.intent.price))
 
     def tier_at_adverse_move(self, notional: float, move: float) -> Tier:
         """The tier of the position once the price has moved ``move`` (a fraction of entry)
@@ -202,9 +202,7 @@ class Context:
 
     def cum_quote(self, tier: Tier) -> float:
         """The tier's maintenance amount in quote (a coin amount valued at entry)."""
-        if self.coin_tiers:
-            return tier.maintenance_amount * self.intent.price
-        return tier.maintenance_amount
+        return position.maintenance_amount_quote(self.market, tier, self.intent.price)
 
     def liquidation(self, notional: float, collateral: float, tier: Tier) -> tuple[float, Tier]:
         """Liquidation price with the bracket of the notional *at* that price, and that bracket.

@@ -346,6 +346,10 @@ class Gate:
 
     def release(self, bot: Bot, reservation_id: str) -> Answer:
         res = self._own_reservation(bot, reservation_id)
+        if res.status != "held":  # docs/http.md: a reservation not held any more is a 409
+            raise Problem(409, "reservation not held",
+                          f"the reservation is {res.status}; only a held one can be released",
+                          errors=[{"field": "reservation_id", "reason": f"is {res.status}"}])
         released = services.release(self.store, res.id, f"released by bot {bot.name}")
         now = self.store.reservation(res.id)
         return 200, {"released": released,
