@@ -217,13 +217,13 @@ def demo(
     refs = demo_decisions()
     if as_json:
         typer.echo(json.dumps({
-            "intent": {"symbol": symbol, "side": side, "price": price, "equity": equity, "atr": atr,
+            "intent": {"symbol": symbol, "side": intent.side, "price": price, "equity": equity, "atr": atr,
                        "confidence": confidence},
             "side_by_side": [{"preset": p, **d.to_dict()} for p, d in same],
             "references": [{"preset": p, "equity": e, **d.to_dict()} for p, e, d in refs]}))
         return
     console = Console()
-    what = f"{symbol} {side} @ {price:,g}, equity {equity:,g}"
+    what = f"{symbol} {intent.side} @ {price:,g}, equity {equity:,g}"
     if atr is not None:
         what += f", ATR {atr:,g} (stop {1.5 * atr / price:.2%} at 1.5 x ATR for presets that use it)"
     if confidence is not None:
