@@ -145,6 +145,8 @@ MISSING_FILE = [
     ("journal-store", ["journal", "--store", "nodir/sub/state.db"], "nodir/sub/state.db"),
     ("sync-store", ["sync", "--store", "nodir/sub/state.db"], "nodir/sub/state.db"),
     ("close-store", ["close", "pos_x", "--price", "1", "--store", "nodir/s.db"], "nodir/s.db"),
+    ("bots-list-store", ["bots", "list", "--store", "nodir/s.db"], "nodir/s.db"),
+    ("store-size-store", ["store", "size", "--store", "nodir/s.db"], "nodir/s.db"),
 ]
 
 WRONG_SHAPE = [

@@ -38,7 +38,7 @@ class Bot:
     name: str
     account_id: str
     budget: float  # share of the account's equity, (0, 1]
-    max_positions: int  # 0 = only the account-wide limit
+    max_positions: int  # 0 = its budget's share of the account's slots
     created_at: float
     token_hash: str
     role: str = BOT  # "bot" trades; "admin" administers the account (never trades)
@@ -326,6 +326,14 @@ class BotRegistry:
             params.append(claim.lease_until)
         with self.store.tx() as tx:
             return tx.run(sql, params) > 0
+
+    def idempotency_yield(self, bot: Bot, key: str, claim: Claim) -> None:
+        """End this request's lease now, keeping its client order id: the next retry takes
+        the request over at once and resumes what it committed."""
+        with self.store.tx() as tx:
+            tx.run("UPDATE idempotency SET lease_until = ? WHERE bot_id = ? AND key = ? AND "
+                   "status = 0 AND lease_until = ?",
+                   (self.store.clock.now(), bot.id, key, claim.lease_until))
 
     def idempotency_abort(self, bot: Bot, key: str, claim: Claim | None = None) -> None:
         """Forget a claim whose request failed in a way a retry may fix (5xx)."""

@@ -277,6 +277,27 @@ def fail(exc: Exception) -> NoReturn:
     raise typer.Exit(1 if isinstance(exc, ExchangeError | StoreError) else 2)
 
 
+def sqlite_path(url: str) -> str | None:
+    """The file of a SQLite store URL or path; None for PostgreSQL or in-memory."""
+    if url.startswith(("postgresql://", "postgres://")) or ":memory:" in url:
+        return None
+    for prefix in ("sqlite:///", "sqlite://"):
+        if url.startswith(prefix):
+            return url[len(prefix):]
+    return None if "://" in url else url
+
+
+def require_existing_store(url: str | None) -> None:
+    """Read-only commands never create a store: a SQLite file that does not exist is refused
+    (PostgreSQL stores are opened as they are)."""
+    from sizeguard.adapters.sql_store import default_store_url
+
+    path = sqlite_path(url or default_store_url())
+    if path is not None and not Path(path).is_file():
+        raise InvalidInput("--store", url or path, "no such store (nothing recorded yet); "
+                           "`sizeguard trade ... --equity N` or `sizeguard bots add` creates it")
+
+
 def market_book(markets: Path | None, tiers: Path | None) -> MarketBook:
     book = load_markets(markets)
     return attach_tiers(book, tiers) if tiers is not None else book

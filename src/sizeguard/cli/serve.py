@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from typing import Annotated, Any
 
 import typer
@@ -18,7 +19,7 @@ import typer
 from sizeguard.adapters.bots import BotRegistry
 from sizeguard.app.bootstrap import open_state as open_store
 from sizeguard.budget import parse_budget
-from sizeguard.cli.app import app
+from sizeguard.cli.app import app, require_existing_store
 from sizeguard.errors import InvalidInput, SizeguardError, StoreError
 
 bots_app = typer.Typer(help="Bots of the HTTP service: tokens, budgets.", no_args_is_help=True)
@@ -89,6 +90,8 @@ def serve(
         os.environ["SIZEGUARD_STORE"] = url
     except (SizeguardError, ValueError) as exc:
         raise _fail(exc) from None
+    # one console session key for every worker (a cookie signed by one is read by the others)
+    os.environ.setdefault("SIZEGUARD_SESSION_SECRET", secrets.token_hex(32))
     if settings.workers > 1 and url.startswith("sqlite"):
         typer.echo("note: several workers on SQLite serialise on its single writer lock; "
                    "use PostgreSQL to scale out", err=True)
@@ -138,7 +141,7 @@ def bots_add(
     budget: Annotated[str, typer.Option(help="Share of the account's equity: 40% or 0.4.")] = "100%",
     max_positions: Annotated[int, typer.Option(
         "--max-positions", min=0, max=10_000,
-        help="The bot's own slots (0: only the account-wide limit).")] = 0,
+        help="The bot's own slots (0: its budget's share of the account's).")] = 0,
     store: StoreOpt = None,
     account: AccountOpt = "default",
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -170,6 +173,7 @@ def bots_list(store: StoreOpt = None,
               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The bots and their budgets (never their tokens)."""
     try:
+        require_existing_store(store)
         st = open_store(store)
         try:
             bots = BotRegistry(st).bots(account)
@@ -183,7 +187,10 @@ def bots_list(store: StoreOpt = None,
     if not bots:
         typer.echo("no bots; add one with: sizeguard bots add NAME --budget 40%")
     for b in bots:
-        slots = str(b.max_positions) if b.max_positions else "account"
+        if b.is_admin:
+            typer.echo(f"{b.name:20s} {b.id}  account {b.account_id}  admin")
+            continue
+        slots = str(b.max_positions) if b.max_positions else "budget share"
         typer.echo(f"{b.name:20s} {b.id}  account {b.account_id}  budget {b.budget:.0%}  "
                    f"max positions {slots}")
 
@@ -213,6 +220,19 @@ app.add_typer(admin_app, name="admin")
 JsonOpt = Annotated[bool, typer.Option("--json")]
 
 
+ADMIN_EXAMPLES = {
+    "token": "Examples:\n\n  sizeguard admin token ops\n\n"
+             "  sizeguard admin token ops --account default --json",
+    "equity": "Examples:\n\n  sizeguard admin equity 10000\n\n"
+              "  sizeguard admin equity 10000 --peak 12000 --json",
+    "halt": "Examples:\n\n  sizeguard admin halt 'exchange maintenance'",
+    "resume": "Examples:\n\n  sizeguard admin resume",
+    "release": "Examples:\n\n  sizeguard admin release res_0123456789abcdef01234567",
+    "presets": "Examples:\n\n  sizeguard admin presets quantum-4x30 ai-atr-risk\n\n  sizeguard admin presets",
+    "slots": "Examples:\n\n  sizeguard admin slots viper 2\n\n  sizeguard admin slots viper 0 --json",
+}
+
+
 def _admin(store: str | None, account: str, act: Any) -> Any:
     """Run ``act(store)`` on an open store; errors are one line (exit 1 store, 2 input)."""
     try:
@@ -236,7 +256,7 @@ def _emit_state(rs: Any, as_json: bool) -> None:
     typer.echo(json.dumps(rs.to_dict()) if as_json else _state_line(rs))
 
 
-@admin_app.command("token")
+@admin_app.command("token", epilog=ADMIN_EXAMPLES["token"])
 def admin_token(name: Annotated[str, typer.Argument(help="Admin name (letters, digits, - _ .).")],
                 store: StoreOpt = None, account: AccountOpt = "default",
                 as_json: JsonOpt = False) -> None:
@@ -251,7 +271,7 @@ def admin_token(name: Annotated[str, typer.Argument(help="Admin name (letters, d
     typer.echo(token)
 
 
-@admin_app.command("equity")
+@admin_app.command("equity", epilog=ADMIN_EXAMPLES["equity"])
 def admin_equity(equity: Annotated[float, typer.Argument(help="The paper account's equity.")],
                  peak: Annotated[float | None, typer.Option(help="Its peak equity.")] = None,
                  quote: Annotated[str, typer.Option(help="Quote currency of a new account.")] = "USDT",
@@ -268,7 +288,7 @@ def admin_equity(equity: Annotated[float, typer.Argument(help="The paper account
     _emit_state(_admin(store, account, act), as_json)
 
 
-@admin_app.command("halt")
+@admin_app.command("halt", epilog=ADMIN_EXAMPLES["halt"])
 def admin_halt(reason: Annotated[str, typer.Argument(help="Why (shown in every skip).")],
                store: StoreOpt = None, account: AccountOpt = "default",
                as_json: JsonOpt = False) -> None:
@@ -279,7 +299,7 @@ def admin_halt(reason: Annotated[str, typer.Argument(help="Why (shown in every s
     _emit_state(_admin(store, account, act), as_json)
 
 
-@admin_app.command("resume")
+@admin_app.command("resume", epilog=ADMIN_EXAMPLES["resume"])
 def admin_resume(store: StoreOpt = None, account: AccountOpt = "default",
                  as_json: JsonOpt = False) -> None:
     """Resume trading after a halt."""
@@ -289,7 +309,7 @@ def admin_resume(store: StoreOpt = None, account: AccountOpt = "default",
     _emit_state(_admin(store, account, act), as_json)
 
 
-@admin_app.command("release")
+@admin_app.command("release", epilog=ADMIN_EXAMPLES["release"])
 def admin_release(reservation_id: Annotated[str, typer.Argument(help="Reservation id.")],
                   store: StoreOpt = None, account: AccountOpt = "default",
                   as_json: JsonOpt = False) -> None:
@@ -304,7 +324,7 @@ def admin_release(reservation_id: Annotated[str, typer.Argument(help="Reservatio
                ("released" if released else "not held (already filled, released or expired)"))
 
 
-@admin_app.command("presets")
+@admin_app.command("presets", epilog=ADMIN_EXAMPLES["presets"])
 def admin_presets(names: Annotated[list[str] | None, typer.Argument(
                       help="Presets a request may name; none: only the service policy.")] = None,
                   store: StoreOpt = None, account: AccountOpt = "default",
@@ -320,7 +340,7 @@ def admin_presets(names: Annotated[list[str] | None, typer.Argument(
     _emit_state(_admin(store, account, act), as_json)
 
 
-@admin_app.command("slots")
+@admin_app.command("slots", epilog=ADMIN_EXAMPLES["slots"])
 def admin_slots(bot: Annotated[str, typer.Argument(help="Bot name or id.")],
                 max_positions: Annotated[int, typer.Argument(
                     help="Its own slots; 0: its budget's share of the account's.")],

@@ -27,10 +27,17 @@ from rich.table import Table
 from sizeguard.adapters.market_files import builtin_markets
 from sizeguard.adapters.market_snapshot import FileMarketSource
 from sizeguard.adapters.paper import PaperExchange
-from sizeguard.adapters.sql_store import SqlStore, default_store_url
+from sizeguard.adapters.sql_store import SqlStore
 from sizeguard.app import bootstrap
 from sizeguard.app.trader import Trader
-from sizeguard.cli.app import app, clean_floats, effective_policy, positive, side_value
+from sizeguard.cli.app import (
+    app,
+    clean_floats,
+    effective_policy,
+    positive,
+    require_existing_store,
+    side_value,
+)
 from sizeguard.cli.options import ConfigOpt, MarketsOpt, PresetOpt, SetOpt, SideOpt, TiersOpt
 from sizeguard.cli.render import Record, print_fitting
 from sizeguard.core.intent import Intent
@@ -86,22 +93,8 @@ def _store(url: str | None, *, read_only: bool = False) -> SqlStore:
     """The store; ``read_only`` commands refuse a SQLite file that does not exist instead of
     creating it (and its directories)."""
     if read_only:
-        target = url or default_store_url()
-        path = sqlite_path(target)
-        if path is not None and not Path(path).is_file():
-            raise InvalidInput("--store", url or path, "no such store (nothing recorded yet); "
-                               "`sizeguard trade ... --equity N` creates it")
+        require_existing_store(url)
     return bootstrap.open_state(url)
-
-
-def sqlite_path(url: str) -> str | None:
-    """The file of a SQLite store URL or path; None for PostgreSQL or in-memory."""
-    if url.startswith(("postgresql://", "postgres://")) or ":memory:" in url:
-        return None
-    for prefix in ("sqlite:///", "sqlite://"):
-        if url.startswith(prefix):
-            return url[len(prefix):]
-    return None if "://" in url else url
 
 
 JOURNAL_KINDS = ("decision", "order", "fill", "reject", "release", "close", "sync",
