@@ -66,6 +66,8 @@ def measured(row: dict[str, Any]) -> str:
         out += f" CPU ({num(row['wall'])} wall)"
     if "per_entry_us" in row:
         out += f"; {num(row['per_entry_us'])} us per entry"
+    if "engine_only_ms" in row:
+        out += f"; engine alone (decisions cached) {num(row['engine_only_ms'])} ms"
     if "p99_ms" in row:
         out += f"; p50 {num(row['p50_ms'])} ms, p99 {num(row['p99_ms'])} ms"
     return out
@@ -88,7 +90,11 @@ def goal(row: dict[str, Any]) -> str:
     if "goal" not in row:
         return "-"
     met = row.get("met")
-    return f"{row['goal']}: {'reached' if met else '**not reached**'}"
+    out = f"{row['goal']}: {'reached' if met else '**not reached**'}"
+    if not met and row.get("engine_only_ms") and row.get("baseline_value"):
+        out += (f" (the engine alone, decisions cached: "
+                f"{times(row['baseline_value'] / row['engine_only_ms'])})")
+    return out
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
