@@ -26,7 +26,7 @@ from sizeguard.core.account import Account
 from sizeguard.core.adjust import adjust
 from sizeguard.core.decision import Decision, Reason, Status, TraceStep
 from sizeguard.core.intent import LONG, SHORT, Intent
-from sizeguard.core.limits import gate, margin_budget, notional_caps
+from sizeguard.core.limits import cap_note, gate, margin_budget, notional_caps
 from sizeguard.core.lots import ceil_lots, floor_lots, format_amount
 from sizeguard.core.market import MarketRules
 from sizeguard.core.models import (
@@ -54,10 +54,12 @@ MARGIN, NOTIONAL, RISK = "margin", "notional", "risk"
 
 # -- step 1: validate -------------------------------------------------------------------
 
-def _finite(field: str, value: float | None, *, positive: bool = True, allow_zero: bool = False
+def _finite(field: str, value: object, *, positive: bool = True, allow_zero: bool = False
             ) -> None:
-    if value is None:
-        return
+    """Raise :class:`InvalidInput` unless ``value`` is None or a finite number (positive by
+    default). ``value`` is typed ``object``: it is what the caller sent, not yet a float."""
+    if value is None or (type(value) is float and 0.0 < value < math.inf):
+        return  # the common case: a positive finite float (NaN fails both comparisons)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInput(field, value, "must be a number")
     if math.isnan(value) or math.isinf(value):
@@ -137,11 +139,16 @@ class Context:
     or after an adverse move), a liquidation price, the guarded distance, the cross collateral.
     """
 
-    __slots__ = ("_last_tier", "account", "coin_tiers", "cross", "default_tier", "fee", "fee_rt",
-                 "intent", "is_contract", "market", "mb", "policy", "sign")
+    __slots__ = ("_last_tier", "account", "buffer", "coin_tiers", "cross", "default_tier", "fee",
+                 "fee_rt", "intent", "inverse", "is_contract", "is_long", "market", "mb", "policy",
+                 "price", "sign", "unit")
 
     def __init__(self, intent: Intent, account: Account, market: MarketRules, policy: Policy):
         self.intent, self.account, self.market, self.policy = intent, account, market, policy
+        # read once: every step asks for these, and the inputs are plain Python objects
+        self.price, self.is_long, self.inverse = intent.price, intent.is_long, market.inverse
+        self.buffer = policy.liquidation.buffer
+        self.unit = market.unit_value(intent.price)  # quote value of one amount unit
         self.fee = market.taker if market.taker is not None else policy.execution.taker
         self.fee_rt = 2.0 * self.fee
         self.is_contract = market.is_contract
@@ -149,7 +156,7 @@ class Context:
         # ccxt's tier tables for coin-margined contracts count the notional in the settle coin
         # (Binance COIN-M brackets are in BTC); Kraken Futures' levels were converted to USD.
         self.coin_tiers = market.tiers_in_coin
-        self.sign = 1.0 if intent.is_long else -1.0
+        self.sign = 1.0 if self.is_long else -1.0
         # a market without tiers: its max leverage and the policy's default maintenance rate
         self.default_tier = None if market.tiers else Tier(
             0, 0.0, math.inf, policy.leverage.default_mmr, market.max_leverage, 0.0)
@@ -158,7 +165,7 @@ class Context:
 
     def tier_for(self, notional: float) -> Tier:
         """The tier of a position of ``notional`` (quote) at the entry price."""
-        return self._tier_by_units(notional / self.intent.price if self.coin_tiers else notional)
+        return self._tier_by_units(notional / self.price if self.coin_tiers else notional)
 
     def tier_at_adverse_move(self, notional: float, move: float) -> Tier:
         """The tier of the position once the price has moved ``move`` (a fraction of entry)
@@ -168,8 +175,8 @@ class Context:
         entry bracket would understate the maintenance margin."""
         factor = 1.0 - self.sign * move  # price at the move / entry
         if self.coin_tiers:
-            units = notional / (self.intent.price * factor)
-        elif self.market.inverse:  # Kraken inverse: the levels count USD contracts, fixed
+            units = notional / (self.price * factor)
+        elif self.inverse:  # Kraken inverse: the levels count USD contracts, fixed
             units = notional
         else:
             units = notional * factor
@@ -191,7 +198,7 @@ class Context:
     def cum_quote(self, tier: Tier) -> float:
         """The tier's maintenance amount in quote (a coin amount valued at entry)."""
         if self.coin_tiers:
-            return tier.maintenance_amount * self.intent.price
+            return tier.maintenance_amount * self.price
         return tier.maintenance_amount
 
     def liquidation(self, notional: float, collateral: float, tier: Tier) -> tuple[float, Tier]:
@@ -201,7 +208,7 @@ class Context:
         COIN-M FAQ, note under "Maintenance Margin Rate"). Maintenance margin is continuous in
         the notional, so the settled price is the one where equity meets maintenance.
         """
-        entry, is_long, inverse = self.intent.price, self.intent.is_long, self.market.inverse
+        entry, is_long, inverse = self.price, self.is_long, self.inverse
         lp, used = entry, tier
         for _ in range(LIQUIDATION_ROUNDS):
             used = tier
@@ -218,20 +225,20 @@ class Context:
         """The adverse move liquidation must lie beyond: the stop distance plus the buffer.
         A linear long's liquidation price cannot fall below zero (a 100% move), and a long
         liquidated only at zero or below is never liquidated: its requirement stops there."""
-        need = stop_distance * (1.0 + self.policy.liquidation.buffer)
-        return min(need, 1.0) if self.sign > 0 and not self.market.inverse else need
+        need = stop_distance * (1.0 + self.buffer)
+        return min(need, 1.0) if self.sign > 0 and not self.inverse else need
 
     def safe_leverage(self, notional: float, need: float) -> float:
         """The highest isolated leverage keeping liquidation ``need`` beyond entry (tier judged
         at that move)."""
         t = self.tier_at_adverse_move(notional, need)
-        return liq.max_safe_leverage(self.intent.is_long, self.market.inverse, need,
+        return liq.max_safe_leverage(self.is_long, self.inverse, need,
                                      t.maintenance_margin_rate, self.cum_quote(t), notional)
 
     def safe_cross_notional(self, notional: float, need: float) -> float:
         """The largest cross-margin notional keeping liquidation ``need`` beyond entry."""
         t = self.tier_at_adverse_move(notional, need)
-        return liq.max_safe_notional_cross(self.intent.is_long, self.market.inverse, need,
+        return liq.max_safe_notional_cross(self.is_long, self.inverse, need,
                                            t.maintenance_margin_rate, self.cum_quote(t),
                                            self.cross_collateral())
 
@@ -243,7 +250,7 @@ class Context:
 
     def unit_value(self) -> float:
         """Quote value of one amount unit (a contract, or one base unit for spot)."""
-        return self.market.unit_value(self.intent.price)
+        return self.unit
 
 
 class Stop(NamedTuple):
@@ -271,15 +278,16 @@ class Sizing:
     budget: Budget = NO_BUDGET
     notional: float = 0.0
     leverage: float = 1.0
-    caps: list[tuple[float, Reason, str]] = field(default_factory=list)
+    caps: list[tuple[float, Reason]] = field(default_factory=list)
     tier: Tier | None = None
+    formatted: tuple[int, str] = (-1, "")  # lots and their amount string, formatted once
 
     @property
     def keeps_margin(self) -> bool:
         return self.budget.kind == MARGIN
 
     def static_cap(self) -> float:
-        return min((max(c, 0.0) for c, _, _ in self.caps), default=math.inf)
+        return min((max(c, 0.0) for c, _ in self.caps), default=math.inf)
 
 
 class Log:
@@ -293,7 +301,9 @@ class Log:
 
     def step(self, name: str, values: Values = (), bound: Reason | None = None,
              note: str | None = None) -> None:
-        self.trace.append(TraceStep(name, values, None if bound is None else str(bound), note))
+        # tuple.__new__ skips the named tuple's Python-level __new__ (a dozen steps a decision)
+        self.trace.append(tuple.__new__(TraceStep, (name, values, None if bound is None
+                                                    else bound.value, note)))
 
     def reason(self, code: Reason) -> None:
         if code not in self.reasons:
@@ -454,13 +464,14 @@ def apply_limits(ctx: Context, log: Log, sz: Sizing, lev0: float) -> Reason | No
         top = m.tiers[-1].max_notional
         if math.isfinite(top):
             unit = ctx.intent.price if ctx.coin_tiers else 1.0
-            sz.caps.append((top * unit * (1 - FLOAT_SLACK), Reason.CAPPED_TIER_NOTIONAL,
-                            "top of the exchange's leverage tiers"))
+            sz.caps.append((top * unit * (1 - FLOAT_SLACK), Reason.CAPPED_TIER_NOTIONAL))
     before = sz.notional
-    for cap, code, what in sz.caps:
+    for cap, code in sz.caps:
         if sz.notional > cap:
             sz.notional = max(cap, 0.0)
             log.reason(code)
+            what = ("top of the exchange's leverage tiers" if code is Reason.CAPPED_TIER_NOTIONAL
+                    else cap_note(code, ctx.intent, ctx.account, ctx.policy.limits))
             log.step("limit", (("notional", sz.notional),), bound=code, note=what)
     mb = ctx.mb
     mcap, mcode = mb.cap(lev0, ctx.fee)
@@ -732,8 +743,9 @@ def exchange_rules(ctx: Context, log: Log, sz: Sizing) -> tuple[int, Reason | No
         log.reason(Reason.ROUNDED_TO_STEP)
     min_cost, cost_src = _min_cost(ctx)
     short, need = _shortfall(ctx, lots, min_amount, min_cost)
+    sz.formatted = (lots, format_amount(lots, m.amount_step_decimal))
     log.step("exchange_rules", (("quantity", qty), ("lot_step", step), ("lots", lots),
-                                ("amount", format_amount(lots, m.amount_step_decimal)),
+                                ("amount", sz.formatted[1]),
                                 ("min_amount", min_amount), ("min_cost", min_cost),
                                 ("min_cost_source", cost_src), ("max_amount", max_amount)))
     if not short:
@@ -880,7 +892,7 @@ def finish(ctx: Context, log: Log, sz: Sizing, lots: int, skip: Reason | None) -
     else:
         risk, basis = notional + fees, "notional"
     status = Status.SKIPPED if skip is not None else Status.ACCEPTED
-    amount = format_amount(lots, m.amount_step_decimal)
+    amount = sz.formatted[1] if sz.formatted[0] == lots else format_amount(lots, m.amount_step_decimal)
     log.step("decision", (("status", str(status)), ("amount", amount), ("notional", notional),
                           ("margin", margin), ("leverage", lev), ("risk", risk), ("fees", fees),
                           ("liquidation_price", liq_price)))

@@ -75,16 +75,24 @@ def margin_budget(account: Account, limits: Limits) -> MarginBudget:
     return MarginBudget(per_trade, max(room, 0.0), max(account.available_margin, 0.0))
 
 
-def notional_caps(intent: Intent, account: Account, limits: Limits
-                  ) -> list[tuple[float, Reason, str]]:
-    """Caps on the notional that do not depend on leverage, in DESIGN order."""
+def notional_caps(intent: Intent, account: Account, limits: Limits) -> list[tuple[float, Reason]]:
+    """Caps on the notional that do not depend on leverage, in DESIGN order (the words for
+    the trace come from :func:`cap_note`, built only for a cap that binds)."""
     return [
-        (limits.max_notional, Reason.CAPPED_MAX_NOTIONAL, "max notional per trade"),
-        (limits.max_symbol_notional - account.symbol_exposure(intent.symbol), Reason.CAPPED_SYMBOL,
-         f"per-symbol cap {limits.max_symbol_notional:g} less open "
-         f"{account.symbol_exposure(intent.symbol):g}"),
-        (limits.max_gross_exposure - account.gross_exposure, Reason.CAPPED_GROSS_EXPOSURE,
-         f"gross cap {limits.max_gross_exposure:g} less open {account.gross_exposure:g}"),
-        (limits.max_equity_leverage * account.equity, Reason.CAPPED_EQUITY_LEVERAGE,
-         f"equity x {limits.max_equity_leverage:g}"),
+        (limits.max_notional, Reason.CAPPED_MAX_NOTIONAL),
+        (limits.max_symbol_notional - account.symbol_exposure(intent.symbol), Reason.CAPPED_SYMBOL),
+        (limits.max_gross_exposure - account.gross_exposure, Reason.CAPPED_GROSS_EXPOSURE),
+        (limits.max_equity_leverage * account.equity, Reason.CAPPED_EQUITY_LEVERAGE),
     ]
+
+
+def cap_note(code: Reason, intent: Intent, account: Account, limits: Limits) -> str:
+    """What a cap of :func:`notional_caps` is, in words."""
+    if code is Reason.CAPPED_MAX_NOTIONAL:
+        return "max notional per trade"
+    if code is Reason.CAPPED_SYMBOL:
+        return (f"per-symbol cap {limits.max_symbol_notional:g} less open "
+                f"{account.symbol_exposure(intent.symbol):g}")
+    if code is Reason.CAPPED_GROSS_EXPOSURE:
+        return f"gross cap {limits.max_gross_exposure:g} less open {account.gross_exposure:g}"
+    return f"equity x {limits.max_equity_leverage:g}"
