@@ -35,7 +35,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchjson, also under runpy
 
+from benchjson import Emitter, json_output
 from sizeguard.adapters.market_files import load_markets
 from sizeguard.backtest import engine as eng
 from sizeguard.backtest.candles import Panel
@@ -206,7 +208,8 @@ def time_backtrader(panel: Panel, sig: Any, bars: int) -> tuple[float, int] | No
     return dt, orders
 
 
-def one_density(panel: Panel, fast: int, slow: int, args: argparse.Namespace) -> dict[str, float]:
+def one_density(panel: Panel, fast: int, slow: int, args: argparse.Namespace,
+                emit: Emitter) -> dict[str, float]:
     sig = long_only(ema_cross(panel, fast, slow, tp_r=TP_R, allow_short=False))
     print(f"\n## {args.bars:,} random-walk 1m bars, {sig.n_entries:,} long entry signals "
           f"(EMA {fast}/{slow}), stop 1.5 x ATR, take-profit 2R, fees {FEE:.2%}")
@@ -236,6 +239,18 @@ def one_density(panel: Panel, fast: int, slow: int, args: argparse.Namespace) ->
         print(f"backtrader  {scaled * 1000:9.1f} ms  (measured {btr[0]:.2f} s on the first {m:,} "
               f"bars, {btr[1]:,} filled orders, scaled x{args.bars / m:g})   sizeguard is "
               f"{scaled / total:.0f}x faster")
+    extra: dict[str, Any] = {
+        "entries": r.decisions, "trades": len(r.trades), "liquidations": r.liquidations,
+        "per_entry_us": per_entry * 1e6, "decide_us": in_decide * 1e6 / max(r.decisions, 1),
+        "no_entries_ms": bare * 1000, "ema": f"{fast}/{slow}", "bars": args.bars}
+    if "backtrader" in out:
+        extra.update(backtrader_value=out["backtrader"] * 1000,
+                     backtrader_ratio=out["backtrader"] / total)
+    if "vectorbt" in out:
+        extra.update(baseline="vectorbt from_signals", baseline_value=out["vectorbt"] * 1000,
+                     goal=">= 1.0x vectorbt", met=out["vectorbt"] / total >= 1.0)
+    emit("backtest", f"{args.bars / 1e6:g}M bars, {r.decisions:,} entries", total * 1000, "ms",
+         **extra)
     return out
 
 
@@ -247,13 +262,20 @@ def main() -> None:
                     help="FAST/SLOW spans of the entry signals (repeatable; default 240/960 and "
                          "60/240: a sparse and a dense entry density)")
     ap.add_argument("--repeat", type=int, default=3, help="best of N for sizeguard and vectorbt")
+    ap.add_argument("--json", action="store_true",
+                    help="one JSON object per case per line on stdout (the report goes to stderr)")
     args = ap.parse_args()
+    with json_output(args.json) as emit:
+        run(args, emit)
+
+
+def run(args: argparse.Namespace, emit: Emitter) -> None:
     spans = [tuple(int(x) for x in e.split("/")) for e in (args.ema or ["240/960", "60/240"])]
     panel = random_walk(args.bars)
     print(f"# {platform.python_implementation()} {platform.python_version()} on "
           f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}; best of {args.repeat} (backtrader: one run)")
-    rows = [one_density(panel, fast, slow, args) for fast, slow in spans]
+    rows = [one_density(panel, fast, slow, args, emit) for fast, slow in spans]
     print("\n# summary: entries, sizeguard ms, vs vectorbt (goal > 1x), vs backtrader (goal >= 500x)")
     for o in rows:
         vb = f"{o['vectorbt'] / o['sizeguard']:.2f}x" if "vectorbt" in o else "n/a"

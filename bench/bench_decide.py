@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from benchjson import json_output
 from sizeguard.adapters.market_files import load_markets
 from sizeguard.config import load_policy
 from sizeguard.core.account import Account
@@ -93,12 +94,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--number", type=int, default=5_000, help="calls per batch")
     parser.add_argument("--repeat", type=int, default=15, help="batches per case")
+    parser.add_argument("--json", action="store_true", help="one JSON object per case per line "
+                        "on stdout (the report goes to stderr)")
     args = parser.parse_args(argv)
+    with json_output(args.json) as emit:
+        code = report(args)
+        base = RESULTS[0]
+        for name, wall, cpu in RESULTS:  # every case beside the first (the baseline)
+            extra = {} if name == base[0] else {"baseline": base[0], "baseline_value": base[2]}
+            if "tiers + guard" in name:
+                extra.update(goal="<= 10 us CPU", met=cpu <= 10)
+            emit("decide", name, cpu, "us", cpu=cpu, wall=wall, **extra)
+    return code
+
+
+RESULTS: list[tuple[str, float, float]] = []  # (case, wall us, cpu us) of the last report
+
+
+def report(args: argparse.Namespace) -> int:
 
     print(f"python {platform.python_version()} on {platform.machine()}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     print(f"{args.repeat} batches x {args.number} calls per case; median batch, per call\n")
     results = [(name, *median_us(fn, args.number, args.repeat)) for name, fn in cases()]
+    RESULTS[:] = results
     base_wall, base_cpu = results[0][1], results[0][2]
     print(f"{'case':32s} {'wall us':>9s} {'x base':>7s} {'cpu us':>9s} {'x base':>7s}")
     for name, wall, cpu in results:

@@ -18,7 +18,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchjson, also under runpy
 
+from benchjson import Emitter, json_output
 from sizeguard.backtest.montecarlo import simulate
 
 GOAL_S = 0.5
@@ -29,7 +31,14 @@ def main() -> None:
     ap.add_argument("--paths", type=int, default=10_000)
     ap.add_argument("--trades", type=int, default=1_000)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--json", action="store_true",
+                    help="one JSON object per case per line on stdout (the report goes to stderr)")
     args = ap.parse_args()
+    with json_output(args.json) as emit:
+        run(args, emit)
+
+
+def run(args: argparse.Namespace, emit: Emitter) -> None:
     returns = np.random.default_rng(0).normal(0.001, 0.02, 1_000)
     print(f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
           f"{args.paths:,} paths x {args.trades:,} trades, best of {args.repeat}")
@@ -45,6 +54,8 @@ def main() -> None:
         print(f"{method:10s} {best * 1000:8.1f} ms  ({verdict} the {GOAL_S:g} s goal)  "
               f"P(ruin at 50%) {m.probability_of_ruin:.3f}, median final x"
               f"{float(np.median(m.final)):.3f}")
+        emit("montecarlo", f"{method}, {args.paths:,} paths x {args.trades:,} trades",
+             best * 1000, "ms", goal=f"<= {GOAL_S * 1000:g} ms", met=best <= GOAL_S)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import uuid
 
 import storefix
 from sizeguard.adapters.sql_store import open_store
+from sizeguard.core import position
 from sizeguard.core.decide import decide
 from sizeguard.core.intent import Intent
 from storefix import many_symbols, notional_policy
@@ -27,8 +28,10 @@ def main(url: str) -> None:
                                      client_order_id=f"{tag}-{n}", snapshot_id="crash")
         print(f"committed {r.journal_id}", flush=True)
         if r.reservation is not None and n % 2:
+            o = position.opened(book[symbol], float(r.reservation.amount), 50000.0,
+                                r.reservation.leverage)
             pos = store.fill_reservation(r.reservation.id, amount=r.reservation.amount,
-                                         entry_price=50000.0)
+                                         entry_price=50000.0, notional=o.notional, margin=o.margin)
             store.close_position(pos.id, exit_price=50100.0 if n % 4 == 1 else 49900.0)
         elif r.reservation is not None:
             store.release_reservation(r.reservation.id, "crash test")

@@ -17,9 +17,10 @@ from sizeguard.adapters.market_files import load_markets
 from sizeguard.adapters.sql_store import SqlStore, open_store
 from sizeguard.app.services import ReserveRequest, reserve_one
 from sizeguard.config import load_policy
+from sizeguard.core import position
 from sizeguard.core.market import MarketBook
 from sizeguard.core.policy import Policy
-from sizeguard.ports import DecideFn, Reserved
+from sizeguard.ports import DecideFn, Reservation, Reserved, StoredPosition
 
 PG_URL = os.environ.get("SIZEGUARD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 _pg_checked: list[str | None] = []
@@ -112,3 +113,14 @@ def reserve(store: SqlStore, account_id: str, decide_fn: DecideFn, *, client_ord
     """The application's decide-and-reserve (one unit of work) for one decision, no owner."""
     return reserve_one(store, account_id, ReserveRequest(
         lambda account, _own: decide_fn(account), client_order_id, snapshot_id, ttl, claim))
+
+
+def fill(store: SqlStore, res: Reservation, price: float, *, fee: float = 0.0,
+         book: MarketBook | None = None, amount: str | None = None) -> StoredPosition:
+    """Fill ``res`` (whole, or ``amount``) at ``price`` with the core's notional and margin on
+    its market (``book``, default the built-in markets): the store records, never computes."""
+    market = (book or load_markets(None))[res.symbol]
+    amt = amount if amount is not None else res.amount
+    o = position.opened(market, float(amt), price, res.leverage)
+    return store.fill_reservation(res.id, amount=amt, entry_price=price, notional=o.notional,
+                                  margin=o.margin, fee=fee)

@@ -4,6 +4,7 @@ the BTC perpetual 1m; the HTML report, the ledger and Monte Carlo from the ledge
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -29,11 +30,17 @@ def test_five_presets_on_btc_1h_produce_the_report(tmp_path: Path) -> None:
     assert [r["policy"] for r in rows] == list(PRESETS)
     assert all(r["decisions"] > 500 for r in rows)
     html = report.read_text()
-    assert html.count("<svg") == 6 and "<script" not in html and "https://" not in html
+    # interactive: plotly.js inside the file, nothing loaded from elsewhere (offline)
+    assert "Plotly.newPlot" in html and html.count("plotly.js v") >= 1
+    assert not re.search(r"<script[^>]*\bsrc=", html) and not re.search(r"<link[^>]*https?:", html)
+    for div in ("equity", "risk", "equity-panels", "drawdown", "per-trade", "skips",
+                "montecarlo"):
+        assert f'id="{div}"' in html
     assert "Monte Carlo" in html and "P(ruin)" in html
     for p in PRESETS:
         assert p in html
     assert "Drawdown" in html and "Skipped entries by reason" in html
+    assert "risk per trade, % of equity" in html
 
 
 def test_btc_perp_1m_ledger_and_montecarlo(tmp_path: Path) -> None:

@@ -238,8 +238,9 @@ def test_entries_while_in_position_are_ignored_and_spot_cannot_short() -> None:
 
 
 def test_losing_streak_halves_the_risk() -> None:
-    # Risk model: 1% of equity to a 3% stop plus 0.2% round-trip fees: notional = E x 0.01 /
-    # 0.032. Three stopped-out longs, then the fourth entry sees losing_streak 3 -> x 0.5.
+    # Risk model: 1% of equity to a 3% stop plus fees 0.1% at entry and 0.1% on the notional at
+    # the stop (97% of entry's): notional = E x 0.01 / (0.03 + 0.001 + 0.00097) = E x 0.01 /
+    # 0.03197. Three stopped-out longs, then the fourth entry sees losing_streak 3 -> x 0.5.
     bars = [FLAT]
     entries = {}
     for _ in range(4):
@@ -254,13 +255,14 @@ def test_losing_streak_halves_the_risk() -> None:
     for rec in r.records:
         e = rec.account.equity
         mult = 0.5 if rec.account.losing_streak >= 3 else 1.0
-        lots = math.floor(e * 0.01 * mult / 0.032 / 100 / 0.001 + 1e-9)
+        lots = math.floor(e * 0.01 * mult / 0.03197 / 100 / 0.001 + 1e-9)
         assert rec.decision.lots == lots
-    # the first: 10,000 x 0.01 / 0.032 = 3,125 notional = 31.25 units
-    assert r.trades[0]["amount"] == "31.25"
-    # its loss: 31.25 x 3 + fees 3.125 + 3.03125 = 99.90625
-    assert r.trades[0]["net_pnl"] == pytest.approx(-99.90625)
-    assert r.records[1].account.equity == pytest.approx(10_000 - 99.90625)
+    # the first: 10,000 x 0.01 / 0.03197 = 3,127.93 notional = 31.279 units (floored)
+    assert r.trades[0]["amount"] == "31.279"
+    # its loss: 31.279 x 3 + entry fee 3.1279 + exit fee 31.279 x 97 x 0.001 = 3.034063
+    # = 93.837 + 3.1279 + 3.034063 = 99.998963, the budget 100 to within the lot rounding
+    assert r.trades[0]["net_pnl"] == pytest.approx(-99.998963)
+    assert r.records[1].account.equity == pytest.approx(10_000 - 99.998963)
 
 
 def test_daily_loss_halt_is_a_skip() -> None:

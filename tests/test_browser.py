@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -168,7 +169,7 @@ def test_what_if_form_gives_the_decision_of_size_json(page: Any, server: tuple[S
     cli = subprocess.run(
         [SIZEGUARD, "size", BTC, "--side", "short", "--price", "87669", "--equity", "8930.41",
          "--atr", "2000", "--confidence", "0.52", "--preset", "ai-atr-risk", "--json"],
-        capture_output=True, text=True, env=clean_env(), check=True, timeout=60)
+        capture_output=True, text=True, env=clean_env(ENV), check=True, timeout=60)  # as served
     expected = json.loads(cli.stdout)
     off = _sign_in(page, s, ADMIN)
     form = "#whatif-form"
@@ -198,4 +199,62 @@ def test_docs_render_every_operation_offline(page: Any, server: tuple[Server, st
     page.wait_for_selector(".opblock", timeout=15_000)
     assert page.locator(".opblock").count() == n
     assert "/v1/decisions" in (page.text_content(".swagger-ui") or "")
+    assert not off.outside, off.outside
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A report of the five presets: ``SIZEGUARD_REPORT_HTML`` when given (the docs pictures
+    use the BTC 1h one), else a fresh one on Coinbase BTC/USD daily candles."""
+    _need_browser()
+    given = os.environ.get("SIZEGUARD_REPORT_HTML")
+    if given:
+        return Path(given)
+    from conftest import shared_path
+
+    candles = shared_path("ohlcv", "coinbase", "BTC_USD-1d.csv")
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    subprocess.run([SIZEGUARD, "backtest", "--candles", str(candles), "--strategy", "ema-cross",
+                    "--fast", "5", "--slow", "20", "--tp-r", "2", "--report", str(out),
+                    "--montecarlo", "500", "--no-progress", "--json"],
+                   capture_output=True, text=True, env=clean_env(), check=True, timeout=120)
+    return out
+
+
+def test_report_shows_every_policy_offline(page: Any, report: Path, tmp_path: Path) -> None:
+    from sizeguard.config.loader import PRESETS
+
+    off = Offline(page, "file:")
+    page.goto(report.resolve().as_uri())
+    page.wait_for_selector("#montecarlo .main-svg", timeout=30_000)
+    for div in ("equity", "risk", "equity-panels", "drawdown", "per-trade", "skips",
+                "montecarlo"):
+        assert page.locator(f"#{div} .main-svg").count() >= 1, div
+    legend = page.locator("#equity .legendtext").all_text_contents()
+    panels = page.locator("#equity-panels .gtitle, #equity-panels .annotation-text"
+                          ).all_text_contents()
+    fans = " ".join(page.locator("#montecarlo .annotation-text").all_text_contents())
+    per_trade = " ".join(page.locator("#per-trade .annotation-text").all_text_contents())
+    for p in PRESETS:
+        assert any(t.startswith(p) for t in legend), (p, legend)  # on the equity chart
+        assert any(t.startswith(p) for t in panels), (p, panels)  # its own equity panel
+        name = rf"{re.escape(p)}(@\S+)?"  # kraken-micro@BTC/USD trades its own market
+        assert re.search(name + ": risk per trade", per_trade), (p, per_trade)
+        assert re.search(name + ": leverage per trade", per_trade), (p, per_trade)
+        assert re.search(name + r": P\(ruin\)", fans), (p, fans)
+    # the policies are told apart by dash style as well as colour
+    dashes = page.eval_on_selector_all(
+        "#equity .scatterlayer .trace .js-line",
+        "els => els.map(e => e.style.strokeDasharray || 'solid')")
+    assert len(set(dashes)) >= min(5, len(PRESETS)), dashes
+    shot = tmp_path / "report.png"
+    page.screenshot(path=str(shot), full_page=True)
+    _save(shot, "report.png")
+    # the README's picture: equity on both scales and the risk per trade, from this report
+    top, bottom = page.locator("#equity").bounding_box(), page.locator("#risk").bounding_box()
+    assert top is not None and bottom is not None
+    page.screenshot(path=str(tmp_path / "readme.png"), full_page=True, clip={
+        "x": 0, "y": top["y"], "width": top["x"] + top["width"] + 8,
+        "height": bottom["y"] + bottom["height"] - top["y"]})
+    _save(tmp_path / "readme.png", "backtest-btc-1h.png")
     assert not off.outside, off.outside

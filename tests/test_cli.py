@@ -98,8 +98,9 @@ def test_short_with_stop_price_and_leverage() -> None:
                     "--stop", "3090", "--preset", "viper-50x", "--leverage", "10")
     check_contract(obj)
     assert obj["side"] == "short" and obj["stop_price"] == 3090
-    # risk 20 / (3% + 0.1%) = 645.16 -> 0.215 ETH at 10x
-    assert obj["amount"] == "0.215" and obj["leverage"] == 10
+    # fees: 0.05% at entry + 0.05% on the notional at the stop (103% of entry's) = 0.1015%;
+    # risk 20 / (3% + 0.1015%) = 644.85 -> 0.21495 -> 0.214 ETH at 10x
+    assert obj["amount"] == "0.214" and obj["leverage"] == 10
 
 
 def test_available_and_markets_file() -> None:

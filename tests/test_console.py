@@ -148,3 +148,17 @@ def test_what_if_equals_sizeguard_size_json(store: SqlStore) -> None:
         assert got == expected
         bad = client.post("/ui/api/whatif", json={**intent, "preset": "nope"}, headers=csrf)
         assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "preset"
+
+
+def test_caps_include_each_symbols_notional_against_its_cap(store: SqlStore) -> None:
+    _, token = BotRegistry(store).add("alpha", account_id="default")
+    with _client(store, "limits.max_symbol_notional=1000", "limits.max_gross_exposure=4000"
+                 ) as client:
+        held = _reserve(client, token)["reservation"]
+        _login(client, ADMIN)
+        caps = {c["name"]: c for c in client.get("/ui/api/overview").json()["account"]["caps"]}
+        btc = caps[f"{BTC} notional"]
+        assert btc["used"] == pytest.approx(held["notional"]) and btc["cap"] == 1000.0
+        assert btc["ratio"] == pytest.approx(held["notional"] / 1000.0)
+        gross = caps["gross exposure"]
+        assert gross["used"] == pytest.approx(held["notional"]) and gross["cap"] == 4000.0

@@ -82,6 +82,5 @@ def test_the_store_hands_back_a_decision_and_the_reservation_keeps_its_price(
     assert again.decision.to_dict() == first.decision.to_dict()
     assert again.reservation is not None and again.reservation.entry_price == 50000.0
     # a fill at another price is valued against the decided one: 10% higher, 10% more notional
-    pos = store.fill_reservation(first.reservation.id, amount=first.reservation.amount,
-                                 entry_price=55000.0)
+    pos = storefix.fill(store, first.reservation, 55000.0)
     assert abs(pos.notional - first.reservation.notional * 1.1) < 1e-9

@@ -207,13 +207,16 @@ def test_ai_atr_risk_policy_override_through_python_api(book: MarketBook) -> Non
 
 
 def test_ai_atr_risk_fees_in_risk_default(book: MarketBook) -> None:
-    # Default (fees inside the risk): round trip 2 x 0.05% = 0.1%;
-    # notional = 44.65205 / (0.0342196 + 0.001) = 1,267.82 (before limits) -> capped 1,250.
+    # Default (fees inside the risk): entry fee 0.05% on the entry notional, exit fee 0.05% on
+    # the notional at the stop, which for a long is entry notional x (1 - 0.0342196):
+    # fee rate 0.0005 + 0.0005 x 0.9657804 = 0.00098289 (0.098289%);
+    # notional = 44.65205 / (0.0342196 + 0.00098289) = 44.65205 / 0.0352025 = 1,268.43
+    # (before limits) -> capped 1,250.
     d = run(book, "ai-atr-risk", AI, AI_EQUITY)
     n = trace_step(d, "notional")
-    assert n["fee_round_trip_pct"] == pytest.approx(0.1)
-    assert n["notional"] == pytest.approx(AI_RISK / (AI_DIST + 0.001))
-    assert round(n["notional"], 2) == 1_267.82
+    assert n["fee_round_trip_pct"] == pytest.approx(0.098289, abs=1e-6)
+    assert n["notional"] == pytest.approx(AI_RISK / (AI_DIST + 0.0005 + 0.0005 * (1 - AI_DIST)))
+    assert round(n["notional"], 2) == 1_268.43
     assert Reason.CAPPED_MAX_NOTIONAL in d.reasons
 
 
@@ -243,8 +246,10 @@ def test_ai_atr_risk_guard_lowers_leverage(book: MarketBook) -> None:
     assert d.margin == pytest.approx(1_227.366 / 21)
     assert d.liquidation_price == pytest.approx(87_669.0 * (1 - 1 / 21) / 0.996)
     assert d.liquidation_price < d.stop_price  # type: ignore[operator]
-    # risk after rounding, fees in: 1,227.366 x (0.0342196 + 0.001) = 43.2274 <= 44.65
-    assert d.risk == pytest.approx(1_227.366 * (AI_DIST + 0.001))
+    # risk after rounding, fees in (exit fee at the stop, as above):
+    # 1,227.366 x (0.0342196 + 0.00098289) = 1,227.366 x 0.0352025 = 43.2064 <= 44.65
+    assert d.risk == pytest.approx(1_227.366 * (AI_DIST + 0.0005 + 0.0005 * (1 - AI_DIST)))
+    assert d.risk == pytest.approx(43.2064, abs=1e-4)
     assert d.risk <= AI_RISK
 
 
@@ -325,19 +330,22 @@ def test_ai_atr_risk_equity_leverage_cap(book: MarketBook) -> None:
 # ---------------------------------------------------------------------------------------------
 def test_viper_50x_risk_and_guard(book: MarketBook) -> None:
     # equity 1,000, ETH short at 3,000, stop 1.5% above: risk 20;
-    # notional 20 / (0.015 + 0.001) = 1,250 (before rounding); margin at 50x 25 <= 100 (10%).
+    # fees: entry 0.05% + exit 0.05% on the notional at the stop (a short's: 101.5% of entry's)
+    # = 0.0005 + 0.0005 x 1.015 = 0.0010075;
+    # notional 20 / (0.015 + 0.0010075) = 20 / 0.0160075 = 1,249.41 (before rounding);
+    # margin at 50x 24.99 <= 100 (10%).
     # Liquidation at 50x (short, mmr 0.4%): 3,000 x (1 + 1/50) / 1.004 -> 1.594% away, inside
     # the 1.5% x 1.25 = 1.875% required: k = 1.01875 x 1.004 - 1 = 0.022825 -> 43.81 -> 43x.
-    # After rounding: 1,250 / 3,000 = 0.41667 -> 0.416 ETH, notional 1,248, margin 1,248 / 43.
+    # After rounding: 1,249.41 / 3,000 = 0.41647 -> 0.416 ETH, notional 1,248, margin 1,248 / 43.
     d = run(book, "viper-50x", Intent("ETH/USDT:USDT", "short", 3_000.0, stop_pct=1.5), 1_000.0)
     assert trace_step(d, "notional")["risk_money"] == pytest.approx(20.0)
-    assert trace_step(d, "notional")["notional"] == pytest.approx(1_250.0)
+    assert trace_step(d, "notional")["notional"] == pytest.approx(1_249.4143, abs=1e-4)
     assert d.leverage == 43.0
     assert Reason.LEVERAGE_LOWERED_FOR_LIQUIDATION in d.reasons
     assert d.amount == "0.416"
     assert d.notional == pytest.approx(1_248.0)
     assert d.margin == pytest.approx(1_248.0 / 43)
-    assert d.risk == pytest.approx(1_248.0 * 0.016)  # 19.968 <= 20
+    assert d.risk == pytest.approx(1_248.0 * 0.0160075)  # 19.9774 <= 20
     assert d.stop_price == pytest.approx(3_045.0)
 
 

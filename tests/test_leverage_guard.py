@@ -93,8 +93,9 @@ def test_reference_case_guard_off_reproduces_the_seed(btc: MarketRules) -> None:
     seed = _ref(btc, 'liquidation.guard="off"', "sizing.fees_in_risk=false")
     assert _step(seed, "notional")["notional"] == pytest.approx(1_304.87, abs=0.005)
     assert _step(seed, "leverage")["margin"] == pytest.approx(41.67, abs=0.005)
-    # and with fees in the risk: 44.65205 / 0.0352196 = 1,267.82
-    assert _step(d, "notional")["notional"] == pytest.approx(1_267.82, abs=0.005)
+    # and with fees in the risk (exit fee on the notional at the stop, 96.578% of entry's):
+    # 44.65205 / (0.0342196 + 0.0005 + 0.0005 x 0.9657804) = 44.65205 / 0.0352025 = 1,268.43
+    assert _step(d, "notional")["notional"] == pytest.approx(1_268.43, abs=0.005)
 
 
 def test_reference_case_refuse(btc: MarketRules) -> None:

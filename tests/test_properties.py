@@ -235,9 +235,13 @@ def test_risk_after_rounding_within_budget(case: Any) -> None:
     budget = trace_step(d, "notional")["risk_money"]
     tolerance = p.execution.raise_tolerance if Reason.RAISED_TO_MINIMUM in d.reasons else 0.0
     assert d.risk <= budget * (1 + tolerance) * REL, (d.risk, budget, d.reasons)
-    # the risk is the stop loss plus taker fees both ways (when fees are in the risk)
-    fees = 2 * fee_of(m, p) if p.sizing.fees_in_risk else 0.0
-    assert d.risk == pytest.approx(d.notional * (d.stop_distance_pct / 100 + fees))
+    # the risk is the stop loss plus the taker fees (when fees are in the risk): the entry fee on
+    # the entry notional, the exit fee on the notional at the stop (DESIGN.md); an inverse
+    # contract's quote notional is the same at the stop
+    assert d.stop_price is not None
+    at_stop = d.notional if m.inverse else d.notional * d.stop_price / d.entry_price
+    fees = fee_of(m, p) * (d.notional + at_stop) if p.sizing.fees_in_risk else 0.0
+    assert d.risk == pytest.approx(d.notional * d.stop_distance_pct / 100 + fees)
 
 
 @SETTINGS

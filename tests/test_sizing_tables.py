@@ -54,7 +54,9 @@ MODEL_CASES = [
     ("risk-roe", {"model": "risk", "risk": 0.01}, {"stop_roe": 20.0}, {}, {},
      "5"),  # 20% of margin at 10x = 2% of price -> 500
     ("risk-with-fees", {"model": "risk", "risk": 0.01}, {"stop_pct": 2.0}, {},
-     {"taker": 0.0005}, "4.761"),  # 10 / (0.02 + 2 x 0.0005) = 476.19 -> 4.761
+     {"taker": 0.0005}, "4.764"),
+    # entry fee 0.0005 + exit fee 0.0005 on the notional at the stop (98% of entry's):
+    # 10 / (0.02 + 0.0005 + 0.0005 x 0.98) = 10 / 0.02099 = 476.417 -> 4.764
     ("risk-fees-excluded", {"model": "risk", "risk": 0.01, "fees_in_risk": False},
      {"stop_pct": 2.0}, {}, {"taker": 0.0005}, "5"),  # 10 / 0.02 = 500
     ("volatility_target", {"model": "volatility_target", "target_volatility": 0.02},

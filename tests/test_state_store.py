@@ -10,10 +10,11 @@ import storefix
 from sizeguard.adapters import sql_store
 from sizeguard.adapters.market_files import load_markets
 from sizeguard.adapters.sql_store import LATEST, SqlStore, open_store
+from sizeguard.core import position
 from sizeguard.core.decide import decide
 from sizeguard.core.intent import Intent
 from sizeguard.errors import InvalidInput, StoreError
-from sizeguard.ports import ExchangePosition
+from sizeguard.ports import ExchangePosition, Reservation, StoredPosition
 from storefix import FakeClock, notional_policy
 
 store_url = storefix.store_url
@@ -31,6 +32,13 @@ def reserve(s: SqlStore, symbol: str = BTC, cid: str = "c1", price: float = 5000
     intent = Intent(symbol, "long", price)
     return storefix.reserve(s, "acc", lambda a: decide(intent, a, BOOK[symbol], policy),
                                 client_order_id=cid, snapshot_id="builtin", ttl=ttl)
+
+
+def fill(s: SqlStore, res: Reservation, price: float, fee: float = 0.0) -> StoredPosition:
+    """Fill a reservation whole at ``price`` with the core's notional and margin."""
+    o = position.opened(BOOK[res.symbol], float(res.amount), price, res.leverage)
+    return s.fill_reservation(res.id, amount=res.amount, entry_price=price, notional=o.notional,
+                              margin=o.margin, fee=fee)
 
 
 def test_schema_is_versioned_and_reopening_is_a_no_op(store: SqlStore, store_url: str,
@@ -84,8 +92,7 @@ def test_account_counts_positions_and_live_reservations(store: SqlStore, clock: 
     store.ensure_account("acc", exchange="builtin", equity=1000.0)
     r1 = reserve(store, BTC, "c1")
     assert r1.accepted and r1.reservation is not None
-    pos = store.fill_reservation(r1.reservation.id, amount=r1.reservation.amount,
-                                 entry_price=50000.0, fee=0.05)
+    pos = fill(store, r1.reservation, 50000.0, fee=0.05)
     r2 = reserve(store, ETH, "c2", price=3000.0)
     assert r2.accepted
     acct = store.account("acc")
@@ -131,8 +138,7 @@ def test_close_updates_pnl_streak_and_win_rate(store: SqlStore, clock: FakeClock
     store.ensure_account("acc", exchange="builtin", equity=1000.0)
     for i, exit_price in enumerate((49000.0, 48000.0, 51000.0, 47000.0)):
         r = reserve(store, BTC, f"c{i}")
-        pos = store.fill_reservation(r.reservation.id, amount=r.reservation.amount,
-                                     entry_price=50000.0)
+        pos = fill(store, r.reservation, 50000.0)
         store.close_position(pos.id, exit_price=exit_price, fee=0.05)
     rs = store.risk_state("acc")
     # notional 100: -2, -4, +2, -6 minus 0.05 exit fee each
@@ -174,8 +180,7 @@ def test_learned_minimums_only_grow_and_feed_the_account(store: SqlStore) -> Non
 def test_sync_adds_outside_positions_and_closes_vanished(store: SqlStore) -> None:
     store.ensure_account("acc", exchange="builtin", equity=1000.0)
     r = reserve(store, BTC, "c1")
-    mine = store.fill_reservation(r.reservation.id, amount=r.reservation.amount,
-                                  entry_price=50000.0)
+    mine = fill(store, r.reservation, 50000.0)
     outside = ExchangePosition(ETH, "short", 0.5, 3000.0, 1500.0, 150.0, 10.0)
     out = store.sync_positions("acc", [outside])
     assert out["closed"] == [mine.id] and len(out["added"]) == 1

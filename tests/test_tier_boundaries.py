@@ -27,12 +27,14 @@ from sizeguard.backtest.engine import run_backtest
 from sizeguard.backtest.signals import Signals
 from sizeguard.config import load_policy
 from sizeguard.core import liquidation as core_liq
+from sizeguard.core import position
 from sizeguard.core.account import Account
 from sizeguard.core.decide import decide
 from sizeguard.core.decision import Decision
 from sizeguard.core.intent import Intent
 from sizeguard.core.market import MarketRules
 from sizeguard.core.policy import Policy
+from storefix import reserve
 
 H = 3_600_000
 EQUITY = 1e10  # no limit of the account binds: the notional is the one asked for
@@ -128,19 +130,22 @@ def test_store_position_gives_the_decisions_liquidation_price(
         for n, (target, side, price) in enumerate(cases(market)):
             account_id = f"a{n}"
             store.ensure_account(account_id, exchange="binanceusdm", equity=EQUITY)
-            got = store.decide_and_reserve(
-                account_id,
+            got = reserve(
+                store, account_id,
                 lambda acct, t=target, sd=side, p=price: decide_one(market, t, sd, acct, p),
                 client_order_id=f"c{n}")
             assert got.reservation is not None
             d = decide_one(market, target, side, Account(equity=EQUITY), price)
             lp = d.liquidation_price
-            assert got.decision["liquidation_price"] == pytest.approx(lp, rel=1e-12)
+            assert got.decision.liquidation_price == pytest.approx(lp, rel=1e-12)
+            filled = position.opened(market, float(d.amount), d.entry_price, d.leverage)
             pos = store.fill_reservation(got.reservation.id, amount=d.amount,
-                                         entry_price=d.entry_price)
+                                         entry_price=d.entry_price, notional=filled.notional,
+                                         margin=filled.margin)
             assert (pos.notional, pos.margin) == (d.notional, d.margin)
             tier = next(t for t in market.tiers if t.tier == d.tier)
             assert tier.maintenance_margin_rate == d.maintenance_margin_rate
+            assert tier.maintenance_amount == d.maintenance_amount
             stored = core_liq.liquidation_price(side == "long", False, pos.entry_price,
                                                 pos.notional, pos.margin,
                                                 tier.maintenance_margin_rate,

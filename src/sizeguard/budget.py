@@ -91,8 +91,9 @@ def bot_account(account: Account, own: tuple[Position, ...], budget: Budget) -> 
     than the account's own available margin."""
     share = budget.share
     equity = account.equity * share
-    mine = sum(p.margin for p in own)
-    available = min(equity - mine, account.available_margin)
+    # the core's available margin of the share holding only the bot's own positions
+    own_available = Account(equity=equity, positions=own).available_margin
+    available = min(own_available, account.available_margin)
     return dataclasses.replace(
         account, equity=equity, available=max(available, 0.0), positions=own,
         peak_equity=account.peak_equity * share if account.peak_equity is not None else None,

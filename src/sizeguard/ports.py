@@ -322,8 +322,8 @@ class StateStore(Protocol):
     def expire_reservations(self, account_id: str | None = None) -> int: ...
 
     def fill_reservation(self, reservation_id: str, *, amount: str, entry_price: float,
-                         fee: float = 0.0, stop_price: float | None = None,
-                         take_profit: float | None = None,
+                         notional: float, margin: float, fee: float = 0.0,
+                         stop_price: float | None = None, take_profit: float | None = None,
                          order_id: str | None = None) -> StoredPosition: ...
 
     def position(self, position_id: str) -> StoredPosition | None: ...

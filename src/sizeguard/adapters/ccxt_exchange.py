@@ -15,6 +15,7 @@ from typing import Any
 
 import ccxt
 
+from sizeguard.core import position
 from sizeguard.errors import (
     DuplicateOrder,
     ExchangeError,
@@ -137,7 +138,8 @@ class CcxtExchange:
             side = p.get("side") or ("long" if contracts > 0 else "short")
             notional = abs(_f(p.get("notional")))
             lev = _f(p.get("leverage"), 1.0) or 1.0
-            margin = _f(p.get("initialMargin")) or _f(p.get("collateral")) or notional / lev
+            margin = _f(p.get("initialMargin")) or _f(p.get("collateral")) or \
+                position.margin_of(notional, lev)
             out.append(ExchangePosition(str(p["symbol"]), str(side), abs(contracts),
                                         _f(p.get("entryPrice")), notional, margin, lev,
                                         _f(p.get("unrealizedPnl"))))

@@ -17,12 +17,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from sizeguard.core import position
 from sizeguard.core.market import MarketBook, MarketRules
-from sizeguard.core.tiers import Tier, find_tier
+from sizeguard.core.policy import Execution
+from sizeguard.core.tiers import Tier
 from sizeguard.errors import DuplicateOrder, InsufficientFunds, InvalidOrder
 from sizeguard.ports import Balance, ExchangePosition, OrderResult
 
-DEFAULT_TAKER = 0.0005
+DEFAULT_TAKER = Execution().taker  # the policy's fallback when a market publishes no fee
 _TOL = 1e-9
 
 
@@ -110,9 +112,7 @@ class PaperExchange:
 
     @staticmethod
     def tier(m: MarketRules, notional: float, price: float) -> Tier | None:
-        if not m.tiers:
-            return None
-        return find_tier(m.tiers, m.tier_units(notional, price)) or m.tiers[-1]
+        return position.tier_at(m, notional, price)
 
     def check(self, symbol: str, amount: str, price: float, *, reduce_only: bool = False
               ) -> tuple[MarketRules, Decimal, float]:
@@ -148,7 +148,7 @@ class PaperExchange:
         if q > max_amount * (1 + _TOL):
             raise InvalidOrder(_msg(-4005, "Quantity greater than max quantity."),
                                exchange=self.name, symbol=symbol, code="-4005", rule="max_amount")
-        notional = q * m.unit_value(price)
+        notional = position.notional(m, q, price)
         min_cost = max(m.min_cost, self.min_cost_override.get(symbol, 0.0))
         if not reduce_only and min_cost > 0 and notional < min_cost * (1 - _TOL):
             raise InvalidOrder(_msg(-4164, f"Order's notional must be no smaller than {min_cost:g} "
@@ -162,7 +162,7 @@ class PaperExchange:
 
     # -- orders -------------------------------------------------------------------------
     def _taker(self, m: MarketRules) -> float:
-        return m.taker if m.taker is not None else DEFAULT_TAKER
+        return position.taker_fee(m, DEFAULT_TAKER)
 
     def _new_order(self, cid: str) -> str:
         if cid in self.orders:
@@ -185,26 +185,26 @@ class PaperExchange:
             raise InvalidOrder(_msg(-2027, "Exceeded the maximum allowable position at current "
                                     "leverage."), exchange=self.name, symbol=symbol, code="-2027",
                                rule="leverage")
-        fee = notional * self._taker(m)
-        margin = notional / lev
+        fee = position.fee_on(notional, self._taker(m))
+        margin = position.margin_of(notional, lev)
         free = self.balance().free
         if margin + fee > free * (1 + _TOL) + 1e-12:
             raise InsufficientFunds(_msg(-2019, "Margin is insufficient."), exchange=self.name,
                                     symbol=symbol, code="-2019")
         sign = 1.0 if side == "long" else -1.0
         fill = price * (1 + sign * self.slippage)
-        fill_notional = float(qty) * m.unit_value(fill)
-        fee = fill_notional * self._taker(m)
+        filled = position.opened(m, float(qty), fill, lev)
+        fee = position.fee_on(filled.notional, self._taker(m))
         key = (symbol, side)
         old = self._positions.get(key)
         if old is None:
-            self._positions[key] = _Pos(symbol, side, qty, fill, fill_notional,
-                                        fill_notional / lev, lev)
+            self._positions[key] = _Pos(symbol, side, qty, fill, filled.notional, filled.margin,
+                                        lev)
         else:
-            total = old.amount + qty
-            entry = (old.entry * float(old.amount) + fill * float(qty)) / float(total)
-            self._positions[key] = _Pos(symbol, side, total, entry, old.notional + fill_notional,
-                                        old.margin + fill_notional / lev, lev)
+            entry = position.average_entry(old.notional, old.entry, filled.notional, fill)
+            self._positions[key] = _Pos(symbol, side, old.amount + qty, entry,
+                                        old.notional + filled.notional,
+                                        old.margin + filled.margin, lev)
         self.wallet -= fee
         order = OrderResult(oid, client_order_id, symbol, "buy" if side == "long" else "sell",
                             "entry", amount, "filled", float(qty), fill, fee)
@@ -250,8 +250,8 @@ class PaperExchange:
         fill = px * (1 - sign * self.slippage)
         share = float(qty / pos.amount)
         notional = pos.notional * share
-        pnl = notional * (fill / pos.entry - 1.0) * sign
-        fee = float(qty) * m.unit_value(fill) * self._taker(m)
+        pnl = position.pnl(side == "long", notional, pos.entry, fill)
+        fee = position.fee_on(position.notional(m, float(qty), fill), self._taker(m))
         self.wallet += pnl - fee
         if qty == pos.amount:
             del self._positions[(symbol, side)]

@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sizeguard.core.account import Account, Position, SymbolStats
 from sizeguard.core.decision import Decision
+from sizeguard.core.position import realised_pnl
 from sizeguard.errors import InvalidInput, StoreError
 from sizeguard.ports import (
     Clock,
@@ -39,6 +40,7 @@ from sizeguard.ports import (
     RiskState,
     StoredPosition,
 )
+from sizeguard.redact import redact
 
 ENV_STORE = "SIZEGUARD_STORE"
 
@@ -322,6 +324,7 @@ class SqlStore:
 
     def __init__(self, url: str, clock: Clock | None = None) -> None:
         self._url = url
+        self.safe_url = redact(url)  # for every message: the password never leaves
         self.clock: Clock = clock or SystemClock()
         self._local = threading.local()
         self.transactions = 0  # outermost transactions begun (tests and /metrics count them)
@@ -345,6 +348,24 @@ class SqlStore:
     def _table_exists(self, tx: Tx, name: str) -> bool:
         raise NotImplementedError
 
+    def _broken(self, conn: Any) -> bool:
+        """True when ``conn`` can no longer be used (the server closed it)."""
+        return False
+
+    def _watch(self, conn: Any) -> AbstractContextManager[None]:
+        """Bound the time a transaction may take on ``conn`` (PostgreSQL: a hung server)."""
+        return contextlib.nullcontext()
+
+    def _timed_out(self, conn: Any) -> bool:
+        """True when ``conn`` was cut for taking too long (not worth a second try)."""
+        return False
+
+    def _client_error(self, exc: BaseException) -> InvalidInput | None:
+        """The driver's refusal of a value (not of the store) as the client's error."""
+        if isinstance(exc, OverflowError):
+            return InvalidInput("value", None, f"a number out of range for the store ({exc})")
+        return None
+
     # -- plumbing -----------------------------------------------------------------------
     @property
     def url(self) -> str:
@@ -354,49 +375,95 @@ class SqlStore:
         return text if self.placeholder == "?" else text.replace("?", self.placeholder)
 
     def _conn(self) -> Any:
+        """This thread's connection: opened on first use, and again when the last one broke
+        (a database restart), so a restarted server is used at once."""
         if self._closed:
-            raise StoreError(f"the store {self._url} is closed")
+            raise StoreError(f"the store {self.safe_url} is closed")
         key = os.getpid()
         conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == key and self._broken(conn):
+            self._drop(conn)
+            conn = None
         if conn is None or getattr(self._local, "pid", None) != key:
             try:
                 conn = self._connect()
+            except StoreError:
+                raise
             except Exception as exc:  # a driver error: map it
-                raise StoreError(f"cannot open the store {self._url}: {exc}") from exc
+                raise StoreError(f"cannot open the store {self.safe_url}: "
+                                 f"{redact(str(exc))}") from exc
             self._local.conn, self._local.pid = conn, key
             with self._all_lock:
                 self._all.append(conn)
         return conn
 
+    def _drop(self, conn: Any) -> None:
+        """Forget this thread's broken connection (the next use opens a new one)."""
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        with self._all_lock, contextlib.suppress(ValueError):
+            self._all.remove(conn)
+        with contextlib.suppress(Exception):  # it is broken: closing is best effort
+            conn.close()
+
+    def _mapped(self, exc: BaseException) -> BaseException:
+        """A driver's exception as sizeguard's: the client's value refused -> InvalidInput
+        (4xx), anything else from the database -> StoreError (503), URL passwords masked."""
+        if isinstance(exc, StoreError | InvalidInput):
+            return exc
+        client = self._client_error(exc)
+        if client is not None:
+            return client
+        if isinstance(exc, sqlite3.Error | OSError) or type(exc).__module__.startswith("psycopg"):
+            return StoreError(f"{self.safe_url}: {redact(str(exc))}")
+        return exc
+
     @contextmanager
     def tx(self, lock_account: str | None = None, write: bool = True) -> Iterator[Tx]:
         """A transaction. Inside one already open on this thread (a unit of work) it joins
-        that one: its statements commit or roll back with it."""
+        that one: its statements commit or roll back with it. A connection found dead when the
+        transaction begins (the database restarted since it was last used) is replaced and the
+        transaction begun again: nothing had been sent on it, so the retry is safe."""
         current: Tx | None = getattr(self._local, "current", None)
         if current is not None and getattr(self._local, "pid", None) == os.getpid():
             if lock_account is not None:
                 self._lock_joined(current, lock_account)
             yield current
             return
-        conn = self._conn()
+        for attempt in (1, 2):
+            conn = self._conn()
+            stack = contextlib.ExitStack()
+            try:
+                stack.enter_context(self._watch(conn))
+                stack.enter_context(self._begin(conn, lock_account, write))
+                break
+            except Exception as exc:
+                stack.close()
+                if self._broken(conn):
+                    self._drop(conn)
+                    if attempt == 1 and not self._timed_out(conn):
+                        continue
+                mapped = self._mapped(exc)
+                if mapped is exc:
+                    raise
+                raise mapped from exc
         with self._count_lock:
             self.transactions += 1
         try:
-            with self._begin(conn, lock_account, write):
+            with stack:
                 tx = Tx(self, conn)
                 self._local.current = tx
                 try:
                     yield tx
                 finally:
                     self._local.current = None
-        except (StoreError, InvalidInput):
-            raise
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"{self._url}: {exc}") from exc
         except Exception as exc:
-            if type(exc).__module__.startswith("psycopg"):
-                raise StoreError(f"{self._url}: {exc}") from exc
-            raise
+            if self._broken(conn):
+                self._drop(conn)
+            mapped = self._mapped(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     def _lock_joined(self, tx: Tx, account_id: str) -> None:
         """Lock ``account_id`` inside an open transaction (SQLite's write lock already covers it)."""
@@ -433,7 +500,7 @@ class SqlStore:
                 applied = {int(r[0]) for r in tx.rows("SELECT version FROM schema_version")}
                 current = max(applied, default=0)
                 if current > LATEST:
-                    raise StoreError(f"{self._url} has schema version {current}, newer than this "
+                    raise StoreError(f"{self.safe_url} has schema version {current}, newer than this "
                                      f"sizeguard knows ({LATEST}); upgrade sizeguard")
                 if version in applied:  # by set, not by max: every known migration runs once
                     continue
@@ -678,9 +745,14 @@ class SqlStore:
         return n > 0
 
     def fill_reservation(self, reservation_id: str, *, amount: str, entry_price: float,
+                         notional: float, margin: float,
                          fee: float = 0.0, stop_price: float | None = None,
                          take_profit: float | None = None,
                          order_id: str | None = None) -> StoredPosition:
+        """Record the fill of a held reservation as an open position. ``notional`` and
+        ``margin`` are the core's values for the fill (:func:`sizeguard.core.position.opened`
+        on the market): the store does no arithmetic of its own, so an inverse contract filled
+        away from the decision's price keeps its face-value notional."""
         res = self.reservation(reservation_id)
         if res is None:
             raise InvalidInput("reservation", reservation_id, "no such reservation")
@@ -694,9 +766,6 @@ class SqlStore:
             if res.status not in ("held", "expired"):
                 raise InvalidInput("reservation", reservation_id,
                                    f"is {res.status}; only a held reservation can fill")
-            scale = float(amount) / float(res.amount) if float(res.amount) else 1.0
-            notional = res.notional * scale * (entry_price / self._decided_price(tx, res))
-            margin = notional / res.leverage if res.leverage else notional
             pos = StoredPosition(_new_id("pos"), res.account_id, res.symbol, res.side, amount,
                                  entry_price, notional, margin, res.leverage, stop_price,
                                  take_profit, res.client_order_id, "engine", now)
@@ -711,13 +780,6 @@ class SqlStore:
                                   "entry_price": entry_price, "fee": fee, "order_id": order_id,
                                   "notional": notional, "margin": margin}, None)
         return pos
-
-    def _decided_price(self, tx: Tx, res: Reservation) -> float:
-        if res.entry_price:  # kept with the reservation since schema 4
-            return res.entry_price
-        row = tx.one("SELECT data FROM journal WHERE id = ?", (res.journal_id,))
-        price = json.loads(row[0]).get("entry_price") if row else None
-        return float(price) if price else 1.0
 
     def _insert_position(self, tx: Tx, pos: StoredPosition, reservation_id: str | None,
                          order_id: str | None) -> None:
@@ -744,8 +806,9 @@ class SqlStore:
 
     def close_position(self, position_id: str, *, exit_price: float, fee: float = 0.0,
                        note: str | None = None) -> StoredPosition:
-        """Close at ``exit_price``: realised PnL (quote, linear: notional x price move) less the
-        exit ``fee`` goes into equity, today's PnL, the losing streak and the symbol's record."""
+        """Close at ``exit_price``: realised PnL (:func:`sizeguard.core.position.realised_pnl`,
+        linear and inverse alike) less the exit ``fee`` goes into equity, today's PnL, the losing
+        streak and the symbol's record."""
         if not (math.isfinite(exit_price) and exit_price > 0):
             raise InvalidInput("exit_price", exit_price, "must be a finite number > 0")
         pos = self.position(position_id)
@@ -758,9 +821,7 @@ class SqlStore:
             pos = _position(row)
             if pos.status != "open":
                 return pos
-            move = exit_price / pos.entry_price - 1.0
-            gross = pos.notional * (move if pos.side == "long" else -move)
-            net = gross - fee
+            net = realised_pnl(pos.side == "long", pos.notional, pos.entry_price, exit_price, fee)
             tx.run("UPDATE positions SET status = 'closed', closed_at = ?, exit_price = ?, pnl = ? "
                    "WHERE id = ?", (now, exit_price, net, position_id))
             self._add_realised(tx, pos.account_id, net, now, count=True)
@@ -913,24 +974,39 @@ class SqliteStore(SqlStore):
 
 class PostgresStore(SqlStore):
     """A PostgreSQL database by URL. ``?schema=NAME`` in the URL keeps the tables in that schema
-    (created when missing); the account row is locked with ``SELECT ... FOR UPDATE``."""
+    (created when missing); the account row is locked with ``SELECT ... FOR UPDATE``.
+
+    Time bounds (``timeout`` seconds, default ``$SIZEGUARD_STORE_TIMEOUT``, else 5): connecting,
+    each statement and each lock wait (``statement_timeout``, ``lock_timeout``, and
+    ``idle_in_transaction_session_timeout`` for a client that vanished mid-transaction), and, for
+    a server that does not answer at all, a watchdog that cuts the connection of a transaction
+    still running ``1.5 x timeout + 0.5`` s after it began: a hung database costs a request
+    that long (then 503), never a thread for good."""
 
     placeholder = "%s"
     serial = "BIGSERIAL PRIMARY KEY"
 
-    def __init__(self, url: str, clock: Clock | None = None) -> None:
+    def __init__(self, url: str, clock: Clock | None = None, *, timeout: float | None = None
+                 ) -> None:
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query))
         self.schema = query.pop("schema", None)
         if self.schema is not None and not self.schema.replace("_", "").isalnum():
-            raise InvalidInput("store", url, "the schema name must be letters, digits and _")
+            raise InvalidInput("store", redact(url), "the schema name must be letters, digits "
+                               "and _")
         self._dsn = urlunsplit(parts._replace(query=urlencode(query)))
+        self.timeout = timeout if timeout is not None else store_timeout()
+        self._watchdog = _Watchdog(1.5 * self.timeout + 0.5)
         super().__init__(url, clock)
 
     def _connect(self) -> Any:
         import psycopg  # noqa: PLC0415 - only PostgreSQL users need the driver
 
-        conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+        ms = max(1, int(self.timeout * 1000))
+        conn = psycopg.connect(
+            self._dsn, autocommit=True, connect_timeout=max(2, math.ceil(self.timeout)),
+            options=f"-c statement_timeout={ms} -c lock_timeout={ms} "
+                    f"-c idle_in_transaction_session_timeout={max(ms * 4, 10_000)}")
         if self.schema is not None:
             if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
                             (self.schema,)).fetchone() is None:
@@ -938,6 +1014,22 @@ class PostgresStore(SqlStore):
                     conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             conn.execute(f'SET search_path TO "{self.schema}"')
         return conn
+
+    def _broken(self, conn: Any) -> bool:
+        return bool(conn.closed or conn.broken)
+
+    def _watch(self, conn: Any) -> AbstractContextManager[None]:
+        return self._watchdog.watch(conn)
+
+    def _timed_out(self, conn: Any) -> bool:
+        return self._watchdog.was_cut(conn)
+
+    def _client_error(self, exc: BaseException) -> InvalidInput | None:
+        import psycopg  # noqa: PLC0415
+
+        if isinstance(exc, psycopg.DataError):  # NUL in text, a number out of range, ...
+            return InvalidInput("value", None, f"refused by the store: {redact(str(exc))}")
+        return super()._client_error(exc)
 
     @contextmanager
     def _begin(self, conn: Any, lock_account: str | None, write: bool) -> Iterator[None]:
@@ -950,6 +1042,9 @@ class PostgresStore(SqlStore):
         tx.run("SELECT id FROM accounts WHERE id = ? FOR UPDATE", (account_id,))
 
     def _lock_migrations(self, tx: Tx) -> None:
+        # a migration may wait for another process's and may take long: no time bounds here
+        tx.run("SET LOCAL statement_timeout = 0")
+        tx.run("SET LOCAL lock_timeout = 0")
         tx.run("SELECT pg_advisory_xact_lock(?)", (0x5173_6775,))
 
     def _table_exists(self, tx: Tx, name: str) -> bool:
@@ -967,6 +1062,80 @@ class PostgresStore(SqlStore):
 # --------------------------------------------------------------------------- opening
 
 
+def store_timeout() -> float:
+    """Seconds a store statement may take: ``$SIZEGUARD_STORE_TIMEOUT``, else 5."""
+    try:
+        value = float(os.environ.get("SIZEGUARD_STORE_TIMEOUT", "5"))
+    except ValueError:
+        return 5.0
+    return value if math.isfinite(value) and value > 0 else 5.0
+
+
+class _Watchdog:
+    """Cuts the connection of a transaction that outlives ``limit`` seconds: the server did not
+    answer (a statement timeout would have ended it). One daemon thread per store, started on
+    when needed, checking four times a second, gone when idle; a transaction costs a dict insert
+    and delete."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self._due: dict[int, tuple[float, Any]] = {}
+        self._cut: set[int] = set()  # connections cut since, until asked about
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def watch(self, conn: Any) -> Iterator[None]:
+        key = id(conn)
+        with self._lock:
+            self._due[key] = (time.monotonic() + self.limit, conn)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="store-watchdog",
+                                                daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._due.pop(key, None)
+
+    def was_cut(self, conn: Any) -> bool:
+        with self._lock:
+            if id(conn) in self._cut:
+                self._cut.discard(id(conn))
+                return True
+            return False
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(0.25)
+            now = time.monotonic()
+            with self._lock:
+                if not self._due:  # idle: the next watch starts a new thread
+                    self._thread = None
+                    return
+                late = [(k, c) for k, (due, c) in self._due.items() if due <= now]
+                for k, _ in late:
+                    del self._due[k]
+                    self._cut.add(k)
+            for _, conn in late:
+                _cut(conn)
+
+
+def _cut(conn: Any) -> None:
+    """Shut the connection's socket down: the thread blocked reading it gets an error at once
+    (the driver marks the connection broken; the store opens a new one)."""
+    import socket  # noqa: PLC0415
+
+    with contextlib.suppress(Exception):
+        fd = os.dup(conn.fileno())
+        try:
+            socket.socket(fileno=fd).shutdown(socket.SHUT_RDWR)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 def default_store_url() -> str:
     env = os.environ.get(ENV_STORE)
     if env:
@@ -976,16 +1145,19 @@ def default_store_url() -> str:
     return f"sqlite:///{Path(user_data_dir('sizeguard', appauthor=False)) / 'state.db'}"
 
 
-def open_store(url: str | None = None, clock: Clock | None = None) -> SqlStore:
+def open_store(url: str | None = None, clock: Clock | None = None, *,
+               timeout: float | None = None) -> SqlStore:
     """``postgresql://...`` (``?schema=NAME`` optional), ``sqlite:///path``, or a file path.
-    None: $SIZEGUARD_STORE, else ``state.db`` in the user data dir."""
+    None: $SIZEGUARD_STORE, else ``state.db`` in the user data dir. ``timeout``: PostgreSQL's
+    time bounds (see :class:`PostgresStore`)."""
     url = url or default_store_url()
     if url.startswith(("postgresql://", "postgres://")):
-        return PostgresStore(url, clock)
+        return PostgresStore(url, clock, timeout=timeout)
     if url.startswith("sqlite:///"):  # sqlite:////abs/path or sqlite:///relative/path
         return SqliteStore(url[len("sqlite:///"):], clock)
     if url.startswith("sqlite://"):
         return SqliteStore(url[len("sqlite://"):], clock)
     if "://" in url:
-        raise InvalidInput("store", url, "use postgresql://..., sqlite:///PATH or a file path")
+        raise InvalidInput("store", redact(url), "use postgresql://..., sqlite:///PATH or a file "
+                           "path")
     return SqliteStore(url, clock)

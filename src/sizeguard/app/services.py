@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sizeguard.core import position
 from sizeguard.core.account import Account, Position
 from sizeguard.core.decision import Decision
 from sizeguard.core.intent import Intent
@@ -211,7 +212,7 @@ def execute(x: Execution, intent: Intent, market: MarketRules, reserved: Reserve
                                       "working on it",))
         found = x.find(intent.symbol, cid)
         if found is not None and found.status == "filled":  # crashed after the entry
-            return _protect(x, intent, res, d, jid, found, resumed=True)
+            return _protect(x, intent, market, res, d, jid, found, resumed=True)
     return _enter(x, intent, market, res, d, jid)
 
 
@@ -255,11 +256,11 @@ def _enter(x: Execution, intent: Intent, market: MarketRules, res: Reservation, 
             uow.commit()
         status = "rejected" if isinstance(exc, InvalidOrder) else "failed"
         return TradeResult(status, cid, d, jid, error=str(exc), retryable=exc.retryable)
-    return _protect(x, intent, res, d, jid, entry, resumed=False)
+    return _protect(x, intent, market, res, d, jid, entry, resumed=False)
 
 
-def _protect(x: Execution, intent: Intent, res: Reservation, d: Decision, jid: int,
-             entry: OrderResult, resumed: bool) -> TradeResult:
+def _protect(x: Execution, intent: Intent, market: MarketRules, res: Reservation, d: Decision,
+             jid: int, entry: OrderResult, resumed: bool) -> TradeResult:
     cid = res.client_order_id
     amount = entry.amount if entry.filled == 0 else _amount_str(entry.filled, entry.amount)
     price = entry.average or intent.price
@@ -268,8 +269,10 @@ def _protect(x: Execution, intent: Intent, res: Reservation, d: Decision, jid: i
         if not resumed:
             x.store.journal_event(x.account_id, "order", symbol=intent.symbol,
                                   client_order_id=cid, data=_order_dict(entry))
-        pos = x.store.fill_reservation(res.id, amount=amount, entry_price=price, fee=entry.fee,
-                                       stop_price=stop, take_profit=intent.take_profit,
+        filled = position.opened(market, float(amount), price, res.leverage)
+        pos = x.store.fill_reservation(res.id, amount=amount, entry_price=price,
+                                       notional=filled.notional, margin=filled.margin,
+                                       fee=entry.fee, stop_price=stop, take_profit=intent.take_profit,
                                        order_id=entry.id)
         uow.commit()
     orders = [entry]
@@ -320,13 +323,14 @@ def _learn(x: Execution, exc: ExchangeError, market: MarketRules, notional: floa
     """A rejection about a minimum teaches that minimum (kept in the store)."""
     if not isinstance(exc, InvalidOrder) or exc.rule not in ("min_cost", "min_amount"):
         return
-    unit = market.unit_value(price)
     if exc.rule == "min_cost":
         cost = exc.minimum if exc.minimum else notional * 1.000001
         x.store.learn_minimum(x.venue, market.symbol, min_cost=cost, source=f"rejection: {exc}")
     else:
-        amount = exc.minimum if exc.minimum else notional / unit * 1.000001
-        x.store.learn_minimum(x.venue, market.symbol, min_amount=amount, min_cost=amount * unit,
+        amount = (exc.minimum if exc.minimum
+                  else position.amount_for(market, notional, price) * 1.000001)
+        x.store.learn_minimum(x.venue, market.symbol, min_amount=amount,
+                              min_cost=position.notional(market, amount, price),
                               source=f"rejection: {exc}")
 
 
@@ -344,11 +348,17 @@ def _flatten(x: Execution, pos: StoredPosition, price: float, cid: str) -> Store
 # --------------------------------------------------------------------------- fill, close, release
 
 
-def fill(store: StateStore, reservation_id: str, *, amount: str, price: float, fee: float = 0.0,
-         stop_price: float | None = None, take_profit: float | None = None,
-         order_id: str | None = None) -> StoredPosition:
-    """A reservation filled (by a bot that executes itself): it becomes a position."""
-    return store.fill_reservation(reservation_id, amount=amount, entry_price=price, fee=fee,
+def fill(store: StateStore, reservation_id: str, *, market: MarketRules, amount: str,
+         price: float, fee: float = 0.0, stop_price: float | None = None,
+         take_profit: float | None = None, order_id: str | None = None) -> StoredPosition:
+    """A reservation filled (by a bot that executes itself): it becomes a position, valued by
+    the core on ``market`` (an inverse contract keeps its face value at any fill price)."""
+    res = store.reservation(reservation_id)
+    if res is None:
+        raise InvalidInput("reservation", reservation_id, "no such reservation")
+    filled = position.opened(market, float(amount), price, res.leverage)
+    return store.fill_reservation(reservation_id, amount=amount, entry_price=price,
+                                  notional=filled.notional, margin=filled.margin, fee=fee,
                                   stop_price=stop_price, take_profit=take_profit,
                                   order_id=order_id)
 

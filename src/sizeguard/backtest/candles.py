@@ -19,6 +19,12 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from sizeguard.backtest.freqtrade_data import (
+    is_freqtrade_candles,
+    parse_name,
+    read_freqtrade_candles,
+    with_timestamp,
+)
 from sizeguard.errors import InvalidInput
 
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
@@ -84,10 +90,12 @@ def symbol_from_path(path: str | Path) -> str:
 def _read(path: Path) -> pl.DataFrame:
     if not path.exists():
         raise CandleError("candles", str(path), "no such file")
+    if is_freqtrade_candles(path):  # json, jsongz, feather; a `date` column
+        return read_freqtrade_candles(path)
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            return pl.read_parquet(path)
-        return pl.read_csv(path, infer_schema_length=10_000)
+            return with_timestamp(pl.read_parquet(path))
+        return with_timestamp(pl.read_csv(path, infer_schema_length=10_000))
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise CandleError("candles", str(path), f"cannot be read: {exc}") from None
 
@@ -224,7 +232,9 @@ def load_candles(path: str | Path, symbol: str | None = None) -> Candles:
     ts, cols = validate_frame(df, str(p))
     ts, note = to_milliseconds(ts, str(p), named_timeframe(p))
     tf = nominal_timeframe(ts, p)
-    return Candles(symbol or symbol_from_path(p), str(p), ts, cols["open"], cols["high"],
+    pair = parse_name(p)  # freqtrade's PAIR-TF[-futures] names carry the pair
+    name = symbol or (pair[0] if pair else symbol_from_path(p))
+    return Candles(name, str(p), ts, cols["open"], cols["high"],
                    cols["low"], cols["close"], cols["volume"], tf, find_gaps(ts, tf),
                    (note,) if note else ())
 

@@ -217,7 +217,7 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
             if side == 0.0:
                 continue
             m = mark[t, j]
-            rate = funding[t, j]
+            rate = funding[t, j] if funding.shape[0] == n else 0.0
             if rate != 0.0 and not math.isnan(rate):
                 pay = side * pos[j, P_QTY] * m * rate
                 acct[A_CASH] -= pay
@@ -333,8 +333,9 @@ def run_backtest(
     syms = [m.symbol for m in markets]
     fee = np.array([m.taker if m.taker is not None else policy.execution.taker for m in markets])
     can_liq = np.array([m.is_contract for m in markets])
-    fund = np.zeros((n, k))
+    fund = np.zeros((1, k))  # one row of zeros: no funding, and no n x k array to read
     if funding_rate:  # perpetuals only: spot pays no funding
+        fund = np.zeros((n, k))
         per_bar = funding_per_bar(panel.timestamp, panel.timeframe_ms, funding_rate,
                                   funding_period_ms)
         for j, m in enumerate(markets):
@@ -353,15 +354,23 @@ def run_backtest(
     skips: Counter[str] = Counter()
     records: list[EntryRecord] = []
     warnings: list[str] = []
-    view = _AccountView(panel, syms)
+    view = _AccountView(panel, syms, stats)
     decisions = 0
     worst = intrabar == "worst"
     ts_arr = panel.timestamp
     op, hi, lo, mark = panel.open, panel.high, panel.low, panel.mark
     entry_sig, exit_sig = signals.entry, signals.exit
-    atr_arr, mult_arr, conf_arr, tp_arr = signals.atr, signals.atr_mult, signals.confidence, \
-        signals.tp_r
-    fee_list = fee.tolist()
+    # every entry signal gathered once into Python lists (bar order, then symbol order), so
+    # that an entry costs no array indexing: bar, symbol, side, open, ATR, multiple,
+    # confidence, take-profit R, time
+    e_t, e_j = np.nonzero(entry_sig)
+    e_bar, e_sym = e_t.tolist(), e_j.tolist()
+    e_side, e_px = entry_sig[e_t, e_j].tolist(), op[e_t, e_j].tolist()
+    e_atr, e_mult = signals.atr[e_t, e_j].tolist(), signals.atr_mult[e_t, e_j].tolist()
+    e_conf, e_tp = signals.confidence[e_t, e_j].tolist(), signals.tp_r[e_t, e_j].tolist()
+    e_when = (ts_arr[e_t] / 1000.0).tolist()
+    n_ent, cur = len(e_bar), 0
+    books = [_Book(m, policy, float(f)) for m, f in zip(markets, fee.tolist(), strict=True)]
     t, resume = 0, False
     chunk = n if progress is None else max(n // 200, 1)
     while True:
@@ -377,21 +386,25 @@ def run_backtest(
             continue
         t = got
         # entries at the open of bar t: each one decided by core decide()
-        sides, prices, flat = entry_sig[t].tolist(), op[t].tolist(), pos[:, P_SIDE].tolist()
-        when = int(ts_arr[t]) / 1000.0
-        for j in range(k):
-            side, price = sides[j], prices[j]
-            if side == 0 or math.isnan(price) or flat[j] != 0.0:  # in position: counted by the loop
+        while e_bar[cur] < t:  # the loop stops at every bar with an entry signal, in order
+            cur += 1
+        flat = pos[:, P_SIDE].tolist()
+        i = cur
+        while i < n_ent and e_bar[i] == t:
+            j, side, price, when = e_sym[i], e_side[i], e_px[i], e_when[i]
+            a, am, conf, tp_r = e_atr[i], e_mult[i], e_conf[i], e_tp[i]
+            i += 1
+            if math.isnan(price) or flat[j] != 0.0:  # in position: counted by the loop
                 continue
-            market = markets[j]
-            if not market.is_contract and side < 0:
+            book = books[j]
+            market = book.market
+            if not book.is_contract and side < 0:
                 skips["SPOT_NO_SHORT"] += 1
                 continue
-            account = view(t, pos, acct, stats)
+            account = view(t, pos, acct, flat)
             if account.equity <= 0.0:
                 skips["NO_EQUITY"] += 1
                 continue
-            a, am, conf = atr_arr[t, j].item(), mult_arr[t, j].item(), conf_arr[t, j].item()
             intent = Intent(symbol=market.symbol, side=LONG if side > 0 else SHORT, price=price,
                             atr=a if a > 0 else None, atr_mult=am if am > 0 else None,
                             confidence=min(max(conf, 0.0), 1.0) if not math.isnan(conf) else None,
@@ -407,14 +420,15 @@ def run_backtest(
             tid = -1
             if d.accepted:
                 tid = len(trades)
-                _open(pos, acct, exits, j, t, d, market, policy, tp_arr[t, j].item(), fee_list[j], tid)
-                trades.append(_entry_row(d, j, t, when, panel.symbols[j], account, pos))
+                trades.append(book.open(pos, acct, exits, j, t, d, tp_r, tid, when,
+                                        panel.symbols[j], account.equity))
                 view.entered(market.symbol, when)
                 flat[j] = 1.0
             else:
                 skips[str(d.reasons[-1]) if d.reasons else "SKIPPED"] += 1
             if record:
                 records.append(EntryRecord(t, market.symbol, intent, account, d, tid))
+        cur = i
         resume = True
     done = exits[: len(trades)].tolist()
     exit_ts = ts_arr[exits[: len(trades), X_BAR].astype(np.int64)].tolist() if trades else []
@@ -435,9 +449,9 @@ class _AccountView:
     """Builds the Account decide() sees at a bar's open (equity marked at the open prices),
     reusing the immutable symbol-record and last-entry maps while they are unchanged."""
 
-    def __init__(self, panel: Panel, syms: Sequence[str]) -> None:
-        self.panel, self.syms = panel, list(syms)
-        self._stats_key: list[list[int]] | None = None
+    def __init__(self, panel: Panel, syms: Sequence[str], stats: Any) -> None:
+        self.panel, self.syms, self.stats = panel, list(syms), stats
+        self._closed = -1.0  # trades closed when the symbol records were last built
         self._stats: Mapping[str, SymbolStats] = MappingProxyType({})
         self.last_at: dict[str, float] = {}
         self._last: Mapping[str, float] = MappingProxyType({})
@@ -446,73 +460,80 @@ class _AccountView:
         self.last_at[symbol] = when
         self._last = MappingProxyType(dict(self.last_at))
 
-    def __call__(self, t: int, pos: F64, acct: F64, stats: Any) -> Account:
+    def __call__(self, t: int, pos: F64, acct: F64, flat: list[float]) -> Account:
         positions = []
         upnl_total = 0.0
-        for j, flag in enumerate(pos[:, P_SIDE].tolist()):
-            if flag == 0.0:
-                continue
-            side, qty, entry, notional, _, _, _, coll, mmr, cum = pos[j, :P_FUND].tolist()
-            px = float(self.panel.open[t, j])
-            if math.isnan(px):
-                px = float(self.panel.mark[t - 1, j]) if t > 0 else entry
-            upnl = side * qty * (px - entry)
-            upnl_total += upnl
-            positions.append(Position(self.syms[j], LONG if side > 0 else SHORT, qty * px, coll,
-                                      notional * mmr - cum, upnl))
-        key = stats.tolist()
-        if key != self._stats_key:
-            self._stats_key = key
+        if any(flat):  # open positions, marked at this open
+            for j, flag in enumerate(flat):
+                if flag == 0.0:
+                    continue
+                side, qty, entry, notional, _, _, _, coll, mmr, cum = pos[j, :P_FUND].tolist()
+                px = float(self.panel.open[t, j])
+                if math.isnan(px):
+                    px = float(self.panel.mark[t - 1, j]) if t > 0 else entry
+                upnl = side * qty * (px - entry)
+                upnl_total += upnl
+                positions.append(Position(self.syms[j], LONG if side > 0 else SHORT, qty * px,
+                                          coll, notional * mmr - cum, upnl))
+        cash, peak, _, day_pnl, streak, closed = acct[:A_LIQS].tolist()
+        if closed != self._closed:  # a trade closed: the symbol records changed
+            self._closed = closed
             self._stats = MappingProxyType({sym: SymbolStats(n, w) for sym, (n, w)
-                                            in zip(self.syms, key, strict=True) if n})
-        cash, peak, _, day_pnl, streak = acct[:A_TRADES].tolist()
+                                            in zip(self.syms, self.stats.tolist(), strict=True)
+                                            if n})
         equity = cash + upnl_total
         return Account(equity=equity, positions=tuple(positions), peak_equity=max(peak, equity),
                        realised_pnl_today=day_pnl, losing_streak=int(streak),
                        symbol_stats=self._stats, last_trade_at=self._last)
 
 
-def _open(pos: F64, acct: F64, exits: F64, j: int, t: int, d: Decision, market: MarketRules, policy: Policy,
-          tp_r: float, fee: float, tid: int) -> None:
-    """Copy an accepted decision into the position arrays (no arithmetic of the size here)."""
-    side = 1.0 if d.side == LONG else -1.0
-    qty = d.amount_float * market.contract_size
-    mmr, cum, liq = 0.0, 0.0, math.nan
-    if market.is_contract:
-        # the decision's liquidation price as it is, and its tier's rate and amount for the
-        # recomputation after funding: no second tier lookup that could pick another bracket
-        if d.maintenance_margin_rate is not None:
-            mmr = d.maintenance_margin_rate
-            cum = next((x.maintenance_amount for x in market.tiers if x.tier == d.tier), 0.0)
-        else:
-            mmr = policy.leverage.default_mmr
-        if d.liquidation_price is not None:
-            liq = d.liquidation_price
-            exits[tid, X_LIQ0] = liq
-    stop = d.stop_price if d.stop_price is not None else math.nan
-    tp = math.nan
-    if d.stop_price is not None and tp_r > 0:
-        tp = d.entry_price + side * tp_r * abs(d.entry_price - d.stop_price)
-    entry_fee = d.notional * fee
-    pos[j] = (side, qty, d.entry_price, d.notional, stop, tp, liq, d.margin, mmr, cum, 0.0,
-              entry_fee, tid, t)
-    acct[A_CASH] -= entry_fee
+class _Book:
+    """One market's constants for the entries: what copying a decision into the position
+    arrays needs, prepared once per backtest instead of once per entry."""
 
+    def __init__(self, market: MarketRules, policy: Policy, fee: float) -> None:
+        self.market, self.fee, self.is_contract = market, fee, market.is_contract
+        self.size = market.contract_size
+        self.default_mmr = policy.leverage.default_mmr
 
-def _entry_row(d: Decision, j: int, t: int, when: float, candles: str, account: Account,
-               pos: F64) -> dict[str, Any]:
-    tp = pos[j, P_TP].item()
-    return {
-        "trade": int(pos[j, P_TRADE]), "policy": d.policy, "symbol": d.symbol, "candles": candles,
-        "side": d.side, "entry_bar": t, "entry_time": round(when * 1000.0),
-        "entry_price": d.entry_price,
-        "amount": d.amount, "qty": float(pos[j, P_QTY]), "notional": d.notional,
-        "margin": d.margin, "leverage": d.leverage, "risk": d.risk,
-        "stop_price": d.stop_price, "take_profit": None if math.isnan(tp) else tp,
-        "liquidation_price": d.liquidation_price, "entry_fee": pos[j, P_FEE_IN].item(),
-        "equity_at_entry": account.equity,
-        "reasons": " ".join(str(r) for r in d.reasons),
-    }
+    def open(self, pos: F64, acct: F64, exits: F64, j: int, t: int, d: Decision, tp_r: float,
+             tid: int, when: float, candles: str, equity: float) -> dict[str, Any]:
+        """Copy an accepted decision into the position arrays (no arithmetic of the size here)
+        and return its ledger row."""
+        long = d.side == LONG
+        side = 1.0 if long else -1.0
+        qty = float(d.amount) * self.size
+        mmr, cum, liq = 0.0, 0.0, math.nan
+        if self.is_contract:
+            # the decision's liquidation price as it is, and the rate and amount it used for the
+            # recomputation after funding: no second tier lookup that could pick another bracket
+            if d.maintenance_margin_rate is not None:
+                mmr = d.maintenance_margin_rate
+                cum = d.maintenance_amount or 0.0
+            else:
+                mmr = self.default_mmr
+            if d.liquidation_price is not None:
+                liq = d.liquidation_price
+                exits[tid, X_LIQ0] = liq
+        stop = d.stop_price
+        tp = math.nan
+        if stop is not None and tp_r > 0:
+            tp = d.entry_price + side * tp_r * abs(d.entry_price - stop)
+        entry_fee = d.notional * self.fee
+        pos[j] = (side, qty, d.entry_price, d.notional, math.nan if stop is None else stop, tp,
+                  liq, d.margin, mmr, cum, 0.0, entry_fee, tid, t)
+        acct[A_CASH] -= entry_fee
+        return {
+            "trade": tid, "policy": d.policy, "symbol": d.symbol, "candles": candles,
+            "side": d.side, "entry_bar": t, "entry_time": round(when * 1000.0),
+            "entry_price": d.entry_price,
+            "amount": d.amount, "qty": qty, "notional": d.notional,
+            "margin": d.margin, "leverage": d.leverage, "risk": d.risk,
+            "stop_price": stop, "take_profit": None if math.isnan(tp) else tp,
+            "liquidation_price": d.liquidation_price, "entry_fee": entry_fee,
+            "equity_at_entry": equity,
+            "reasons": " ".join(str(r) for r in d.reasons),
+        }
 
 
 def position_liquidation_prices(pos: F64) -> F64:

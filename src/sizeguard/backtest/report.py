@@ -1,7 +1,13 @@
-"""A self-contained HTML report comparing policies on the same candles.
+"""A self-contained, interactive HTML report comparing policies on the same candles.
 
-Plots are inline SVG written here (no matplotlib, no JavaScript, no network): equity, drawdown,
-notional and leverage per trade, skips by reason; and a metrics table.
+The report's charts are plotly figures with plotly.js inlined once in the file (no CDN: it works
+offline): equity on linear and log scales and one panel per policy, drawdown, risk per trade as a
+share of equity, notional and leverage per trade as small multiples per policy with
+liquidations marked, skipped entries by reason, and, with Monte Carlo runs, the fan of equity
+percentiles and the probability of ruin. Each policy keeps one colour and one dash style
+everywhere, so overlapping lines stay apart.
+
+The plain SVG writers (:func:`svg_chart`, :func:`equity_svg`) remain for ``--plot``.
 """
 
 from __future__ import annotations
@@ -20,8 +26,11 @@ from sizeguard.backtest.engine import BacktestResult
 from sizeguard.backtest.montecarlo import MonteCarloResult
 from sizeguard.backtest.results import drawdown_curve, metrics
 
-COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf")
+# Okabe-Ito: told apart with the common colour-vision deficiencies, and each has its own dash
+COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
+           "#F0E442", "#7f7f7f", "#882255")
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+SVG_DASHES = ("", "6 3", "2 2", "6 2 2 2", "10 4", "10 3 2 3")
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 860, 320, 70, 20, 26, 40
 
 Series = tuple[str, Any, Any]  # name, x, y
@@ -125,15 +134,19 @@ def svg_chart(series: Sequence[Series], title: str, *, kind: str = "line", log: 
         colour = COLOURS[i % len(COLOURS)]
         if kind == "line" and xa.size:
             path = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(sx(xa), sy(ya), strict=True))
-            out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.3" '
-                       f'points="{path}"/>')
+            dash = SVG_DASHES[i % len(SVG_DASHES)]
+            out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.6" '
+                       + (f'stroke-dasharray="{dash}" ' if dash else "") + f'points="{path}"/>')
         else:
             out.extend(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2" fill="{colour}" '
                        f'fill-opacity="0.6"/>' for a, b in zip(sx(xa), sy(ya), strict=True))
         lx = PAD_L + 8 + (i % 5) * 150
         ly = PAD_T + 4 + (i // 5) * 14
-        out.append(f'<rect x="{lx}" y="{ly - 8}" width="10" height="10" fill="{colour}"/>'
-                   f'<text x="{lx + 14}" y="{ly + 1}">{html.escape(name)}</text>')
+        dash = SVG_DASHES[i % len(SVG_DASHES)] if kind == "line" else ""
+        out.append(f'<line x1="{lx - 4}" x2="{lx + 12}" y1="{ly - 3}" y2="{ly - 3}" '
+                   f'stroke="{colour}" stroke-width="2.5"'
+                   + (f' stroke-dasharray="{dash}"' if dash else "") + '/>'
+                   f'<text x="{lx + 16}" y="{ly + 1}">{html.escape(name)}</text>')
     return "".join(out) + "</svg>"
 
 
@@ -202,13 +215,198 @@ def metrics_table(results: Sequence[BacktestResult]) -> str:
     return f"<table><tr><th></th>{head}</tr>{body}</table>"
 
 
-def montecarlo_section(runs: Sequence[MonteCarloResult]) -> str:
-    """A table of the Monte Carlo summaries and the distribution of max drawdown per policy."""
-    if not runs:
-        return ""
+def _style(i: int) -> dict[str, Any]:
+    return {"color": COLOURS[i % len(COLOURS)], "dash": DASHES[i % len(DASHES)]}
+
+
+def _dates(ms: Any) -> Any:
+    return np.asarray(ms, dtype="int64").astype("datetime64[ms]")
+
+
+def _liquidated(r: BacktestResult) -> list[dict[str, Any]]:
+    return [t for t in r.trades if t.get("exit_reason") == "liquidation"]
+
+
+def _fig_html(fig: Any, first: bool, div_id: str) -> str:
+    import plotly.io as pio  # noqa: PLC0415 - plotly loads only when a report is written
+
+    return str(pio.to_html(
+        fig, full_html=False, include_plotlyjs=first, div_id=div_id,
+        config={"displaylogo": False, "responsive": True,
+                "toImageButtonOptions": {"format": "png", "scale": 2}}))
+
+
+def _layout(fig: Any, title: str, height: int) -> None:
+    fig.update_layout(title={"text": title, "x": 0.01}, height=height, template="plotly_white",
+                      margin={"l": 60, "r": 20, "t": 70, "b": 40}, hovermode="x unified",
+                      legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0})
+
+
+def equity_figure(results: Sequence[BacktestResult]) -> Any:
+    """Equity of every policy on one chart: linear and log scales side by side, each policy its
+    colour and dash, liquidations marked."""
+    from plotly.subplots import make_subplots  # noqa: PLC0415
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("linear scale", "log scale"),
+                        horizontal_spacing=0.08)
+    for i, r in enumerate(results):
+        x, y = _thin(np.asarray(r.timestamp, dtype=float), np.asarray(r.equity, dtype=float), 4000)
+        final = float(r.equity[-1]) if r.equity.size else r.initial_equity
+        for col in (1, 2):
+            yy = np.where(y > 0, y, np.nan) if col == 2 else y
+            fig.add_scatter(x=_dates(x), y=yy, mode="lines", name=f"{r.name} ({_fmt(final)})",
+                            legendgroup=r.name, showlegend=col == 1,
+                            line={**_style(i), "width": 2}, row=1, col=col)
+        liq = _liquidated(r)
+        if liq:
+            at = np.searchsorted(r.timestamp, [t["exit_time"] for t in liq])
+            at = np.clip(at, 0, len(r.equity) - 1)
+            for col in (1, 2):
+                fig.add_scatter(x=_dates([t["exit_time"] for t in liq]), y=r.equity[at],
+                                mode="markers", name=f"{r.name}: liquidation",
+                                legendgroup=r.name, showlegend=False,
+                                marker={"symbol": "x", "size": 9, "color": COLOURS[i % len(COLOURS)],
+                                        "line": {"width": 1, "color": "#b42318"}},
+                                row=1, col=col)
+    fig.update_yaxes(type="log", row=1, col=2)
+    _layout(fig, "Equity (final equity in the legend; x = a liquidation)", 500)
+    fig.update_layout(legend={"orientation": "h", "y": -0.1, "yanchor": "top", "x": 0})
+    return fig
+
+
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "star", "triangle-down",
+           "hexagon")
+
+
+def risk_figure(results: Sequence[BacktestResult]) -> Any:
+    """Risk per trade as a percentage of the equity at entry, every policy on one log scale:
+    the quantity that tells sizing policies apart (what a stop-out costs the account)."""
+    import plotly.graph_objects as go  # noqa: PLC0415
+
+    fig = go.Figure()
+    for i, r in enumerate(results):
+        ok = [t for t in r.trades if t["equity_at_entry"] > 0 and t["risk"] > 0]
+        fig.add_scatter(x=_dates([t["entry_time"] for t in ok]),
+                        y=[100.0 * t["risk"] / t["equity_at_entry"] for t in ok], mode="markers",
+                        name=r.name, marker={"color": COLOURS[i % len(COLOURS)], "size": 5,
+                                             "opacity": 0.75,
+                                             "symbol": SYMBOLS[i % len(SYMBOLS)]},
+                        hovertemplate="risk %{y:.3g}% of equity<extra>" + r.name + "</extra>")
+    fig.update_yaxes(type="log", title_text="% of equity at entry", ticksuffix="%")
+    _layout(fig, "Risk per trade: the loss at the stop (fees included) as % of equity", 420)
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def equity_panels_figure(results: Sequence[BacktestResult]) -> Any:
+    """One equity panel per policy, each on its own scale: a policy that barely moves is a
+    visible line, not one hidden under the others at the starting equity."""
+    from plotly.subplots import make_subplots  # noqa: PLC0415
+
+    n = len(results)
+    cols = 2 if n > 1 else 1
+    rows = math.ceil(n / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[r.name for r in results],
+                        shared_xaxes=True, vertical_spacing=0.12 / max(rows, 1) + 0.04)
+    for i, r in enumerate(results):
+        x, y = _thin(np.asarray(r.timestamp, dtype=float), np.asarray(r.equity, dtype=float), 2000)
+        fig.add_scatter(x=_dates(x), y=y, mode="lines", name=r.name, showlegend=False,
+                        line={**_style(i), "width": 1.6}, row=i // cols + 1, col=i % cols + 1)
+        fig.add_hline(y=r.initial_equity, line={"color": "#999", "width": 1, "dash": "dot"},
+                      row=i // cols + 1, col=i % cols + 1)
+    _layout(fig, "Equity per policy (each on its own scale; dotted: the initial equity)",
+            max(320, 230 * rows))
+    return fig
+
+
+def drawdown_figure(results: Sequence[BacktestResult]) -> Any:
+    import plotly.graph_objects as go  # noqa: PLC0415
+
+    fig = go.Figure()
+    for i, r in enumerate(results):
+        dd = drawdown_curve(r.equity, r.initial_equity)
+        x, y = _thin(np.asarray(r.timestamp, dtype=float), -np.asarray(dd, dtype=float), 4000)
+        fig.add_scatter(x=_dates(x), y=y, mode="lines", name=r.name,
+                        line={**_style(i), "width": 1.6})
+    fig.update_yaxes(tickformat=".0%")
+    _layout(fig, "Drawdown from the running peak", 380)
+    return fig
+
+
+PER_TRADE = (("risk_pct", "risk per trade, % of equity"), ("notional", "notional per trade"),
+             ("leverage", "leverage per trade"))  # each panel on its own linear scale
+
+
+def per_trade_figure(results: Sequence[BacktestResult]) -> Any:
+    """Small multiples: one row per policy; risk as % of equity at entry, notional (log) and
+    leverage per trade; a trade that ended in liquidation is a red x."""
+    from plotly.subplots import make_subplots  # noqa: PLC0415
+
+    n = len(results)
+    titles = [f"{r.name}: {label}" for r in results for _, label in PER_TRADE]
+    fig = make_subplots(rows=n, cols=3, subplot_titles=titles, shared_xaxes=True,
+                        horizontal_spacing=0.07, vertical_spacing=min(0.3 / max(n, 1), 0.08))
+    for i, r in enumerate(results):
+        colour = COLOURS[i % len(COLOURS)]
+        ts = [t["entry_time"] for t in r.trades]
+        liq = [t.get("exit_reason") == "liquidation" for t in r.trades]
+        values = {
+            "risk_pct": [100.0 * t["risk"] / t["equity_at_entry"] if t["equity_at_entry"] > 0
+                         else None for t in r.trades],
+            "notional": [t["notional"] for t in r.trades],
+            "leverage": [t["leverage"] for t in r.trades]}
+        for c, (key, label) in enumerate(PER_TRADE, start=1):
+            ys = values[key]
+            fig.add_scatter(x=_dates(ts), y=ys, mode="markers", name=r.name, showlegend=False,
+                            marker={"size": 5, "color": colour, "opacity": 0.7},
+                            hovertemplate=f"{label}: %{{y:.4g}}<extra>{r.name}</extra>",
+                            row=i + 1, col=c)
+            lx = [t for t, q in zip(ts, liq, strict=True) if q]
+            if lx:
+                fig.add_scatter(x=_dates(lx), y=[y for y, q in zip(ys, liq, strict=True) if q],
+                                mode="markers", name="liquidated", showlegend=False,
+                                marker={"symbol": "x", "size": 10, "color": "#b42318"},
+                                hovertemplate="liquidated: %{y:.4g}<extra>" + r.name + "</extra>",
+                                row=i + 1, col=c)
+            if not ts:
+                fig.add_annotation(text="no trades", showarrow=False, xref="x domain",
+                                   yref="y domain", x=0.5, y=0.5, row=i + 1, col=c)
+        fig.update_yaxes(ticksuffix="%", row=i + 1, col=1)
+        fig.update_yaxes(ticksuffix="x", row=i + 1, col=3)
+    fig.update_annotations(font_size=11)
+    _layout(fig, "Per trade, one row per policy (red x: the trade was liquidated)",
+            max(300, 190 * n + 80))
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def skips_figure(results: Sequence[BacktestResult]) -> Any:
+    import plotly.graph_objects as go  # noqa: PLC0415
+
+    reasons = sorted({k for r in results for k in r.skips})
+    skipping = [(i, r) for i, r in enumerate(results) if sum(r.skips.values())]
+    fig = go.Figure()
+    for i, r in skipping:  # a policy that skipped nothing gets no empty bars
+        fig.add_bar(y=reasons, x=[r.skips.get(k, 0) for k in reasons], orientation="h",
+                    name=f"{r.name} ({sum(r.skips.values())})",
+                    marker={"color": COLOURS[i % len(COLOURS)]},
+                    text=[r.skips.get(k, 0) or "" for k in reasons], textposition="outside")
+    quiet = [r.name for r in results if not sum(r.skips.values())]
+    note = f"no skipped entries: {', '.join(quiet)}" if quiet else ""
+    if note:
+        fig.add_annotation(text=note, showarrow=False, x=1, y=-0.25 if reasons else 0.5,
+                           xref="paper", yref="paper", xanchor="right")
+    fig.update_layout(barmode="group", bargap=0.3)
+    _layout(fig, "Skipped entries by reason (the decision's last reason code)",
+            max(260, 120 + 22 * len(reasons) * max(1, len(skipping))))
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def montecarlo_table(runs: Sequence[MonteCarloResult]) -> str:
     head = ("<tr><th>policy</th><th>method</th><th>paths x trades</th><th>final p5</th>"
             "<th>median</th><th>p95</th><th>max DD median</th><th>max DD p95</th>"
-            "<th>P(ruin)</th></tr>")
+            "<th>P(ruin)</th><th>P(loss)</th></tr>")
     rows = []
     for m in runs:
         x = m.summary()
@@ -216,52 +414,130 @@ def montecarlo_section(runs: Sequence[MonteCarloResult]) -> str:
                     f"<td>{m.n_paths:,} x {m.n_trades:,}</td><td>{x['final_equity_p5']:,.0f}</td>"
                     f"<td>{x['final_equity_p50']:,.0f}</td><td>{x['final_equity_p95']:,.0f}</td>"
                     f"<td>{x['max_drawdown_p50']:.1%}</td><td>{x['max_drawdown_p95']:.1%}</td>"
-                    f"<td>{m.probability_of_ruin:.2%}</td></tr>")
-    edges = np.linspace(0.0, 1.0, 51)
-    mid = (edges[:-1] + edges[1:]) / 2
-    hist = [(m.policy, mid, np.histogram(m.max_drawdown, edges)[0] / m.n_paths) for m in runs]
-    ruin = runs[0].ruin
-    return (f"<h2>Monte Carlo</h2><p>Trades resampled ({runs[0].method}); ruin = equity at or "
-            f"below {ruin:.0%} of the start at any point.</p><table>{head}{''.join(rows)}</table>"
-            + svg_chart(hist, "Max drawdown across paths (share of paths per 2% bin)",
-                        time_x=False, y_label="share of paths", x_percent=True))
+                    f"<td>{m.probability_of_ruin:.2%}</td>"
+                    f"<td>{x['probability_of_loss']:.1%}</td></tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def montecarlo_fan(returns: Sequence[float], run: MonteCarloResult, points: int = 24,
+                   paths: int = 2000) -> tuple[Any, Any]:
+    """Equity percentiles (5, 25, 50, 75, 95) after k trades, k = 0..n: each point is the same
+    resampling as ``run`` (:func:`~sizeguard.backtest.montecarlo.simulate`, its method, block and
+    seed) over k trades. Returns (k, percentiles with shape (5, len(k)))."""
+    from sizeguard.backtest.montecarlo import simulate  # noqa: PLC0415
+
+    ks = np.unique(np.linspace(1, run.n_trades, min(points, run.n_trades)).astype(int))
+    qs = [np.full(5, run.initial)]
+    for k in ks:
+        m = simulate(returns, n_paths=min(paths, run.n_paths), n_trades=int(k), method=run.method,
+                     block=run.block, ruin=run.ruin, initial=run.initial, seed=0)
+        qs.append(np.percentile(m.final, (5, 25, 50, 75, 95)))
+    return np.concatenate([[0], ks]), np.array(qs).T
+
+
+def montecarlo_figure(results: Sequence[BacktestResult], runs: Sequence[MonteCarloResult]) -> Any:
+    """The fan per policy (5-95% and 25-75% bands, the median), the ruin line and P(ruin)."""
+    from plotly.subplots import make_subplots  # noqa: PLC0415
+
+    by_name = {r.name: r for r in results}
+    n = len(runs)
+    cols = 2 if n > 1 else 1
+    rows = math.ceil(n / cols)
+    titles = [f"{m.policy}: P(ruin) {m.probability_of_ruin:.2%}" for m in runs]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles,
+                        vertical_spacing=0.2 / max(rows, 1) + 0.04)
+    names = [r.name for r in results]
+    for j, m in enumerate(runs):
+        i = names.index(m.policy) if m.policy in names else j
+        colour = COLOURS[i % len(COLOURS)]
+        row, col = j // cols + 1, j % cols + 1
+        r = by_name.get(m.policy)
+        if r is None or not r.trades:
+            continue
+        k, q = montecarlo_fan([t["return_on_equity"] for t in r.trades], m)
+        rgb = tuple(int(colour[p:p + 2], 16) for p in (1, 3, 5))
+        for lo, hi, alpha, label in ((0, 4, 0.15, "5-95%"), (1, 3, 0.3, "25-75%")):
+            fig.add_scatter(x=k, y=q[hi], mode="lines", line={"width": 0}, showlegend=False,
+                            hoverinfo="skip", row=row, col=col)
+            fig.add_scatter(x=k, y=q[lo], mode="lines", line={"width": 0}, fill="tonexty",
+                            fillcolor=f"rgba({rgb[0]},{rgb[1]},{rgb[2]},{alpha})",
+                            name=label, showlegend=False, hoverinfo="skip", row=row, col=col)
+        fig.add_scatter(x=k, y=q[2], mode="lines", name=f"{m.policy} median", showlegend=False,
+                        line={"color": colour, "width": 2}, row=row, col=col)
+        fig.add_hline(y=m.ruin * m.initial, line={"color": "#b42318", "width": 1, "dash": "dash"},
+                      row=row, col=col)
+    for c in range(1, cols + 1):
+        fig.update_xaxes(title_text="trades", row=rows, col=c)
+    _layout(fig, "Monte Carlo: equity percentiles after k resampled trades (bands 5-95% and "
+            "25-75%, line the median; red dashes: the ruin threshold)", max(340, 260 * rows))
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+STYLE = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:1.5em auto;padding:0 1em;"
+         "color:#1d2330}table{border-collapse:collapse;font-size:13px;margin:.5em 0}"
+         "td,th{border:1px solid #d0d4da;padding:3px 8px;text-align:right}"
+         "td:first-child,th:first-child{text-align:left}h2{margin-top:1.6em}"
+         ".key{display:inline-flex;align-items:center;margin-right:1.2em;font-size:13px}"
+         ".key svg{margin-right:.35em}")
+
+
+def _key(results: Sequence[BacktestResult]) -> str:
+    """The policies and their colour and dash, once, above the charts."""
+    dash = {"solid": "", "dash": "6 3", "dot": "2 2", "dashdot": "6 2 2 2", "longdash": "10 4",
+            "longdashdot": "10 3 2 3"}
+    out = []
+    for i, r in enumerate(results):
+        st = _style(i)
+        d = dash[st["dash"]]
+        out.append(f'<span class="key"><svg width="34" height="10"><line x1="0" x2="34" y1="5" '
+                   f'y2="5" stroke="{st["color"]}" stroke-width="3"'
+                   + (f' stroke-dasharray="{d}"' if d else "") + f'/></svg>{html.escape(r.name)}'
+                   "</span>")
+    return f'<p class="policies">{"".join(out)}</p>'
 
 
 def html_report(results: Sequence[BacktestResult], *, title: str = "sizeguard backtest",
                 notes: Sequence[str] = (), montecarlo: Sequence[MonteCarloResult] = ()) -> str:
+    """The whole report as one HTML document (plotly.js inside it)."""
     if not results:
         raise ValueError("no results to report")
     r0 = results[0]
     span = f"{_date(float(r0.timestamp[0]))} to {_date(float(r0.timestamp[-1]))}"
-    dd = [(r.name, r.timestamp, -drawdown_curve(r.equity, r.initial_equity)) for r in results]
-    idx = [(r.name, [t["entry_time"] for t in r.trades], [t["notional"] for t in r.trades])
-           for r in results]
-    lev = [(r.name, [t["entry_time"] for t in r.trades], [t["leverage"] for t in r.trades])
-           for r in results]
+    figures: list[tuple[str, str, Any]] = [
+        ("Equity", "equity", equity_figure(results)),
+        ("Risk per trade", "risk", risk_figure(results)),
+        ("Equity per policy", "equity-panels", equity_panels_figure(results)),
+        ("Drawdown", "drawdown", drawdown_figure(results)),
+        ("Risk, size and leverage per trade", "per-trade", per_trade_figure(results)),
+        ("Skipped entries", "skips", skips_figure(results)),
+    ]
     parts = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p>Candles: {html.escape(', '.join(r0.symbols))} traded as "
         f"{html.escape(', '.join(r0.markets))}; {len(r0.timestamp):,} bars, {span}. Strategy: "
         f"{html.escape(r0.strategy)}. Initial equity {r0.initial_equity:,.2f}. Every entry was "
-        "sized by sizeguard's decide() with the policy named in each column.</p>",
+        "sized by sizeguard's decide() with the policy named in each column. The charts are "
+        "interactive: hover for values, drag to zoom, double-click to reset, click a legend "
+        "entry to hide a policy.</p>",
         "".join(f"<p>{html.escape(n)}</p>" for n in notes),
-        "<h2>Metrics</h2>", metrics_table(results),
-        "<h2>Equity</h2>", equity_svg(results),
-        "<h2>Drawdown</h2>", svg_chart(dd, "Drawdown from peak", percent=True),
-        "<h2>Size and leverage per trade</h2>",
-        svg_chart(idx, "Notional per trade (log)", kind="scatter", log=True,
-                  y_label="notional"),
-        svg_chart(lev, "Leverage per trade", kind="scatter", y_label="leverage"),
-        "<h2>Skipped entries</h2>",
-        svg_bars({r.name: dict(r.skips) for r in results}, "Skipped entries by reason"),
-        montecarlo_section(montecarlo),
+        "<h2>Metrics</h2>", metrics_table(results), _key(results),
     ]
-    style = ("body{font-family:sans-serif;max-width:920px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
-             "padding:3px 8px;text-align:right}td:first-child{text-align:left}svg{display:block;"
-             "margin:1em 0}")
+    first = True
+    for heading, div_id, fig in figures:
+        if heading:
+            parts.append(f"<h2>{heading}</h2>")
+        parts.append(_fig_html(fig, first, div_id))
+        first = False
+    if montecarlo:
+        parts += [
+            "<h2>Monte Carlo</h2>",
+            f"<p>Each policy's trade returns resampled ({montecarlo[0].method}); ruin = equity at "
+            f"or below {montecarlo[0].ruin:.0%} of the start at any point of a path.</p>",
+            montecarlo_table(montecarlo),
+            _fig_html(montecarlo_figure(results, montecarlo), False, "montecarlo")]
     return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
-            f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+            f"</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
 
 
 def write_report(results: Sequence[BacktestResult], path: str | Path, **kw: Any) -> Path:

@@ -31,6 +31,7 @@ import numpy.typing as npt
 import polars as pl
 
 from sizeguard.backtest.candles import Panel
+from sizeguard.backtest.freqtrade_data import export_signals, is_freqtrade_export
 from sizeguard.errors import InvalidInput
 
 F64 = npt.NDArray[np.float64]
@@ -194,16 +195,23 @@ def donchian(panel: Panel, n: int = 20, atr_n: int = 14, tp_r: float | None = No
 _SIDES = {"1": 1, "long": 1, "buy": 1, "-1": -1, "short": -1, "sell": -1, "0": 0, "": 0}
 
 
+def _read_signals(panel: Panel, p: Path) -> pl.DataFrame:
+    if not p.exists():
+        raise InvalidInput("signals", str(p), "no such file")
+    if is_freqtrade_export(p):  # replay a freqtrade backtest's entries (pair, time, side, stop)
+        return export_signals(p, panel.timestamp, symbols=panel.symbols)
+    return pl.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pl.read_csv(p)
+
+
 def signals_from_file(panel: Panel, path: str | Path, atr_n: int = 14) -> Signals:
     """The user's own signals: a CSV/Parquet with ``timestamp`` (the candle at whose close the
     signal is known; it acts at the next open), ``entry`` (1/-1/0 or long/short) and optionally
     ``exit`` (1 close long, 2 close short, 3 both; or true = both), ``atr``, ``atr_mult``,
     ``tp_r``, ``confidence`` and ``symbol`` (needed with several symbols). Rows whose
-    timestamp has no candle are an error naming the row. Without ``atr`` the ATR(14) is used."""
+    timestamp has no candle are an error naming the row. Without ``atr`` the ATR(14) is used.
+    A freqtrade backtest export (zip or json) replays its entries: pair, time, side, stop."""
     p = Path(path)
-    if not p.exists():
-        raise InvalidInput("signals", str(p), "no such file")
-    df = pl.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pl.read_csv(p)
+    df = _read_signals(panel, p)
     for col in ("timestamp", "entry"):
         if col not in df.columns:
             raise InvalidInput(f"{p}", list(df.columns), f"missing column {col!r}")

@@ -191,6 +191,14 @@ def plain_help(command: Any) -> None:
     for param in getattr(command, "params", ()):
         if param.metavar is None:
             param.metavar = _metavar(param) if param.param_type_name == "option" else ""
+    original = getattr(command, "get_help_option", None)
+    if original is not None:  # click makes --help/-h on demand: no "<bool>" after it either
+        def help_option(ctx: Any) -> Any:
+            opt = original(ctx)
+            if opt is not None and opt.metavar is None:
+                opt.metavar = ""
+            return opt
+        setattr(command, "get_help_option", help_option)  # noqa: B010
     for sub in getattr(command, "commands", {}).values():
         plain_help(sub)
 

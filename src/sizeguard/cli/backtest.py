@@ -40,7 +40,8 @@ if TYPE_CHECKING:  # numba, polars and numpy load only when a backtest command r
 PROGRESS_BARS = 200_000  # show a progress bar when bars x policies exceed this
 
 CandlesOpt = Annotated[list[Path], typer.Option(
-    "--candles", help="Candle file(s), CSV or Parquet: timestamp,open,high,low,close,volume (ms).")]
+    "--candles", help="Candle file(s), CSV or Parquet: timestamp,open,high,low,close,volume (ms); "
+    "or freqtrade's (json, feather, a date column; a data dir for its --symbol pairs).")]
 SymbolOpt = Annotated[list[str] | None, typer.Option(
     "--symbol", help="Market traded with each --candles file, in order (default: the built-in "
     "linear perpetual with the same base, e.g. BTC_USD-1h.csv -> BTC/USDT:USDT).")]
@@ -186,10 +187,11 @@ def _plain(value: Any) -> Any:
 def _load(candles: list[Path], symbol: list[str] | None, markets: Path | None,
           tiers: Path | None) -> tuple[Panel, MarketBook, list[MarketRules], list[str]]:
     from sizeguard.backtest.candles import align, load_many
+    from sizeguard.backtest.freqtrade_data import expand_candle_paths
     book = load_markets(markets)
     if tiers is not None:
         book = attach_tiers(book, tiers)
-    loaded = load_many(candles)
+    loaded = load_many(expand_candle_paths(candles, symbol or ()))  # a freqtrade data dir: its pairs
     if symbol and len(symbol) != len(loaded):
         raise InvalidInput("--symbol", symbol, f"give one per --candles file ({len(loaded)})")
     chosen = [book[s] for s in symbol] if symbol else [guess_market(book, c.symbol) for c in loaded]
@@ -222,7 +224,8 @@ def backtest(
     set_: SetOpt = None,
     strategy: StrategyOpt = None,
     signals_file: Annotated[Path | None, typer.Option(
-        "--signals", help="Your signal columns (CSV/Parquet); implies --strategy file.")] = None,
+        "--signals", help="Your signal columns (CSV/Parquet), or a freqtrade backtest export to "
+        "replay; implies --strategy file.")] = None,
     fast: Annotated[int, typer.Option(help="ema-cross fast span.")] = 12,
     slow: Annotated[int, typer.Option(help="ema-cross slow span.")] = 26,
     channel: Annotated[int, typer.Option("--channel", help="donchian lookback (bars).")] = 20,
@@ -321,7 +324,8 @@ def _mc_table(rows: Sequence[MonteCarloResult]) -> Table:
 @app.command(epilog="Examples: sizeguard montecarlo --ledger trades.csv --paths 10000 ; "
              "sizeguard montecarlo --candles BTC_USD-1h.csv --preset ai-atr-risk --method block")
 def montecarlo(
-    ledger: Annotated[Path | None, typer.Option(help="A trade ledger from `backtest --ledger`.")] = None,
+    ledger: Annotated[Path | None, typer.Option(
+        help="A trade ledger from `backtest --ledger`, or a freqtrade backtest export.")] = None,
     candles: Annotated[list[Path] | None, typer.Option(
         "--candles", help="Or run a backtest on these candles first.")] = None,
     symbol: SymbolOpt = None,
@@ -341,6 +345,7 @@ def montecarlo(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Resample a backtest's trades into many equity paths: final equity, drawdown, ruin."""
+    from sizeguard.backtest.freqtrade_data import export_returns, is_freqtrade_export
     from sizeguard.backtest.montecarlo import simulate
     from sizeguard.backtest.results import read_ledger
     from sizeguard.backtest.signals import build_signals
@@ -355,7 +360,9 @@ def montecarlo(
         if ledger is not None and not ledger.is_file():
             raise InvalidInput("--ledger", str(ledger), "no such file")
         series: list[tuple[str, Any]] = []
-        if ledger is not None:
+        if ledger is not None and is_freqtrade_export(ledger):  # a freqtrade backtest's trades
+            series.extend((name, rets) for name, rets, _ in export_returns(ledger))
+        elif ledger is not None:
             df = read_ledger(ledger)
             for name in dict.fromkeys(df["policy"].to_list()):
                 sub = df.filter(df["policy"] == name)

@@ -26,6 +26,7 @@ from sizeguard.cli.options import (
     SetOpt,
     TiersOpt,
 )
+from sizeguard.cli.render import Record, print_fitting
 from sizeguard.config.aliases import ALIASES, BY_NAME
 from sizeguard.config.scan import ScanReport, normalise, scan
 from sizeguard.config.settings import Resolved, env_from_os, policy_to_toml, resolve
@@ -321,10 +322,12 @@ def aliases(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         typer.echo(json.dumps([{"name": a.name, "system": a.system, "keys": list(a.keys),
                                 "meaning": a.meaning, "unit": a.unit} for a in ALIASES]))
         return
-    t = Table(title="seed-compatible environment names (SIZEGUARD_* names win over these)",
-              title_justify="left")
+    title = "seed-compatible environment names (SIZEGUARD_* names win over these)"
+    t = Table(title=title, title_justify="left")
     for col in ("name", "sets", "meaning", "unit"):
-        t.add_column(col, no_wrap=col in ("name", "sets"))
+        t.add_column(col, no_wrap=col in ("name", "sets"), min_width=20 if col == "meaning" else None)
     for a in ALIASES:
         t.add_row(a.name, "\n".join(a.keys), a.meaning, a.unit)
-    Console().print(t)
+    print_fitting(Console(), t, title, [
+        Record(f"{a.name} -> {', '.join(a.keys)}", [], [("meaning", a.meaning), ("unit", a.unit)])
+        for a in ALIASES])

@@ -14,10 +14,11 @@ from sizeguard.cli import markets as _markets  # markets, markets refresh
 from sizeguard.cli import serve as _serve  # serve, bots
 from sizeguard.cli import sizing as _sizing  # size, explain, presets, demo
 from sizeguard.cli import state as _state  # trade, close, positions, state, journal, sync
+from sizeguard.cli import store_cmd as _store_cmd  # store prune|size
 from sizeguard.cli import sweep as _sweep  # sweep
 from sizeguard.cli.app import app
 
-COMMAND_MODULES = (_sizing, _markets, _config_cmd, _backtest, _sweep, _serve, _state)
+COMMAND_MODULES = (_sizing, _markets, _config_cmd, _backtest, _sweep, _serve, _state, _store_cmd)
 
 
 def main() -> None:

@@ -11,8 +11,8 @@ from rich.console import Console
 
 from sizeguard.cli.app import app, fail, market_book
 from sizeguard.cli.options import MarketsOpt, TiersOpt, complete_symbol
-from sizeguard.cli.render import market_panel, markets_table
-from sizeguard.errors import InvalidInput, SizeguardError
+from sizeguard.cli.render import market_panel, market_records, markets_table, print_fitting
+from sizeguard.errors import InvalidInput, NetworkError, SizeguardError
 
 MARKETS_EXAMPLES = (
     "Examples:\n\n"
@@ -56,7 +56,8 @@ def markets(
         return
     console = Console()
     if symbol is None:
-        console.print(markets_table(chosen, f"{len(chosen)} markets ({book.source or 'built-in'})"))
+        title = f"{len(chosen)} markets ({book.source or 'built-in'})"
+        print_fitting(console, markets_table(chosen, title), title, market_records(chosen))
         console.print("[dim]One market's rules and tiers: sizeguard markets SYMBOL[/dim]")
     else:
         console.print(market_panel(chosen[0]))
@@ -67,8 +68,15 @@ def markets_refresh(exchange: str, directory: Path | None, as_json: bool) -> Non
     from sizeguard.app.bootstrap import refresh_markets
 
     try:
+        if directory is not None and not directory.is_dir():
+            raise InvalidInput("--dir", str(directory), "no such directory")
         path, source = refresh_markets(exchange, directory)
         book = source.markets()
+    except NetworkError:
+        typer.echo(f"error: cannot reach {exchange} to refresh its markets (offline?); size "
+                   f"offline with a saved snapshot: --exchange {exchange} or --markets FILE",
+                   err=True)
+        raise typer.Exit(1) from None
     except (SizeguardError, ValueError) as exc:
         fail(exc)
     if as_json:

@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console, Group
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -287,6 +290,16 @@ def markets_table(markets: Sequence[MarketRules], title: str) -> Table:
     return t
 
 
+def market_records(markets: Sequence[MarketRules]) -> list[Record]:
+    """The rows of :func:`markets_table` for a narrow terminal."""
+    return [Record(f"{m.symbol}  {_kind(m)}", [
+        ("step", num(m.amount_step)), ("min amount", num(m.min_amount)),
+        ("min cost", num(m.min_cost)),
+        ("max leverage", "-" if not m.is_contract else f"{num(m.max_leverage)}x"),
+        ("taker", "-" if m.taker is None else f"{m.taker:.4%}"),
+        ("tiers", str(len(m.tiers) or "-"))]) for m in markets]
+
+
 def market_panel(m: MarketRules) -> Group:
     info = Table(show_header=False, title=f"[bold]{m.symbol}[/bold] ({m.exchange or 'unknown exchange'})",
                  title_justify="left")
@@ -327,10 +340,10 @@ def market_panel(m: MarketRules) -> Group:
 
 def side_by_side(results: Sequence[tuple[str, Decision]], title: str) -> Table:
     t = Table(title=title, title_justify="left", show_lines=True)
-    t.add_column("", style="bold")
+    t.add_column("", style="bold", no_wrap=True)
     for preset, _ in results:
         # break names at their hyphens so "viper-fixed-margin" never splits mid-word
-        t.add_column(preset.replace("-", "-\n"), justify="right", overflow="fold")
+        t.add_column(preset.replace("-", "-\n"), justify="right")
 
     def row(label: str, f: Any) -> None:
         t.add_row(label, *[f(d) for _, d in results])
@@ -341,7 +354,7 @@ def side_by_side(results: Sequence[tuple[str, Decision]], title: str) -> Table:
     row("margin", lambda d: money(d.margin))
     row("leverage", lambda d: f"{d.leverage:g}x")
     row("risk", lambda d: f"{money(d.risk)}\n{d.risk_pct:.2f}% ({d.risk_basis})")
-    row("liquidation", lambda d: "-" if d.liquidation_distance_pct is None else
+    row("liq.", lambda d: "-" if d.liquidation_distance_pct is None else
         f"{money(d.liquidation_price)}\n{d.liquidation_distance_pct:.2f}% away")
     return t
 
@@ -374,16 +387,65 @@ def references_table(rows: Sequence[tuple[str, float, Decision]]) -> Table:
     t.add_column("decision")
     for preset, equity, d in rows:
         colour = "green" if d.accepted else "red"
-        outcome = (f"[{colour}]{d.status}[/{colour}] {d.amount}: notional {money(d.notional)}, "
+        # one fact per line, so that a narrow terminal never splits a figure from its name
+        outcome = (f"[{colour}]{d.status}[/{colour}] {d.amount}\nnotional {money(d.notional)}\n"
                    f"margin {money(d.margin)} at {d.leverage:g}x")
         if d.reasons:
             outcome += "\n[dim]" + ", ".join(short_reason(str(r)) for r in d.reasons) + "[/dim]"
-        t.add_row(preset, f"{d.symbol} {d.side} @ {d.entry_price:,g}, equity {num(equity)}", outcome)
+        t.add_row(preset, f"{d.symbol} {d.side}\n@ {d.entry_price:,g}\nequity {num(equity)}",
+                  outcome)
     return t
 
 
 def hint_panel(lines: Sequence[str]) -> Panel:
     return Panel("\n".join(lines), title="try next", title_align="left", border_style="dim")
+
+
+# -- narrow terminals ------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One row for a narrow terminal: a head line, short ``key value`` pairs that are never
+    split, and free text that wraps at words."""
+
+    head: str
+    fields: Sequence[tuple[str, str]] = ()
+    text: Sequence[tuple[str, str]] = ()
+
+
+def fits(console: Console, table: Table) -> bool:
+    """Whether ``table`` fits the console without shrinking a column below its content."""
+    wide = console.options.update(width=100_000)  # measured unclamped, then compared
+    return Measurement.get(console, wide, table).maximum <= console.width
+
+
+def print_records(console: Console, title: str, records: Sequence[Record]) -> None:
+    """Rows as blocks: ids, symbols and amounts whole on one line, never cut or wrapped."""
+    width = max(console.width, 40)
+    console.print(Text(title, style="bold"), soft_wrap=True)
+    for r in records:
+        console.print(Text(r.head, style="bold"), soft_wrap=True)
+        line = ""
+        for key, value in r.fields:
+            chunk = f"{key} {value}" if key else value
+            if line and len(line) + 2 + len(chunk) > width:
+                console.print(Text(line), soft_wrap=True)
+                line = ""
+            line = f"{line}  {chunk}" if line else f"  {chunk}"
+        if line:
+            console.print(Text(line), soft_wrap=True)
+        for key, value in r.text:
+            console.print(Text(textwrap.fill(value, width - 1, initial_indent=f"  {key}: ",
+                                             subsequent_indent="    ", break_long_words=False,
+                                             break_on_hyphens=False)), soft_wrap=True)
+
+
+def print_fitting(console: Console, table: Table, title: str, records: Sequence[Record]) -> None:
+    """The table when it fits the terminal, else the same rows as :func:`print_records`."""
+    if fits(console, table):
+        console.print(table)
+    else:
+        print_records(console, title, records)
 
 
 def clean_floats(value: Any) -> Any:

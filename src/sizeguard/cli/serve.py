@@ -45,7 +45,7 @@ def serve(
     port: Annotated[int | None, typer.Option(
         min=0, max=65535, help="Port (env SIZEGUARD_PORT; default 8080).")] = None,
     workers: Annotated[int | None, typer.Option(
-        help="Processes (env SIZEGUARD_WORKERS; default 1). More than one: use PostgreSQL."
+        min=1, max=64, help="Processes (env SIZEGUARD_WORKERS; default 1). More than one: use PostgreSQL."
     )] = None,
     markets: Annotated[str | None, typer.Option(
         help="Market snapshot / ccxt markets JSON (env SIZEGUARD_MARKETS; default built-in).")] = None,
@@ -69,17 +69,20 @@ def serve(
                              "tiers": tiers, "store": store, "account": account,
                              "exchange": exchange, "live": live, "preset": preset,
                              "log_level": log_level}
-    for key, value in given.items():
-        if value is not None:
-            os.environ[f"SIZEGUARD_{key.upper()}"] = str(value).lower() if isinstance(value, bool) \
-                else str(value)
-    try:
-        settings = _settings()
-        _check_inputs(settings)  # before the banner: a typo never reaches a worker
+    try:  # checked before anything is set or started: a typo never reaches a worker
+        settings = _settings({k: v for k, v in given.items() if v is not None})
+        _check_inputs(settings)
         if settings.live:
             from sizeguard.http.service import LiveExchange
 
             LiveExchange.check(settings)
+    except (SizeguardError, ValueError) as exc:
+        raise _fail(exc) from None
+    for key, value in given.items():  # the workers read their settings from the environment
+        if value is not None:
+            os.environ[f"SIZEGUARD_{key.upper()}"] = str(value).lower() if isinstance(value, bool) \
+                else str(value)
+    try:
         st = open_store(settings.store)  # migrate once, before the workers start
         url = st.url
         st.close()
@@ -92,19 +95,23 @@ def serve(
     typer.echo(f"sizeguard serve: http://{settings.host}:{settings.port} ({settings.workers} "
                f"worker(s), store {url.split('@')[-1]}, account {settings.account}, "
                f"{'live ' + settings.exchange if settings.live else 'paper'})", err=True)
+    from sizeguard.http.protocol import uvicorn_options
+
     uvicorn.run("sizeguard.http.app:app_from_env", factory=True, host=settings.host,
                 port=settings.port, workers=settings.workers, log_level=settings.log_level.lower(),
-                access_log=settings.access_log, proxy_headers=False, server_header=False)
+                access_log=settings.access_log, proxy_headers=False, server_header=False,
+                **uvicorn_options(settings))
 
 
-def _settings() -> Any:
-    """ServeSettings from the environment; a bad value is one line naming the variable."""
+def _settings(given: dict[str, Any]) -> Any:
+    """ServeSettings from the options ``given`` over the environment; a bad value is one line
+    naming the option and its variable."""
     from pydantic import ValidationError
 
     from sizeguard.http.settings import ServeSettings
 
     try:
-        return ServeSettings()
+        return ServeSettings(**given)
     except ValidationError as exc:
         err = exc.errors()[0]
         name = str(err["loc"][0]) if err.get("loc") else "?"
@@ -129,7 +136,8 @@ def bots_add(
     name: Annotated[str, typer.Argument(help="Bot name (letters, digits, - _ .).")],
     budget: Annotated[str, typer.Option(help="Share of the account's equity: 40% or 0.4.")] = "100%",
     max_positions: Annotated[int, typer.Option(
-        "--max-positions", help="The bot's own slots (0: only the account-wide limit).")] = 0,
+        "--max-positions", min=0, max=10_000,
+        help="The bot's own slots (0: only the account-wide limit).")] = 0,
     store: StoreOpt = None,
     account: AccountOpt = "default",
     as_json: Annotated[bool, typer.Option("--json")] = False,

@@ -32,6 +32,7 @@ from sizeguard.app import bootstrap
 from sizeguard.app.trader import Trader
 from sizeguard.cli.app import app, clean_floats, effective_policy, positive, side_value
 from sizeguard.cli.options import ConfigOpt, MarketsOpt, PresetOpt, SetOpt, SideOpt, TiersOpt
+from sizeguard.cli.render import Record, print_fitting
 from sizeguard.core.intent import Intent
 from sizeguard.errors import ExchangeError, InvalidInput, SizeguardError, StoreError
 from sizeguard.ports import Exchange
@@ -285,18 +286,31 @@ def positions(store: StoreOpt = None, account: AccountOpt = "default",
         _emit({"positions": [p.to_dict() for p in rows],
                "reservations": [r.to_dict() for r in held]})
         return
-    t = Table(title=f"positions of {account}")
+    title = f"positions of {account}"
+    t = Table(title=title)
     for col in ("id", "symbol", "side", "amount", "entry", "notional", "margin", "lev", "stop",
                 "source", "status"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=True)
+    records = []
     for p in rows:
-        t.add_row(p.id, p.symbol, p.side, p.amount, f"{p.entry_price:g}", f"{p.notional:.2f}",
-                  f"{p.margin:.2f}", f"{p.leverage:g}",
-                  f"{p.stop_price:g}" if p.stop_price else "-", p.source, p.status)
+        cells = (p.id, p.symbol, p.side, p.amount, f"{p.entry_price:g}", f"{p.notional:.2f}",
+                 f"{p.margin:.2f}", f"{p.leverage:g}",
+                 f"{p.stop_price:g}" if p.stop_price else "-", p.source, p.status)
+        t.add_row(*cells)
+        records.append(_position_record(cells))
     for r in held:
-        t.add_row(r.id, r.symbol, r.side, r.amount, "-", f"{r.notional:.2f}", f"{r.margin:.2f}",
-                  f"{r.leverage:g}", "-", "reservation", "held")
-    Console().print(t)
+        cells = (r.id, r.symbol, r.side, r.amount, "-", f"{r.notional:.2f}", f"{r.margin:.2f}",
+                 f"{r.leverage:g}", "-", "reservation", "held")
+        t.add_row(*cells)
+        records.append(_position_record(cells))
+    print_fitting(Console(), t, title, records)
+
+
+def _position_record(c: tuple[str, ...]) -> Record:
+    """One position for a narrow terminal: the id whole (``close`` needs it), then the rest."""
+    return Record(f"{c[0]}  {c[1]} {c[2]}", [
+        ("amount", c[3]), ("entry", c[4]), ("notional", c[5]), ("margin", c[6]),
+        ("leverage", f"{c[7]}x"), ("stop", c[8]), ("source", c[9]), ("status", c[10])])
 
 
 @app.command()
@@ -359,15 +373,24 @@ def journal(
         return
     import time
 
-    t = Table(title=f"journal of {account}")
+    title = f"journal of {account}"
+    t = Table(title=title)
     for col in ("id", "at (UTC)", "kind", "symbol", "status", "reasons / note", "client order id",
                 "snapshot"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col != "reasons / note")
+    records = []
     for e in entries:
-        t.add_row(str(e.id), time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.at)), e.kind,
-                  e.symbol or "", e.status or "", ", ".join(e.reasons) or (e.note or ""),
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.at))
+        why = ", ".join(e.reasons) or (e.note or "")
+        t.add_row(str(e.id), at, e.kind, e.symbol or "", e.status or "", why,
                   e.client_order_id or "", e.snapshot_id or "")
-    Console().print(t)
+        records.append(Record(
+            f"#{e.id} {at} {e.kind}" + (f" {e.symbol}" if e.symbol else "")
+            + (f" {e.status}" if e.status else ""),
+            [(k, v) for k, v in (("client order id", e.client_order_id),
+                                 ("snapshot", e.snapshot_id)) if v],
+            [("reasons" if e.reasons else "note", why)] if why else []))
+    print_fitting(Console(), t, title, records)
 
 
 @app.command()
@@ -400,7 +423,7 @@ def sync(
             raise InvalidInput("--mark", mark, "only the paper exchange takes prices from you")
         for sym, value in marks:
             positive(f"--mark {sym}", value)
-        st = _store(store)
+        st = _store(store, read_only=True)
         try:
             rs = st.risk_state(account)
             source = _source(markets, None, exchange if markets is None else None) if not live \

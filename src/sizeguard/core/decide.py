@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from sizeguard.core import liquidation as liq
+from sizeguard.core import position
 from sizeguard.core.account import Account
 from sizeguard.core.adjust import adjust
 from sizeguard.core.decision import Decision, Reason, Status, TraceStep
@@ -30,12 +31,14 @@ from sizeguard.core.limits import cap_note, gate, margin_budget, notional_caps
 from sizeguard.core.lots import ceil_lots, floor_lots, format_amount
 from sizeguard.core.market import MarketRules
 from sizeguard.core.models import (
+    fee_rate_to_stop,
     kelly_fraction,
     notional_for_volatility,
     notional_from_risk,
     risk_of_notional,
 )
 from sizeguard.core.policy import MARGIN_MODELS, Policy
+from sizeguard.core.position import taker_fee
 from sizeguard.core.tiers import Tier, find_tier
 from sizeguard.core.tolerances import (
     BISECTION_STEPS,
@@ -149,7 +152,7 @@ class Context:
         self.price, self.is_long, self.inverse = intent.price, intent.is_long, market.inverse
         self.buffer = policy.liquidation.buffer
         self.unit = market.unit_value(intent.price)  # quote value of one amount unit
-        self.fee = market.taker if market.taker is not None else policy.execution.taker
+        self.fee = taker_fee(market, policy.execution.taker)
         self.fee_rt = 2.0 * self.fee
         self.is_contract = market.is_contract
         self.cross = policy.leverage.margin_mode == "cross" and self.is_contract
@@ -194,6 +197,14 @@ class Context:
             return m.tiers[-1]
         self._last_tier = t
         return t
+
+    def fee_to_stop(self, distance: float) -> float:
+        """Fee rate (of the entry notional) of a round trip ending at a stop ``distance`` away:
+        the exit fee on the notional at the stop (models.fee_rate_to_stop); 0 when the policy
+        leaves fees out of the risk."""
+        if not self.policy.sizing.fees_in_risk:
+            return 0.0
+        return fee_rate_to_stop(self.fee, self.fee, self.is_long, self.inverse, distance)
 
     def cum_quote(self, tier: Tier) -> float:
         """The tier's maintenance amount in quote (a coin amount valued at entry)."""
@@ -437,13 +448,13 @@ def to_notional(ctx: Context, log: Log, sz: Sizing, value: float, lev0: float) -
         log.step("notional", (("notional", value),))
     elif model in ("risk", "kelly"):
         assert sz.stop is not None
-        fee_in_risk = ctx.fee_rt if s.fees_in_risk else 0.0
+        fee_in_risk = ctx.fee_to_stop(sz.stop.distance)
         risk_money = a.equity * value
         sz.budget = Budget(RISK, risk_money)
         sz.notional = notional_from_risk(risk_money, sz.stop.distance, fee_in_risk)
         log.step("notional", (("risk_money", risk_money), ("stop_distance_pct", sz.stop.distance * 100),
                               ("fee_round_trip_pct", fee_in_risk * 100), ("notional", sz.notional)),
-                 note="risk / (stop distance + round-trip fee)")
+                 note="risk / (stop distance + entry fee + exit fee at the stop)")
     else:
         assert i.atr is not None
         vol = i.atr / i.price
@@ -735,8 +746,10 @@ def exchange_rules(ctx: Context, log: Log, sz: Sizing) -> tuple[int, Reason | No
     m, unit, step = ctx.market, ctx.unit_value(), ctx.market.amount_step
     qty = sz.notional / unit
     min_amount, max_amount = m.min_amount, m.max_amount
+    max_source = m.max_amount_source
     if ctx.policy.execution.order_type == "market":
-        max_amount = min(max_amount, m.market_max_amount)
+        if m.market_max_amount < max_amount:
+            max_amount, max_source = m.market_max_amount, m.market_max_source
         min_amount = max(min_amount, m.market_min_amount)
     lots = _lots_within_maxima(ctx, log, sz, qty, max_amount)
     if lots > 0 and lots * step < qty * (1 - FLOAT_SLACK):
@@ -747,7 +760,8 @@ def exchange_rules(ctx: Context, log: Log, sz: Sizing) -> tuple[int, Reason | No
     log.step("exchange_rules", (("quantity", qty), ("lot_step", step), ("lots", lots),
                                 ("amount", sz.formatted[1]),
                                 ("min_amount", min_amount), ("min_cost", min_cost),
-                                ("min_cost_source", cost_src), ("max_amount", max_amount)))
+                                ("min_cost_source", cost_src), ("max_amount", max_amount),
+                                ("max_amount_source", max_source)))
     if not short:
         return lots, None
     if ctx.policy.execution.below_minimum == "raise" and _raise_to_minimum(
@@ -847,8 +861,7 @@ def _over_budget(ctx: Context, sz: Sizing, n: float) -> str:
     limit = sz.budget.money * (1 + ctx.policy.execution.raise_tolerance) * (1 + SAFETY_SLACK)
     if sz.budget.kind == RISK:
         assert sz.stop is not None
-        fee_in = ctx.fee_rt if ctx.policy.sizing.fees_in_risk else 0.0
-        if risk_of_notional(n, sz.stop.distance, fee_in) > limit:
+        if risk_of_notional(n, sz.stop.distance, ctx.fee_to_stop(sz.stop.distance)) > limit:
             return "risk would exceed the budget beyond the raise tolerance"
     elif sz.budget.kind == MARGIN:
         if n / sz.leverage > limit:
@@ -868,7 +881,7 @@ def finish(ctx: Context, log: Log, sz: Sizing, lots: int, skip: Reason | None) -
     if skip is not None:
         log.reason(skip)
         lots = 0
-    notional = lots * m.amount_step * ctx.unit_value()
+    notional = position.notional(m, position.amount_of_lots(m, lots), i.price)
     lev = sz.leverage if ctx.is_contract else 1.0
     margin = notional / lev if notional else 0.0
     fees = notional * ctx.fee_rt
@@ -885,8 +898,8 @@ def finish(ctx: Context, log: Log, sz: Sizing, lots: int, skip: Reason | None) -
                                            ("stop_price", stop.price)),
                      note="guard off: liquidation comes before the stop, which never fires")
     if stop is not None:
-        fee_in = ctx.fee_rt if ctx.policy.sizing.fees_in_risk else 0.0
-        risk, basis = risk_of_notional(notional, stop.distance, fee_in), "stop"
+        risk, basis = risk_of_notional(notional, stop.distance,
+                                       ctx.fee_to_stop(stop.distance)), "stop"
     elif ctx.is_contract and not ctx.cross:
         risk, basis = margin + fees, "liquidation"
     else:

@@ -8,36 +8,90 @@ minimum is a separate, explicit step of the pipeline.
 from __future__ import annotations
 
 import math
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 # ccxt's precision modes (ccxt/base/decimal_to_precision.py uses the same numbers).
 DECIMAL_PLACES = 2
 SIGNIFICANT_DIGITS = 3
 TICK_SIZE = 4
 
-# Float division leaves 2.9999999999999996 where 3 is meant (0.003 / 0.001); a nudge of a
-# billionth of a lot, plus a relative term for huge counts, keeps exact multiples exact without
-# ever admitting a meaningful fraction of a lot.
+# The rule, in exact decimal arithmetic: lots = floor((Q + e) / S) and ceil((Q - e) / S), where
+# Q is the quantity's shortest decimal repr (what ccxt's amount_to_precision truncates), S the
+# step's, and the nudge e = max(a billionth of a lot, Q x 2^-51) forgives float noise: 2.99999..96
+# lots where 3 is meant (0.003 / 0.001), or 10.867999999999999 for 2.717 / 0.25 = 10.868. The
+# relative part is one to two ulps of the quantity, below which a float cannot tell a fraction
+# of a lot from noise; it never admits more (a relative nudge of ~9 ulps once rounded DOGE at
+# 1e14 lots *up*: 1351081.83316821 for 1351081.8331682).
 _ABS_EPS = 1e-9
-# The relative term is ~10 ulps of the lot count: 1e-12 admitted 7% of a lot at 7e10 lots
-# (DOGE at a 1e-6 step) and rounded up where ccxt's amount_to_precision truncates.
-_REL_EPS = 2e-15
+_REL_EPS = 2.0**-51
+# The float quotient q / s is within ~3.3e-16 x (q / s) of Q / S (q and s each round their
+# decimal by half an ulp, the division by another). Outside a window of twice that (plus a
+# little for the nudge's own rounding) around a whole lot the float floor is the exact one;
+# inside it the decimal check decides. Below ~1e6 lots the window is far under a billionth of a
+# lot, so the decimal path is rare; at 1e14 lots (Kraken's 1e-8 steps) it is a tenth of a lot.
+_REL_WINDOW = 8e-16
+_ABS_WINDOW = 1e-15
 
 
-def floor_lots(quantity: float, step: float) -> int:
-    """Whole lots of ``step`` in ``quantity``, rounded down (never negative)."""
+def floor_lots_float(quantity: float, step: float) -> int:
+    """:func:`floor_lots` from floats alone, or -1 when the float quotient lies too near a whole
+    lot to tell (numba-compilable: a compiled caller falls back to :func:`floor_lots`)."""
     if quantity <= 0.0:
         return 0
     x = quantity / step
-    return int(math.floor(x + _ABS_EPS + x * _REL_EPS))
+    y = x + max(_ABS_EPS, x * _REL_EPS)
+    n = math.floor(y)
+    frac = y - n
+    window = x * _REL_WINDOW + _ABS_WINDOW
+    if window < frac < 1.0 - window:
+        return int(n)
+    return -1
+
+
+def ceil_lots_float(quantity: float, step: float) -> int:
+    """:func:`ceil_lots` from floats alone, or -1 when ambiguous (numba-compilable)."""
+    if quantity <= 0.0:
+        return 0
+    x = quantity / step
+    y = x - max(_ABS_EPS, x * _REL_EPS)
+    n = math.ceil(y)
+    gap = n - y
+    window = x * _REL_WINDOW + _ABS_WINDOW
+    if window < gap < 1.0 - window:
+        return int(n)
+    return -1
+
+
+def _decimals(quantity: float, step: float) -> tuple[Decimal, Decimal, Decimal]:
+    """Q, S and the nudge e of the exact rule (call inside a wide decimal context)."""
+    q, s = Decimal(repr(quantity)), decimal_step(step)
+    return q, s, max(s * Decimal(_ABS_EPS), q * Decimal(_REL_EPS))
+
+
+def floor_lots(quantity: float, step: float) -> int:
+    """Whole lots of ``step`` in ``quantity``, rounded down (never negative, never up)."""
+    n = floor_lots_float(quantity, step)
+    if n >= 0:
+        return n
+    with localcontext() as ctx:
+        ctx.prec = 60  # 1e20 lots of 1e-12 still divide exactly
+        q, s, e = _decimals(quantity, step)
+        return int((q + e) // s)  # positive: // truncates, which is the floor here
 
 
 def ceil_lots(quantity: float, step: float) -> int:
     """Whole lots of ``step`` needed to reach ``quantity``, rounded up."""
-    if quantity <= 0.0:
-        return 0
-    x = quantity / step
-    return int(math.ceil(x - _ABS_EPS - x * _REL_EPS))
+    n = ceil_lots_float(quantity, step)
+    if n >= 0:
+        return n
+    with localcontext() as ctx:
+        ctx.prec = 60
+        q, s, e = _decimals(quantity, step)
+        below = q - e
+        if below <= 0:
+            return 0
+        lots = int(below // s)
+        return lots + 1 if lots * s < below else lots
 
 
 def step_from_precision(value: float, mode: int) -> float:

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from sizeguard.core.lots import DECIMAL_PLACES, TICK_SIZE, decimal_step, step_from_precision
+from sizeguard.core.position import notional_of
 from sizeguard.core.tiers import Tier, tiers_from_kraken_margin_levels
 from sizeguard.errors import InvalidInput, UnknownSymbol
 
@@ -55,6 +56,9 @@ class MarketRules:
     # an inverse (coin-margined) contract whose amount counts base coin, not contracts of a fixed
     # quote face value (Bitget coin-M: ccxt says contractSize 1, but 1 means 1 BTC, not 1 USD)
     amount_in_base: bool = False
+    # where the maximum amounts came from (the trace names the one that binds)
+    max_amount_source: str = "limits.amount.max"
+    market_max_source: str = "limits.market.max"
     amount_step_decimal: Decimal = field(default=Decimal(0), compare=False)
     # the tiers' floors, ascending, for one-bisection lookups (always rebuilt from ``tiers``)
     tier_floors: tuple[float, ...] = field(init=False, repr=False, compare=False)
@@ -72,9 +76,7 @@ class MarketRules:
     def unit_value(self, price: float) -> float:
         """Quote value of one amount unit at ``price``: an inverse contract's face value, else
         ``price x contract_size`` (spot base units, linear contracts, base-sized inverse)."""
-        if self.inverse and not self.amount_in_base:
-            return self.contract_size
-        return price * self.contract_size
+        return notional_of(1.0, price, self.contract_size, self.inverse and not self.amount_in_base)
 
     @property
     def tiers_in_coin(self) -> bool:
@@ -186,6 +188,65 @@ def _info_min_cost(market: Mapping[str, Any]) -> tuple[float, str] | None:
     return None
 
 
+def _info_market_max(market: Mapping[str, Any], is_contract: bool) -> tuple[float, str] | None:
+    """A market-order maximum amount from the raw ``info`` (ccxt units) where the unified
+    ``limits.market.max`` lacks it: Bybit's ``lotSizeFilter.maxMktOrderQty``, OKX's
+    ``maxMktSz`` (contracts for derivatives; for spot OKX counts it in quote, which the unified
+    ``limits.cost.max`` already carries), Binance's MARKET_LOT_SIZE filter."""
+    candidates: list[tuple[Any, str]] = [
+        (_get(market, "info", "lotSizeFilter", "maxMktOrderQty"),
+         "info.lotSizeFilter.maxMktOrderQty"),
+        (_get(market, "info", "maxMktSz") if is_contract else None, "info.maxMktSz"),
+        (_binance_filter(market, "MARKET_LOT_SIZE", "maxQty"),
+         "info.filters MARKET_LOT_SIZE.maxQty"),
+    ]
+    for raw, source in candidates:
+        value = _num(raw)
+        if value is not None and value > 0:
+            return value, source
+    return None
+
+
+def _info_max_amount(market: Mapping[str, Any]) -> tuple[float, str] | None:
+    """A maximum order amount from the raw ``info`` where the unified ``limits.amount.max``
+    lacks it: OKX's ``maxLmtSz`` (the limit-order maximum, the larger of OKX's two), Kraken
+    Futures' ``maxPositionSize`` (no order can be larger than the position cap), Bybit's
+    ``lotSizeFilter.maxOrderQty``, Binance's LOT_SIZE filter."""
+    candidates: list[tuple[Any, str]] = [
+        (_get(market, "info", "maxLmtSz"), "info.maxLmtSz"),
+        (_get(market, "info", "maxPositionSize"), "info.maxPositionSize"),
+        (_get(market, "info", "lotSizeFilter", "maxOrderQty"), "info.lotSizeFilter.maxOrderQty"),
+        (_binance_filter(market, "LOT_SIZE", "maxQty"), "info.filters LOT_SIZE.maxQty"),
+    ]
+    for raw, source in candidates:
+        value = _num(raw)
+        if value is not None and value > 0:
+            return value, source
+    return None
+
+
+def _maxima(market: Mapping[str, Any], is_contract: bool, notes: list[str]
+            ) -> tuple[tuple[float, str], tuple[float, str]]:
+    """The maximum amount and the market-order maximum with where each came from: ccxt's
+    unified limits, else the raw ``info`` (noted)."""
+    limits = market.get("limits") or {}
+    max_amount = (_num(_get(limits, "amount", "max")) or INF, "limits.amount.max")
+    if math.isinf(max_amount[0]):
+        found = _info_max_amount(market)
+        if found is not None:
+            max_amount = found
+            notes.append(f"max amount {found[0]:g} from {found[1]} "
+                         "(unified limits.amount.max missing)")
+    market_max = (_num(_get(limits, "market", "max")) or INF, "limits.market.max")
+    if math.isinf(market_max[0]):
+        found = _info_market_max(market, is_contract)
+        if found is not None:
+            market_max = found
+            notes.append(f"market-order max amount {found[0]:g} from {found[1]} "
+                         "(unified limits.market.max missing)")
+    return max_amount, market_max
+
+
 def _info_max_leverage(market: Mapping[str, Any]) -> tuple[float, str] | None:
     candidates: list[tuple[Any, str]] = [
         (_get(market, "info", "leverageFilter", "maxLeverage"), "info.leverageFilter.maxLeverage"),
@@ -251,7 +312,8 @@ def market_rules_from_ccxt(
 
     limits = market.get("limits") or {}
     min_amount = _num(_get(limits, "amount", "min")) or 0.0
-    max_amount = _num(_get(limits, "amount", "max")) or INF
+    (max_amount, max_amount_source), (market_max, market_max_source) = _maxima(
+        market, is_contract, notes)
     if min_amount == 0.0:
         notes.append("no unified min amount: one step is the minimum")
     min_cost = _num(_get(limits, "cost", "min")) or 0.0
@@ -262,7 +324,6 @@ def market_rules_from_ccxt(
             notes.append(f"min cost {min_cost:g} from {found[1]} (unified limits.cost.min missing)")
     max_cost = _num(_get(limits, "cost", "max")) or INF
     market_min = _num(_get(limits, "market", "min")) or 0.0
-    market_max = _num(_get(limits, "market", "max")) or INF
 
     tiers: tuple[Tier, ...] = ()
     max_leverage = _num(_get(limits, "leverage", "max"))
@@ -305,6 +366,8 @@ def market_rules_from_ccxt(
         tiers=tiers,
         notes=tuple(notes),
         amount_in_base=amount_in_base,
+        max_amount_source=max_amount_source,
+        market_max_source=market_max_source,
     )
 
 

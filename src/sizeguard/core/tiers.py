@@ -26,6 +26,13 @@ from typing import Any
 from sizeguard.errors import InvalidInput
 
 
+def maintenance_margin(notional: float, rate: float, amount: float) -> float:
+    """Maintenance margin of ``notional`` in a tier of maintenance ``rate`` and maintenance
+    ``amount`` (Binance's ``cum``): ``notional x rate - amount``, in the notional's unit (a
+    float kernel: numba compiles it unchanged)."""
+    return notional * rate - amount
+
+
 @dataclass(frozen=True, slots=True)
 class Tier:
     tier: int
@@ -36,7 +43,7 @@ class Tier:
     maintenance_amount: float = 0.0
 
     def maintenance_margin(self, notional: float) -> float:
-        return notional * self.maintenance_margin_rate - self.maintenance_amount
+        return maintenance_margin(notional, self.maintenance_margin_rate, self.maintenance_amount)
 
 
 def tier_index(min_notionals: Sequence[float], notional: float) -> int:

@@ -24,7 +24,7 @@ from sizeguard.ports import Alert, Notifier
 
 log = logging.getLogger("sizeguard.alerts")
 
-HALTS = ("HALTED_DAILY_LOSS", "HALTED_DRAWDOWN")
+HALTS = ("HALTED_BY_ADMIN", "HALTED_DAILY_LOSS", "HALTED_DRAWDOWN")
 LIQUIDATION_GUARD = "STOP_BEYOND_LIQUIDATION"
 
 

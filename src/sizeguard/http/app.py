@@ -5,10 +5,13 @@ render. Dependencies (settings, store, markets, exchange factory, policy) are in
 
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
@@ -16,11 +19,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sizeguard import redact
 from sizeguard.adapters.bots import Bot, BotRegistry
 from sizeguard.adapters.market_snapshot import FileMarketSource
+from sizeguard.adapters.retention import PruneReport, Retention, prune, store_size
 from sizeguard.adapters.sql_store import SqlStore, open_store
 from sizeguard.core.policy import Policy
 from sizeguard.errors import SizeguardError
+from sizeguard.http.guard import BodyGuard, GuardedRoute
 from sizeguard.http.metrics import Metrics, MetricsMiddleware
 from sizeguard.http.models import (
     CloseRequest,
@@ -38,6 +44,7 @@ from sizeguard.http.ui import mount_console
 from sizeguard.ports import MarketSource
 
 log = logging.getLogger("sizeguard.http")
+HEALTH_TIMEOUT = 2.0  # seconds /healthz waits for the store
 
 DESCRIPTION = """One risk gate for many bots sharing an account: every bot asks before it trades.
 
@@ -50,6 +57,8 @@ P = {"model": ProblemOut, "content": {PROBLEM: {}}}
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {**P, "description": "Malformed request (invalid JSON, bad header)"},
     401: {**P, "description": "No bearer token, or a wrong one"},
+    408: {**P, "description": "The body did not arrive in time"},
+    413: {**P, "description": "The body is larger than the service accepts"},
     422: {**P, "description": "Invalid field (named in `field` and `errors`)"},
     503: {**P, "description": "Store or exchange unavailable; retry after Retry-After seconds"},
 }
@@ -71,6 +80,40 @@ def problem_response(p: Problem) -> Response:
     return respond((p.status, p.body(), p.headers))
 
 
+_VOCABULARY: dict[str, frozenset[str]] = {}
+
+
+def vocabulary(field: str) -> frozenset[str]:
+    """Every ``regime`` (or ``volatility``) name a shipped preset knows: what a request may
+    name under a policy without a table for it (where the name changes nothing)."""
+    if not _VOCABULARY:
+        from sizeguard.config.loader import PRESETS  # noqa: PLC0415
+        from sizeguard.config.settings import load_policy  # noqa: PLC0415
+
+        for f in ("regime", "volatility"):
+            _VOCABULARY[f] = frozenset(k for name in PRESETS
+                                       for k in getattr(load_policy(name).adjust, f))
+    return _VOCABULARY[field]
+
+
+def check_enumerations(gate: Gate, data: Mapping[str, Any]) -> None:
+    """Refuse a ``regime`` or ``volatility`` the policy deciding the request does not know,
+    naming the allowed values, before any gate can skip the decision and hide it."""
+    policy = gate.policy_for(data.get("preset"))
+    for field in ("regime", "volatility"):
+        value = data.get(field)
+        if value is None:
+            continue
+        table = getattr(policy.adjust, field)
+        allowed = sorted(table) if table else sorted(vocabulary(field))
+        if str(value).lower() not in allowed:
+            raise Problem(422, "invalid request",
+                          f"{field}: unknown value {value!r}; one of {', '.join(allowed)}",
+                          errors=[{"field": field, "in": "body", "value": value,
+                                   "reason": f"must be one of {', '.join(allowed)}",
+                                   "allowed": allowed}])
+
+
 def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None = None,
                markets: MarketSource | None = None, registry: BotRegistry | None = None,
                exchange_factory: ExchangeFactory | None = None, policy: Policy | None = None,
@@ -78,27 +121,53 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
     """The application over the given dependencies (each defaults from ``settings``)."""
     settings = settings or ServeSettings()
     own_store = owns_store if owns_store is not None else store is None
-    store = store or open_store(settings.store)
+    redact.install()  # no log line of this process carries a password, token or key
+    store = store or open_store(settings.store, timeout=settings.store_timeout)
     markets = markets or FileMarketSource(settings.markets, settings.tiers)
     registry = registry or BotRegistry(store, cache_ttl=settings.auth_cache_ttl)
     gate = Gate(settings, store, markets, registry, exchange_factory, policy)
     metrics = Metrics()
     auth_failures: dict[str, int] = {}
 
+    retention = Retention(settings.retention_days, settings.idempotency_hours)
+    pruned: list[PruneReport] = []
+
+    async def prune_every(interval: float) -> None:
+        """Retention, in this process, every ``interval`` seconds (the first one soon after
+        the start). Several processes may prune the same store: deleting twice is harmless."""
+        await anyio.sleep(min(interval, 30.0))
+        while True:
+            try:
+                report = await anyio.to_thread.run_sync(prune, store, retention)
+            except SizeguardError as exc:
+                log.warning("prune: %s", exc)
+            else:
+                pruned[:] = [report]
+                if report.total:
+                    log.info("pruned %d journal, %d reservation, %d ownership and %d idempotency "
+                             "rows in %.2f s", report.journal, report.reservations,
+                             report.bot_orders, report.idempotency, report.seconds)
+            await anyio.sleep(interval)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        import anyio.to_thread  # noqa: PLC0415
-
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
         markets.markets()  # load once, before the first request
-        yield
+        async with anyio.create_task_group() as tasks:
+            if settings.prune_interval > 0:
+                tasks.start_soon(prune_every, settings.prune_interval)
+            yield
+            tasks.cancel_scope.cancel()
         if own_store:
             store.close()
 
     app = FastAPI(title="sizeguard", version="1", description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, openapi_url="/openapi.json", redoc_url=None)
+    app.router.route_class = GuardedRoute  # routes take the body the guard parsed
     app.state.gate = gate
     app.state.metrics = metrics
+    # the guard runs inside the metrics, so its 408/413/400 answers are counted too
+    app.add_middleware(BodyGuard, max_body=settings.max_body, body_timeout=settings.body_timeout)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     mount_console(app)  # /docs offline and the /ui console (sizeguard.http.ui)
 
@@ -173,6 +242,7 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
         """Size a trade (the same fields as `sizeguard size`). `reserve: true` holds the margin,
         notional and slot atomically with the decision. A "no" is status `skipped`."""
         data = body.model_dump()
+        check_enumerations(gate, data)
         return await call(keyed, bot, key, "decisions", data,
                           lambda: gate.decide(bot, data, key))
 
@@ -182,6 +252,7 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
         """Size, reserve and place the entry with its stop (and take-profit) on the paper
         exchange (or the live one when the service runs with `--live`); record the position."""
         data = body.model_dump()
+        check_enumerations(gate, data)
         return await call(keyed, bot, key, "orders", data, lambda: gate.order(bot, data, key))
 
     @app.post("/v1/fills", tags=["orders"], response_model=None, responses=OWNED)
@@ -233,10 +304,50 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
         """One market's rules and leverage tiers, e.g. `/v1/markets/BTC/USDT:USDT`."""
         return await call(lambda: (200, gate.market_info(symbol), {}))
 
-    @app.get("/healthz", tags=["service"])
+    health_threads: list[anyio.CapacityLimiter] = []
+
+    @app.get("/healthz", tags=["service"], responses={503: ERRORS[503]})
     async def healthz() -> Response:
-        """Liveness and the store's answer (503 when the store does not answer)."""
-        return await call(lambda: (200, gate.health(), {}))
+        """Liveness and the store's answer (503 when the store does not answer within
+        2 s). Its own threads: a busy or hung store never leaves it without one."""
+        if not health_threads:
+            health_threads.append(anyio.CapacityLimiter(4))
+        try:
+            with anyio.fail_after(HEALTH_TIMEOUT):
+                body = await anyio.to_thread.run_sync(gate.health, limiter=health_threads[0],
+                                                      abandon_on_cancel=True)
+        except TimeoutError:
+            raise Problem(503, "state store unavailable",
+                          f"the state store did not answer within {HEALTH_TIMEOUT:g} s",
+                          headers={"Retry-After": str(settings.retry_after)},
+                          extra={"retryable": True}) from None
+        return respond((200, body, {}))
+
+    sized: list[tuple[float, dict[str, int]]] = []
+
+    async def store_gauges() -> dict[str, tuple[str, dict[str, float]]]:
+        """The store's size and prunable rows, measured at most every 30 s (counting rows
+        is not free); left out while the store does not answer."""
+        now = time.monotonic()
+        if not sized or now - sized[0][0] > 30:
+            try:
+                with anyio.fail_after(HEALTH_TIMEOUT):
+                    size = await anyio.to_thread.run_sync(store_size, store,
+                                                          abandon_on_cancel=True)
+            except (TimeoutError, SizeguardError):
+                return {}
+            sized[:] = [(now, size)]
+        size = sized[0][1]
+        out = {"sizeguard_store_bytes": ("Size of the state store (bytes in use).",
+                                         {"": float(size["bytes"])}),
+               "sizeguard_store_rows": ("Rows of the tables retention prunes.",
+                                        {f'table="{t}"': float(n) for t, n in size.items()
+                                         if t != "bytes"})}
+        if pruned:
+            out["sizeguard_store_pruned_rows"] = (
+                "Rows the last automatic prune deleted (this process).",
+                {"": float(pruned[-1].total)})
+        return out
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
     async def get_metrics() -> PlainTextResponse:
@@ -245,7 +356,8 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
                                "orders": dict(gate.counters.orders),
                                "auth": dict(auth_failures),
                                "group_commit": {"batches": gate.group.batches,
-                                                "items": gate.group.items}})
+                                                "items": gate.group.items}},
+                              await store_gauges())
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     return app

@@ -39,7 +39,10 @@ class Metrics:
             h[-2] += seconds
             h[-1] += 1
 
-    def render(self, extra: dict[str, dict[str, int]]) -> str:
+    def render(self, extra: dict[str, dict[str, int]],
+               gauges: dict[str, tuple[str, dict[str, float]]] | None = None) -> str:
+        """The exposition: request counters and histograms, the ``extra`` counters and the
+        ``gauges`` (name -> (help, {labels: value}))."""
         lines = ["# HELP sizeguard_http_requests_total HTTP requests answered.",
                  "# TYPE sizeguard_http_requests_total counter"]
         with self._lock:
@@ -65,6 +68,10 @@ class Metrics:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
             for labels, n in sorted(table.items()):
                 lines.append(f"{name}{{{labels}}} {n}" if labels else f"{name} {n}")
+        for name, (help_text, values) in (gauges or {}).items():
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+            for labels, v in sorted(values.items()):
+                lines.append(f"{name}{{{labels}}} {v:g}" if labels else f"{name} {v:g}")
         lines += ["# HELP sizeguard_process_start_time_seconds Start of this process.",
                   "# TYPE sizeguard_process_start_time_seconds gauge",
                   f"sizeguard_process_start_time_seconds {self.started:.3f}"]

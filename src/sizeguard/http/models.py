@@ -33,7 +33,9 @@ Id = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON types as they are (``true`` is not a number, ``"3_100"`` not 3100, ``"yes"``
+    # not true); an integer is still a valid float. Unknown fields are refused.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class DecisionFields(_Body):

@@ -82,11 +82,15 @@ def problem_for(exc: BaseException, retry_after: int = 5) -> Problem:
     return Problem(500, "internal error", "the request could not be answered; it was logged")
 
 
+MAX_ERRORS = 20  # listed in one answer; a body with a million unknown keys gets 20, not 85 MB
+
+
 def validation_problem(errors: Sequence[Mapping[str, Any]]) -> Problem:
-    """FastAPI's RequestValidationError.errors() as a problem naming each field."""
+    """FastAPI's RequestValidationError.errors() as a problem naming each field (the first
+    :data:`MAX_ERRORS`; ``more_errors`` counts the rest)."""
     out: list[dict[str, Any]] = []
     malformed = False
-    for e in errors:
+    for e in errors[:MAX_ERRORS]:
         loc = [str(p) for p in e.get("loc", ())]
         where = loc[0] if loc else "body"
         field = ".".join(loc[1:]) or where
@@ -97,10 +101,13 @@ def validation_problem(errors: Sequence[Mapping[str, Any]]) -> Problem:
         if "input" in e and e.get("type") not in ("missing", "json_invalid"):
             item["value"] = _plain(e["input"])
         out.append(item)
+    more = {"more_errors": len(errors) - MAX_ERRORS} if len(errors) > MAX_ERRORS else {}
     if malformed:
-        return Problem(400, "malformed request body", "the body is not valid JSON", errors=out)
+        return Problem(400, "malformed request body", "the body is not valid JSON", errors=out,
+                       extra=more)
     return Problem(422, "invalid request",
-                   "; ".join(f"{i['field']}: {i['reason']}" for i in out[:5]), errors=out)
+                   "; ".join(f"{i['field']}: {i['reason']}" for i in out[:5]), errors=out,
+                   extra=more)
 
 
 def dumps(body: Mapping[str, Any]) -> bytes:

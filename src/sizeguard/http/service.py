@@ -292,7 +292,7 @@ class Gate:
                           f"the reservation is {res.status}; only a held one can fill",
                           errors=[{"field": "reservation_id", "reason": f"is {res.status}"}])
         pos = services.fill(
-            self.store, res.id, amount=body["amount"], price=body["price"],
+            self.store, res.id, market=self.market(res.symbol), amount=body["amount"], price=body["price"],
             fee=body.get("fee") or 0.0, stop_price=body.get("stop_price"),
             take_profit=body.get("take_profit"), order_id=body.get("order_id"))
         return 200, {"position": pos.to_dict()}, {}

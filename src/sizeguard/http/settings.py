@@ -36,6 +36,21 @@ class ServeSettings(BaseSettings):
     log_level: str = "info"
     access_log: bool = True
     retry_after: int = Field(default=5, ge=1)  # seconds advised to clients on 503
+    # request bounds (the guard): a larger body is 413 before it is parsed; a body (or the
+    # headers) not arriving in time is 408 (or a closed connection); idle keep-alive closes
+    max_body: int = Field(default=65_536, ge=1_024, le=16 * 1024 * 1024)  # bytes
+    body_timeout: float = Field(default=10.0, gt=0, le=600)  # seconds for the whole body
+    header_timeout: float = Field(default=10.0, gt=0, le=600)  # seconds for a request's headers
+    keep_alive: int = Field(default=5, ge=1, le=600)  # seconds an idle connection stays open
+    # the store: each statement's (and connection's) time limit, seconds; a hung database
+    # answers 503 after it instead of holding a thread
+    store_timeout: float = Field(default=5.0, gt=0, le=600)
+    # retention: journal rows (and released, expired, filled reservations) older than
+    # retention_days, idempotency answers older than idempotency_hours, pruned every
+    # prune_interval seconds (0: never; `sizeguard store prune` does it by hand)
+    retention_days: float = Field(default=90.0, gt=0, le=36_500)
+    idempotency_hours: float = Field(default=24.0, gt=0, le=876_000)
+    prune_interval: float = Field(default=3600.0, ge=0, le=30 * 86_400)
     # seconds an Idempotency-Key claim lasts unanswered: a dead process's request is taken
     # over (resumed under the same client order id) after it
     idempotency_lease: float = Field(default=10.0, gt=0, le=3600)

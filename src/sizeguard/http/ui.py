@@ -198,8 +198,9 @@ def halts(account: Account, policy: Policy, day: str) -> list[dict[str, Any]]:
     return out
 
 
-def caps(rs: Any, policy: Policy) -> list[dict[str, Any]]:
-    """Exposure against each account-wide cap: used, cap and their ratio."""
+def caps(rs: Any, policy: Policy, account: Account | None = None) -> list[dict[str, Any]]:
+    """Exposure against each account-wide cap: used, cap and their ratio (and, with a per-symbol
+    cap, each symbol's notional against it)."""
     lim = policy.limits
     eq = rs.equity if rs.equity > 0 else float("nan")
     rows = [
@@ -215,6 +216,12 @@ def caps(rs: Any, policy: Policy) -> list[dict[str, Any]]:
          max(0.0, -rs.realised_pnl_today) / (rs.equity - rs.realised_pnl_today)
          if rs.equity - rs.realised_pnl_today > 0 else 0.0, lim.daily_loss or math.inf),
     ]
+    if account is not None and math.isfinite(lim.max_symbol_notional):
+        by_symbol: dict[str, float] = {}
+        for p in account.positions:
+            by_symbol[p.symbol] = by_symbol.get(p.symbol, 0.0) + abs(p.notional)
+        rows += [(f"{sym} notional", n, lim.max_symbol_notional)
+                 for sym, n in sorted(by_symbol.items())]
     return [{"name": n, "used": _finite(float(u)), "cap": _finite(float(c)),
              "ratio": _finite(float(u) / float(c)) if math.isfinite(c) and c > 0 else None}
             for n, u, c in rows]
@@ -278,7 +285,7 @@ class Console:
             account = store.account(g.account_id)
             out["account"] = {**rs.to_dict(), "drawdown": account.drawdown,
                               "halts": halts(account, g.policy, rs.day),
-                              "caps": caps(rs, g.policy)}
+                              "caps": caps(rs, g.policy, account)}
         else:
             out["account"] = None
         bots = [bot] if bot is not None else registry.bots(g.account_id)
@@ -334,9 +341,11 @@ class Console:
         with ``on_account``, on the account as it stands (nothing journaled or reserved)."""
         g = self.gate
         if body.preset in (None, "", "(service policy)"):
+            resolved = resolve(g.settings.preset, g.settings.config, (), env_from_os())
             policy = g.policy
         elif body.preset in preset_names():
-            policy = resolve(body.preset, None, (), env_from_os()).policy
+            resolved = resolve(body.preset, None, (), env_from_os())
+            policy = resolved.policy
         else:
             raise Problem(422, "unknown preset", f"preset {body.preset!r} is not one of "
                           f"{', '.join(preset_names())}",
@@ -357,7 +366,9 @@ class Console:
                 raise Problem(422, "equity needed", "give equity, or size on the account",
                               errors=[{"field": "equity", "reason": "required"}])
             account = Account(equity=body.equity, available=body.available)
-        return decide(intent, account, market, policy).to_dict()
+        # the keys `size --json` adds: which layers and environment keys set the policy
+        return {**decide(intent, account, market, policy).to_dict(),
+                "policy_layers": list(resolved.layers), "environment": resolved.from_env()}
 
     # -- admin ---------------------------------------------------------------------------
     def release(self, reservation_id: str) -> dict[str, Any]:

@@ -1,0 +1,187 @@
+"""Position arithmetic, once: the money formulas every part of sizeguard uses.
+
+The decision pipeline, the backtest loop, the paper exchange, the state store, budgets and the
+audit all value positions with these functions; nothing outside the core multiplies a price by an
+amount or divides by a leverage on its own.
+
+Money is in the quote (settle) currency. Two layers:
+
+* **float kernels** (:func:`notional_of`, :func:`margin_of`, :func:`pnl`, and
+  :func:`maintenance_margin`, which lives with the tiers): plain
+  floats and bools in, a float out, in the subset numba compiles, so the backtest loop runs
+  the very same functions compiled;
+* **market-aware helpers** (:func:`notional`, :func:`opened`, :func:`tier_at`,
+  :func:`maintenance_amount_quote`, :func:`taker_fee`): read a
+  :class:`~sizeguard.core.market.MarketRules` and call the kernels.
+
+Units (DESIGN.md, vocabulary). A linear contract (and a spot base unit) is worth
+``contract_size x price`` quote, so its notional moves with the price. An inverse contract is worth
+a fixed ``contract_size`` quote (100 USD per Binance COIN-M BTC contract) whatever the price, so a
+fill at another price than the decision's leaves the notional unchanged. Bitget's coin-margined
+contracts are inverse but sized in base coin: one unit is worth the *fill* price in quote, and
+from then on the position's quote notional is fixed like any inverse one's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sizeguard.core.tiers import Tier, find_tier, maintenance_margin
+
+if TYPE_CHECKING:
+    from sizeguard.core.market import MarketRules
+
+# ----------------------------------------------------------------------- float kernels
+
+
+def notional_of(amount: float, price: float, contract_size: float, fixed_face: bool) -> float:
+    """Quote notional of ``amount`` units at ``price``.
+
+    ``fixed_face``: the unit is an inverse contract with a face value of ``contract_size`` quote
+    (the price does not enter). Otherwise one unit holds ``contract_size`` base (spot,
+    linear, base-sized inverse) and is worth ``contract_size x price``.
+    """
+    if fixed_face:
+        return amount * contract_size
+    return amount * contract_size * price
+
+
+def margin_of(notional: float, leverage: float) -> float:
+    """Initial margin of ``notional`` at ``leverage`` (``leverage <= 0`` means unleveraged:
+    spot, or a row that never had a leverage, ties up the whole notional)."""
+    if leverage > 0.0:
+        return notional / leverage
+    return notional
+
+
+def fee_on(notional: float, rate: float) -> float:
+    """A fee of ``rate`` charged on ``notional`` (taker or maker rate, quote)."""
+    return notional * rate
+
+
+def average_entry(notional_a: float, entry_a: float, notional_b: float, entry_b: float) -> float:
+    """Entry price of two fills of one position merged (an add, or a fill in parts).
+
+    Linear: the base-weighted mean ``(qa Ea + qb Eb) / (qa + qb)`` with ``q = N / E``. Inverse:
+    the contract-weighted harmonic mean ``(ca + cb) / (ca / Ea + cb / Eb)`` with ``c = N / face``.
+    Written in notionals both are ``(Na + Nb) / (Na / Ea + Nb / Eb)``.
+    """
+    return (notional_a + notional_b) / (notional_a / entry_a + notional_b / entry_b)
+
+
+def pnl(is_long: bool, notional: float, entry: float, exit_price: float) -> float:
+    """Quote PnL of a position of entry notional ``notional`` closed at ``exit_price``.
+
+    Linear: ``qty x (exit - entry)`` with ``qty = notional / entry`` base.
+    Inverse: the coin PnL ``notional x (1/entry - 1/exit)`` valued in quote at the exit price,
+    ``notional x (exit/entry - 1)``: the same expression, so one formula serves both (for an
+    inverse position ``notional`` is its fixed quote face value). Fees are not included. At a
+    mark price instead of an exit it is the unrealised PnL.
+    """
+    move = (exit_price - entry) / entry
+    return notional * move if is_long else -notional * move
+
+
+def realised_pnl(is_long: bool, notional: float, entry: float, exit_price: float,
+                 fee: float) -> float:
+    """What closing at ``exit_price`` adds to equity: :func:`pnl` less the exit ``fee``."""
+    return pnl(is_long, notional, entry, exit_price) - fee
+
+
+# ----------------------------------------------------------------- market-aware helpers
+
+
+def fixed_face(market: MarketRules) -> bool:
+    """Whether one amount unit of ``market`` has a fixed quote value (an inverse contract sized
+    in contracts, not the base-sized Bitget coin-M kind)."""
+    return market.inverse and not market.amount_in_base
+
+
+def notional(market: MarketRules, amount: float, price: float) -> float:
+    """Quote notional of ``amount`` (ccxt units: contracts, or base for spot) at ``price``."""
+    return notional_of(amount, price, market.contract_size, fixed_face(market))
+
+
+def amount_of_lots(market: MarketRules, lots: int) -> float:
+    """``lots`` whole steps as the float nearest the exact decimal amount (29,999 lots of 0.001
+    are 29.999, not the 29.999000000000002 that ``lots * step`` gives in floats), so that a
+    decision and a fill of the same amount value it identically."""
+    return float(lots * market.amount_step_decimal)
+
+
+def amount_for(market: MarketRules, notional_quote: float, price: float) -> float:
+    """The amount (ccxt units, not yet rounded to a step) worth ``notional_quote`` at ``price``:
+    the inverse of :func:`notional`."""
+    return notional_quote / notional_of(1.0, price, market.contract_size, fixed_face(market))
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """What a fill ties up: the quote notional and the initial margin at the leverage."""
+
+    notional: float
+    margin: float
+
+
+def opened(market: MarketRules, amount: float, price: float, leverage: float) -> Opened:
+    """Notional and margin of ``amount`` filled at ``price`` with ``leverage``: the values a
+    store records for a position (a linear fill away from the decision's price changes the
+    notional; an inverse contract's does not)."""
+    n = notional(market, amount, price)
+    lev = leverage if market.is_contract else 1.0
+    return Opened(n, margin_of(n, lev))
+
+
+def no_tier(market: MarketRules, default_mmr: float) -> Tier:
+    """The tier a market without a tier table is judged by: its max leverage and the policy's
+    default maintenance margin rate, no maintenance amount."""
+    return Tier(0, 0.0, math.inf, default_mmr, market.max_leverage, 0.0)
+
+
+def tier_at(market: MarketRules, notional_quote: float, price: float,
+            default_mmr: float | None = None) -> Tier | None:
+    """The tier of a position of ``notional_quote`` valued at ``price``.
+
+    The notional is converted to the table's unit first (coin for ccxt's coin-margined tables,
+    see :meth:`MarketRules.tier_units`). Above the top tier the top tier applies (the limits
+    cap the notional there first). A market without tiers gets :func:`no_tier` when
+    ``default_mmr`` is given, else None.
+    """
+    if not market.tiers:
+        return None if default_mmr is None else no_tier(market, default_mmr)
+    units = market.tier_units(notional_quote, price)
+    found = find_tier(market.tiers, units, market.tier_floors)
+    return found if found is not None else market.tiers[-1]
+
+
+def maintenance_amount_quote(market: MarketRules, tier: Tier, price: float) -> float:
+    """The tier's maintenance amount in quote: a coin amount (coin-margined tables) is valued
+    at ``price``."""
+    if market.tiers_in_coin:
+        return tier.maintenance_amount * price
+    return tier.maintenance_amount
+
+
+def position_maintenance(market: MarketRules, notional_quote: float, price: float,
+                         default_mmr: float) -> float:
+    """Maintenance margin in quote of a position of ``notional_quote`` at ``price``, from its
+    tier (or the no-tier fallback)."""
+    tier = tier_at(market, notional_quote, price, default_mmr)
+    assert tier is not None  # default_mmr given: never None
+    return maintenance_margin(notional_quote, tier.maintenance_margin_rate,
+                              maintenance_amount_quote(market, tier, price))
+
+
+def taker_fee(market: MarketRules, fallback: float) -> float:
+    """The market's taker fee rate, or ``fallback`` (the policy's ``execution.taker``) when the
+    market does not publish one."""
+    return market.taker if market.taker is not None else fallback
+
+
+__all__ = [
+    "Opened", "amount_for", "amount_of_lots", "average_entry", "fee_on", "fixed_face",
+    "maintenance_amount_quote", "maintenance_margin", "margin_of", "no_tier", "notional",
+    "notional_of", "opened", "pnl", "position_maintenance", "realised_pnl", "taker_fee", "tier_at",
+]

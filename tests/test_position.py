@@ -1,0 +1,186 @@
+"""Position arithmetic (core/position.py, core/models.py fee_rate_to_stop), worked by hand.
+
+Every money formula lives once in the core; these tests pin each one on round numbers and check
+the float kernels compile with numba unchanged (the backtest loop runs them compiled).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numba
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sizeguard.core import position as pos
+from sizeguard.core.models import fee_rate_to_stop, notional_from_risk, risk_of_notional
+from sizeguard.core.tiers import Tier, maintenance_margin
+from sizing_helpers import market
+
+# a Binance COIN-M style inverse contract: 100 USD face value, tiers in BTC
+INVERSE = replace(market(), symbol="BTC/USD:BTC", linear=False, inverse=True,
+                  contract_size=100.0, amount_step=1.0, exchange="binancecoinm", settle="BTC")
+# Bitget coin-M: inverse, sized in base coin
+BITGET = replace(INVERSE, contract_size=1.0, amount_step=0.001, amount_in_base=True,
+                 exchange="bitget")
+LINEAR = replace(market(), contract_size=0.01)  # 0.01 base per contract
+SPOT = replace(market(), symbol="TST/USDT", kind="spot", linear=False)
+
+
+def test_notional_linear_moves_with_price() -> None:
+    # 3 contracts x 0.01 base x 50,000 = 1,500; at 55,000: 1,650
+    assert pos.notional(LINEAR, 3.0, 50_000.0) == pytest.approx(1_500.0)
+    assert pos.notional(LINEAR, 3.0, 55_000.0) == pytest.approx(1_650.0)
+    assert pos.notional(SPOT, 0.5, 200.0) == pytest.approx(100.0)  # 0.5 base x 200
+
+
+def test_notional_inverse_is_the_face_value() -> None:
+    # 100 contracts x 100 USD = 10,000 at any price (issue 10, measurement 2)
+    assert pos.notional(INVERSE, 100.0, 50_000.0) == 10_000.0
+    assert pos.notional(INVERSE, 100.0, 55_000.0) == 10_000.0
+
+
+def test_notional_bitget_coinm_is_base_times_price() -> None:
+    # 0.2 BTC x 55,000 = 11,000 at the fill; the unit value is the price
+    assert pos.notional(BITGET, 0.2, 55_000.0) == pytest.approx(11_000.0)
+    assert BITGET.unit_value(55_000.0) == 55_000.0
+    assert INVERSE.unit_value(55_000.0) == 100.0
+
+
+def test_opened_margin_at_leverage() -> None:
+    # inverse 10,000 at 5x: margin 2,000 (the store once recorded 11,000 and 2,200)
+    o = pos.opened(INVERSE, 100.0, 55_000.0, 5.0)
+    assert (o.notional, o.margin) == (10_000.0, 2_000.0)
+    # spot is never leveraged: margin is the notional whatever leverage is passed
+    assert pos.opened(SPOT, 0.5, 200.0, 10.0) == pos.Opened(100.0, 100.0)
+    assert pos.margin_of(1_000.0, 0.0) == 1_000.0  # no leverage recorded: the whole notional
+
+
+@pytest.mark.parametrize(("is_long", "entry", "exit_price", "expected"), [
+    (True, 100.0, 110.0, 100.0),  # 1,000 notional, +10% -> +100
+    (False, 100.0, 110.0, -100.0),
+    (True, 100.0, 95.0, -50.0),
+    (False, 100.0, 95.0, 50.0),
+])
+def test_pnl(is_long: bool, entry: float, exit_price: float, expected: float) -> None:
+    assert pos.pnl(is_long, 1_000.0, entry, exit_price) == pytest.approx(expected)
+
+
+def test_pnl_inverse_equals_coin_pnl_valued_at_exit() -> None:
+    # 10,000 USD of BTC/USD inverse long, 50,000 -> 55,000:
+    # coin PnL 10,000 x (1/50,000 - 1/55,000) = 0.0181818 BTC, x 55,000 = 1,000 USD
+    coin = 10_000.0 * (1 / 50_000.0 - 1 / 55_000.0)
+    assert coin * 55_000.0 == pytest.approx(1_000.0)
+    assert pos.pnl(True, 10_000.0, 50_000.0, 55_000.0) == pytest.approx(coin * 55_000.0)
+    # short, 50,000 -> 40,000: coin 10,000 x (1/40,000 - 1/50,000) = 0.05 BTC = 2,000 USD
+    assert pos.pnl(False, 10_000.0, 50_000.0, 40_000.0) == pytest.approx(2_000.0)
+
+
+def test_maintenance_margin() -> None:
+    # Binance BTC tier 2: rate 0.005, amount 300; 500,000 x 0.005 - 300 = 2,200
+    assert maintenance_margin(500_000.0, 0.005, 300.0) == pytest.approx(2_200.0)
+    assert pos.maintenance_margin is maintenance_margin
+    t = Tier(2, 50_000.0, 600_000.0, 0.005, 50.0, 300.0)
+    assert t.maintenance_margin(500_000.0) == pytest.approx(2_200.0)
+
+
+TIERS = (Tier(1, 0.0, 10.0, 0.01, 100.0, 0.0), Tier(2, 10.0, 20.0, 0.02, 50.0, 0.1),
+         Tier(3, 20.0, 40.0, 0.05, 20.0, 0.7))
+
+
+def test_tier_lookup_linear_quote_units() -> None:
+    m = replace(market(), tiers=TIERS)
+    assert pos.tier_at(m, 9.99, 100.0) is TIERS[0]
+    assert pos.tier_at(m, 10.0, 100.0) is TIERS[1]  # a boundary belongs to the higher tier
+    assert pos.tier_at(m, 1e9, 100.0) is TIERS[-1]  # above the top: the top tier
+
+
+def test_tier_lookup_coin_units_and_maintenance_amount_in_quote() -> None:
+    # coin-margined tables count BTC: 1,500,000 USD at 100,000 = 15 BTC -> tier 2
+    m = replace(INVERSE, tiers=TIERS)
+    assert m.tiers_in_coin
+    assert pos.tier_at(m, 1_500_000.0, 100_000.0) is TIERS[1]
+    assert pos.tier_at(m, 999_000.0, 100_000.0) is TIERS[0]  # 9.99 BTC
+    # the tier-2 amount 0.1 BTC is 10,000 USD at 100,000
+    assert pos.maintenance_amount_quote(m, TIERS[1], 100_000.0) == pytest.approx(10_000.0)
+    # 1,500,000 x 0.02 - 10,000 = 20,000 USD
+    assert pos.position_maintenance(m, 1_500_000.0, 100_000.0, 0.005) == pytest.approx(20_000.0)
+
+
+def test_no_tier_fallback() -> None:
+    m = market()  # no tiers, max leverage 100
+    assert pos.tier_at(m, 1_000.0, 1.0) is None
+    t = pos.tier_at(m, 1_000.0, 1.0, default_mmr=0.005)
+    assert t is not None and (t.maintenance_margin_rate, t.max_leverage, t.tier) == (0.005, 100.0, 0)
+    assert pos.position_maintenance(m, 1_000.0, 1.0, 0.005) == pytest.approx(5.0)
+
+
+def test_taker_fee_fallback() -> None:
+    assert pos.taker_fee(market(taker=0.0004), 0.0005) == 0.0004
+    assert pos.taker_fee(market(taker=None), 0.0005) == 0.0005
+    assert pos.taker_fee(market(taker=0.0), 0.0005) == 0.0  # a published zero fee is a fee
+
+
+# -- risk to the stop: the exit fee on the notional at the stop (issue 16, item 5) ----------
+
+def test_fee_rate_to_stop_linear_long_and_short() -> None:
+    # fee 0.1% each way, stop 10% away.
+    # long: exit notional is 90% of the entry's: 0.001 + 0.001 x 0.9 = 0.0019
+    assert fee_rate_to_stop(0.001, 0.001, True, False, 0.10) == pytest.approx(0.0019)
+    # short: 110%: 0.001 + 0.001 x 1.1 = 0.0021
+    assert fee_rate_to_stop(0.001, 0.001, False, False, 0.10) == pytest.approx(0.0021)
+    # inverse: the quote notional does not move: 0.002 either side
+    assert fee_rate_to_stop(0.001, 0.001, True, True, 0.10) == pytest.approx(0.002)
+    assert fee_rate_to_stop(0.001, 0.001, False, True, 0.10) == pytest.approx(0.002)
+
+
+def test_short_loss_at_its_stop_equals_the_budget() -> None:
+    # risk 100, short at 100, stop 110 (10%), fee 0.1%: notional = 100 / (0.1 + 0.0021)
+    # = 979.43; qty 9.7943: loss 9.7943 x 10 = 97.943, entry fee 0.97943, exit fee on
+    # 9.7943 x 110 = 1,077.38 -> 1.07738: total 100.000 (charging the exit fee at entry
+    # would have priced 0.0979 less and lost 100.098, 0.1% over the budget)
+    fee = fee_rate_to_stop(0.001, 0.001, False, False, 0.10)
+    n = notional_from_risk(100.0, 0.10, fee)
+    assert n == pytest.approx(100.0 / 0.1021)
+    qty = n / 100.0
+    real_loss = qty * 10.0 + n * 0.001 + qty * 110.0 * 0.001
+    assert real_loss == pytest.approx(100.0, rel=1e-12)
+    assert risk_of_notional(n, 0.10, fee) == pytest.approx(100.0, rel=1e-12)
+
+
+@given(st.booleans(), st.floats(1e-4, 0.9), st.floats(0.0, 0.002), st.floats(1.0, 1e6))
+def test_risk_is_the_real_loss_at_the_stop_linear(is_long: bool, dist: float, fee: float,
+                                                 n: float) -> None:
+    entry = 100.0
+    stop = entry * (1 - dist) if is_long else entry * (1 + dist)
+    qty = n / entry
+    loss = qty * abs(entry - stop) + fee * n + fee * qty * stop
+    assert risk_of_notional(n, dist, fee_rate_to_stop(fee, fee, is_long, False, dist)) == \
+        pytest.approx(loss, rel=1e-9)
+
+
+@given(st.booleans(), st.floats(1e-4, 0.9), st.floats(0.0, 0.002), st.floats(1.0, 1e6))
+def test_risk_is_the_real_loss_at_the_stop_inverse(is_long: bool, dist: float, fee: float,
+                                                  n: float) -> None:
+    # coin flows: loss n |1/entry - 1/stop|, entry fee fee n / entry, exit fee fee n / stop;
+    # each valued in quote at the price it happens at (the loss and exit fee at the stop)
+    entry = 100.0
+    stop = entry * (1 - dist) if is_long else entry * (1 + dist)
+    coin_loss = n * abs(1 / entry - 1 / stop)
+    quote = coin_loss * stop + fee * n / entry * entry + fee * n / stop * stop
+    assert risk_of_notional(n, dist, fee_rate_to_stop(fee, fee, is_long, True, dist)) == \
+        pytest.approx(quote, rel=1e-9)
+
+
+@pytest.mark.parametrize("kernel", [pos.notional_of, pos.margin_of, pos.pnl, maintenance_margin,
+                                    fee_rate_to_stop])
+def test_kernels_compile_with_numba(kernel: object) -> None:
+    compiled = numba.njit(kernel)
+    args = {"notional_of": (2.0, 100.0, 0.5, False), "margin_of": (100.0, 4.0),
+            "pnl": (True, 100.0, 50.0, 55.0),
+            "maintenance_margin": (100.0, 0.01, 0.2),
+            "fee_rate_to_stop": (0.001, 0.001, False, False, 0.1)}[kernel.__name__]  # type: ignore[attr-defined]
+    got = compiled(*args)
+    assert math.isclose(got, kernel(*args))  # type: ignore[operator]
