@@ -73,64 +73,70 @@ def _finite(field: str, value: object, *, positive: bool = True, allow_zero: boo
 
 def validate(intent: Intent, account: Account, market: MarketRules) -> None:
     """Step 1: raise :class:`InvalidInput` naming the first bad field."""
-    if intent.symbol != market.symbol:
-        raise InvalidInput("symbol", intent.symbol, f"does not match the market {market.symbol}")
-    if intent.side not in (LONG, SHORT):
-        raise InvalidInput("side", intent.side, "must be 'long' or 'short'")
-    if market.kind == "spot" and intent.side == SHORT:
-        raise InvalidInput("side", intent.side, f"{market.symbol} is spot: it cannot be shorted")
-    _finite("price", intent.price)
+    # read through ``Any``: the values are what the caller sent, not yet the annotated types
+    # (a compiled build would otherwise refuse a string with a TypeError before we can name it)
+    i: Any = intent
+    if i.symbol != market.symbol:
+        raise InvalidInput("symbol", i.symbol, f"does not match the market {market.symbol}")
+    if i.side not in (LONG, SHORT):
+        raise InvalidInput("side", i.side, "must be 'long' or 'short'")
+    if market.kind == "spot" and i.side == SHORT:
+        raise InvalidInput("side", i.side, f"{market.symbol} is spot: it cannot be shorted")
+    _finite("price", i.price)
     _validate_account(account)
-    _finite("time", intent.time, positive=False)
+    _finite("time", i.time, positive=False)
     _validate_stop(intent)
-    _finite("atr", intent.atr)
-    _finite("atr_mult", intent.atr_mult)
-    _finite("take_profit", intent.take_profit)
-    _finite("confidence", intent.confidence, allow_zero=True)
-    _finite("leverage", intent.leverage)
-    if intent.take_profit is not None:
-        if intent.is_long and intent.take_profit <= intent.price:
-            raise InvalidInput("take_profit", intent.take_profit, "a long's take-profit must be above entry")
-        if not intent.is_long and intent.take_profit >= intent.price:
-            raise InvalidInput("take_profit", intent.take_profit, "a short's take-profit must be below entry")
-    if intent.confidence is not None and intent.confidence > 1:
-        raise InvalidInput("confidence", intent.confidence, "must be within [0, 1]")
-    if intent.leverage is not None and intent.leverage < 1:
-        raise InvalidInput("leverage", intent.leverage, "must be >= 1")
+    _finite("atr", i.atr)
+    _finite("atr_mult", i.atr_mult)
+    _finite("take_profit", i.take_profit)
+    _finite("confidence", i.confidence, allow_zero=True)
+    _finite("leverage", i.leverage)
+    if i.take_profit is not None:
+        if i.is_long and i.take_profit <= i.price:
+            raise InvalidInput("take_profit", i.take_profit, "a long's take-profit must be above entry")
+        if not i.is_long and i.take_profit >= i.price:
+            raise InvalidInput("take_profit", i.take_profit, "a short's take-profit must be below entry")
+    if i.confidence is not None and i.confidence > 1:
+        raise InvalidInput("confidence", i.confidence, "must be within [0, 1]")
+    if i.leverage is not None and i.leverage < 1:
+        raise InvalidInput("leverage", i.leverage, "must be >= 1")
 
 
 def _validate_account(account: Account) -> None:
-    _finite("equity", account.equity)
-    _finite("available", account.available, allow_zero=True)
-    _finite("peak_equity", account.peak_equity)
-    _finite("realised_pnl_today", account.realised_pnl_today, positive=False)
-    if account.losing_streak < 0:
-        raise InvalidInput("losing_streak", account.losing_streak, "must be >= 0")
+    a: Any = account  # as sent (see validate)
+    _finite("equity", a.equity)
+    _finite("available", a.available, allow_zero=True)
+    _finite("peak_equity", a.peak_equity)
+    _finite("realised_pnl_today", a.realised_pnl_today, positive=False)
+    if a.losing_streak < 0:
+        raise InvalidInput("losing_streak", a.losing_streak, "must be >= 0")
     # a NaN here would silently switch off the caps and the margin budget (NaN compares false)
-    if account.positions_suspect:
-        for k, pos in enumerate(account.positions):
-            _finite(f"positions[{k}].notional", pos.notional, positive=False)
-            _finite(f"positions[{k}].margin", pos.margin, allow_zero=True)
-            _finite(f"positions[{k}].maintenance_margin", pos.maintenance_margin, allow_zero=True)
-            _finite(f"positions[{k}].unrealised_pnl", pos.unrealised_pnl, positive=False)
-    _finite("wallet_balance", account.wallet_balance, positive=False)
+    if a.positions_suspect:
+        for k, pos in enumerate(a.positions):
+            p: Any = pos
+            _finite(f"positions[{k}].notional", p.notional, positive=False)
+            _finite(f"positions[{k}].margin", p.margin, allow_zero=True)
+            _finite(f"positions[{k}].maintenance_margin", p.maintenance_margin, allow_zero=True)
+            _finite(f"positions[{k}].unrealised_pnl", p.unrealised_pnl, positive=False)
+    _finite("wallet_balance", a.wallet_balance, positive=False)
 
 
 def _validate_stop(intent: Intent) -> None:
-    given = [n for n in ("stop", "stop_pct", "stop_roe") if getattr(intent, n) is not None]
+    i: Any = intent  # as sent (see validate)
+    given = [n for n in ("stop", "stop_pct", "stop_roe") if getattr(i, n) is not None]
     if len(given) > 1:
-        raise InvalidInput(given[1], getattr(intent, given[1]),
+        raise InvalidInput(given[1], getattr(i, given[1]),
                            f"give the stop one way only (also got {given[0]})")
-    _finite("stop", intent.stop)
-    _finite("stop_pct", intent.stop_pct)
-    _finite("stop_roe", intent.stop_roe)
-    if intent.stop_pct is not None and intent.stop_pct >= 100:
-        raise InvalidInput("stop_pct", intent.stop_pct, "must be below 100 (percent of entry)")
-    if intent.stop is not None:
-        if intent.is_long and intent.stop >= intent.price:
-            raise InvalidInput("stop", intent.stop, f"a long's stop must be below entry {intent.price}")
-        if not intent.is_long and intent.stop <= intent.price:
-            raise InvalidInput("stop", intent.stop, f"a short's stop must be above entry {intent.price}")
+    _finite("stop", i.stop)
+    _finite("stop_pct", i.stop_pct)
+    _finite("stop_roe", i.stop_roe)
+    if i.stop_pct is not None and i.stop_pct >= 100:
+        raise InvalidInput("stop_pct", i.stop_pct, "must be below 100 (percent of entry)")
+    if i.stop is not None:
+        if i.is_long and i.stop >= i.price:
+            raise InvalidInput("stop", i.stop, f"a long's stop must be below entry {i.price}")
+        if not i.is_long and i.stop <= i.price:
+            raise InvalidInput("stop", i.stop, f"a short's stop must be above entry {i.price}")
 
 
 # -- what a decision is taken against, what it moves, what it says ----------------------
