@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 START, END = "<!-- perf-table:start -->", "<!-- perf-table:end -->"
-ORDER = {"decide": 0, "backtest": 1, "montecarlo": 2, "http": 3}
+ORDER = {"decide": 0, "backtest": 1, "montecarlo": 2, "sweep": 3, "http": 4}
 SCRIPTS = {"decide": "bench_decide.py", "backtest": "bench_backtest.py",
-           "montecarlo": "bench_montecarlo.py", "http": "bench_http.py"}
+           "montecarlo": "bench_montecarlo.py", "sweep": "bench_sweep.py",
+           "http": "bench_http.py"}
 REQUIRED = ("bench", "case", "value", "unit")
 
 
@@ -53,15 +54,20 @@ def num(x: float) -> str:
 
 
 def times(r: float) -> str:
+    """A speed ratio: "1.25x", "1,098x", or "250x slower" below 0.1."""
+    if r < 0.1:
+        return f"{1 / r:,.0f}x slower"
     return f"{r:,.0f}x" if r >= 100 else f"{r:.2f}x"
 
 
 def measured(row: dict[str, Any]) -> str:
     out = f"{num(row['value'])} {row['unit']}"
-    if row["bench"] == "decide" and "wall" in row:
+    if "wall" in row and (row["bench"] == "decide" or row.get("time") == "CPU"):
         out += f" CPU ({num(row['wall'])} wall)"
     if "per_entry_us" in row:
         out += f"; {num(row['per_entry_us'])} us per entry"
+    if "engine_only_ms" in row:
+        out += f"; engine alone (decisions cached) {num(row['engine_only_ms'])} ms"
     if "p99_ms" in row:
         out += f"; p50 {num(row['p50_ms'])} ms, p99 {num(row['p99_ms'])} ms"
     return out
@@ -84,7 +90,11 @@ def goal(row: dict[str, Any]) -> str:
     if "goal" not in row:
         return "-"
     met = row.get("met")
-    return f"{row['goal']}: {'reached' if met else '**not reached**'}"
+    out = f"{row['goal']}: {'reached' if met else '**not reached**'}"
+    if not met and row.get("engine_only_ms") and row.get("baseline_value"):
+        out += (f" (the engine alone, decisions cached: "
+                f"{times(row['baseline_value'] / row['engine_only_ms'])})")
+    return out
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:

@@ -63,10 +63,12 @@ class Server:
 
 
 def start_server(store_url: str, log_dir: Path, *, workers: int = 1,
-                 env: Mapping[str, str] | None = None, args: tuple[str, ...] = ()) -> Server:
-    """``sizeguard serve`` on a free loopback port; returns once /healthz answers."""
-    port = free_port()
-    log = log_dir / f"serve-{port}.log"
+                 env: Mapping[str, str] | None = None, args: tuple[str, ...] = (),
+                 port: int | None = None) -> Server:
+    """``sizeguard serve`` on a free loopback port (or ``port``, e.g. a restart's); returns
+    once /healthz answers."""
+    port = port or free_port()
+    log = log_dir / f"serve-{port}-{time.monotonic_ns()}.log"
     full = clean_env({"SIZEGUARD_AUTH_CACHE_TTL": "0", "SIZEGUARD_ACCESS_LOG": "false",
                       "SIZEGUARD_LOG_LEVEL": "warning", **(env or {})})
     with log.open("wb") as out:

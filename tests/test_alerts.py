@@ -264,3 +264,31 @@ def test_store_outage_and_recovery_are_alerted(store: SqlStore, receiver: Receiv
     assert [t for t in titles if "store" in t] == ["sizeguard default: state store unavailable",
                                                    "sizeguard default: state store back"]
     assert [m["type"] for m in receiver.got if "store" in m["title"]] == ["failure", "success"]
+
+
+def test_a_store_outage_alerts_with_no_traffic(store: SqlStore, receiver: Receiver,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe asks the store itself: an outage nobody trades through still alerts."""
+    import time
+
+    policy = resolve("viper-fixed-margin", None, (), None).policy
+    settings = ServeSettings(preset="viper-fixed-margin", notify=receiver.url, notify_probe=0.05)
+    app = create_app(settings, store=store, markets=FileMarketSource(None), policy=policy)
+    notifier = app.state.console.alerter.notifier.inner
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("connection refused")
+
+    with TestClient(app):
+        with monkeypatch.context() as m:
+            m.setattr(store, "schema_version", down)
+            deadline = time.monotonic() + 20
+            while app.state.console.alerter.store_down_since is None:
+                assert time.monotonic() < deadline, "the probe never noticed the outage"
+                time.sleep(0.02)
+        while app.state.console.alerter.store_down_since is not None:
+            assert time.monotonic() < deadline, "the probe never noticed the recovery"
+            time.sleep(0.02)
+        assert notifier.flush(20)
+    assert [m["title"] for m in receiver.got] == ["sizeguard default: state store unavailable",
+                                                  "sizeguard default: state store back"]

@@ -40,7 +40,8 @@ def test_perf_table_from_json_lines(tmp_path: Path) -> None:
     lines = [
         json.dumps({"bench": "backtest", "case": "1M bars, 2,617 entries", "value": 80.0,
                     "unit": "ms", "baseline": "vectorbt from_signals", "baseline_value": 100.0,
-                    "ratio": 1.25, "per_entry_us": 25.0, "backtrader_value": 66_000.0,
+                    "ratio": 1.25, "per_entry_us": 25.0, "time": "CPU", "wall": 90.0,
+                    "backtrader_value": 66_000.0,
                     "backtrader_ratio": 825.0, "goal": ">= 1.0x vectorbt", "met": True,
                     "cpus": 2, "load": 1.5}),
         "",
@@ -50,18 +51,23 @@ def test_perf_table_from_json_lines(tmp_path: Path) -> None:
         json.dumps({"bench": "http", "case": "reserved decisions", "value": 1500.0,
                     "unit": "decisions/s", "baseline": "bare FastAPI endpoint",
                     "baseline_value": 10_000.0, "ratio": 0.15, "p50_ms": 9.0, "p99_ms": 20.0}),
+        json.dumps({"bench": "decide", "case": "decide, no tiers", "value": 40.0, "unit": "us",
+                    "baseline": "bare formula", "baseline_value": 0.2, "ratio": 0.005}),
     ]
     text = perf_table.table(perf_table.read(lines))
     rows = text.splitlines()
-    # ordered decide, backtest, http; ratios as given; goals reached or not
+    # ordered decide, backtest, http (in input order within a bench); ratios as given; goals
+    # reached or not
     assert rows[2] == ("| `bench_decide.py` | decide, tiers + guard | 12.5 us CPU (13.0 wall) | - "
                        "| <= 10 us CPU: **not reached** |")
-    assert rows[3] == ("| `bench_backtest.py` | 1M bars, 2,617 entries | 80.0 ms; 25.0 us per entry "
+    assert rows[4] == ("| `bench_backtest.py` | 1M bars, 2,617 entries | 80.0 ms CPU (90.0 wall); "
+                       "25.0 us per entry "
                        "| vectorbt from_signals 100 ms (sizeguard **1.25x**); backtrader 66,000 ms "
                        "(sizeguard **825x**) | >= 1.0x vectorbt: reached |")
-    assert rows[4].startswith("| `bench_http.py` | reserved decisions | 1,500 decisions/s; p50 9.00 "
+    assert rows[5].startswith("| `bench_http.py` | reserved decisions | 1,500 decisions/s; p50 9.00 "
                               "ms, p99 20.0 ms | bare FastAPI endpoint 10,000 decisions/s "
                               "(sizeguard 0.15x)")
+    assert rows[3].endswith("| bare formula 0.20 us (sizeguard 200x slower) | - |")
     assert "load average 1.50-2.00" in text
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{perf_table.START}\nold\n{perf_table.END}\n\nafter\n")

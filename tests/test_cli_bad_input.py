@@ -145,6 +145,8 @@ MISSING_FILE = [
     ("journal-store", ["journal", "--store", "nodir/sub/state.db"], "nodir/sub/state.db"),
     ("sync-store", ["sync", "--store", "nodir/sub/state.db"], "nodir/sub/state.db"),
     ("close-store", ["close", "pos_x", "--price", "1", "--store", "nodir/s.db"], "nodir/s.db"),
+    ("bots-list-store", ["bots", "list", "--store", "nodir/s.db"], "nodir/s.db"),
+    ("store-size-store", ["store", "size", "--store", "nodir/s.db"], "nodir/s.db"),
 ]
 
 WRONG_SHAPE = [
@@ -297,3 +299,32 @@ def test_subprocess_one_line_exit_2(tmp_path: Path, args: list[str], needle: str
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and needle in r.stderr and not r.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def _leaf_commands() -> list[tuple[str, object]]:
+    import typer
+
+    from sizeguard.cli.app import plain_help
+
+    root = typer.main.get_command(app)
+    plain_help(root)
+    out: list[tuple[str, object]] = []
+
+    def walk(cmd: object, path: str) -> None:
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                walk(sub, f"{path} {name}".strip())
+        else:
+            out.append((path, cmd))
+    walk(root, "")
+    return out
+
+
+def test_every_command_has_examples_and_every_option_help() -> None:
+    leaves = _leaf_commands()
+    assert len(leaves) >= 20
+    for path, cmd in leaves:
+        assert "xample" in (getattr(cmd, "epilog", None) or ""), f"{path}: no examples"
+        for p in getattr(cmd, "params", []):
+            assert getattr(p, "help", None), f"{path} {p.opts}: no help text"

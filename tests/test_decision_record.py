@@ -39,7 +39,8 @@ def test_round_trip_of_a_hand_made_decision_is_equal() -> None:
         trace=(TraceStep("stop", (("stop_price", 49000.0), ("source", "stop"))),
                TraceStep("caps", (("caps", ("max_notional", "symbol")), ("cap", 600.0)),
                          bound="max_notional", note="cut"),
-               TraceStep("exchange_rules")))
+               TraceStep("exchange_rules")),
+        maintenance_amount=2.4, entry_tier=1)
     back = Decision.from_dict(json.loads(json.dumps(d.to_dict())))
     assert back == d
     assert back.trace[1].values == (("caps", ("max_notional", "symbol")), ("cap", 600.0))

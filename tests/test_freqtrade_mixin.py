@@ -316,3 +316,26 @@ def test_gate_mode_reserves_fills_closes_and_releases(tmp_path: Path) -> None:
         assert s.check_entry_timeout(pair=ETH, trade=eth, order=None, current_time=late)
         held = httpx.get(f"{server.url}/v1/positions", headers=h, timeout=30).json()
         assert held["reservations"] == [] and held["positions"] == []
+
+
+@pytest.mark.timeout(120)
+def test_two_bots_share_one_accounts_slots_through_the_gate(tmp_path: Path) -> None:
+    """Two freqtrade bots on one account: each sees only its own trades, the gate sees both.
+    With one slot account-wide, the second bot's entry is refused while the first holds it."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    env = {"SIZEGUARD_PRESET": "ai-atr-risk", "SIZEGUARD_LIMITS__MAX_POSITIONS": "1"}
+    with serving(url, tmp_path, env=env) as server:
+        bots = []
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            s = Strategy(tmp_path / name, url=server.url, token=add_bot(url, f"ft-{name}"),
+                         bot=f"ft-{name}")
+            s.config["runmode"] = "live"
+            s.dp.frames = {BTC: Frame(sizeguard_stop=49_000.0), ETH: Frame(sizeguard_stop=2_900.0)}
+            bots.append(s)
+        a, b = bots
+        assert enter(a, BTC, "long", 50_000.0)[0]
+        ok, amount, _, _ = enter(b, ETH, "long", 3_000.0)
+        assert not ok and amount == 0.0
+        assert log(tmp_path / "b")[-1]["reasons"] == ["MAX_POSITIONS"]
+        assert log(tmp_path / "b")[-1]["mode"] == "gate"

@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -177,6 +178,8 @@ def test_nul_in_a_field_path_or_query_is_a_client_error(served: tuple[Server, st
     _problem(r, 400, "path")
     r = httpx.get(server.url + "/v1/journal?symbol=BTC%00", headers=auth(full), timeout=30)
     _problem(r, 422, "symbol")
+    r = httpx.get(server.url + "/v1/journal?=a%1C", headers=auth(full), timeout=30)
+    _problem(r, 422, "query")  # found by the fuzz test: a nameless parameter named no field
     r = httpx.get(server.url + "/v1/markets/BTC%00/USDT", headers=auth(full), timeout=30)
     _problem(r, 400, "path")
 
@@ -271,6 +274,18 @@ def test_slow_headers_are_cut_off(served: tuple[Server, str, str]) -> None:
     assert data == b"" and took < 5, (data, took)
 
 
+def test_malformed_and_oversized_requests_get_a_problem(served: tuple[Server, str, str]) -> None:
+    """uvicorn answered a request it cannot parse in plain text, and buffered headers of any
+    size; both are problem+json now (400, 431) and close the connection."""
+    server, _, _ = served
+    data, _ = _raw(server, b"GARBAGE / HTTP/9.9\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 400 ") and b"application/problem+json" in data, data
+    assert b'"field":"request"' in data
+    big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 200_000 + b"\r\n\r\n"
+    data = _stream(server, big)
+    assert data.startswith(b"HTTP/1.1 431 ") and b'"field":"headers"' in data, data[:300]
+
+
 def test_many_unknown_keys_get_a_short_answer(served: tuple[Server, str, str]) -> None:
     """The largest body accepted, all unknown keys: a 422 listing 20 of them, not one entry
     per key (a 1,000,000-key body was answered with 85 MB)."""
@@ -321,3 +336,43 @@ def test_a_million_key_body_does_not_stall_the_server(served: tuple[Server, str,
         assert data.startswith(b"HTTP/1.1 413 "), data[:300]
     # generous: the guard refuses these bodies within milliseconds; only a stall (seconds) fails
     assert latencies[-1] < 2.0, latencies[-5:]
+
+
+# ----------------------------------------------------------------------------- retention
+
+
+def test_the_service_prunes_by_itself(tmp_path: Path) -> None:
+    """Keyed quotes pile up journal and idempotency rows (8.4 KB a quote, kept for ever
+    before). A service with a 1 s retention and a 1 s prune interval forgets them, and
+    /metrics says how big the store is and what the last prune deleted."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    token = add_bot(url, "quoter")
+    env = {**ENV, "SIZEGUARD_RETENTION_DAYS": str(1 / 86_400), "SIZEGUARD_IDEMPOTENCY_HOURS":
+           str(1 / 3600), "SIZEGUARD_PRUNE_INTERVAL": "1"}
+    with serving(url, tmp_path, env=env) as server, httpx.Client(base_url=server.url,
+                                                                 timeout=30) as c:
+        for i in range(5):
+            r = c.post("/v1/decisions", json={**BUY, "equity": 10_000.0},
+                       headers=auth(token, **{"Idempotency-Key": f"quote-{i}"}))
+            assert r.status_code == 200, r.text
+        first = c.get("/metrics").text
+        assert _gauge(first, "sizeguard_store_bytes") > 0
+        deadline = time.monotonic() + 20
+        pruned = 0.0
+        while time.monotonic() < deadline and pruned < 10:  # 5 journal + 5 idempotency rows
+            time.sleep(0.5)
+            text = c.get("/metrics").text
+            pruned = sum(_gauge(text, "sizeguard_store_pruned_rows_total", t)
+                         for t in ("journal", "idempotency"))
+        assert pruned >= 10, text
+        # the journal is empty now: the bot's view agrees
+        assert c.get("/v1/journal", headers=auth(token)).json()["entries"] == []
+    assert "Traceback" not in server.output()
+
+
+def _gauge(text: str, name: str, table: str | None = None) -> float:
+    label = f'{{table="{table}"}}' if table else ""
+    for line in text.splitlines():
+        if line.startswith(f"{name}{label} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

@@ -27,6 +27,9 @@ def test_bybit_trx_short_stays_under_max_market_order_qty() -> None:
     assert (m.market_max_amount, m.market_max_source) == (
         1_356_000.0, "info.lotSizeFilter.maxMktOrderQty")
     assert any("maxMktOrderQty" in n for n in m.notes)
+    plain = m.to_dict()  # what `sizeguard markets --json` and GET /v1/markets/{symbol} give
+    assert (plain["market_max_amount"], plain["market_max_source"]) == (
+        1_356_000.0, "info.lotSizeFilter.maxMktOrderQty")
     d = decide(Intent("TRX/USDT:USDT", "short", 0.24198, stop_pct=0.29),
                Account(equity=183_850.83), m, load_policy("viper-50x"))
     assert d.accepted

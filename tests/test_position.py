@@ -184,3 +184,24 @@ def test_kernels_compile_with_numba(kernel: object) -> None:
             "fee_rate_to_stop": (0.001, 0.001, False, False, 0.1)}[kernel.__name__]  # type: ignore[attr-defined]
     got = compiled(*args)
     assert math.isclose(got, kernel(*args))  # type: ignore[operator]
+
+
+@given(st.booleans(), st.floats(1.0, 1e6), st.floats(0.01, 1e5), st.floats(1.0, 1e6),
+       st.floats(0.01, 1e5), st.floats(0.01, 1e5))
+def test_average_entry_keeps_the_pnl_of_both_fills(is_long: bool, n1: float, e1: float,
+                                                    n2: float, e2: float, exit_price: float) -> None:
+    # one position at the average entry gains what the two fills gain apart, at any exit
+    # (linear: base-weighted mean; inverse: contract-weighted harmonic mean, the same formula)
+    avg = pos.average_entry(n1, e1, n2, e2)
+    assert min(e1, e2) * (1 - 1e-12) <= avg <= max(e1, e2) * (1 + 1e-12)
+    whole = pos.pnl(is_long, n1 + n2, avg, exit_price)
+    parts = pos.pnl(is_long, n1, e1, exit_price) + pos.pnl(is_long, n2, e2, exit_price)
+    assert whole == pytest.approx(parts, rel=1e-9, abs=1e-6 * (n1 + n2))
+
+
+def test_average_entry_by_hand() -> None:
+    # linear: 1 BTC at 100 (N 100) + 1 BTC at 200 (N 200): 300 / (1 + 1) = 150
+    assert pos.average_entry(100.0, 100.0, 200.0, 200.0) == pytest.approx(150.0)
+    # inverse: 100 contracts of 1 USD at 100 and 100 at 200 (N 100 each):
+    # 200 / (100/100 + 100/200) = 200 / 1.5 = 133.33 (the harmonic mean)
+    assert pos.average_entry(100.0, 100.0, 100.0, 200.0) == pytest.approx(400.0 / 3.0)

@@ -166,3 +166,33 @@ def test_the_305000_case(markets: dict[str, MarketRules]) -> None:
     trade = engine_liquidates_at(market, d, 95_381.0)
     assert trade["engine_liquidation_price"] == d.liquidation_price
     assert trade["exit_reason"] == "liquidation"
+
+
+@pytest.mark.parametrize(("low", "reason"), [(95_480.0, "liquidation"), (95_483.0, "end")])
+def test_funding_moves_liquidation_with_the_decisions_bracket(
+        markets: dict[str, MarketRules], low: float, reason: str) -> None:
+    # The 305,000 long at 20x (margin 15,250; bracket at liquidation: rate 0.4%, amount 0).
+    # Funding 0.1% per 8h at the 08:00 funding time (bar 7, 07:00-08:00, closes at 100,000):
+    # pays 3.05 x 100,000 x 0.001 = 305, leaving collateral 14,945. The loop recomputes with
+    # the decision's rate and amount: 100,000 x (1 - 14,945 / 305,000) / (1 - 0.004)
+    # = 95,481.93. (The entry bracket, 0.5% and 300, would give 95,479.03: no liquidation at
+    # a low of 95,480.)
+    market = markets["BTC/USDT:USDT"]
+    p = 100_000.0
+    bars = [(p, p, p, p)] * 9 + [(p, p, low, p), (p, p, p, p)]
+    a = np.array(bars)
+    n = len(bars)
+    panel = Panel(("X",), np.arange(n, dtype=np.int64) * H, a[:, [0]], a[:, [1]], a[:, [2]],
+                  a[:, [3]], a[:, [3]].copy(), H)
+    entry = np.zeros((n, 1), np.int8)
+    entry[1, 0] = 1
+    nan = np.full((n, 1), np.nan)
+    sig = Signals(entry, np.zeros((n, 1), np.int8), nan, nan, nan, nan, "funding")
+    r = run_backtest(panel, sig, [market], policy(305_000.0), equity=EQUITY, funding_rate=0.001)
+    (trade,) = r.trades
+    assert trade["leverage"] == 20 and trade["notional"] == pytest.approx(305_000.0)
+    assert trade["engine_liquidation_price"] == pytest.approx(100_000 * 0.95 / 0.996)
+    assert trade["exit_reason"] == reason and trade["exit_bar"] == (9 if low < 95_481 else n - 1)
+    if reason == "liquidation":  # the collateral left after funding is lost whole
+        assert trade["exit_price"] == pytest.approx(100_000 * (1 - 14_945 / 305_000) / 0.996)
+        assert trade["gross_pnl"] == pytest.approx(-14_945.0)

@@ -69,10 +69,21 @@ def parse_budget(text: str) -> float:
 
 def account_policy(request_policy: Policy, service_policy: Policy) -> Policy:
     """The policy of the account view: the request's sizing (its preset) under the service's
-    account-wide limits, so no request can loosen the limits by naming a laxer preset."""
+    account-wide limits and leverage cap, so no request can loosen either by naming a laxer
+    preset."""
     if request_policy is service_policy:
         return service_policy
-    return dataclasses.replace(request_policy, limits=service_policy.limits)
+    cap = min(request_policy.leverage.max, service_policy.leverage.max)
+    return dataclasses.replace(request_policy, limits=service_policy.limits,
+                               leverage=dataclasses.replace(request_policy.leverage, max=cap))
+
+
+def bot_slots(share: float, max_positions: int, account_slots: int) -> int:
+    """A bot's own slot count: the admin's (``max_positions`` > 0), else its budget's share of
+    the account's slots, at least one (0: the account has no slot limit)."""
+    if max_positions > 0 or account_slots <= 0 or share >= 1.0:
+        return max_positions
+    return max(1, math.floor(share * account_slots + 1e-9))
 
 
 def bot_policy(policy: Policy, budget: Budget) -> Policy:

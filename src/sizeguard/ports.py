@@ -161,9 +161,12 @@ class RiskState:
     live_reservations: int
     margin_in_use: float
     gross_exposure: float
+    halted: str | None = None  # the admin's halt reason; None: trading
+    presets: tuple[str, ...] | None = None  # the admin's preset allow-list; None: the service's
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__slots__}
+        out["presets"] = list(self.presets) if self.presets is not None else None
         out["symbol_stats"] = {s: {"trades": t, "wins": w, "win_rate": (w / t if t else 0.0)}
                                for s, (t, w) in self.symbol_stats.items()}
         return out
@@ -275,7 +278,17 @@ class StateStore(Protocol):
     def ensure_account(self, account_id: str, *, exchange: str, equity: float,
                        quote: str = "USDT") -> None: ...
 
-    def set_equity(self, account_id: str, equity: float) -> None: ...
+    def set_equity(self, account_id: str, equity: float, *, peak: float | None = None) -> None:
+        """The account's equity (its peak follows it up; ``peak`` sets the peak itself)."""
+        ...
+
+    def set_halt(self, account_id: str, reason: str | None) -> None:
+        """Halt trading on the account (every decision skips HALTED_BY_ADMIN); None resumes."""
+        ...
+
+    def set_presets(self, account_id: str, presets: Sequence[str] | None) -> None:
+        """The presets a request may name (None: only the service's own policy)."""
+        ...
 
     def account(self, account_id: str) -> Account:
         """The core Account: equity, open positions and live reservations (both count toward
@@ -309,6 +322,10 @@ class StateStore(Protocol):
     def journal_event(self, account_id: str, kind: str, *, symbol: str | None = None,
                       client_order_id: str | None = None, note: str | None = None,
                       data: Mapping[str, Any] | None = None) -> int: ...
+
+    def last_price(self, account_id: str, symbol: str) -> float | None:
+        """The latest price the journal holds for ``symbol`` (decision, fill or close)."""
+        ...
 
     def journal(self, account_id: str | None = None, *, symbol: str | None = None,
                 last: int | None = None, kind: str | None = None) -> list[JournalEntry]: ...

@@ -28,6 +28,7 @@ from sizeguard.errors import InvalidInput
 from sizeguard.ports import JournalEntry, Reservation, StoredPosition
 
 TOKEN_PREFIX = "sg_"
+BOT, ADMIN = "bot", "admin"
 
 
 
@@ -37,15 +38,20 @@ class Bot:
     name: str
     account_id: str
     budget: float  # share of the account's equity, (0, 1]
-    max_positions: int  # 0 = only the account-wide limit
+    max_positions: int  # 0 = its budget's share of the account's slots
     created_at: float
     token_hash: str
+    role: str = BOT  # "bot" trades; "admin" administers the account (never trades)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ADMIN
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the token hash."""
         return {"id": self.id, "name": self.name, "account_id": self.account_id,
                 "budget": self.budget, "max_positions": self.max_positions,
-                "created_at": self.created_at}
+                "created_at": self.created_at, "role": self.role}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +78,11 @@ def token_digest(token: str) -> str:
 
 
 def _bot(row: tuple[Any, ...]) -> Bot:
-    return Bot(row[0], row[1], row[2], float(row[3]), int(row[4]), float(row[5]), row[6])
+    return Bot(row[0], row[1], row[2], float(row[3]), int(row[4]), float(row[5]), row[6],
+               str(row[7] or BOT))
 
 
-_BOT_COLS = "id, name, account_id, budget, max_positions, created_at, token_hash"
+_BOT_COLS = "id, name, account_id, budget, max_positions, created_at, token_hash, role"
 
 
 def _valid_name(name: str) -> str:
@@ -95,22 +102,40 @@ class BotRegistry:
 
     # -- bots ----------------------------------------------------------------------------
     def add(self, name: str, *, account_id: str, budget: float = 1.0,
-            max_positions: int = 0) -> tuple[Bot, str]:
-        """Create a bot; returns it and its bearer token (shown once, never stored)."""
+            max_positions: int = 0, role: str = BOT) -> tuple[Bot, str]:
+        """Create a bot (or, ``role="admin"``, the account's admin); returns it and its bearer
+        token (shown once, never stored)."""
         from sizeguard.budget import Budget  # noqa: PLC0415 - validation of the two numbers
 
         Budget(budget, max_positions)
+        if role not in (BOT, ADMIN):
+            raise InvalidInput("role", role, f"must be {BOT} or {ADMIN}")
         bot_id = uuid.uuid4().hex[:16]
         token = f"{TOKEN_PREFIX}{bot_id}_{secrets.token_urlsafe(32)}"
         bot = Bot(bot_id, _valid_name(name), account_id, float(budget), int(max_positions),
-                  self.store.clock.now(), token_digest(token))
+                  self.store.clock.now(), token_digest(token), role)
         with self.store.tx() as tx:
             if tx.one("SELECT 1 FROM bots WHERE name = ?", (name,)) is not None:
                 raise InvalidInput("name", name, "a bot with this name exists (remove it first)")
-            tx.run(f"INSERT INTO bots ({_BOT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            tx.run(f"INSERT INTO bots ({_BOT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                    (bot.id, bot.name, bot.account_id, bot.budget, bot.max_positions,
-                    bot.created_at, bot.token_hash))
+                    bot.created_at, bot.token_hash, bot.role))
         return bot, token
+
+    def set_slots(self, name_or_id: str, max_positions: int) -> Bot:
+        """The admin sets a bot's own slot count (0: its share of the account's, by budget)."""
+        from sizeguard.budget import Budget  # noqa: PLC0415
+
+        Budget(1.0, max_positions)
+        with self.store.tx() as tx:
+            if not tx.run("UPDATE bots SET max_positions = ? WHERE (name = ? OR id = ?) AND "
+                          "role = ?", (int(max_positions), name_or_id, name_or_id, BOT)):
+                raise InvalidInput("bot", name_or_id, "no such bot")
+        with self._lock:
+            self._cache.clear()
+        bot = self.get(name_or_id)
+        assert bot is not None
+        return bot
 
     def bots(self, account_id: str | None = None) -> list[Bot]:
         sql = f"SELECT {_BOT_COLS} FROM bots"
@@ -301,6 +326,14 @@ class BotRegistry:
             params.append(claim.lease_until)
         with self.store.tx() as tx:
             return tx.run(sql, params) > 0
+
+    def idempotency_yield(self, bot: Bot, key: str, claim: Claim) -> None:
+        """End this request's lease now, keeping its client order id: the next retry takes
+        the request over at once and resumes what it committed."""
+        with self.store.tx() as tx:
+            tx.run("UPDATE idempotency SET lease_until = ? WHERE bot_id = ? AND key = ? AND "
+                   "status = 0 AND lease_until = ?",
+                   (self.store.clock.now(), bot.id, key, claim.lease_until))
 
     def idempotency_abort(self, bot: Bot, key: str, claim: Claim | None = None) -> None:
         """Forget a claim whose request failed in a way a retry may fix (5xx)."""

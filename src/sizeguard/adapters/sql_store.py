@@ -531,25 +531,48 @@ class SqlStore:
         with self.tx(write=False) as tx:
             return tx.one("SELECT 1 FROM accounts WHERE id = ?", (account_id,)) is not None
 
-    def set_equity(self, account_id: str, equity: float) -> None:
+    def set_equity(self, account_id: str, equity: float, *, peak: float | None = None) -> None:
         if not (math.isfinite(equity) and equity > 0):
             raise InvalidInput("equity", equity, "must be a finite number > 0")
+        if peak is not None and not (math.isfinite(peak) and peak >= equity):
+            raise InvalidInput("peak", peak, "must be a finite number >= equity")
         with self.tx(account_id) as tx:
             self._require_account(tx, account_id)
-            tx.run("UPDATE accounts SET equity = ?, peak_equity = CASE WHEN peak_equity > ? THEN "
-                   "peak_equity ELSE ? END, updated_at = ? WHERE id = ?",
-                   (equity, equity, equity, self.clock.now(), account_id))
+            if peak is None:
+                tx.run("UPDATE accounts SET equity = ?, peak_equity = CASE WHEN peak_equity > ? "
+                       "THEN peak_equity ELSE ? END, updated_at = ? WHERE id = ?",
+                       (equity, equity, equity, self.clock.now(), account_id))
+            else:
+                tx.run("UPDATE accounts SET equity = ?, peak_equity = ?, updated_at = ? "
+                       "WHERE id = ?", (equity, peak, self.clock.now(), account_id))
+
+    def set_halt(self, account_id: str, reason: str | None) -> None:
+        with self.tx(account_id) as tx:
+            self._require_account(tx, account_id)
+            tx.run("UPDATE accounts SET halted = ?, updated_at = ? WHERE id = ?",
+                   (reason, self.clock.now(), account_id))
+            self._insert_journal(tx, account_id, self.clock.now(),
+                                 "halt" if reason is not None else "resume", None, None, None, "",
+                                 None, None, {}, reason)
+
+    def set_presets(self, account_id: str, presets: Sequence[str] | None) -> None:
+        with self.tx(account_id) as tx:
+            self._require_account(tx, account_id)
+            tx.run("UPDATE accounts SET presets = ?, updated_at = ? WHERE id = ?",
+                   (",".join(presets) if presets is not None else None, self.clock.now(),
+                    account_id))
 
     def _require_account(self, tx: Tx, account_id: str) -> tuple[Any, ...]:
-        row = tx.one("SELECT exchange, quote, equity, peak_equity, losing_streak FROM accounts "
-                     "WHERE id = ?", (account_id,))
+        row = tx.one("SELECT exchange, quote, equity, peak_equity, losing_streak, halted, presets "
+                     "FROM accounts WHERE id = ?", (account_id,))
         if row is None:
             raise InvalidInput("account", account_id, "no such account in the store "
                                "(create it with an equity first)")
         return row
 
     def _load_account(self, tx: Tx, account_id: str, now: float) -> Account:
-        exchange, _quote, equity, peak, streak = self._require_account(tx, account_id)
+        exchange, _quote, equity, peak, streak, halted, _presets = self._require_account(
+            tx, account_id)
         positions = [Position(s, side, float(n), float(m)) for s, side, n, m in tx.rows(
             "SELECT symbol, side, notional, margin FROM positions WHERE account_id = ? AND "
             "status = 'open' ORDER BY opened_at, id", (account_id,))]
@@ -571,7 +594,7 @@ class SqlStore:
             (exchange,))}
         return Account(equity=float(equity), positions=tuple(positions), peak_equity=float(peak),
                        realised_pnl_today=float(pnl[0]) if pnl else 0.0, losing_streak=int(streak),
-                       symbol_stats=stats, last_trade_at=last, min_cost=mins)
+                       symbol_stats=stats, last_trade_at=last, min_cost=mins, halted=halted)
 
     def account(self, account_id: str) -> Account:
         with self.tx(write=False) as tx:
@@ -580,7 +603,8 @@ class SqlStore:
     def risk_state(self, account_id: str) -> RiskState:
         now = self.clock.now()
         with self.tx(write=False) as tx:
-            exchange, quote, equity, peak, streak = self._require_account(tx, account_id)
+            exchange, quote, equity, peak, streak, halted, presets = self._require_account(
+                tx, account_id)
             acct = self._load_account(tx, account_id, now)
             n_pos = tx.one("SELECT COUNT(*) FROM positions WHERE account_id = ? AND status = 'open'",
                            (account_id,))
@@ -590,7 +614,8 @@ class SqlStore:
                          acct.realised_pnl_today, utc_day(now), int(streak),
                          {s: (v.trades, v.wins) for s, v in acct.symbol_stats.items()},
                          int(n_pos[0]) if n_pos else 0, int(n_res[0]) if n_res else 0,
-                         acct.margin_in_use, acct.gross_exposure)
+                         acct.margin_in_use, acct.gross_exposure, halted,
+                         tuple(p for p in presets.split(",") if p) if presets is not None else None)
 
     # -- decide + reserve (the write half; the whole is sizeguard.app.services) -----------
     def record_decision(self, account_id: str, decision: Decision, *, client_order_id: str,
@@ -677,6 +702,18 @@ class SqlStore:
         with self.tx() as tx:
             return self._insert_journal(tx, account_id, self.clock.now(), kind, symbol, None, None,
                                         "", client_order_id, None, data or {}, note)
+
+    def last_price(self, account_id: str, symbol: str) -> float | None:
+        """The latest price the account's journal holds for ``symbol``: the entry price of its
+        last decision or fill, or the exit price of its last close."""
+        with self.tx(write=False) as tx:
+            row = tx.one("SELECT kind, data FROM journal WHERE account_id = ? AND symbol = ? AND "
+                         "kind IN ('decision', 'fill', 'close') ORDER BY id DESC LIMIT 1",
+                         (account_id, symbol))
+        if row is None:
+            return None
+        price = json.loads(row[1]).get("exit_price" if row[0] == "close" else "entry_price")
+        return float(price) if price else None
 
     def journal(self, account_id: str | None = None, *, symbol: str | None = None,
                 last: int | None = None, kind: str | None = None) -> list[JournalEntry]:

@@ -10,9 +10,11 @@ units of work, never inside one (a locked transaction must not wait on a network
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from sizeguard.core import position
@@ -222,7 +224,9 @@ def _earlier(x: Execution, res: Reservation, d: Decision, jid: int) -> TradeResu
     if status == "filled":
         pos = next((p for p in x.store.positions(x.account_id, open_only=False)
                     if p.client_order_id == res.client_order_id), None)
-        return TradeResult("filled", res.client_order_id, d, jid, position=pos, duplicate=True)
+        orders, notes = _ensure_protection(x, pos) if pos is not None else ((), ())
+        return TradeResult("filled", res.client_order_id, d, jid, position=pos, orders=orders,
+                           duplicate=True, notes=notes)
     if status in ("released", "expired"):
         why = current.release_reason if current is not None else None
         return TradeResult("failed", res.client_order_id, d, jid, error=why, duplicate=True)
@@ -303,6 +307,37 @@ def _protect(x: Execution, intent: Intent, market: MarketRules, res: Reservation
                        notes=tuple(notes))
 
 
+def _ensure_protection(x: Execution, pos: StoredPosition
+                       ) -> tuple[tuple[OrderResult, ...], tuple[str, ...]]:
+    """A filled position whose submit died before its stop (or take-profit) was placed gets
+    them now: a retry never leaves a position unprotected. Orders already there are kept."""
+    if pos.status != "open" or not pos.client_order_id:
+        return (), ()
+    cid = pos.client_order_id
+    wanted: list[tuple[str, float, Callable[[str, str, str, float, str], OrderResult]]] = []
+    if pos.stop_price is not None:
+        wanted.append((f"{cid}-sl", pos.stop_price, x.exchange.place_stop))
+    if pos.take_profit is not None:
+        wanted.append((f"{cid}-tp", pos.take_profit, x.exchange.place_take_profit))
+    orders: list[OrderResult] = []
+    placed: list[OrderResult] = []
+    for oid, price, place in wanted:
+        found = x.find(pos.symbol, oid, conditional=True)
+        if found is None:
+            found = _once(x, pos.symbol, oid, functools.partial(
+                place, pos.symbol, pos.side, pos.amount, price, oid))
+            placed.append(found)
+        orders.append(found)
+    if placed:
+        with x.store.unit_of_work() as uow:
+            for o in placed:
+                x.store.journal_event(x.account_id, "order", symbol=pos.symbol,
+                                      client_order_id=o.client_order_id, data=_order_dict(o))
+            uow.commit()
+    notes = ("resumed after an interruption: protective orders placed",) if placed else ()
+    return tuple(orders), notes
+
+
 def _once(x: Execution, symbol: str, cid: str, place: Callable[[], OrderResult]) -> OrderResult:
     """Place a protective order unless the exchange already has it (a resumed submit).
     Conditional orders may live where ``find_order`` does not look (Binance's algo orders):
@@ -348,14 +383,41 @@ def _flatten(x: Execution, pos: StoredPosition, price: float, cid: str) -> Store
 # --------------------------------------------------------------------------- fill, close, release
 
 
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What a report from a bot that executes itself may claim: a fill within
+    ``fill_band`` (a fraction) of its decided price and no larger than its reservation; a
+    close within ``close_band`` of the last price the account knows for the symbol; a fee no
+    larger than the trade's notional."""
+
+    fill_band: float = 0.05
+    close_band: float = 0.25
+
+
+def _within(field: str, price: float, reference: float | None, band: float, what: str) -> None:
+    if reference is None or reference <= 0:
+        return
+    if not (reference * (1 - band) <= price <= reference * (1 + band)):
+        raise InvalidInput(field, price, f"more than {band:.0%} from {what} {reference:g}")
+
+
 def fill(store: StateStore, reservation_id: str, *, market: MarketRules, amount: str,
          price: float, fee: float = 0.0, stop_price: float | None = None,
-         take_profit: float | None = None, order_id: str | None = None) -> StoredPosition:
+         take_profit: float | None = None, order_id: str | None = None,
+         bounds: Bounds | None = None) -> StoredPosition:
     """A reservation filled (by a bot that executes itself): it becomes a position, valued by
-    the core on ``market`` (an inverse contract keeps its face value at any fill price)."""
+    the core on ``market`` (an inverse contract keeps its face value at any fill price). With
+    ``bounds``, a fill larger than its reservation, or priced outside the band around the
+    decided price, or with a fee above the reserved notional, is refused (InvalidInput)."""
     res = store.reservation(reservation_id)
     if res is None:
         raise InvalidInput("reservation", reservation_id, "no such reservation")
+    if bounds is not None:
+        if Decimal(amount) > Decimal(res.amount):
+            raise InvalidInput("amount", amount, f"more than the reservation's {res.amount}")
+        _within("price", price, res.entry_price, bounds.fill_band, "the decided price")
+        if fee > res.notional:
+            raise InvalidInput("fee", fee, f"more than the reserved notional {res.notional:g}")
     filled = position.opened(market, float(amount), price, res.leverage)
     return store.fill_reservation(reservation_id, amount=amount, entry_price=price,
                                   notional=filled.notional, margin=filled.margin, fee=fee,
@@ -378,8 +440,17 @@ def close(x: Execution, position_id: str, price: float, client_order_id: str | N
 
 
 def record_close(store: StateStore, position_id: str, *, price: float, fee: float = 0.0,
-                 note: str | None = None) -> StoredPosition:
-    """A close made elsewhere (a bot that executes itself): PnL, streak and win rate follow."""
+                 note: str | None = None, bounds: Bounds | None = None) -> StoredPosition:
+    """A close made elsewhere (a bot that executes itself): PnL, streak and win rate follow.
+    With ``bounds``, a price outside the band around the last known price of the symbol, or a
+    fee above the position's notional, is refused (InvalidInput)."""
+    if bounds is not None:
+        pos = store.position(position_id)
+        if pos is not None and pos.status == "open":
+            last = store.last_price(pos.account_id, pos.symbol) or pos.entry_price
+            _within("price", price, last, bounds.close_band, "the last known price")
+            if fee > pos.notional:
+                raise InvalidInput("fee", fee, f"more than the position's notional {pos.notional:g}")
     return store.close_position(position_id, exit_price=price, fee=fee, note=note)
 
 
@@ -432,6 +503,6 @@ def _amount_str(filled: float, ordered: str) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-__all__ = ["Execution", "ReserveRequest", "TradeResult", "close", "decide_and_reserve",
+__all__ = ["Bounds", "Execution", "ReserveRequest", "TradeResult", "close", "decide_and_reserve",
            "execute", "fill", "new_client_order_id", "quote", "record_close", "release",
            "reserve_one", "sync"]

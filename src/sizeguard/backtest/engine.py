@@ -56,6 +56,8 @@ import numpy.typing as npt
 from sizeguard.backtest.candles import Panel
 from sizeguard.backtest.signals import EXIT_LONG, EXIT_SHORT, Signals
 from sizeguard.core import liquidation as core_liq
+from sizeguard.core import position as core_pos
+from sizeguard.core import tiers as core_tiers
 from sizeguard.core.account import Account, Position, SymbolStats
 from sizeguard.core.decide import decide
 from sizeguard.core.decision import Decision
@@ -84,11 +86,12 @@ DAY_MS = 86_400_000
 
 def _drop_stale_cache() -> None:
     """numba's on-disk cache does not notice changes in the functions a cached function calls:
-    drop this module's cached loop when ``core/liquidation.py`` is newer than it, so the loop
-    never runs an old copy of the core kernel."""
+    drop this module's cached loop when a core module it compiles is newer than it, so the
+    loop never runs an old copy of a core kernel."""
     try:
         here = Path(__file__).resolve()
-        kernel_mtime = Path(core_liq.__file__).stat().st_mtime
+        kernel_mtime = max(Path(m.__file__).stat().st_mtime  # type: ignore[arg-type]
+                           for m in (core_liq, core_pos, core_tiers))
         for f in (here.parent / "__pycache__").glob(f"{here.stem}.*.nb[ic]"):
             if f.stat().st_mtime < kernel_mtime:
                 f.unlink(missing_ok=True)
@@ -98,6 +101,11 @@ def _drop_stale_cache() -> None:
 
 _drop_stale_cache()
 liq_price = numba.njit(cache=True)(core_liq.liquidation_price)
+# the core's money kernels, compiled: the loop has no arithmetic of its own (the position's
+# quantity is held in base units, so a unit is worth its price: contract size 1, linear)
+pnl = numba.njit(cache=True)(core_pos.pnl)
+notional_of = numba.njit(cache=True)(core_pos.notional_of)
+fee_on = numba.njit(cache=True)(core_pos.fee_on)
 
 
 def _close(pos: F64, acct: F64, stats: Any, exits: F64, j: int, t: int, price: float,
@@ -107,8 +115,8 @@ def _close(pos: F64, acct: F64, stats: Any, exits: F64, j: int, t: int, price: f
         gross = -pos[j, P_COLL]
         exit_fee = 0.0
     else:
-        gross = side * qty * (price - entry)
-        exit_fee = qty * price * fee
+        gross = pnl(side > 0.0, pos[j, P_NOTIONAL], entry, price)
+        exit_fee = fee_on(notional_of(qty, price, 1.0, False), fee)
     acct[A_CASH] += gross - exit_fee
     net = gross - exit_fee - pos[j, P_FEE_IN] - pos[j, P_FUND]
     tid = int(pos[j, P_TRADE])
@@ -219,7 +227,7 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
             m = mark[t, j]
             rate = funding[t, j] if funding.shape[0] == n else 0.0
             if rate != 0.0 and not math.isnan(rate):
-                pay = side * pos[j, P_QTY] * m * rate
+                pay = side * fee_on(notional_of(pos[j, P_QTY], m, 1.0, False), rate)
                 acct[A_CASH] -= pay
                 eq -= pay
                 pos[j, P_COLL] -= pay
@@ -228,8 +236,8 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
                     pos[j, P_LIQ] = liq_price(side > 0.0, False, pos[j, P_ENTRY],
                                               pos[j, P_NOTIONAL], pos[j, P_COLL], pos[j, P_MMR],
                                               pos[j, P_CUM])
-            eq += side * pos[j, P_QTY] * (m - pos[j, P_ENTRY])
-            g += pos[j, P_QTY] * m
+            eq += pnl(side > 0.0, pos[j, P_NOTIONAL], pos[j, P_ENTRY], m)
+            g += notional_of(pos[j, P_QTY], m, 1.0, False)
         equity[t] = eq
         gross[t] = g
         acct[A_PEAK] = max(acct[A_PEAK], eq)
@@ -331,7 +339,7 @@ def run_backtest(
     if signals.entry.shape != (n, k):
         raise InvalidInput("signals", signals.entry.shape, f"must have shape {(n, k)}")
     syms = [m.symbol for m in markets]
-    fee = np.array([m.taker if m.taker is not None else policy.execution.taker for m in markets])
+    fee = np.array([core_pos.taker_fee(m, policy.execution.taker) for m in markets])
     can_liq = np.array([m.is_contract for m in markets])
     fund = np.zeros((1, k))  # one row of zeros: no funding, and no n x k array to read
     if funding_rate:  # perpetuals only: spot pays no funding
@@ -471,10 +479,12 @@ class _AccountView:
                 px = float(self.panel.open[t, j])
                 if math.isnan(px):
                     px = float(self.panel.mark[t - 1, j]) if t > 0 else entry
-                upnl = side * qty * (px - entry)
+                upnl = core_pos.pnl(side > 0, notional, entry, px)
                 upnl_total += upnl
-                positions.append(Position(self.syms[j], LONG if side > 0 else SHORT, qty * px,
-                                          coll, notional * mmr - cum, upnl))
+                positions.append(Position(self.syms[j], LONG if side > 0 else SHORT,
+                                          core_pos.notional_of(qty, px, 1.0, False), coll,
+                                          core_tiers.maintenance_margin(notional, mmr, cum),
+                                          upnl))
         cash, peak, _, day_pnl, streak, closed = acct[:A_LIQS].tolist()
         if closed != self._closed:  # a trade closed: the symbol records changed
             self._closed = closed
@@ -519,7 +529,7 @@ class _Book:
         tp = math.nan
         if stop is not None and tp_r > 0:
             tp = d.entry_price + side * tp_r * abs(d.entry_price - stop)
-        entry_fee = d.notional * self.fee
+        entry_fee = core_pos.fee_on(d.notional, self.fee)
         pos[j] = (side, qty, d.entry_price, d.notional, math.nan if stop is None else stop, tp,
                   liq, d.margin, mmr, cum, 0.0, entry_fee, tid, t)
         acct[A_CASH] -= entry_fee

@@ -191,6 +191,8 @@ def plain_help(command: Any) -> None:
     for param in getattr(command, "params", ()):
         if param.metavar is None:
             param.metavar = _metavar(param) if param.param_type_name == "option" else ""
+        if not getattr(param, "help", None) and "--json" in getattr(param, "opts", ()):
+            param.help = "Print JSON instead of text (one object or list on stdout)."
     original = getattr(command, "get_help_option", None)
     if original is not None:  # click makes --help/-h on demand: no "<bool>" after it either
         def help_option(ctx: Any) -> Any:
@@ -273,6 +275,27 @@ def fail(exc: Exception) -> NoReturn:
     exchange or store failure."""
     typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
     raise typer.Exit(1 if isinstance(exc, ExchangeError | StoreError) else 2)
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a SQLite store URL or path; None for PostgreSQL or in-memory."""
+    if url.startswith(("postgresql://", "postgres://")) or ":memory:" in url:
+        return None
+    for prefix in ("sqlite:///", "sqlite://"):
+        if url.startswith(prefix):
+            return url[len(prefix):]
+    return None if "://" in url else url
+
+
+def require_existing_store(url: str | None) -> None:
+    """Read-only commands never create a store: a SQLite file that does not exist is refused
+    (PostgreSQL stores are opened as they are)."""
+    from sizeguard.adapters.sql_store import default_store_url
+
+    path = sqlite_path(url or default_store_url())
+    if path is not None and not Path(path).is_file():
+        raise InvalidInput("--store", url or path, "no such store (nothing recorded yet); "
+                           "`sizeguard trade ... --equity N` or `sizeguard bots add` creates it")
 
 
 def market_book(markets: Path | None, tiers: Path | None) -> MarketBook:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,7 +53,7 @@ def _plain(value: Any) -> Any:
 def _resolve(preset: str | None, config: Path | None, sets: list[str] | None,
              env_files: list[Path] | None, cross_check: bool = True) -> Resolved:
     return resolve(preset, config, sets or (), env_from_os(), env_files=env_files or (),
-                   cross_check=cross_check)
+                   cross_check=cross_check, discover=True)
 
 
 SHOW_EXAMPLES = (
@@ -194,6 +195,8 @@ def audit_to_dict(report: AuditReport, r: Resolved | None = None) -> dict[str, A
                       "sources": {k: r.source(k) for k in f.keys} if r else {}}
                      for f in report.findings],
         "errors": len(report.errors), "warnings": len(report.warnings),
+        "error_rules": sorted({f.code for f in report.errors}),
+        "warning_rules": sorted({f.code for f in report.warnings}),
         "checked": list(report.checked), "passed": list(report.passed), "notes": list(report.notes),
     }
     return out
@@ -234,15 +237,23 @@ def print_audit(report: AuditReport, r: Resolved, console: Console) -> None:
         keys = dict.fromkeys(k for f in items for k in f.keys)
         grid.add_row("", Text("settings: " + ", ".join(f"{k} ({r.source(k)})" for k in keys),
                               style="dim"))
-    for code in report.passed:
-        grid.add_row("[green]ok[/green]", Text(f"{code}: {RULES[code]}"))
+    for code in report.passed:  # what holds, in its own words: never under the failure's name
+        grid.add_row("[green]ok[/green]", Text(RULES[code]))
     console.print(grid)
     for note in report.notes:
         console.print(Text(f"note: {note}", style="dim"))
     e, w = len(report.errors), len(report.warnings)
     verdict = "[bold red]FAIL[/bold red]" if e else ("[yellow]PASS with warnings[/yellow]" if w
                                                      else "[green]PASS[/green]")
-    console.print(f"\n{verdict}: {e} error(s), {w} warning(s)")
+    console.print(f"\n{verdict}: {_count(report.errors, 'error')}, "
+                  f"{_count(report.warnings, 'warning')}; {len(report.passed)} check(s) passed")
+
+
+def _count(findings: Sequence[Any], what: str) -> str:
+    """Rules broken, with the markets they were found on: one rule on 3 markets is one error."""
+    rules = len({f.code for f in findings})
+    markets = len(findings)
+    return f"{rules} {what}(s)" + (f" on {markets} market(s)" if markets > rules else "")
 
 
 SCAN_EXAMPLES = (
@@ -315,7 +326,8 @@ def print_scan(report: ScanReport, console: Console) -> None:
         console.print(f"[dim]skipped {item}[/dim]")
 
 
-@config_app.command("aliases")
+@config_app.command("aliases", epilog="Examples:\n\n  sizeguard config aliases\n\n"
+                    "  sizeguard config aliases --json")
 def aliases(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The seed bots' environment names sizeguard reads, and what each sets."""
     if as_json:

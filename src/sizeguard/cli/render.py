@@ -192,7 +192,7 @@ def narrate(step: TraceStep) -> str:
     if name == "notional":
         if "risk_money" in v:
             return (f"Notional = risk {_v(v, 'risk_money', 'money')} / (stop "
-                    f"{_v(v, 'stop_distance_pct', 'pct')} + round-trip fee "
+                    f"{_v(v, 'stop_distance_pct', 'pct')} + fees to the stop "
                     f"{_v(v, 'fee_round_trip_pct', 'pct')}) = {_v(v, 'notional', 'money')}.")
         if "margin" in v:
             return (f"Notional = margin {_v(v, 'margin', 'money')} x leverage {_v(v, 'leverage')}x "

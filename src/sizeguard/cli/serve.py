@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from typing import Annotated, Any
 
 import typer
@@ -18,7 +19,7 @@ import typer
 from sizeguard.adapters.bots import BotRegistry
 from sizeguard.app.bootstrap import open_state as open_store
 from sizeguard.budget import parse_budget
-from sizeguard.cli.app import app
+from sizeguard.cli.app import app, require_existing_store
 from sizeguard.errors import InvalidInput, SizeguardError, StoreError
 
 bots_app = typer.Typer(help="Bots of the HTTP service: tokens, budgets.", no_args_is_help=True)
@@ -89,6 +90,8 @@ def serve(
         os.environ["SIZEGUARD_STORE"] = url
     except (SizeguardError, ValueError) as exc:
         raise _fail(exc) from None
+    # one console session key for every worker (a cookie signed by one is read by the others)
+    os.environ.setdefault("SIZEGUARD_SESSION_SECRET", secrets.token_hex(32))
     if settings.workers > 1 and url.startswith("sqlite"):
         typer.echo("note: several workers on SQLite serialise on its single writer lock; "
                    "use PostgreSQL to scale out", err=True)
@@ -131,13 +134,14 @@ def _check_inputs(settings: Any) -> None:
         attach_tiers(book, settings.tiers)
 
 
-@bots_app.command("add")
+@bots_app.command("add", epilog="Examples:\n\n  sizeguard bots add viper --budget 40%\n\n"
+                  "  sizeguard bots add quantum --budget 0.6 --max-positions 4 --json")
 def bots_add(
     name: Annotated[str, typer.Argument(help="Bot name (letters, digits, - _ .).")],
     budget: Annotated[str, typer.Option(help="Share of the account's equity: 40% or 0.4.")] = "100%",
     max_positions: Annotated[int, typer.Option(
         "--max-positions", min=0, max=10_000,
-        help="The bot's own slots (0: only the account-wide limit).")] = 0,
+        help="The bot's own slots (0: its budget's share of the account's).")] = 0,
     store: StoreOpt = None,
     account: AccountOpt = "default",
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -162,12 +166,14 @@ def bots_add(
     typer.echo(token)
 
 
-@bots_app.command("list")
+@bots_app.command("list", epilog="Examples:\n\n  sizeguard bots list\n\n"
+                  "  sizeguard bots list --account default --json")
 def bots_list(store: StoreOpt = None,
               account: Annotated[str | None, typer.Option("--account", help="Only this account.")] = None,
               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The bots and their budgets (never their tokens)."""
     try:
+        require_existing_store(store)
         st = open_store(store)
         try:
             bots = BotRegistry(st).bots(account)
@@ -181,12 +187,15 @@ def bots_list(store: StoreOpt = None,
     if not bots:
         typer.echo("no bots; add one with: sizeguard bots add NAME --budget 40%")
     for b in bots:
-        slots = str(b.max_positions) if b.max_positions else "account"
+        if b.is_admin:
+            typer.echo(f"{b.name:20s} {b.id}  account {b.account_id}  admin")
+            continue
+        slots = str(b.max_positions) if b.max_positions else "budget share"
         typer.echo(f"{b.name:20s} {b.id}  account {b.account_id}  budget {b.budget:.0%}  "
                    f"max positions {slots}")
 
 
-@bots_app.command("remove")
+@bots_app.command("remove", epilog="Example:\n\n  sizeguard bots remove viper")
 def bots_remove(name: Annotated[str, typer.Argument(help="Bot name or id.")],
                 store: StoreOpt = None) -> None:
     """Revoke a bot's token (its positions and journal stay)."""
@@ -201,3 +210,145 @@ def bots_remove(name: Annotated[str, typer.Argument(help="Bot name or id.")],
     if not removed:
         raise _fail(SizeguardError(f"no bot named {name!r}"))
     typer.echo(f"removed {name}")
+
+
+# ----------------------------------------------------------------------------- admin
+
+admin_app = typer.Typer(help="The account's admin: its token, equity, halts, reservations, "
+                        "presets and bots' slots (what no bot may change).", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
+JsonOpt = Annotated[bool, typer.Option("--json")]
+
+
+ADMIN_EXAMPLES = {
+    "token": "Examples:\n\n  sizeguard admin token ops\n\n"
+             "  sizeguard admin token ops --account default --json",
+    "equity": "Examples:\n\n  sizeguard admin equity 10000\n\n"
+              "  sizeguard admin equity 10000 --peak 12000 --json",
+    "halt": "Examples:\n\n  sizeguard admin halt 'exchange maintenance'",
+    "resume": "Examples:\n\n  sizeguard admin resume",
+    "release": "Examples:\n\n  sizeguard admin release res_0123456789abcdef01234567",
+    "presets": "Examples:\n\n  sizeguard admin presets quantum-4x30 ai-atr-risk\n\n  sizeguard admin presets",
+    "slots": "Examples:\n\n  sizeguard admin slots viper 2\n\n  sizeguard admin slots viper 0 --json",
+}
+
+
+def _admin(store: str | None, account: str, act: Any) -> Any:
+    """Run ``act(store)`` on an open store; errors are one line (exit 1 store, 2 input)."""
+    try:
+        st = open_store(store)
+        try:
+            return act(st)
+        finally:
+            st.close()
+    except (SizeguardError, ValueError) as exc:
+        raise _fail(exc) from None
+
+
+def _state_line(rs: Any) -> str:
+    halted = f", halted: {rs.halted}" if rs.halted else ""
+    return (f"account {rs.account_id}: equity {rs.equity:.2f}, peak {rs.peak_equity:.2f}, "
+            f"presets {', '.join(rs.presets) if rs.presets else 'the service policy only'}"
+            f"{halted}")
+
+
+def _emit_state(rs: Any, as_json: bool) -> None:
+    typer.echo(json.dumps(rs.to_dict()) if as_json else _state_line(rs))
+
+
+@admin_app.command("token", epilog=ADMIN_EXAMPLES["token"])
+def admin_token(name: Annotated[str, typer.Argument(help="Admin name (letters, digits, - _ .).")],
+                store: StoreOpt = None, account: AccountOpt = "default",
+                as_json: JsonOpt = False) -> None:
+    """Create the account admin's bearer token (shown once): /v1/admin/... and the console."""
+    admin, token = _admin(store, account, lambda st: BotRegistry(st).add(
+        name, account_id=account, role="admin"))
+    if as_json:
+        typer.echo(json.dumps({**admin.to_dict(), "token": token}))
+        return
+    typer.echo(f"admin {admin.name} ({admin.id}) of account {admin.account_id}")
+    typer.echo("token (shown once; keep it secret):", err=True)
+    typer.echo(token)
+
+
+@admin_app.command("equity", epilog=ADMIN_EXAMPLES["equity"])
+def admin_equity(equity: Annotated[float, typer.Argument(help="The paper account's equity.")],
+                 peak: Annotated[float | None, typer.Option(help="Its peak equity.")] = None,
+                 quote: Annotated[str, typer.Option(help="Quote currency of a new account.")] = "USDT",
+                 store: StoreOpt = None, account: AccountOpt = "default",
+                 as_json: JsonOpt = False) -> None:
+    """Set a paper account's equity (opening it when new); a live one's comes from sync."""
+    def act(st: Any) -> Any:
+        if not st.has_account(account):
+            st.ensure_account(account, exchange="paper", equity=equity, quote=quote)
+        st.set_equity(account, equity, peak=peak)
+        st.journal_event(account, "equity", note="set by admin (cli)",
+                         data={"equity": equity, "peak": peak})
+        return st.risk_state(account)
+    _emit_state(_admin(store, account, act), as_json)
+
+
+@admin_app.command("halt", epilog=ADMIN_EXAMPLES["halt"])
+def admin_halt(reason: Annotated[str, typer.Argument(help="Why (shown in every skip).")],
+               store: StoreOpt = None, account: AccountOpt = "default",
+               as_json: JsonOpt = False) -> None:
+    """Halt trading: every decision skips HALTED_BY_ADMIN until `admin resume`."""
+    def act(st: Any) -> Any:
+        st.set_halt(account, f"{reason} (cli)")
+        return st.risk_state(account)
+    _emit_state(_admin(store, account, act), as_json)
+
+
+@admin_app.command("resume", epilog=ADMIN_EXAMPLES["resume"])
+def admin_resume(store: StoreOpt = None, account: AccountOpt = "default",
+                 as_json: JsonOpt = False) -> None:
+    """Resume trading after a halt."""
+    def act(st: Any) -> Any:
+        st.set_halt(account, None)
+        return st.risk_state(account)
+    _emit_state(_admin(store, account, act), as_json)
+
+
+@admin_app.command("release", epilog=ADMIN_EXAMPLES["release"])
+def admin_release(reservation_id: Annotated[str, typer.Argument(help="Reservation id.")],
+                  store: StoreOpt = None, account: AccountOpt = "default",
+                  as_json: JsonOpt = False) -> None:
+    """Release any bot's held reservation."""
+    def act(st: Any) -> Any:
+        res = st.reservation(reservation_id)
+        if res is None or res.account_id != account:
+            raise InvalidInput("reservation", reservation_id, f"no such reservation in {account}")
+        return st.release_reservation(res.id, "released by admin (cli)")
+    released = _admin(store, account, act)
+    typer.echo(json.dumps({"released": released}) if as_json else
+               ("released" if released else "not held (already filled, released or expired)"))
+
+
+@admin_app.command("presets", epilog=ADMIN_EXAMPLES["presets"])
+def admin_presets(names: Annotated[list[str] | None, typer.Argument(
+                      help="Presets a request may name; none: only the service policy.")] = None,
+                  store: StoreOpt = None, account: AccountOpt = "default",
+                  as_json: JsonOpt = False) -> None:
+    """The presets a request may name (the service's limits and leverage cap still bind)."""
+    from sizeguard.config.settings import resolve
+
+    def act(st: Any) -> Any:
+        for name in names or ():
+            resolve(name, None, (), None)  # an unknown preset is refused with the known ones
+        st.set_presets(account, list(names) if names else None)
+        return st.risk_state(account)
+    _emit_state(_admin(store, account, act), as_json)
+
+
+@admin_app.command("slots", epilog=ADMIN_EXAMPLES["slots"])
+def admin_slots(bot: Annotated[str, typer.Argument(help="Bot name or id.")],
+                max_positions: Annotated[int, typer.Argument(
+                    help="Its own slots; 0: its budget's share of the account's.")],
+                store: StoreOpt = None, account: AccountOpt = "default",
+                as_json: JsonOpt = False) -> None:
+    """Set a bot's own slot count (by default it follows its budget)."""
+    if not 0 <= max_positions <= 10_000:
+        raise _fail(InvalidInput("max_positions", max_positions, "must be 0 to 10000"))
+    changed = _admin(store, account, lambda st: BotRegistry(st).set_slots(bot, max_positions))
+    typer.echo(json.dumps(changed.to_dict()) if as_json else
+               f"bot {changed.name}: {changed.max_positions or 'its budget share of the'} slots")

@@ -129,17 +129,18 @@ def explain(
 ) -> None:
     """Size one trade (same options as size) and walk through every step in plain words."""
     try:
-        decision, _ = _decide(dict(locals()))
+        decision, r = _decide(dict(locals()))
     except (SizeguardError, ValueError) as exc:
         fail(exc)
     if as_json:
         steps = [{**s.to_dict(), "text": narrate(s)} for s in decision.trace]
-        typer.echo(json.dumps({"status": str(decision.status), "steps": steps}))
+        typer.echo(json.dumps({"status": str(decision.status), "steps": steps,
+                               "policy_layers": list(r.layers), "environment": r.from_env()}))
         return
     print_explanation(decision, Console())
 
 
-@app.command()
+@app.command(epilog="Examples:\n\n  sizeguard presets\n\n  sizeguard presets --json")
 def presets(as_json: Annotated[bool, typer.Option(
         "--json", help="The presets as a JSON list of {name, description}.")] = False) -> None:
     """List the shipped presets: name, then what it does (wrapped to the terminal)."""
@@ -216,13 +217,13 @@ def demo(
     refs = demo_decisions()
     if as_json:
         typer.echo(json.dumps({
-            "intent": {"symbol": symbol, "side": side, "price": price, "equity": equity, "atr": atr,
+            "intent": {"symbol": symbol, "side": intent.side, "price": price, "equity": equity, "atr": atr,
                        "confidence": confidence},
             "side_by_side": [{"preset": p, **d.to_dict()} for p, d in same],
             "references": [{"preset": p, "equity": e, **d.to_dict()} for p, e, d in refs]}))
         return
     console = Console()
-    what = f"{symbol} {side} @ {price:,g}, equity {equity:,g}"
+    what = f"{symbol} {intent.side} @ {price:,g}, equity {equity:,g}"
     if atr is not None:
         what += f", ATR {atr:,g} (stop {1.5 * atr / price:.2%} at 1.5 x ATR for presets that use it)"
     if confidence is not None:

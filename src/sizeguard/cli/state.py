@@ -27,10 +27,17 @@ from rich.table import Table
 from sizeguard.adapters.market_files import builtin_markets
 from sizeguard.adapters.market_snapshot import FileMarketSource
 from sizeguard.adapters.paper import PaperExchange
-from sizeguard.adapters.sql_store import SqlStore, default_store_url
+from sizeguard.adapters.sql_store import SqlStore
 from sizeguard.app import bootstrap
 from sizeguard.app.trader import Trader
-from sizeguard.cli.app import app, clean_floats, effective_policy, positive, side_value
+from sizeguard.cli.app import (
+    app,
+    clean_floats,
+    effective_policy,
+    positive,
+    require_existing_store,
+    side_value,
+)
 from sizeguard.cli.options import ConfigOpt, MarketsOpt, PresetOpt, SetOpt, SideOpt, TiersOpt
 from sizeguard.cli.render import Record, print_fitting
 from sizeguard.core.intent import Intent
@@ -86,22 +93,8 @@ def _store(url: str | None, *, read_only: bool = False) -> SqlStore:
     """The store; ``read_only`` commands refuse a SQLite file that does not exist instead of
     creating it (and its directories)."""
     if read_only:
-        target = url or default_store_url()
-        path = sqlite_path(target)
-        if path is not None and not Path(path).is_file():
-            raise InvalidInput("--store", url or path, "no such store (nothing recorded yet); "
-                               "`sizeguard trade ... --equity N` creates it")
+        require_existing_store(url)
     return bootstrap.open_state(url)
-
-
-def sqlite_path(url: str) -> str | None:
-    """The file of a SQLite store URL or path; None for PostgreSQL or in-memory."""
-    if url.startswith(("postgresql://", "postgres://")) or ":memory:" in url:
-        return None
-    for prefix in ("sqlite:///", "sqlite://"):
-        if url.startswith(prefix):
-            return url[len(prefix):]
-    return None if "://" in url else url
 
 
 JOURNAL_KINDS = ("decision", "order", "fill", "reject", "release", "close", "sync",
@@ -228,7 +221,8 @@ def trade(
             console.print(f"position {result.position.id}")
 
 
-@app.command()
+@app.command(epilog="Examples:\n\n  sizeguard close pos_0123456789abcdef01234567 --price 91000\n\n"
+             "  sizeguard close pos_0123456789abcdef01234567 --price 91000 --store state.db --json")
 def close(
     position_id: Annotated[str, typer.Argument(help="Position id (see `sizeguard positions`).")],
     price: Annotated[float, typer.Option("--price", help="Exit price (paper fills here).")],
@@ -269,7 +263,8 @@ def close(
 # ----------------------------------------------------------------------------- views
 
 
-@app.command()
+@app.command(epilog="Examples:\n\n  sizeguard positions\n\n  sizeguard positions --all --json\n\n"
+             "  sizeguard positions --store postgresql://postgres@127.0.0.1/sizeguard --account bot1")
 def positions(store: StoreOpt = None, account: AccountOpt = "default",
               all_: Annotated[bool, typer.Option("--all", help="Closed ones too.")] = False,
               as_json: JsonOpt = False) -> None:
@@ -313,7 +308,7 @@ def _position_record(c: tuple[str, ...]) -> Record:
         ("leverage", f"{c[7]}x"), ("stop", c[8]), ("source", c[9]), ("status", c[10])])
 
 
-@app.command()
+@app.command(epilog="Examples:\n\n  sizeguard state\n\n  sizeguard state --account bot1 --json")
 def state(store: StoreOpt = None, account: AccountOpt = "default", as_json: JsonOpt = False) -> None:
     """Equity, peak, today's realised PnL, losing streak, win rates, slots and learned minimums."""
     with _errors():
@@ -341,7 +336,8 @@ def state(store: StoreOpt = None, account: AccountOpt = "default", as_json: Json
     Console().print(t)
 
 
-@app.command()
+@app.command(epilog="Examples:\n\n  sizeguard journal --last 20\n\n"
+             "  sizeguard journal --symbol BTC/USDT:USDT --kind decision --json")
 def journal(
     symbol: Annotated[str | None, typer.Option("--symbol", help="Only this symbol.")] = None,
     last: Annotated[int | None, typer.Option("--last", help="Only the last N entries.")] = None,
@@ -393,7 +389,8 @@ def journal(
     print_fitting(Console(), t, title, records)
 
 
-@app.command()
+@app.command(epilog="Examples:\n\n  sizeguard sync\n\n  sizeguard sync --mark BTC/USDT:USDT=86000 "
+             "--json\n\n  sizeguard sync --live --exchange binanceusdm")
 def sync(
     markets: MarketsOpt = None,
     exchange: ExchangeOpt = None,

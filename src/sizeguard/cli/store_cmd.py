@@ -11,7 +11,7 @@ import typer
 
 from sizeguard.adapters.retention import IDEMPOTENCY_HOURS, JOURNAL_DAYS, Retention, prune, store_size
 from sizeguard.adapters.sql_store import open_store
-from sizeguard.cli.app import app
+from sizeguard.cli.app import app, require_existing_store
 from sizeguard.errors import SizeguardError, StoreError
 from sizeguard.redact import redact
 
@@ -74,11 +74,12 @@ def store_prune(
                f"{size['idempotency']} idempotency answers")
 
 
-@store_app.command("size")
+@store_app.command("size", epilog="Examples:\n\n  sizeguard store size\n\n  sizeguard store size --json")
 def store_size_cmd(store: StoreOpt = None,
                    as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The store's size and the rows retention prunes."""
     try:
+        require_existing_store(store)  # read-only: never creates a store
         st = open_store(store)
         try:
             size = store_size(st)

@@ -10,7 +10,8 @@ names. Where they are looked for, line by line (so every value has a file:line):
   ``"key": value`` where the key is a known name (any case: ``max_leverage`` is MAX_LEVERAGE);
 * ``*.py``: ``os.getenv("NAME", "default")``, ``os.environ.get("NAME", default)`` and
   ``...getenv("NAME"), default=value)`` (a parse helper's default);
-* ``*.md`` and ``*.txt``: ``KEY=value`` lines (in code blocks or not), plus the compose and
+* ``*.md`` and ``*.txt``: ``KEY=value`` lines (in code blocks or not) and inside sentences or
+  inline code (`` `MAX_LEVERAGE=20` ``), plus the compose and
   Python forms quoted in docs.
 
 Values are compared as numbers where they are numbers (``50`` equals ``50.0``).
@@ -39,6 +40,9 @@ _ENV_LINE = re.compile(rf"^\s*(?:[-*]\s+)?(?:export\s+)?(?P<key>{_NAME})\s*=\s*(
 _YAML_LINE = re.compile(rf"^\s*(?:-\s+)?[\"']?(?P<key>{_NAME})[\"']?\s*:\s*(?P<value>.*)$")
 _TOML_LINE = re.compile(rf"^\s*[\"']?(?P<key>{_NAME})[\"']?\s*=\s*(?P<value>.*)$")
 _JSON_PAIR = re.compile(rf"[\"'](?P<key>{_NAME})[\"']\s*:\s*(?P<value>\"[^\"]*\"|'[^']*'|[^,}}\]\s]+)")
+# ``KEY=value`` inside a sentence or inline code (`MAX_LEVERAGE=20`), not only on a line of its own
+_INLINE = re.compile(rf"(?<![A-Za-z0-9_${{])(?P<key>{_NAME})\s?=\s?"
+                     r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s`,;)\]}]+)")
 _INTERP = re.compile(rf"\$\{{(?P<var>{_NAME})(?::?-(?P<default>[^}}]*))?\}}")
 _GETENV = re.compile(
     r"(?:os\.getenv|os\.environ\.get|environ\.get|getenv)\(\s*[\"'](?P<key>[A-Za-z_][A-Za-z0-9_]*)[\"']"
@@ -188,6 +192,11 @@ def scan_text(text: str, kind: str, file: str) -> Iterator[Occurrence]:
                                        "compose default" if kind == "env" else "docs")
                 continue
             if kind == "docs":
+                for m in _INLINE.finditer(line):
+                    name = canonical(m.group("key"))
+                    value = _clean(m.group("value")).rstrip(".:")
+                    if name is not None and value and not _INTERP.search(value):
+                        yield Occurrence(name, value, file, n, "docs", stripped)
                 for im in _INTERP.finditer(line):
                     name = canonical(im.group("var"))
                     if name is not None and im.group("default") is not None:

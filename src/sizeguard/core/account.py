@@ -57,6 +57,7 @@ class Account:
     last_trade_at: Mapping[str, float] = field(default_factory=_empty_floats)
     min_cost: Mapping[str, float] = field(default_factory=_empty_floats)
     wallet_balance: float | None = None
+    halted: str | None = None  # the account's admin halted trading (the reason); None: open
     # Aggregates of ``positions``, computed once: the gates, caps and margin budget read them
     # several times per decision, and a shared account may carry dozens of reservations.
     _margin_in_use: float = field(init=False, repr=False, compare=False, default=0.0)

@@ -2,6 +2,7 @@
 
 ``clamp(base x regime x volatility x confidence, min, max)``, then x symbol performance x losing
 streak x drawdown: the protective multipliers act after the clamp so they can go below the floor.
+The clamp bounds fractions; a base in money (fixed margin or notional) is not clamped.
 """
 
 from __future__ import annotations
@@ -44,17 +45,18 @@ def _named(table: Mapping[str, float], name: str | None, field: str) -> float:
     return table[key]
 
 
-def adjust(base: float, a: Adjust, intent: Intent, account: Account
+def adjust(base: float, a: Adjust, intent: Intent, account: Account, *, clamp: bool = True
            ) -> tuple[float, list[tuple[str, float]]]:
-    """The adjusted base and each multiplier that applied (for the trace)."""
+    """The adjusted base and each multiplier that applied (for the trace). ``clamp=False`` for
+    a base in money: ``a.min``/``a.max`` bound fractions only (see :class:`Adjust`)."""
     regime = _named(a.regime, intent.regime, "regime")
     vol = _named(a.volatility, intent.volatility, "volatility")
     conf = at_least(a.confidence, intent.confidence) if intent.confidence is not None else 1.0
     value = base * regime * vol * conf
     clamped = value
-    if a.min > 0 and clamped < a.min:
+    if clamp and a.min > 0 and clamped < a.min:
         clamped = a.min
-    if a.max > 0 and clamped > a.max:
+    if clamp and a.max > 0 and clamped > a.max:
         clamped = a.max
     stats = account.symbol_stats.get(intent.symbol)
     perf = 1.0

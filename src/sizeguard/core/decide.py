@@ -37,7 +37,7 @@ from sizeguard.core.models import (
     notional_from_risk,
     risk_of_notional,
 )
-from sizeguard.core.policy import MARGIN_MODELS, Policy
+from sizeguard.core.policy import MARGIN_MODELS, MONEY_MODELS, Policy
 from sizeguard.core.position import taker_fee
 from sizeguard.core.tiers import Tier, find_tier
 from sizeguard.core.tolerances import (
@@ -167,14 +167,14 @@ class Context:
         self.coin_tiers = market.tiers_in_coin
         self.sign = 1.0 if self.is_long else -1.0
         # a market without tiers: its max leverage and the policy's default maintenance rate
-        self.default_tier = None if market.tiers else Tier(
-            0, 0.0, math.inf, policy.leverage.default_mmr, market.max_leverage, 0.0)
+        self.default_tier = None if market.tiers else position.no_tier(
+            market, policy.leverage.default_mmr)
         self.mb = margin_budget(account, policy.limits)
         self._last_tier: Tier | None = None  # step 7 asks about the same few notionals often
 
     def tier_for(self, notional: float) -> Tier:
         """The tier of a position of ``notional`` (quote) at the entry price."""
-        return self._tier_by_units(notional / self.price if self.coin_tiers else notional)
+        return self._tier_by_units(self.market.tier_units(notional, self.price))
 
     def tier_at_adverse_move(self, notional: float, move: float) -> Tier:
         """The tier of the position once the price has moved ``move`` (a fraction of entry)
@@ -214,9 +214,7 @@ class Context:
 
     def cum_quote(self, tier: Tier) -> float:
         """The tier's maintenance amount in quote (a coin amount valued at entry)."""
-        if self.coin_tiers:
-            return tier.maintenance_amount * self.price
-        return tier.maintenance_amount
+        return position.maintenance_amount_quote(self.market, tier, self.price)
 
     def liquidation(self, notional: float, collateral: float, tier: Tier) -> tuple[float, Tier]:
         """Liquidation price with the bracket of the notional *at* that price, and that bracket.
@@ -434,8 +432,14 @@ def base_size(ctx: Context, log: Log, stop: Stop | None) -> float | None:
 
 def adjusted(ctx: Context, log: Log, base: float) -> float:
     """Step 4: the clamped, graded base (every multiplier traced)."""
-    value, mults = adjust(base, ctx.policy.adjust, ctx.intent, ctx.account)
-    log.step("adjust", tuple(mults))
+    a, model = ctx.policy.adjust, ctx.policy.sizing.model
+    money = model in MONEY_MODELS  # the clamp bounds fractions, never money
+    value, mults = adjust(base, a, ctx.intent, ctx.account, clamp=not money)
+    note = None
+    if money and (a.min > 0 or a.max > 0):
+        note = (f"adjust.min/max ({a.min:g}, {a.max:g}) bound fractions; {model} sizes money, "
+                "so they are not applied (limits.max_margin / max_notional bound money)")
+    log.step("adjust", tuple(mults), note=note)
     return value
 
 

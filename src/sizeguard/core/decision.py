@@ -18,6 +18,7 @@ class Reason(StrEnum):
     """Reason codes. Caps and adjustments accompany accepted decisions; the rest end in a skip."""
 
     HALTED_DAILY_LOSS = "HALTED_DAILY_LOSS"
+    HALTED_BY_ADMIN = "HALTED_BY_ADMIN"
     HALTED_DRAWDOWN = "HALTED_DRAWDOWN"
     MAX_POSITIONS = "MAX_POSITIONS"
     POSITION_OPEN = "POSITION_OPEN"
@@ -49,6 +50,7 @@ class Reason(StrEnum):
 # Plain words for people (CLI, explain, HTTP problem details).
 REASON_TEXT: dict[Reason, str] = {
     Reason.HALTED_DAILY_LOSS: "trading is halted: today's realised loss reached the daily limit",
+    Reason.HALTED_BY_ADMIN: "trading is halted by the account's admin",
     Reason.HALTED_DRAWDOWN: "trading is halted: drawdown from peak equity reached the limit",
     Reason.MAX_POSITIONS: "every position slot is taken",
     Reason.POSITION_OPEN: "a position on this symbol is already open and adding is not allowed",
@@ -223,7 +225,7 @@ class Decision:
             value = data.get(key)
             return None if value is None else float(value)
 
-        tier = data.get("tier")
+        tier, entry_tier = data.get("tier"), data.get("entry_tier")
         return cls(
             status=Status(data["status"]),
             reasons=tuple(Reason(r) for r in data.get("reasons", ())),
@@ -248,4 +250,6 @@ class Decision:
             margin_mode=str(data["margin_mode"]),
             policy=str(data["policy"]),
             trace=tuple(TraceStep.from_dict(step) for step in data.get("trace", ())),
+            maintenance_amount=opt("maintenance_amount"),
+            entry_tier=int(entry_tier) if entry_tier is not None else None,
         )

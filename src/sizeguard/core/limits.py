@@ -12,7 +12,10 @@ from sizeguard.core.policy import Limits
 
 
 def gate(intent: Intent, account: Account, limits: Limits) -> tuple[Reason | None, str]:
-    """The first gate that closes, in DESIGN order, with a note; (None, note) when all are open."""
+    """The first gate that closes, in DESIGN order, with a note; (None, note) when all are open.
+    An account its admin halted is closed before every rule."""
+    if account.halted is not None:
+        return Reason.HALTED_BY_ADMIN, f"halted by the account's admin: {account.halted}"
     pnl = account.realised_pnl_today
     if limits.daily_loss > 0 and pnl < 0:
         day_start = account.equity - pnl

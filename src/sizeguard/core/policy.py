@@ -22,6 +22,8 @@ Tiers = tuple[tuple[float, float], ...]
 MODELS = ("fixed_margin", "fixed_notional", "balance_fraction", "risk", "volatility_target",
           "kelly")
 MARGIN_MODELS = ("fixed_margin", "balance_fraction")
+# Models whose base is money (quote), not a fraction: the adjust clamp does not apply to them.
+MONEY_MODELS = ("fixed_margin", "fixed_notional")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +54,12 @@ class Stop:
 class Adjust:
     """Multipliers (DESIGN step 4). Tier lists are (threshold, multiplier) pairs.
 
-    ``min``/``max`` clamp the adjusted base (the risk fraction for risk/kelly, the balance
-    fraction for balance_fraction, money for fixed models); 0 means no bound.
+    ``min``/``max`` clamp the adjusted base when it is a fraction: the risk fraction (risk,
+    kelly), the balance fraction (balance_fraction), the target volatility; 0 means no bound.
+    A model sizing money (fixed_margin, fixed_notional) is never clamped by them (a preset's
+    risk clamp of [0.005, 0.015] would turn 80 USDT of margin into 0.015): money is bounded by
+    ``limits`` (max_margin, min_notional, max_notional), and the trace says the clamp was left
+    out.
     """
 
     min: float = 0.0

@@ -11,6 +11,7 @@ also kept for the console.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import logging
 import threading
@@ -104,6 +105,20 @@ class Alerter:
             self.emit("store_up", "state store back",
                       f"the state store answers again after {self.clock() - since:.0f} s.",
                       f"store_up:{since}", "success")
+
+    # -- a store outage with no traffic --------------------------------------------------
+    def watch_store(self, probe: Callable[[], Any], every: float) -> threading.Event:
+        """Ask the store every ``every`` seconds (``probe``: the gate's health, which this
+        alerter observes), so an outage alerts even when no bot is asking. A daemon thread;
+        set the returned event to stop it."""
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(every):
+                with contextlib.suppress(Exception):  # the wrapper saw it: failed() alerted
+                    probe()
+        threading.Thread(target=run, name="sizeguard-store-watch", daemon=True).start()
+        return stop
 
     # -- wiring -----------------------------------------------------------------------------
     def install(self, gate: Any) -> None:

@@ -22,10 +22,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sizeguard import redact
 from sizeguard.adapters.bots import Bot, BotRegistry
 from sizeguard.adapters.market_snapshot import FileMarketSource
-from sizeguard.adapters.retention import PruneReport, Retention, prune, store_size
+from sizeguard.adapters.retention import Retention, prune, store_size
 from sizeguard.adapters.sql_store import SqlStore, open_store
 from sizeguard.core.policy import Policy
 from sizeguard.errors import SizeguardError
+from sizeguard.http.admin import install_admin
 from sizeguard.http.guard import BodyGuard, GuardedRoute
 from sizeguard.http.metrics import Metrics, MetricsMiddleware
 from sizeguard.http.models import (
@@ -130,7 +131,7 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
     auth_failures: dict[str, int] = {}
 
     retention = Retention(settings.retention_days, settings.idempotency_hours)
-    pruned: list[PruneReport] = []
+    pruned_rows = {"journal": 0, "reservations": 0, "bot_orders": 0, "idempotency": 0}
 
     async def prune_every(interval: float) -> None:
         """Retention, in this process, every ``interval`` seconds (the first one soon after
@@ -142,7 +143,8 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
             except SizeguardError as exc:
                 log.warning("prune: %s", exc)
             else:
-                pruned[:] = [report]
+                for table in pruned_rows:
+                    pruned_rows[table] += getattr(report, table)
                 if report.total:
                     log.info("pruned %d journal, %d reservation, %d ownership and %d idempotency "
                              "rows in %.2f s", report.journal, report.reservations,
@@ -224,6 +226,9 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
         if bot.account_id != settings.account:
             raise Problem(403, "wrong account", "this bot trades another account than this "
                           "service's")
+        if bot.is_admin:
+            raise Problem(403, "admin token", "the account admin's token administers "
+                          "(/v1/admin/...); trade with a bot's token")
         return bot
 
     CurrentBot = Annotated[Bot, Depends(current_bot)]  # noqa: N806 - a type alias
@@ -343,10 +348,9 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
                "sizeguard_store_rows": ("Rows of the tables retention prunes.",
                                         {f'table="{t}"': float(n) for t, n in size.items()
                                          if t != "bytes"})}
-        if pruned:
-            out["sizeguard_store_pruned_rows"] = (
-                "Rows the last automatic prune deleted (this process).",
-                {"": float(pruned[-1].total)})
+        out["sizeguard_store_pruned_rows_total"] = (
+            "Rows retention deleted, by table (this process).",
+            {f'table="{t}"': float(n) for t, n in pruned_rows.items()})
         return out
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
@@ -360,6 +364,7 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
                               await store_gauges())
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
+    install_admin(app, gate)
     return app
 
 

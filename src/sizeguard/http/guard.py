@@ -161,7 +161,7 @@ class BodyGuard:
             for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
                 try:
                     check_text(name, "query")
-                    check_text(value, name)
+                    check_text(value, name or "query")
                 except BodyError as exc:
                     raise Problem(422, "invalid request", str(exc),
                                   errors=[{"field": exc.field, "in": "query",

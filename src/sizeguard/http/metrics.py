@@ -42,7 +42,7 @@ class Metrics:
     def render(self, extra: dict[str, dict[str, int]],
                gauges: dict[str, tuple[str, dict[str, float]]] | None = None) -> str:
         """The exposition: request counters and histograms, the ``extra`` counters and the
-        ``gauges`` (name -> (help, {labels: value}))."""
+        ``gauges`` (name -> (help, {labels: value}); a name ending ``_total`` is a counter)."""
         lines = ["# HELP sizeguard_http_requests_total HTTP requests answered.",
                  "# TYPE sizeguard_http_requests_total counter"]
         with self._lock:
@@ -69,7 +69,8 @@ class Metrics:
             for labels, n in sorted(table.items()):
                 lines.append(f"{name}{{{labels}}} {n}" if labels else f"{name} {n}")
         for name, (help_text, values) in (gauges or {}).items():
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+            kind = "counter" if name.endswith("_total") else "gauge"
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
             for labels, v in sorted(values.items()):
                 lines.append(f"{name}{{{labels}}} {v:g}" if labels else f"{name} {v:g}")
         lines += ["# HELP sizeguard_process_start_time_seconds Start of this process.",

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,8 +20,8 @@ from typing import Any
 from sizeguard.adapters.bots import Bot, BotRegistry, Claim
 from sizeguard.adapters.sql_store import SqlStore
 from sizeguard.app import bootstrap, services
-from sizeguard.app.services import Execution, ReserveRequest, new_client_order_id
-from sizeguard.budget import ACCOUNT, Budget, account_policy, decide_for_bot
+from sizeguard.app.services import Bounds, Execution, ReserveRequest, new_client_order_id
+from sizeguard.budget import ACCOUNT, Budget, account_policy, bot_slots, decide_for_bot
 from sizeguard.config.settings import env_from_os, resolve
 from sizeguard.core.account import Account, Position
 from sizeguard.core.decision import Decision
@@ -110,8 +111,9 @@ class Gate:
         self.policy = policy or resolve(settings.preset, settings.config, (), env_from_os()).policy
         self.counters = Counters()
         self._policies: dict[str, Policy] = {}
+        self._presets: tuple[frozenset[str], float] | None = None
         self._account_open = False
-        self._equity: float | None = None
+        self.bounds = Bounds(settings.fill_price_band, settings.close_price_band)
         self._lock = threading.Lock()
         self._live_lock = threading.Lock()
         self._local = threading.local()
@@ -125,34 +127,61 @@ class Gate:
         return self.settings.account
 
     def policy_for(self, preset: str | None) -> Policy:
-        if preset is None:
+        """The policy a request gets: the service's, or a preset the admin allows, always under
+        the service's limits and leverage cap."""
+        if preset is None or preset == self.settings.preset:
             return self.policy
+        allowed = self.allowed_presets()
+        if preset not in allowed:
+            raise Problem(403, "preset not allowed",
+                          f"this account allows {', '.join(sorted(allowed)) or 'no preset'} "
+                          "(the account's admin sets the list)",
+                          errors=[{"field": "preset", "value": preset,
+                                   "reason": "not in the account's allow-list",
+                                   "allowed": sorted(allowed)}])
         cached = self._policies.get(preset)
         if cached is None:
             cached = account_policy(resolve(preset, None, (), None).policy, self.policy)
             self._policies[preset] = cached
         return cached
 
+    def allowed_presets(self) -> frozenset[str]:
+        """The admin's allow-list (cached ``auth_cache_ttl`` seconds per process); by default
+        only the service's own policy."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._presets
+        if hit is None or now - hit[1] > self.settings.auth_cache_ttl:
+            names: tuple[str, ...] | None = None
+            if self.store.has_account(self.account_id):
+                names = self.store.risk_state(self.account_id).presets
+            own = {self.settings.preset} if self.settings.preset else set()
+            hit = (frozenset(own | set(names or ())), now)
+            with self._lock:
+                self._presets = hit
+        return hit[0]
+
     def market(self, symbol: str) -> MarketRules:
         return self.markets.markets()[symbol]
 
     def _open_account(self, equity: float | None, market: MarketRules) -> None:
-        """Open the account on first use; keep the stored equity in step with the bots'."""
-        if not self._account_open:
-            if not self.store.has_account(self.account_id):
-                if equity is None:
-                    raise InvalidInput("equity", None, f"the account '{self.account_id}' is new: "
-                                       "give equity once to open it")
-                self.store.ensure_account(self.account_id, exchange=self.settings.exchange,
-                                          equity=equity,
-                                          quote=market.settle or market.quote or "USDT")
-                with self._lock:
-                    self._equity = equity
-            self._account_open = True
-        if equity is not None and equity != self._equity:
-            self.store.set_equity(self.account_id, equity)
-            with self._lock:
-                self._equity = equity
+        """Open the account on first use: a request's equity opens an account that has none
+        (compatibility), and never writes one that exists (see :meth:`_decide_fn`)."""
+        if self._account_open:
+            return
+        if not self.store.has_account(self.account_id):
+            if equity is None:
+                raise InvalidInput("equity", None, f"the account '{self.account_id}' is new: "
+                                   "give equity once to open it")
+            self.store.ensure_account(self.account_id, exchange=self.settings.exchange,
+                                      equity=equity, quote=market.settle or market.quote or "USDT")
+        self._account_open = True
+
+    def budget(self, bot: Bot) -> Budget:
+        """The bot's budget: its share, and its own slots (the admin's number, else its share
+        of the account's slots)."""
+        return Budget(bot.budget, bot_slots(bot.budget, bot.max_positions,
+                                            self.policy.limits.max_positions))
 
     @staticmethod
     def _intent(body: Mapping[str, Any]) -> Intent:
@@ -175,11 +204,14 @@ class Gate:
         intent = self._intent(body)
         market = self.market(intent.symbol)
         policy = self.policy_for(body.get("preset"))
-        budget = Budget(bot.budget, bot.max_positions)
-        available = body.get("available")
+        budget = self.budget(bot)
+        equity, available = body.get("equity"), body.get("available")
 
         def fn(account: Account, own: tuple[Position, ...]) -> Decision:
-            if available is not None:
+            # a request narrows its own view, never the account's: the stricter value wins
+            if equity is not None and equity < account.equity:
+                account = dataclasses.replace(account, equity=equity)
+            if available is not None and available < account.available_margin:
                 account = dataclasses.replace(account, available=available)
             decision, view = decide_for_bot(intent, account, own, market, policy, budget)
             bound.append(view)
@@ -193,7 +225,7 @@ class Gate:
         return ReserveRequest(
             self._decide_fn(bot, body, bound), cid, self.markets.snapshot_id,
             body.get("ttl") or self.settings.reservation_ttl, claim, owner=bot.id,
-            own=not Budget(bot.budget, bot.max_positions).unlimited,
+            own=not self.budget(bot).unlimited,
             fresh=req.claim is None or not req.claim.resumed, on_answer=on_answer)
 
     # -- decisions ----------------------------------------------------------------------
@@ -294,7 +326,8 @@ class Gate:
         pos = services.fill(
             self.store, res.id, market=self.market(res.symbol), amount=body["amount"], price=body["price"],
             fee=body.get("fee") or 0.0, stop_price=body.get("stop_price"),
-            take_profit=body.get("take_profit"), order_id=body.get("order_id"))
+            take_profit=body.get("take_profit"), order_id=body.get("order_id"),
+            bounds=self.bounds)
         return 200, {"position": pos.to_dict()}, {}
 
     def close(self, bot: Bot, body: Mapping[str, Any]) -> Answer:
@@ -306,16 +339,92 @@ class Gate:
             raise Problem(403, "not your position", "this position belongs to another bot "
                           "(or was found on the exchange by sync)")
         closed = services.record_close(self.store, pos.id, price=body["price"],
-                                       fee=body.get("fee") or 0.0, note=f"closed by {bot.name}")
+                                       fee=body.get("fee") or 0.0, note=f"closed by {bot.name}",
+                                       bounds=self.bounds)
         return 200, {"position": closed.to_dict(),
                      "state": self.store.risk_state(self.account_id).to_dict()}, {}
 
     def release(self, bot: Bot, reservation_id: str) -> Answer:
         res = self._own_reservation(bot, reservation_id)
+        if res.status != "held":  # docs/http.md: a reservation not held any more is a 409
+            raise Problem(409, "reservation not held",
+                          f"the reservation is {res.status}; only a held one can be released",
+                          errors=[{"field": "reservation_id", "reason": f"is {res.status}"}])
         released = services.release(self.store, res.id, f"released by bot {bot.name}")
         now = self.store.reservation(res.id)
         return 200, {"released": released,
                      "reservation": now.to_dict() if now else res.to_dict()}, {}
+
+    # -- the account's admin ------------------------------------------------------------
+    def _admin_account(self) -> None:
+        if not self.store.has_account(self.account_id):
+            raise Problem(404, "no account yet", f"the account '{self.account_id}' opens with "
+                          "its admin's equity or the first decision that gives one")
+
+    def admin_equity(self, admin: Bot, body: Mapping[str, Any]) -> Answer:
+        """Set the paper account's equity (and its peak, when given); a live account's equity
+        comes from the exchange (``POST /v1/admin/sync``)."""
+        if self.settings.live:
+            raise Problem(409, "equity comes from the exchange",
+                          "a live account's equity is the exchange's balance: sync it",
+                          errors=[{"field": "equity", "reason": "live accounts sync it"}])
+        equity, peak = body["equity"], body.get("peak")
+        if not self.store.has_account(self.account_id):
+            self.store.ensure_account(self.account_id, exchange=self.settings.exchange,
+                                      equity=equity, quote=body.get("quote") or "USDT")
+        self.store.set_equity(self.account_id, equity, peak=peak)
+        self.store.journal_event(self.account_id, "equity", note=f"set by admin {admin.name}",
+                                 data={"equity": equity, "peak": peak})
+        return 200, self.store.risk_state(self.account_id).to_dict(), {}
+
+    def admin_halt(self, admin: Bot, reason: str | None) -> Answer:
+        """Halt trading (every decision skips HALTED_BY_ADMIN) or, ``reason`` None, resume."""
+        self._admin_account()
+        self.store.set_halt(self.account_id, f"{reason} ({admin.name})" if reason else None)
+        return 200, self.store.risk_state(self.account_id).to_dict(), {}
+
+    def admin_release(self, admin: Bot, reservation_id: str) -> Answer:
+        res = self.store.reservation(reservation_id)
+        if res is None or res.account_id != self.account_id:
+            raise Problem(404, "no such reservation", f"reservation {reservation_id!r} not found",
+                          errors=[{"field": "reservation_id", "reason": "not found"}])
+        released = services.release(self.store, res.id, f"released by admin {admin.name}")
+        now = self.store.reservation(res.id)
+        return 200, {"released": released,
+                     "reservation": now.to_dict() if now else res.to_dict()}, {}
+
+    def admin_presets(self, admin: Bot, presets: list[str] | None) -> Answer:
+        """The presets a request may name (None: only the service's own policy)."""
+        self._admin_account()
+        for name in presets or ():
+            resolve(name, None, (), None)  # an unknown preset is refused here, not per request
+        self.store.set_presets(self.account_id, presets)
+        with self._lock:
+            self._presets = None
+        return 200, {"presets": sorted(self.allowed_presets())}, {}
+
+    def admin_slots(self, admin: Bot, bot_name: str, max_positions: int) -> Answer:
+        bot = self.registry.get(bot_name)
+        if bot is None or bot.account_id != self.account_id or bot.is_admin:
+            raise Problem(404, "no such bot", f"bot {bot_name!r} not found",
+                          errors=[{"field": "bot", "reason": "not found"}])
+        bot = self.registry.set_slots(bot.id, max_positions)
+        return 200, {**bot.to_dict(), "slots": self.budget(bot).max_positions}, {}
+
+    def admin_state(self, admin: Bot) -> Answer:
+        self._admin_account()
+        bots = [{**b.to_dict(), "slots": self.budget(b).max_positions}
+                for b in self.registry.bots(self.account_id) if not b.is_admin]
+        return 200, {**self.store.risk_state(self.account_id).to_dict(), "bots": bots}, {}
+
+    def admin_sync(self, admin: Bot) -> Answer:
+        """Reconcile with the exchange: the live account's equity and positions."""
+        self._admin_account()
+        with self._live_lock if self.settings.live else contextlib.nullcontext():
+            exchange = self.exchange_factory(self)
+            out = services.sync(Execution(self.store, exchange, self.account_id,
+                                          self.settings.exchange))
+        return 200, out, {}
 
     # -- views --------------------------------------------------------------------------
     def positions(self, bot: Bot, scope: str) -> dict[str, Any]:
@@ -362,6 +471,18 @@ class Gate:
                 "exchange": self.settings.exchange, "live": self.settings.live}
 
     # -- idempotency --------------------------------------------------------------------
+    def _give_up(self, bot: Bot, key: str, claim: Claim) -> None:
+        """A 5xx: a retry may fix it. When the request left a held or filled reservation
+        (a defect after the reserve, or after the entry), the retry must resume that client
+        order id, so the lease just ends; otherwise (nothing held: the entry was refused and
+        released) the claim goes and a retry decides afresh."""
+        earlier = self.store.decided(self.account_id, claim.client_order_id)
+        res = earlier.reservation if earlier is not None else None
+        if res is not None and res.status in ("held", "filled"):
+            self.registry.idempotency_yield(bot, key, claim)
+        else:
+            self.registry.idempotency_abort(bot, key, claim)
+
     def idempotent(self, bot: Bot, key: str | None, what: str, payload: Any,
                    answer: Callable[[], Answer]) -> Answer:
         """Answer once per (bot, key): a retry gets the first answer (2xx and 4xx are kept;
@@ -401,7 +522,7 @@ class Gate:
         except Exception as exc:
             problem = problem_for(exc, self.settings.retry_after)
             if problem.status >= 500:
-                self.registry.idempotency_abort(bot, key, got)
+                self._give_up(bot, key, got)
                 raise
             status, body, headers = problem.status, problem.body(), problem.headers
         finally:

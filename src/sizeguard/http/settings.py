@@ -54,10 +54,14 @@ class ServeSettings(BaseSettings):
     # seconds an Idempotency-Key claim lasts unanswered: a dead process's request is taken
     # over (resumed under the same client order id) after it
     idempotency_lease: float = Field(default=10.0, gt=0, le=3600)
+    # a bot's fill must be within this fraction of its decided price, and its close within
+    # this fraction of the last price the service knows for the symbol
+    fill_price_band: float = Field(default=0.05, gt=0, le=1)
+    close_price_band: float = Field(default=0.25, gt=0, le=10)
     # -- console and alerts (sizeguard.http.ui, sizeguard.http.alerts) --
     notify: str | None = None  # Apprise URLs, space or comma separated: where alerts go
     notify_dedup: float = Field(default=600.0, ge=0, le=86400 * 7)  # same alert again after s
     notify_per_minute: int = Field(default=20, ge=1, le=10000)  # alerts sent in any 60 s
-    admin_token: str | None = None  # the console's admin sign-in (until the CLI-made one)
-    session_secret: str | None = None  # signs console sessions (set it with --workers > 1)
+    notify_probe: float = Field(default=15.0, ge=0, le=3600)  # s between store checks (0: off)
+    session_secret: str | None = None  # signs console sessions (serve sets one for its workers)
     session_ttl: float = Field(default=8 * 3600.0, gt=0, le=30 * 86400)  # console sign-in, s
