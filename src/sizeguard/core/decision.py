@@ -156,7 +156,9 @@ class Decision:
 
     ``risk`` is the loss if the stop fills, fees included (``risk_basis`` "stop"); without a
     stop it is the most the position can lose: its isolated margin plus fees ("liquidation") or
-    its notional plus fees for spot and cross ("notional").
+    its notional plus fees for spot and cross ("notional"). ``fees`` are the taker fees of the
+    round trip: entry fee on the entry notional plus exit fee on the notional at the stop when
+    there is a stop, else both on the entry notional.
     """
 
     status: Status
