@@ -27,7 +27,7 @@ from sizeguard.core.account import Account
 from sizeguard.core.adjust import adjust
 from sizeguard.core.decision import Decision, Reason, Status, TraceStep
 from sizeguard.core.intent import LONG, SHORT, Intent
-from sizeguard.core.limits import cap_note, gate, margin_budget, notional_caps
+from sizeguard.core.limits import gate, margin_budget, notional_caps
 from sizeguard.core.lots import ceil_lots, floor_lots, format_amount
 from sizeguard.core.market import MarketRules
 from sizeguard.core.models import (
@@ -293,7 +293,7 @@ class Sizing:
     budget: Budget = NO_BUDGET
     notional: float = 0.0
     leverage: float = 1.0
-    caps: list[tuple[float, Reason]] = field(default_factory=list)
+    caps: list[tuple[float, Reason, str]] = field(default_factory=list)
     tier: Tier | None = None
     formatted: tuple[int, str] = (-1, "")  # lots and their amount string, formatted once
 
@@ -302,7 +302,7 @@ class Sizing:
         return self.budget.kind == MARGIN
 
     def static_cap(self) -> float:
-        return min((max(c, 0.0) for c, _ in self.caps), default=math.inf)
+        return min((max(c, 0.0) for c, _, _ in self.caps), default=math.inf)
 
 
 class Log:
@@ -485,14 +485,13 @@ def apply_limits(ctx: Context, log: Log, sz: Sizing, lev0: float) -> Reason | No
         top = m.tiers[-1].max_notional
         if math.isfinite(top):
             unit = ctx.intent.price if ctx.coin_tiers else 1.0
-            sz.caps.append((top * unit * (1 - FLOAT_SLACK), Reason.CAPPED_TIER_NOTIONAL))
+            sz.caps.append((top * unit * (1 - FLOAT_SLACK), Reason.CAPPED_TIER_NOTIONAL,
+                            "top of the exchange's leverage tiers"))
     before = sz.notional
-    for cap, code in sz.caps:
+    for cap, code, what in sz.caps:
         if sz.notional > cap:
             sz.notional = max(cap, 0.0)
             log.reason(code)
-            what = ("top of the exchange's leverage tiers" if code is Reason.CAPPED_TIER_NOTIONAL
-                    else cap_note(code, ctx.intent, ctx.account, ctx.policy.limits))
             log.step("limit", (("notional", sz.notional),), bound=code, note=what)
     mb = ctx.mb
     mcap, mcode = mb.cap(lev0, ctx.fee)
@@ -894,8 +893,11 @@ def finish(ctx: Context, log: Log, sz: Sizing, lots: int, skip: Reason | None) -
     notional = position.notional(m, position.amount_of_lots(m, lots), i.price)
     lev = sz.leverage if ctx.is_contract else 1.0
     margin = notional / lev if notional else 0.0
-    fees = notional * ctx.fee_rt
     stop = sz.stop
+    # the taker fees of the round trip: to the stop when there is one (exit fee on the notional
+    # at the stop, as the risk counts them), else both ways on the entry notional
+    fees = notional * (ctx.fee_rt if stop is None else fee_rate_to_stop(
+        ctx.fee, ctx.fee, i.is_long, m.inverse, stop.distance))
     entry_tier = ctx.tier_for(notional) if (ctx.is_contract and notional > 0) else sz.tier
     liq_tier: Tier | None = None
     liq_price = liq_dist = None
