@@ -4,6 +4,7 @@ store and in core decisions, through the real application (in process)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -17,10 +18,13 @@ import storefix
 from httpfix import BTC
 from sizeguard.adapters.bots import BotRegistry
 from sizeguard.adapters.market_snapshot import FileMarketSource
+from sizeguard.adapters.paper import PaperExchange
 from sizeguard.adapters.sql_store import SqliteStore, SqlStore, open_store
 from sizeguard.core.decide import decide
 from sizeguard.errors import InvalidInput
 from sizeguard.http.app import create_app
+from sizeguard.http.models import OrderRequest
+from sizeguard.http.problems import Problem
 from sizeguard.http.settings import ServeSettings
 
 store_url = storefix.store_url
@@ -114,3 +118,81 @@ def test_a_unit_of_work_commits_all_or_nothing(store: SqlStore) -> None:
         uow.commit()
     assert [e.note for e in store.journal("acc")] == ["three"]
     assert store.risk_state("acc").equity == 3000.0
+
+
+class Crash(BaseException):
+    """The process dies here: no handler runs, nothing more is written."""
+
+
+def test_an_order_whose_process_died_after_the_entry_resumes_without_ordering_twice(
+        tmp_path: Path) -> None:
+    """A keyed order dies after its entry filled on the exchange (before the stop). The retry
+    with the same key waits out the lease (409), then takes the request over under the same
+    client order id: it finds the entry on the exchange, records it and places the stop, and
+    never decides, reserves or orders again."""
+    clock = storefix.FakeClock()
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}", clock)
+    _, token = BotRegistry(store).add("alpha", account_id="default")
+    book = FileMarketSource(None)
+    exchange = PaperExchange(book.markets(), balance=10_000.0)  # one venue across "processes"
+    crash = [True]
+
+    def place_stop(*args: Any, **kwargs: Any) -> Any:
+        if crash[0]:
+            raise Crash
+        return PaperExchange.place_stop(exchange, *args, **kwargs)
+
+    exchange.place_stop = place_stop  # type: ignore[method-assign]
+    settings = ServeSettings(preset="viper-fixed-margin", idempotency_lease=5.0,
+                             auth_cache_ttl=3600)
+    app = create_app(settings, store=store, markets=book, exchange_factory=lambda _: exchange)
+    gate = app.state.gate
+    bot = gate.registry.authenticate(token)
+    body = OrderRequest(**ORDER).model_dump()  # what the route hands the gate
+
+    def post() -> Any:  # the route's call, without the HTTP layer (a crash kills the thread)
+        return gate.idempotent(bot, "order-1", "orders", body,
+                               lambda: gate.order(bot, body, "order-1"))
+    try:
+        with pytest.raises(Crash):
+            post()
+        assert [o.kind for o in exchange.orders.values()] == ["entry"]
+        with pytest.raises(Problem) as busy:
+            post()
+        assert busy.value.status == 409  # the dead request's lease has not run out
+        clock.advance(6)
+        crash[0] = False
+        status, out, _ = post()
+        assert status == 200 and out["status"] == "filled" and out["duplicate"] is True
+        assert out["notes"] and "resumed" in out["notes"][0], out
+        status, again, headers = post()
+        assert again == json.loads(json.dumps(out, default=str))
+        assert headers["Idempotent-Replayed"] == "true"
+        assert sorted(o.kind for o in exchange.orders.values()) == ["entry", "stop", "take_profit"]
+        decisions = store.journal("default", kind="decision")
+        assert [d.client_order_id for d in decisions] == [out["client_order_id"]]
+        assert len(store.positions("default")) == 1 and store.reservations("default") == []
+        # a defect (a 500, the process alive) after the entry: the retry resumes at once
+        defect = [True]
+
+        def broken_stop(*args: Any, **kwargs: Any) -> Any:
+            if defect[0]:
+                raise RuntimeError("a defect")
+            return PaperExchange.place_stop(exchange, *args, **kwargs)
+
+        exchange.place_stop = broken_stop  # type: ignore[method-assign]
+        eth = OrderRequest(**{**ORDER, "symbol": "ETH/USDT:USDT", "price": 3000.0, "stop": 2940.0,
+                              "take_profit": 3100.0}).model_dump()
+
+        def post_eth() -> Any:
+            return gate.idempotent(bot, "order-2", "orders", eth,
+                                   lambda: gate.order(bot, eth, "order-2"))
+        with pytest.raises(RuntimeError):
+            post_eth()
+        defect[0] = False
+        status, out2, _ = post_eth()  # no lease to wait out: the claim was given up
+        assert status == 200 and out2["status"] == "filled" and out2["duplicate"] is True
+        assert len([o for o in exchange.orders.values() if o.kind == "entry"]) == 2
+        assert len(store.journal("default", kind="decision")) == 2
+    finally:
+        store.close()

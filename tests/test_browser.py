@@ -29,9 +29,7 @@ pytestmark = pytest.mark.timeout(180)
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-sync"]
-ADMIN = "sg-admin-browser-test"
-ENV = {"SIZEGUARD_PRESET": "viper-fixed-margin", "SIZEGUARD_LIMITS__MAX_POSITIONS": "4",
-       "SIZEGUARD_ADMIN_TOKEN": ADMIN}
+ENV = {"SIZEGUARD_PRESET": "viper-fixed-margin", "SIZEGUARD_LIMITS__MAX_POSITIONS": "4"}
 
 
 def _need_browser() -> None:
@@ -86,14 +84,18 @@ class Offline:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str, str]]:
+    """The real server with two bots and the admin (its token made by the CLI)."""
     _need_browser()
     d = tmp_path_factory.mktemp("browser")
     url = f"sqlite:///{d / 'state.db'}"
-    token = add_bot(url, "alpha", budget=0.5)
-    add_bot(url, "beta", budget=0.5, max_positions=2)
+    token = add_bot(url, "alpha", budget=0.75)  # 3 of the account's 4 slots
+    add_bot(url, "beta", budget=0.25, max_positions=2)
+    made = subprocess.run([SIZEGUARD, "admin", "token", "ops", "--store", url, "--json"],
+                          capture_output=True, text=True, env=clean_env(), check=True, timeout=60)
+    admin = json.loads(made.stdout)["token"]
     with serving(url, d, env=ENV) as s:
-        yield s, token
+        yield s, token, admin
 
 
 @pytest.fixture
@@ -117,9 +119,9 @@ def _sign_in(page: Any, s: Server, token: str) -> Offline:
 
 
 def test_console_shows_a_reservation_made_through_the_api_within_2s(
-        page: Any, server: tuple[Server, str], tmp_path: Path) -> None:
-    s, token = server
-    off = _sign_in(page, s, ADMIN)
+        page: Any, server: tuple[Server, str, str], tmp_path: Path) -> None:
+    s, token, admin = server
+    off = _sign_in(page, s, admin)
     assert page.text_content("#role") == "admin"
     r = httpx.post(s.url + "/v1/decisions", headers=auth(token), timeout=30, json={
         "symbol": BTC, "side": "long", "price": 50000.0, "equity": 10000.0, "stop_pct": 2.0,
@@ -149,11 +151,28 @@ def test_console_shows_a_reservation_made_through_the_api_within_2s(
                            timeout=3000)
     held = httpx.get(s.url + "/v1/positions", headers=auth(token), timeout=30).json()
     assert res["id"] not in {x["id"] for x in held["reservations"]}
+    # the admin halts trading: the banner says why and how it lifts; a bot's decision skips
+    page.fill("#halt-reason", "exchange maintenance")
+    page.once("dialog", lambda d: d.accept())
+    page.click("#halt-form button[type=submit]")
+    banner = page.locator("#halts .banner.halt")
+    banner.wait_for(timeout=3000)
+    assert "HALTED_BY_ADMIN" in (banner.text_content() or "")
+    assert "exchange maintenance" in (banner.text_content() or "")
+    d = httpx.post(s.url + "/v1/decisions", headers=auth(token), timeout=30, json={
+        "symbol": BTC, "side": "long", "price": 50000.0, "stop_pct": 2.0}).json()
+    assert d["reasons"] == ["HALTED_BY_ADMIN"]
+    page.locator('#feed-list li[data-journal-id] .st.skipped').first.wait_for(timeout=3000)
+    page.locator("#account").screenshot(path=str(tmp_path / "halted.png"))
+    _save(tmp_path / "halted.png", "console-halted.png")
+    page.once("dialog", lambda d: d.accept())
+    page.click("#resume")
+    page.locator("#halts .banner.ok").wait_for(timeout=3000)
     assert not off.outside, off.outside
 
 
-def test_a_bot_token_gives_a_read_only_view(page: Any, server: tuple[Server, str]) -> None:
-    s, token = server
+def test_a_bot_token_gives_a_read_only_view(page: Any, server: tuple[Server, str, str]) -> None:
+    s, token, _ = server
     off = _sign_in(page, s, token)
     assert "bot" in (page.text_content("#role") or "")
     page.wait_for_selector("#bots-table tbody tr")
@@ -163,15 +182,15 @@ def test_a_bot_token_gives_a_read_only_view(page: Any, server: tuple[Server, str
     assert not off.outside, off.outside
 
 
-def test_what_if_form_gives_the_decision_of_size_json(page: Any, server: tuple[Server, str],
+def test_what_if_form_gives_the_decision_of_size_json(page: Any, server: tuple[Server, str, str],
                                                       tmp_path: Path) -> None:
-    s, _ = server
+    s, _, admin = server
     cli = subprocess.run(
         [SIZEGUARD, "size", BTC, "--side", "short", "--price", "87669", "--equity", "8930.41",
          "--atr", "2000", "--confidence", "0.52", "--preset", "ai-atr-risk", "--json"],
         capture_output=True, text=True, env=clean_env(ENV), check=True, timeout=60)  # as served
     expected = json.loads(cli.stdout)
-    off = _sign_in(page, s, ADMIN)
+    off = _sign_in(page, s, admin)
     form = "#whatif-form"
     page.select_option(f"{form} [name=symbol]", BTC)
     page.select_option(f"{form} [name=side]", "short")
@@ -190,8 +209,8 @@ def test_what_if_form_gives_the_decision_of_size_json(page: Any, server: tuple[S
     assert not off.outside, off.outside
 
 
-def test_docs_render_every_operation_offline(page: Any, server: tuple[Server, str]) -> None:
-    s, _ = server
+def test_docs_render_every_operation_offline(page: Any, server: tuple[Server, str, str]) -> None:
+    s, _, _ = server
     off = Offline(page, s.url)
     page.goto(s.url + "/docs")
     schema = httpx.get(s.url + "/openapi.json", timeout=30).json()

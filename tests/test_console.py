@@ -23,7 +23,6 @@ from sizeguard.http.app import create_app
 from sizeguard.http.settings import ServeSettings
 
 pytestmark = pytest.mark.timeout(120)
-ADMIN = "admin-secret-for-tests"
 BUY = {"symbol": BTC, "side": "long", "price": 50000.0, "stop_pct": 2.0}
 
 
@@ -34,9 +33,15 @@ def store(tmp_path: Path) -> Iterator[SqlStore]:
     s.close()
 
 
+@pytest.fixture
+def admin(store: SqlStore) -> str:
+    """The account admin's token, as `sizeguard admin token ops` makes it."""
+    return BotRegistry(store).add("ops", account_id="default", role="admin")[1]
+
+
 def _client(store: SqlStore, *sets: str) -> TestClient:
     policy = resolve("viper-fixed-margin", None, ("limits.max_drawdown=0.1", *sets), None).policy
-    app = create_app(ServeSettings(preset="viper-fixed-margin", admin_token=ADMIN), store=store,
+    app = create_app(ServeSettings(preset="viper-fixed-margin", auth_cache_ttl=0), store=store,
                      markets=FileMarketSource(None), policy=policy)
     return TestClient(app, raise_server_exceptions=False)
 
@@ -55,29 +60,33 @@ def _reserve(client: TestClient, token: str, **kw: Any) -> dict[str, Any]:
     return out
 
 
-def test_sign_in_sets_a_strict_httponly_session(store: SqlStore) -> None:
+def test_sign_in_sets_a_strict_httponly_session(store: SqlStore, admin: str) -> None:
     with _client(store) as client:
         assert client.get("/ui/api/overview").status_code == 401
         assert client.post("/ui/api/login", json={"token": "wrong"}).status_code == 401
-        r = client.post("/ui/api/login", json={"token": ADMIN})
+        r = client.post("/ui/api/login", json={"token": admin})
         cookies = {c.split("=", 1)[0]: c.lower() for c in r.headers.get_list("set-cookie")}
         assert "httponly" in cookies["sg_session"] and "samesite=strict" in cookies["sg_session"]
         assert "path=/ui" in cookies["sg_session"]
         assert "httponly" not in cookies["sg_csrf"]  # the page reads it for the header
-        assert ADMIN not in r.headers["set-cookie"]  # the token itself is never in a cookie
+        assert admin not in r.headers["set-cookie"]  # the token itself is never in a cookie
         assert client.get("/ui/api/overview").json()["role"] == "admin"
         # a forged or altered cookie is no session
         value = client.cookies["sg_session"]
         client.cookies.set("sg_session", value[:-1] + ("0" if value[-1] != "0" else "1"),
                            path="/ui")
         assert client.get("/ui/api/overview").status_code == 401
+        # the admin removed: its session ends
+        _login(client, admin)
+        BotRegistry(store).remove("ops")
+        assert client.get("/ui/api/overview").status_code == 401
 
 
-def test_state_changing_requests_need_the_csrf_token(store: SqlStore) -> None:
+def test_state_changing_requests_need_the_csrf_token(store: SqlStore, admin: str) -> None:
     _, token = BotRegistry(store).add("alpha", account_id="default")
     with _client(store) as client:
         res = _reserve(client, token)["reservation"]
-        csrf = _login(client, ADMIN)
+        csrf = _login(client, admin)
         body = {"reservation_id": res["id"]}
         assert client.post("/ui/api/release", json=body).status_code == 403  # no header
         assert client.post("/ui/api/release", json=body,
@@ -90,7 +99,7 @@ def test_state_changing_requests_need_the_csrf_token(store: SqlStore) -> None:
         assert client.get("/ui/api/overview").json()["reservations"] == []
 
 
-def test_a_bot_sees_only_itself_read_only(store: SqlStore) -> None:
+def test_a_bot_sees_only_itself_read_only(store: SqlStore, admin: str) -> None:
     reg = BotRegistry(store)
     _, alpha = reg.add("alpha", account_id="default", budget=0.5)
     _, beta = reg.add("beta", account_id="default", budget=0.5)
@@ -112,7 +121,7 @@ def test_a_bot_sees_only_itself_read_only(store: SqlStore) -> None:
         assert client.get("/ui/api/overview").status_code == 401
 
 
-def test_overview_shows_the_halt_and_when_it_lifts(store: SqlStore) -> None:
+def test_overview_shows_the_halt_and_when_it_lifts(store: SqlStore, admin: str) -> None:
     _, token = BotRegistry(store).add("alpha", account_id="default")
     with _client(store) as client:
         _reserve(client, token)
@@ -120,7 +129,7 @@ def test_overview_shows_the_halt_and_when_it_lifts(store: SqlStore) -> None:
         # equity is the admin's to set: a bot's request only narrows its own view)
         store.set_equity("default", 8800.0)
         client.post("/v1/decisions", json=BUY, headers={"Authorization": f"Bearer {token}"})
-        _login(client, ADMIN)
+        _login(client, admin)
         a = client.get("/ui/api/overview").json()["account"]
         (halt,) = a["halts"]
         assert halt["reason"] == "HALTED_DRAWDOWN"
@@ -132,7 +141,7 @@ def test_overview_shows_the_halt_and_when_it_lifts(store: SqlStore) -> None:
         assert any(x["kind"] == "halt" for x in alerts)
 
 
-def test_what_if_equals_sizeguard_size_json(store: SqlStore) -> None:
+def test_what_if_equals_sizeguard_size_json(store: SqlStore, admin: str) -> None:
     intent = {"symbol": BTC, "side": "long", "price": 87669.0, "equity": 8930.41,
               "atr": 2000.0, "confidence": 0.52}
     cli = subprocess.run(
@@ -141,7 +150,7 @@ def test_what_if_equals_sizeguard_size_json(store: SqlStore) -> None:
         capture_output=True, text=True, env=clean_env(), check=True, timeout=60)
     expected = json.loads(cli.stdout)
     with _client(store) as client:
-        csrf = _login(client, ADMIN)
+        csrf = _login(client, admin)
         r = client.post("/ui/api/whatif", json={**intent, "preset": "quantum-4x30"}, headers=csrf)
         assert r.status_code == 200, r.text
         got = r.json()
@@ -151,15 +160,60 @@ def test_what_if_equals_sizeguard_size_json(store: SqlStore) -> None:
         assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "preset"
 
 
-def test_caps_include_each_symbols_notional_against_its_cap(store: SqlStore) -> None:
+def test_caps_include_each_symbols_notional_against_its_cap(store: SqlStore, admin: str) -> None:
     _, token = BotRegistry(store).add("alpha", account_id="default")
     with _client(store, "limits.max_symbol_notional=1000", "limits.max_gross_exposure=4000"
                  ) as client:
         held = _reserve(client, token)["reservation"]
-        _login(client, ADMIN)
+        _login(client, admin)
         caps = {c["name"]: c for c in client.get("/ui/api/overview").json()["account"]["caps"]}
         btc = caps[f"{BTC} notional"]
         assert btc["used"] == pytest.approx(held["notional"]) and btc["cap"] == 1000.0
         assert btc["ratio"] == pytest.approx(held["notional"] / 1000.0)
         gross = caps["gross exposure"]
         assert gross["used"] == pytest.approx(held["notional"]) and gross["cap"] == 4000.0
+
+
+def test_the_admin_halts_resumes_and_releases(store: SqlStore, admin: str) -> None:
+    _, token = BotRegistry(store).add("alpha", account_id="default")
+    with _client(store) as client:
+        held = _reserve(client, token)["reservation"]
+        csrf = _login(client, admin)
+        o = client.get("/ui/api/overview").json()
+        assert o["role"] == "admin" and [b["name"] for b in o["bots"]] == ["alpha"]
+        # halt: the account panel says why and how it lifts; a bot's decision skips
+        r = client.post("/ui/api/halt", json={"reason": "exchange maintenance"}, headers=csrf)
+        assert r.status_code == 200, r.text
+        (halt,) = client.get("/ui/api/overview").json()["account"]["halts"]
+        assert halt["reason"] == "HALTED_BY_ADMIN" and "exchange maintenance" in halt["note"]
+        assert "resumes" in halt["lifts"]
+        d = client.post("/v1/decisions", json={**BUY, "symbol": "ETH/USDT:USDT", "price": 3000.0},
+                        headers={"Authorization": f"Bearer {token}"}).json()
+        assert d["status"] == "skipped" and d["reasons"] == ["HALTED_BY_ADMIN"]
+        assert client.post("/ui/api/halt", json={}, headers=csrf).status_code == 200  # resume
+        assert client.get("/ui/api/overview").json()["account"]["halts"] == []
+        # release, recorded as the admin's
+        r = client.post("/ui/api/release", json={"reservation_id": held["id"]}, headers=csrf)
+        assert r.status_code == 200 and r.json()["reservation"]["status"] == "released"
+        assert "ops" in (store.reservation(held["id"]).release_reason or "")
+        # a bot may not halt
+        csrf = _login(client, token)
+        assert client.post("/ui/api/halt", json={"reason": "x"}, headers=csrf).status_code == 403
+
+
+def test_what_if_offers_a_bot_only_the_allowed_presets(store: SqlStore, admin: str) -> None:
+    _, token = BotRegistry(store).add("alpha", account_id="default")
+    intent = {**BUY, "equity": 10000.0}
+    with _client(store) as client:
+        _reserve(client, token)  # opens the account
+        csrf = _login(client, admin)
+        assert "quantum-4x30" in client.get("/ui/api/overview").json()["presets"]
+        assert client.post("/ui/api/whatif", json={**intent, "preset": "quantum-4x30"},
+                           headers=csrf).status_code == 200
+        csrf = _login(client, token)
+        assert client.get("/ui/api/overview").json()["presets"] == ["(service policy)"]
+        r = client.post("/ui/api/whatif", json={**intent, "preset": "quantum-4x30"}, headers=csrf)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "preset"
+        store.set_presets("default", ["quantum-4x30"])  # the admin's allow-list
+        r = client.post("/ui/api/whatif", json={**intent, "preset": "quantum-4x30"}, headers=csrf)
+        assert r.status_code == 200 and r.json()["policy"] == "quantum-4x30"

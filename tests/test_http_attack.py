@@ -274,6 +274,18 @@ def test_slow_headers_are_cut_off(served: tuple[Server, str, str]) -> None:
     assert data == b"" and took < 5, (data, took)
 
 
+def test_malformed_and_oversized_requests_get_a_problem(served: tuple[Server, str, str]) -> None:
+    """uvicorn answered a request it cannot parse in plain text, and buffered headers of any
+    size; both are problem+json now (400, 431) and close the connection."""
+    server, _, _ = served
+    data, _ = _raw(server, b"GARBAGE / HTTP/9.9\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 400 ") and b"application/problem+json" in data, data
+    assert b'"field":"request"' in data
+    big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 200_000 + b"\r\n\r\n"
+    data = _stream(server, big)
+    assert data.startswith(b"HTTP/1.1 431 ") and b'"field":"headers"' in data, data[:300]
+
+
 def test_many_unknown_keys_get_a_short_answer(served: tuple[Server, str, str]) -> None:
     """The largest body accepted, all unknown keys: a 422 listing 20 of them, not one entry
     per key (a 1,000,000-key body was answered with 85 MB)."""

@@ -327,6 +327,14 @@ class BotRegistry:
         with self.store.tx() as tx:
             return tx.run(sql, params) > 0
 
+    def idempotency_yield(self, bot: Bot, key: str, claim: Claim) -> None:
+        """End this request's lease now, keeping its client order id: the next retry takes
+        the request over at once and resumes what it committed."""
+        with self.store.tx() as tx:
+            tx.run("UPDATE idempotency SET lease_until = ? WHERE bot_id = ? AND key = ? AND "
+                   "status = 0 AND lease_until = ?",
+                   (self.store.clock.now(), bot.id, key, claim.lease_until))
+
     def idempotency_abort(self, bot: Bot, key: str, claim: Claim | None = None) -> None:
         """Forget a claim whose request failed in a way a retry may fix (5xx)."""
         sql = "DELETE FROM idempotency WHERE bot_id = ? AND key = ? AND status = 0"

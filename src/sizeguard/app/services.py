@@ -10,6 +10,7 @@ units of work, never inside one (a locked transaction must not wait on a network
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -223,7 +224,9 @@ def _earlier(x: Execution, res: Reservation, d: Decision, jid: int) -> TradeResu
     if status == "filled":
         pos = next((p for p in x.store.positions(x.account_id, open_only=False)
                     if p.client_order_id == res.client_order_id), None)
-        return TradeResult("filled", res.client_order_id, d, jid, position=pos, duplicate=True)
+        orders, notes = _ensure_protection(x, pos) if pos is not None else ((), ())
+        return TradeResult("filled", res.client_order_id, d, jid, position=pos, orders=orders,
+                           duplicate=True, notes=notes)
     if status in ("released", "expired"):
         why = current.release_reason if current is not None else None
         return TradeResult("failed", res.client_order_id, d, jid, error=why, duplicate=True)
@@ -302,6 +305,37 @@ def _protect(x: Execution, intent: Intent, market: MarketRules, res: Reservation
             uow.commit()
     return TradeResult("filled", cid, d, jid, position=pos, orders=tuple(orders),
                        notes=tuple(notes))
+
+
+def _ensure_protection(x: Execution, pos: StoredPosition
+                       ) -> tuple[tuple[OrderResult, ...], tuple[str, ...]]:
+    """A filled position whose submit died before its stop (or take-profit) was placed gets
+    them now: a retry never leaves a position unprotected. Orders already there are kept."""
+    if pos.status != "open" or not pos.client_order_id:
+        return (), ()
+    cid = pos.client_order_id
+    wanted: list[tuple[str, float, Callable[[str, str, str, float, str], OrderResult]]] = []
+    if pos.stop_price is not None:
+        wanted.append((f"{cid}-sl", pos.stop_price, x.exchange.place_stop))
+    if pos.take_profit is not None:
+        wanted.append((f"{cid}-tp", pos.take_profit, x.exchange.place_take_profit))
+    orders: list[OrderResult] = []
+    placed: list[OrderResult] = []
+    for oid, price, place in wanted:
+        found = x.find(pos.symbol, oid, conditional=True)
+        if found is None:
+            found = _once(x, pos.symbol, oid, functools.partial(
+                place, pos.symbol, pos.side, pos.amount, price, oid))
+            placed.append(found)
+        orders.append(found)
+    if placed:
+        with x.store.unit_of_work() as uow:
+            for o in placed:
+                x.store.journal_event(x.account_id, "order", symbol=pos.symbol,
+                                      client_order_id=o.client_order_id, data=_order_dict(o))
+            uow.commit()
+    notes = ("resumed after an interruption: protective orders placed",) if placed else ()
+    return tuple(orders), notes
 
 
 def _once(x: Execution, symbol: str, cid: str, place: Callable[[], OrderResult]) -> OrderResult:

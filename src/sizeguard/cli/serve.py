@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from typing import Annotated, Any
 
 import typer
@@ -89,6 +90,8 @@ def serve(
         os.environ["SIZEGUARD_STORE"] = url
     except (SizeguardError, ValueError) as exc:
         raise _fail(exc) from None
+    # one console session key for every worker (a cookie signed by one is read by the others)
+    os.environ.setdefault("SIZEGUARD_SESSION_SECRET", secrets.token_hex(32))
     if settings.workers > 1 and url.startswith("sqlite"):
         typer.echo("note: several workers on SQLite serialise on its single writer lock; "
                    "use PostgreSQL to scale out", err=True)

@@ -4,13 +4,15 @@ uvicorn closes an idle keep-alive connection (``timeout_keep_alive``) but waits 
 headers of a request: a client that connects and sends nothing, or sends its headers a byte at a
 time, holds a connection (and a file descriptor) as long as it likes. Here a request's headers
 must be complete within ``SIZEGUARD_HEADER_TIMEOUT`` seconds (default 10) of the connection
-opening or of the request's first byte; the body has its own limit in the guard middleware.
+opening or of the request's first byte, and hold at most 64 KiB; the body has its own limits
+in the guard middleware.
 ``sizeguard serve`` passes this class to uvicorn as its ``http`` protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -28,13 +30,46 @@ def header_timeout() -> float:
     return value if value > 0 else 10.0
 
 
+MAX_HEADER_BYTES = 65_536  # request line and headers; more is 431
+
+
+def _problem(status: int, reason: bytes, title: str, detail: str, field: str) -> bytes:
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail,
+                       "errors": [{"field": field, "reason": detail}], "field": field},
+                      separators=(",", ":")).encode()
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\ncontent-length: %d"
+            b"\r\nconnection: close\r\n\r\n%s" % (status, reason, len(body), body))
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol closing a connection whose request headers do not arrive in time."""
+    """HttpToolsProtocol closing a connection whose request headers do not arrive in time or
+    pass :data:`MAX_HEADER_BYTES` (431), and answering a request it cannot parse with a
+    problem+json 400 (uvicorn's is plain text)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_timeout = header_timeout()
+        self._header_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_timer is not None:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        # still reading headers after this much: refuse (the parser would buffer them all)
+        if self._header_timer is not None and self._header_bytes > MAX_HEADER_BYTES \
+                and not self.transport.is_closing():
+            self._disarm()
+            self.transport.write(_problem(
+                431, b"Request Header Fields Too Large", "request headers too large",
+                f"the request line and headers pass {MAX_HEADER_BYTES} bytes", "headers"))
+            self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        self._disarm()
+        self.transport.write(_problem(400, b"Bad Request", "malformed request",
+                                      "not an HTTP/1.1 request this server can parse", "request"))
+        self.transport.close()
 
     def _arm(self) -> None:
         self._disarm()
@@ -64,6 +99,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        self._header_bytes = 0
         super().on_headers_complete()
 
 

@@ -471,6 +471,18 @@ class Gate:
                 "exchange": self.settings.exchange, "live": self.settings.live}
 
     # -- idempotency --------------------------------------------------------------------
+    def _give_up(self, bot: Bot, key: str, claim: Claim) -> None:
+        """A 5xx: a retry may fix it. When the request left a held or filled reservation
+        (a defect after the reserve, or after the entry), the retry must resume that client
+        order id, so the lease just ends; otherwise (nothing held: the entry was refused and
+        released) the claim goes and a retry decides afresh."""
+        earlier = self.store.decided(self.account_id, claim.client_order_id)
+        res = earlier.reservation if earlier is not None else None
+        if res is not None and res.status in ("held", "filled"):
+            self.registry.idempotency_yield(bot, key, claim)
+        else:
+            self.registry.idempotency_abort(bot, key, claim)
+
     def idempotent(self, bot: Bot, key: str | None, what: str, payload: Any,
                    answer: Callable[[], Answer]) -> Answer:
         """Answer once per (bot, key): a retry gets the first answer (2xx and 4xx are kept;
@@ -510,7 +522,7 @@ class Gate:
         except Exception as exc:
             problem = problem_for(exc, self.settings.retry_after)
             if problem.status >= 500:
-                self.registry.idempotency_abort(bot, key, got)
+                self._give_up(bot, key, got)
                 raise
             status, body, headers = problem.status, problem.body(), problem.headers
         finally:

@@ -63,6 +63,5 @@ class ServeSettings(BaseSettings):
     notify_dedup: float = Field(default=600.0, ge=0, le=86400 * 7)  # same alert again after s
     notify_per_minute: int = Field(default=20, ge=1, le=10000)  # alerts sent in any 60 s
     notify_probe: float = Field(default=15.0, ge=0, le=3600)  # s between store checks (0: off)
-    admin_token: str | None = None  # the console's admin sign-in (until the CLI-made one)
-    session_secret: str | None = None  # signs console sessions (set it with --workers > 1)
+    session_secret: str | None = None  # signs console sessions (serve sets one for its workers)
     session_ttl: float = Field(default=8 * 3600.0, gt=0, le=30 * 86400)  # console sign-in, s

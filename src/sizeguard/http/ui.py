@@ -4,8 +4,8 @@ Every asset is served from the package (``sizeguard/http/static``): no CDN, so b
 on a host without internet. Swagger UI is vendored from the npm package ``swagger-ui-dist``
 (Apache-2.0; see ``static/swagger-ui/SOURCE.md``); the console is plain HTML, CSS and JS.
 
-Sign-in: the admin token (``SIZEGUARD_ADMIN_TOKEN``) sees and runs the whole account; a bot's
-token gives a read-only view of that bot. The session is a signed cookie (HttpOnly,
+Sign-in: the account admin's token (``sizeguard admin token NAME``) sees and runs the whole
+account; a bot's token gives a read-only view of that bot. The session is a signed cookie (HttpOnly,
 SameSite=Strict, ``Path=/ui``); every state-changing request must also carry the session's CSRF
 value in ``X-CSRF-Token`` (double submit: the value is in a second, script-readable cookie) and,
 when the browser sends one, an ``Origin`` of this host. The console's JSON endpoints live under
@@ -36,7 +36,6 @@ from starlette.concurrency import run_in_threadpool
 
 from sizeguard.adapters.bots import Bot
 from sizeguard.adapters.notify import AppriseNotifier, Throttled, split_urls
-from sizeguard.budget import Budget
 from sizeguard.config.loader import preset_names
 from sizeguard.config.settings import env_from_os, resolve
 from sizeguard.core.account import Account
@@ -93,16 +92,12 @@ class Session:
         return self.role == "admin"
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 class Sessions:
-    """Signed, expiring session cookies. The key comes from ``session_secret``, else from the
-    admin token, else it is random per process (then a sign-in holds on that process only)."""
+    """Signed, expiring session cookies. The key comes from ``session_secret`` (``sizeguard
+    serve`` makes one for all its workers), else it is random per process."""
 
-    def __init__(self, secret: str | None, admin_token: str | None, ttl: float) -> None:
-        seed = secret or (f"admin:{admin_token}" if admin_token else secrets.token_hex(32))
+    def __init__(self, secret: str | None, ttl: float) -> None:
+        seed = secret or secrets.token_hex(32)
         self._key = hashlib.sha256(b"sizeguard-console\0" + seed.encode()).digest()
         self.ttl = ttl
 
@@ -146,6 +141,11 @@ class Release(BaseModel):
     reservation_id: str = Field(min_length=1, max_length=64)
 
 
+class Halt(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(default=None, min_length=1, max_length=200)  # None: resume
+
+
 class WhatIf(BaseModel):
     """An intent to size, as ``sizeguard size`` takes it."""
 
@@ -176,9 +176,15 @@ def _finite(v: float) -> float | None:
 
 
 def halts(account: Account, policy: Policy, day: str) -> list[dict[str, Any]]:
-    """The account-wide halts in force: the core's own gates, each checked alone."""
+    """The account-wide halts in force: the admin's, then the core's own gates, each checked
+    alone."""
     probe = Intent(symbol="\0probe", side="long", price=1.0, stop_pct=1.0)
-    out = []
+    out: list[dict[str, Any]] = []
+    if account.halted is not None:
+        out.append({"reason": "HALTED_BY_ADMIN", "note": account.halted, "lifts_at": None,
+                    "lifts": "when the admin resumes trading (here, POST /v1/admin/resume or "
+                             "sizeguard admin resume)"})
+        account = dataclasses.replace(account, halted=None)
     lim = policy.limits
     daily = dataclasses.replace(lim, max_drawdown=0.0, max_positions=0, cooldown=0.0)
     code, note = gates(probe, account, daily)
@@ -234,14 +240,11 @@ class Console:
         self.gate = gate
         self.alerter = alerter
         s = gate.settings
-        self.sessions = Sessions(s.session_secret, s.admin_token, s.session_ttl)
-        self._admin_tag = _digest(s.admin_token)[:16] if s.admin_token else None
+        self.sessions = Sessions(s.session_secret, s.session_ttl)
 
     # -- who is asking ----------------------------------------------------------------------
     def sign_in(self, token: str) -> tuple[str, Session] | None:
-        admin = self.gate.settings.admin_token
-        if admin and hmac.compare_digest(_digest(token), _digest(admin)):
-            return self.sessions.issue("admin", None, _digest(token)[:16])
+        """A session for the account's admin (``sizeguard admin token``) or one of its bots."""
         bot = self.gate.registry.authenticate(token)
         if bot is None or bot.account_id != self.gate.account_id:
             return None
@@ -253,19 +256,21 @@ class Console:
         s = self.sessions.read(request.cookies.get(SESSION_COOKIE))
         if s is None:
             raise Problem(401, "sign in", "sign in to the console with the admin or a bot token")
-        if s.admin:
-            if s.bot_id:  # a CLI-made admin: its row must still be there, token unchanged
-                admin = self.gate.registry.get(s.bot_id)
-                if admin is None or not admin.is_admin or admin.token_hash[:16] != s.token_tag:
-                    raise Problem(401, "sign in", "the admin was removed or its token replaced")
-            elif s.token_tag != self._admin_tag:  # the admin token was changed
-                raise Problem(401, "sign in", "the session has ended; sign in again")
-            return s, None
-        bot = self.gate.registry.get(s.bot_id or "")
-        if bot is None or bot.token_hash[:16] != s.token_tag or \
-                bot.account_id != self.gate.account_id:
-            raise Problem(401, "sign in", "the bot was removed or its token replaced")
-        return s, bot
+        who = self.gate.registry.get(s.bot_id or "")
+        # the row must still be there with the same token and role: removing a bot or an
+        # admin, or replacing its token, ends its sessions
+        if who is None or who.token_hash[:16] != s.token_tag or who.is_admin != s.admin or \
+                who.account_id != self.gate.account_id:
+            raise Problem(401, "sign in", "the session has ended (removed, or a new token); "
+                          "sign in again")
+        return s, None if s.admin else who
+
+    def admin(self, s: Session) -> Bot:
+        """The admin acting in an admin session."""
+        who = self.gate.registry.get(s.bot_id or "")
+        if who is None or not who.is_admin:
+            raise Problem(401, "sign in", "the admin was removed; sign in again")
+        return who
 
     @staticmethod
     def check_csrf(request: Request, s: Session) -> None:
@@ -282,10 +287,12 @@ class Console:
         g, store = self.gate, self.gate.store
         out: dict[str, Any] = {
             "role": s.role, "bot": bot.to_dict() if bot else None, "account_id": g.account_id,
-            "policy": g.policy.name, "presets": self.presets(), "exchange": g.settings.exchange,
+            "policy": g.policy.name, "presets": self.presets(s.admin),
+            "exchange": g.settings.exchange,
             "live": g.settings.live, "now": time.time()}
         registry = g.registry
-        names = {b.id: b.name for b in registry.bots(g.account_id)}
+        everyone = registry.bots(g.account_id)
+        names = {b.id: b.name for b in everyone}
         if store.has_account(g.account_id):
             rs = store.risk_state(g.account_id)
             account = store.account(g.account_id)
@@ -294,14 +301,15 @@ class Console:
                               "caps": caps(rs, g.policy, account)}
         else:
             out["account"] = None
-        bots = [bot] if bot is not None else registry.bots(g.account_id)
+        bots = [bot] if bot is not None else [b for b in everyone if not b.is_admin]
         rows = []
         for b in bots:
             own = registry.own_positions(b)
-            budget = Budget(b.budget, b.max_positions)
+            budget = g.budget(b)
             eq = out["account"]["equity"] if out["account"] else None
             rows.append({**b.to_dict(), "unlimited": budget.unlimited,
                          "equity_share": eq * b.budget if eq is not None else None,
+                         "slots": budget.max_positions,
                          "slots_used": len(own), "margin_in_use": sum(p.margin for p in own),
                          "gross_exposure": sum(abs(p.notional) for p in own)})
         out["bots"] = rows
@@ -337,24 +345,27 @@ class Console:
                 out.append({**e.to_dict(), "bot": names.get(who, who) if who else None})
         return {"entries": out}
 
-    def presets(self) -> list[str]:
-        """The policies the what-if form may name: the service's own, then the shipped ones."""
-        return ["(service policy)", *preset_names()]
+    def presets(self, admin: bool) -> list[str]:
+        """The policies the what-if form may name: the service's own, then every shipped preset
+        for the admin, the admin's allow-list for a bot."""
+        own = self.gate.settings.preset
+        names = preset_names() if admin else sorted(self.gate.allowed_presets())
+        return ["(service policy)", *(n for n in names if n != own or admin)]
 
     # -- what-if ---------------------------------------------------------------------------
-    def what_if(self, body: WhatIf) -> dict[str, Any]:
+    def what_if(self, body: WhatIf, admin: bool = True) -> dict[str, Any]:
         """The decision ``sizeguard size --json`` gives for the same intent, preset and equity;
         with ``on_account``, on the account as it stands (nothing journaled or reserved)."""
         g = self.gate
         if body.preset in (None, "", "(service policy)"):
             resolved = resolve(g.settings.preset, g.settings.config, (), env_from_os())
             policy = g.policy
-        elif body.preset in preset_names():
+        elif body.preset in self.presets(admin):
             resolved = resolve(body.preset, None, (), env_from_os())
             policy = resolved.policy
         else:
             raise Problem(422, "unknown preset", f"preset {body.preset!r} is not one of "
-                          f"{', '.join(preset_names())}",
+                          f"{', '.join(self.presets(admin)[1:]) or 'none: the service policy'}",
                           errors=[{"field": "preset", "reason": "unknown", "value": body.preset}])
         market = g.market(body.symbol)
         intent = Intent(symbol=body.symbol, side=body.side, price=body.price, stop=body.stop,
@@ -377,15 +388,11 @@ class Console:
                 "policy_layers": list(resolved.layers), "environment": resolved.from_env()}
 
     # -- admin ---------------------------------------------------------------------------
-    def release(self, reservation_id: str) -> dict[str, Any]:
-        store = self.gate.store
-        res = store.reservation(reservation_id)
-        if res is None or res.account_id != self.gate.account_id:
-            raise Problem(404, "no such reservation", f"reservation {reservation_id!r} not found",
-                          errors=[{"field": "reservation_id", "reason": "not found"}])
-        released = store.release_reservation(res.id, "released by the admin (console)")
-        now = store.reservation(res.id)
-        return {"released": released, "reservation": (now or res).to_dict()}
+    def release(self, s: Session, reservation_id: str) -> dict[str, Any]:
+        return self.gate.admin_release(self.admin(s), reservation_id)[1]
+
+    def halt(self, s: Session, reason: str | None) -> dict[str, Any]:
+        return self.gate.admin_halt(self.admin(s), reason)[1]
 
 
 # ----------------------------------------------------------------------------- wiring
@@ -421,7 +428,13 @@ def mount_console(app: FastAPI, notifier: Notifier | None = None) -> Console:
     app.state.console = console
     app.mount(STATIC, StaticFiles(packages=[("sizeguard.http", "static")]), name="ui-static")
     mount_docs(app)
+    _session_routes(app, console)
+    _read_routes(app, console)
+    _write_routes(app, console)
+    return console
 
+
+def _session_routes(app: FastAPI, console: Console) -> None:
     def cookies(resp: Response, value: str, s: Session) -> None:
         secure = False  # loopback HTTP by default; behind TLS the proxy should add Secure
         max_age = int(console.sessions.ttl)
@@ -455,6 +468,8 @@ def mount_console(app: FastAPI, notifier: Notifier | None = None) -> Console:
         resp.delete_cookie(CSRF_COOKIE, path="/ui")
         return resp
 
+
+def _read_routes(app: FastAPI, console: Console) -> None:
     @app.get("/ui/api/overview", include_in_schema=False)
     async def ui_overview(request: Request) -> Response:
         def read() -> dict[str, Any]:
@@ -475,18 +490,28 @@ def mount_console(app: FastAPI, notifier: Notifier | None = None) -> Console:
             return console.feed(bot, after, last)
         return _json(await run_in_threadpool(read))
 
-    @app.post("/ui/api/whatif", include_in_schema=False)
-    async def ui_what_if(request: Request, body: WhatIf) -> Response:
-        s, _ = await run_in_threadpool(console.session, request)
-        console.check_csrf(request, s)
-        return _json(await run_in_threadpool(console.what_if, body))
 
-    @app.post("/ui/api/release", include_in_schema=False)
-    async def ui_release(request: Request, body: Release) -> Response:
+def _write_routes(app: FastAPI, console: Console) -> None:
+    async def admin_session(request: Request) -> Session:
         s, _ = await run_in_threadpool(console.session, request)
         console.check_csrf(request, s)
         if not s.admin:
             raise Problem(403, "admin only", "a bot's console is read-only")
-        return _json(await run_in_threadpool(console.release, body.reservation_id))
+        return s
 
-    return console
+    @app.post("/ui/api/whatif", include_in_schema=False)
+    async def ui_what_if(request: Request, body: WhatIf) -> Response:
+        s, _ = await run_in_threadpool(console.session, request)
+        console.check_csrf(request, s)
+        return _json(await run_in_threadpool(console.what_if, body, s.admin))
+
+    @app.post("/ui/api/release", include_in_schema=False)
+    async def ui_release(request: Request, body: Release) -> Response:
+        s = await admin_session(request)
+        return _json(await run_in_threadpool(console.release, s, body.reservation_id))
+
+    @app.post("/ui/api/halt", include_in_schema=False)
+    async def ui_halt(request: Request, body: Halt) -> Response:
+        """Halt trading with a reason, or (no reason) resume."""
+        s = await admin_session(request)
+        return _json(await run_in_threadpool(console.halt, s, body.reason))

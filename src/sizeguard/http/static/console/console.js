@@ -143,6 +143,7 @@ function renderAccount(a) {
     fill($("#caps tbody"), [], "–", 4);
     return;
   }
+  $("#resume").hidden = !a.halted;
   if (a.halts.length) {
     halts.replaceChildren(...a.halts.map((h) => el("div", { class: "banner bad halt" },
       el("strong", {}, `HALTED: ${h.reason}`), ` — ${h.note}. Lifts ${h.lifts}.`)));
@@ -174,7 +175,7 @@ function renderAccount(a) {
 
 function renderBots(bots) {
   const rows = bots.map((b) => el("tr", {}, td(b.name), td(pct(b.budget, 0)), td(num(b.equity_share)),
-    td(b.max_positions ? `${b.slots_used} / ${b.max_positions}` : `${b.slots_used} (account slots)`), td(num(b.margin_in_use)), td(num(b.gross_exposure))));
+    td(b.slots ? `${b.slots_used} / ${b.slots}${b.max_positions ? "" : " (budget share)"}` : `${b.slots_used} (account slots)`), td(num(b.margin_in_use)), td(num(b.gross_exposure))));
   fill($("#bots-table tbody"), rows, "No bots: sizeguard bots add NAME", 6);
 }
 
@@ -195,6 +196,19 @@ function renderBook(o, admin) {
     td(price(p.stop_price))));
   fill($("#positions tbody"), pos, "No open positions.", 10);
 }
+
+$("#halt-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const reason = $("#halt-reason").value.trim();
+  if (!reason || !window.confirm(`Halt trading on the whole account: "${reason}"?`)) return;
+  try { await api("/ui/api/halt", { reason }); $("#halt-reason").value = ""; await refresh(); }
+  catch (e) { window.alert(e.message); }
+});
+$("#resume").addEventListener("click", async () => {
+  if (!window.confirm("Resume trading?")) return;
+  try { await api("/ui/api/halt", {}); await refresh(); }
+  catch (e) { window.alert(e.message); }
+});
 
 async function release(id) {
   if (!window.confirm(`Release reservation ${id}? Its margin and slot are freed.`)) return;
