@@ -105,3 +105,16 @@ def test_demo_keeps_every_amount_and_figure_whole() -> None:
         assert whole(f"{d['status']} {d['amount']}", lines)
         assert whole(f"notional {money(d['notional'])}", lines)
         assert whole(f"margin {money(d['margin'])} at {d['leverage']:g}x", lines)
+
+
+def test_backtest_comparison_keeps_every_policy_and_figure_whole(tmp_path: Path) -> None:
+    rows = ["timestamp,open,high,low,close,volume"] + [
+        f"{1_600_000_000_000 + i * 3_600_000},{100 + i % 9},{103 + i % 9},{98 + i % 9},"
+        f"{101 + i % 9},1" for i in range(300)]
+    (tmp_path / "BTC_USD-1h.csv").write_text("\n".join(rows) + "\n")
+    args = ["backtest", "--candles", str(tmp_path / "BTC_USD-1h.csv")]
+    data = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    lines = read(args)
+    for m in data:
+        assert any(line.strip() == m["policy"] or m["policy"] in line.split() for line in lines)
+        assert whole(f"final equity {m['final_equity']:,.2f}", lines), m["policy"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from sizeguard.adapters.market_files import attach_tiers, load_markets
 from sizeguard.backtest import METHODS, STRATEGIES
 from sizeguard.backtest.markets import guess_market
 from sizeguard.cli.app import app, positive, writable_output
-from sizeguard.cli.render import with_percent
+from sizeguard.cli.render import Record, print_fitting, with_percent
 from sizeguard.config.loader import PRESETS
 from sizeguard.config.settings import load_policy
 from sizeguard.core.market import MarketBook, MarketRules
@@ -60,8 +61,9 @@ USD_LIKE = frozenset({"USD", "USDT", "USDC", "BUSD", "FDUSD", "TUSD", "DAI", "US
 
 
 def _console() -> Console:
-    """A console wide enough for the comparison tables when the output is not a terminal."""
-    return Console() if sys.stdout.isatty() else Console(width=160)
+    """A console wide enough for the comparison tables when the output is not a terminal and
+    no width was asked for (``COLUMNS``)."""
+    return Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=160)
 
 
 def _fail(exc: Exception) -> None:
@@ -161,6 +163,14 @@ def run_many(panel: Panel, signals: Signals, plans: Sequence[Plan], *, equity: f
                                         funding_rate=funding, intrabar=intrabar,
                                         progress=bar(pol.name)))
     return results
+
+
+def metric_records(results: Sequence[BacktestResult]) -> list[Record]:
+    """One block per policy, for a terminal too narrow for the side-by-side table."""
+    from sizeguard.backtest.report import METRIC_ROWS
+    from sizeguard.backtest.results import metrics
+    return [Record(m["policy"], [(label, fmt(m[key])) for label, key, fmt in METRIC_ROWS])
+            for m in (metrics(r) for r in results)]
 
 
 def metrics_table(results: Sequence[BacktestResult]) -> Table:
@@ -297,7 +307,7 @@ def backtest(
     for r in results:
         for w in r.warnings:
             console.print(f"{r.name}: entry refused as invalid input: {w}", style="yellow")
-    console.print(metrics_table(results))
+    print_fitting(console, metrics_table(results), "backtest", metric_records(results))
     if report is not None:
         console.print(f"report: {report}")
     if ledger is not None:

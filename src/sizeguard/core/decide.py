@@ -877,8 +877,11 @@ def finish(ctx: Context, log: Log, sz: Sizing, lots: int, skip: Reason | None) -
     notional = position.notional(m, position.amount_of_lots(m, lots), i.price)
     lev = sz.leverage if ctx.is_contract else 1.0
     margin = notional / lev if notional else 0.0
-    fees = notional * ctx.fee_rt
     stop = sz.stop
+    # the taker fees of the round trip: to the stop when there is one (exit fee on the notional
+    # at the stop, as the risk counts them), else both ways on the entry notional
+    fees = notional * (ctx.fee_rt if stop is None else fee_rate_to_stop(
+        ctx.fee, ctx.fee, i.is_long, m.inverse, stop.distance))
     entry_tier = ctx.tier_for(notional) if (ctx.is_contract and notional > 0) else sz.tier
     liq_tier: Tier | None = None
     liq_price = liq_dist = None
