@@ -190,6 +190,18 @@ def test_stop_or_take_profit_by_rule(intrabar: str, reason: str, net: float) -> 
     assert r.trades[0]["net_pnl"] == pytest.approx(net)
 
 
+@pytest.mark.parametrize("intrabar", ["worst", "ordered"])
+def test_gap_through_the_take_profit_fills_it_first(intrabar: str) -> None:
+    # 10x long at 100, stop 97, take-profit 106. Bar 2 opens at 107, beyond the take-profit,
+    # then falls to 96: the take-profit is reached at the first price of the bar, before the
+    # stop on every path, so both rules take it, at its price (never better): +57.94.
+    p = panel([FLAT, FLAT, (107, 107, 96, 100), FLAT])
+    r = run_backtest(p, signals(4, {1: 1}, tp_r=2.0), [MARKET], policy(), intrabar=intrabar)
+    (t,) = r.trades
+    assert t["exit_reason"] == "take_profit" and t["exit_price"] == pytest.approx(106.0)
+    assert t["net_pnl"] == pytest.approx(57.94)
+
+
 def test_guard_lowers_leverage_and_the_loop_uses_the_decision() -> None:
     # 50x with the guard on (buffer 25%): the 3% stop needs liquidation >= 3.75% away, so
     # decide() lowers leverage to floor(1 / (1 - 0.9625 x 0.995)) = floor(23.8) = 23.

@@ -58,7 +58,10 @@ def test_accepted_json_ai_atr_risk() -> None:
     assert "LEVERAGE_LOWERED_FOR_LIQUIDATION" in obj["reasons"]
     assert obj["notional"] == pytest.approx(1_227.366)
     assert obj["margin"] == pytest.approx(1_227.366 / 21)
-    assert obj["fees"] == pytest.approx(1_227.366 * 0.001)
+    # taker 0.05% at entry + 0.05% on the notional at the stop (84,669 / 87,669 of entry's):
+    # 1,227.366 x (0.0005 + 0.0005 x 0.9657804) = 1,227.366 x 0.00098289 = 1.20637
+    assert obj["fees"] == pytest.approx(1_227.366 * (0.0005 + 0.0005 * 84_669 / 87_669))
+    assert obj["fees"] == pytest.approx(1.20637, abs=1e-5)
     assert obj["risk_pct"] == pytest.approx(obj["risk"] / 8_930.41 * 100)
     steps = [s["step"] for s in obj["trace"]]
     assert steps[0] == "validate" and steps[-1] == "decision"

@@ -1,5 +1,6 @@
-"""A store that comes back (#11 item 4), on the REAL server over a PRIVATE PostgreSQL cluster
-(started by the test on its own port: the shared server is never stopped).
+"""A store that comes back (#11 item 4), on the REAL server (two worker processes) over a
+PRIVATE PostgreSQL cluster (started by the test on its own port: the shared server is never
+stopped).
 
 * restart under load: 4 clients deciding in a loop; the database is stopped for 3 s and started
   again. 503 with Retry-After while it is down; full service within 2 s of its return. Measured
@@ -80,7 +81,7 @@ def test_outage_restart_and_hang(tmp_path: Path) -> None:
         token = add_bot(url, "loader")
         env = {"SIZEGUARD_STORE_TIMEOUT": str(STORE_TIMEOUT), "SIZEGUARD_RETRY_AFTER": "1",
                "SIZEGUARD_PRESET": "quantum-4x30", "SIZEGUARD_LOG_LEVEL": "info"}
-        with serving(url, tmp_path, env=env) as server:
+        with serving(url, tmp_path, env=env, workers=2) as server:  # two replicas
             r = httpx.post(server.url + "/v1/decisions", headers=auth(token), timeout=30,
                            json={**BUY, "equity": 10_000.0})
             assert r.status_code == 200, r.text

@@ -34,6 +34,7 @@ store = storefix.store
     ("connect(password=hunter22, user=x)", "hunter22"),
     ("api_key='AKIA1234' secret: s3cr3t", "AKIA1234"),
     ("api_key='AKIA1234' secret: s3cr3t", "s3cr3t"),
+    ("GET https://x/api/v3/order?symbol=BTC&timestamp=1&signature=9f8e7d6c", "9f8e7d6c"),
 ])
 def test_redact_masks_secrets(text: str, secret: str) -> None:
     out = redact.redact(text)
@@ -71,6 +72,16 @@ def test_every_log_record_is_redacted() -> None:
     assert "failed" in text and "StoreError" in text  # the traceback is still there
     for secret in ("pw-in-url", "tok-in-header"):
         assert secret not in text, text
+
+
+def test_an_exchange_error_answer_names_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sizeguard.errors import ExchangeError
+    from sizeguard.http.problems import problem_for
+
+    monkeypatch.setenv("SIZEGUARD_API_KEY", "k-0123456789")
+    exc = ExchangeError("binance GET /order?apiKey=k-0123456789&signature=abcdef0123 -> 401")
+    detail = problem_for(exc).detail or ""
+    assert "k-0123456789" not in detail and "abcdef0123" not in detail, detail
 
 
 def test_a_store_error_names_no_password() -> None:

@@ -2,8 +2,9 @@
 
 :func:`redact` masks what must never be written down: the password in a URL
 (``postgresql://user:***@host``), bot tokens (``sg_<id>_***``), bearer credentials, ``password=``,
-``secret=``, ``token=`` and ``api_key=`` pairs, and the exchange keys the live service reads from
-``SIZEGUARD_API_KEY``, ``SIZEGUARD_API_SECRET`` and ``SIZEGUARD_API_PASSWORD``.
+``secret=``, ``token=``, ``api_key=`` and ``signature=`` pairs, and the exchange keys the live
+service reads from ``SIZEGUARD_API_KEY``, ``SIZEGUARD_API_SECRET`` and
+``SIZEGUARD_API_PASSWORD``.
 :func:`install` makes every log record of the process pass through it (messages, arguments and
 tracebacks), whichever handler or formatter writes it.
 """
@@ -19,7 +20,7 @@ MASK = "***"
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):(?P<pw>[^@\s/]*)@")
 _TOKEN = re.compile(r"\b(?P<head>sg_[0-9a-f]{8,32}_)[A-Za-z0-9_\-]+")
 _BEARER = re.compile(r"(?i)\b(?P<head>bearer\s+)[A-Za-z0-9._~+/=\-]+")
-_PAIR = re.compile(r"(?i)\b(?P<head>(?:password|passwd|secret|token|api_?key|apikey)"
+_PAIR = re.compile(r"(?i)\b(?P<head>(?:password|passwd|secret|token|api_?key|apikey|signature)"
                    r"\s*[=:]\s*['\"]?)[^\s'\"&,;]+")
 _ENV_SECRETS = ("SIZEGUARD_API_KEY", "SIZEGUARD_API_SECRET", "SIZEGUARD_API_PASSWORD")
 

@@ -209,8 +209,9 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
                     reason = R_LIQ
                 if reason == R_LIQ:  # the collateral is lost whole; the ledger shows the price
                     fill = lp
-            elif hit_adv and hit_tp and not worst and (
-                    s * (o - tp) >= 0.0 or abs(favour - o) < abs(o - adverse)):
+            elif hit_tp and s * (o - tp) >= 0.0:  # opened beyond the take-profit: it comes first
+                hit_adv = False
+            elif hit_adv and hit_tp and not worst and abs(favour - o) < abs(o - adverse):
                 # ordered: open -> nearer extreme -> farther extreme; a tie goes to the loss
                 hit_adv = False
             if hit_adv:

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sizeguard.errors import ExchangeError, InvalidInput, StoreError, UnknownSymbol
+from sizeguard.redact import redact
 
 PROBLEM = "application/problem+json"
 
@@ -68,17 +69,17 @@ def problem_for(exc: BaseException, retry_after: int = 5) -> Problem:
                                 "value": _plain(exc.value)}])
     if isinstance(exc, ExchangeError):
         if exc.retryable:
-            return Problem(503, "exchange unavailable", f"{type(exc).__name__}: {exc}",
+            return Problem(503, "exchange unavailable", redact(f"{type(exc).__name__}: {exc}"),
                            headers={"Retry-After": str(retry_after)},
                            extra={"retryable": True})
-        return Problem(502, "exchange error", f"{type(exc).__name__}: {exc}",
+        return Problem(502, "exchange error", redact(f"{type(exc).__name__}: {exc}"),
                        extra={"retryable": False})
     if isinstance(exc, StoreError):
         return Problem(503, "state store unavailable", "the state store did not answer; retry",
                        headers={"Retry-After": str(retry_after)}, extra={"retryable": True})
     if isinstance(exc, ValueError | ArithmeticError):
         # a value the checks above let through (a defect to fix where it was raised)
-        return Problem(422, "invalid input", f"{type(exc).__name__}: {exc}")
+        return Problem(422, "invalid input", redact(f"{type(exc).__name__}: {exc}"))
     return Problem(500, "internal error", "the request could not be answered; it was logged")
 
 
