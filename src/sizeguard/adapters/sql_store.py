@@ -575,12 +575,16 @@ class SqlStore:
     def _load_account(self, tx: Tx, account_id: str, now: float) -> Account:
         exchange, _quote, equity, peak, streak, halted, _presets = self._require_account(
             tx, account_id)
-        positions = [Position(s, side, float(n), float(m)) for s, side, n, m in tx.rows(
-            "SELECT symbol, side, notional, margin FROM positions WHERE account_id = ? AND "
-            "status = 'open' ORDER BY opened_at, id", (account_id,))]
-        positions += [Position(s, side, float(n), float(m)) for s, side, n, m in tx.rows(
-            "SELECT symbol, side, notional, margin FROM reservations WHERE account_id = ? AND "
-            "status = 'held' AND expires_at > ? ORDER BY created_at, id", (account_id, now))]
+        # the entry price lets an add value the position it joins (0: an older reservation)
+        positions = [Position(s, side, float(n), float(m), entry=float(e or 0.0))
+                     for s, side, n, m, e in tx.rows(
+            "SELECT symbol, side, notional, margin, entry_price FROM positions WHERE "
+            "account_id = ? AND status = 'open' ORDER BY opened_at, id", (account_id,))]
+        positions += [Position(s, side, float(n), float(m), entry=float(e or 0.0))
+                      for s, side, n, m, e in tx.rows(
+            "SELECT symbol, side, notional, margin, entry_price FROM reservations WHERE "
+            "account_id = ? AND status = 'held' AND expires_at > ? ORDER BY created_at, id",
+            (account_id, now))]
         pnl = tx.one("SELECT realised FROM daily_pnl WHERE account_id = ? AND day = ?",
                      (account_id, utc_day(now)))
         stats: dict[str, SymbolStats] = {}

@@ -507,6 +507,141 @@ def apply_limits(ctx: Context, log: Log, sz: Sizing, lev0: float) -> Reason | No
     return None
 
 
+# -- adding to a position (limits.allow_add): steps 5b, 7b and 8b -------------------------
+
+class Held(NamedTuple):
+    """The open position (and reservations) an add joins: same symbol, same side, merged."""
+
+    notional: float
+    entry: float  # average entry; the intent's price stands in for an unknown one
+    margin: float
+    entry_known: bool
+
+
+def held_position(ctx: Context) -> Held | None:
+    """What the intent adds to, or None when it opens a new position."""
+    i = ctx.intent
+    held: Held | None = None
+    for p in ctx.account.positions:
+        if p.symbol != i.symbol or p.side != i.side or p.notional == 0:
+            continue
+        n, known = abs(p.notional), p.entry > 0
+        e = p.entry if known else i.price
+        if held is None:
+            held = Held(n, e, p.margin, known)
+        else:
+            held = Held(held.notional + n, position.average_entry(held.notional, held.entry, n, e),
+                        held.margin + p.margin, held.entry_known and known)
+    return held
+
+
+def _held_risk(ctx: Context, held: Held, stop: Stop) -> float:
+    """The held position's risk to the (new) stop, fees as the policy counts them."""
+    fee = ctx.fee if ctx.policy.sizing.fees_in_risk else 0.0
+    return position.risk_to_stop(ctx.intent.is_long, ctx.market.inverse, held.notional,
+                                 held.entry, stop.price, fee, fee)
+
+
+def add_within_risk(ctx: Context, log: Log, sz: Sizing) -> Reason | None:
+    """Step 5b: an add to a position of a risk-budget model is cut so the whole position's risk
+    to the stop (the held part's, at its entry, plus the add's) stays within the budget. A held
+    part whose stop locks in profit counts as zero, never as room. The add's budget becomes
+    the room left, so a raise to the exchange minimum respects the whole position too."""
+    held = held_position(ctx)
+    if held is None or sz.stop is None or sz.budget.kind != RISK:
+        return None
+    held_risk = _held_risk(ctx, held, sz.stop)
+    room = sz.budget.money - max(held_risk, 0.0)
+    cap = max(notional_from_risk(room, sz.stop.distance, ctx.fee_to_stop(sz.stop.distance)), 0.0)
+    bound = Reason.ADD_CAPPED_BY_RISK if sz.notional > cap else None
+    log.step("add", (("held_notional", held.notional), ("held_entry", held.entry),
+                     ("held_risk", held_risk), ("risk_budget", sz.budget.money),
+                     ("risk_room", room), ("notional_before", sz.notional),
+                     ("notional", min(sz.notional, cap))), bound=bound,
+             note=None if held.entry_known else "held entry unknown: valued at this price")
+    sz.budget = Budget(RISK, max(room, 0.0))
+    if bound is None:
+        return None
+    log.reason(bound)
+    sz.notional = cap
+    return bound if cap <= 0 else None
+
+
+def _add_is_safe(ctx: Context, held: Held, stop: Stop, notional: float, leverage: float) -> bool:
+    """Whether the merged position's isolated liquidation lies beyond the stop by the guard's
+    buffer (``buffer x`` the stop's distance from this price, as for a new position)."""
+    i = ctx.intent
+    tier = ctx.tier_for(held.notional + notional)
+    lp = position.combined_liquidation(
+        i.is_long, ctx.market.inverse, held.notional, held.entry, held.margin, notional, i.price,
+        notional / leverage, tier.maintenance_margin_rate,
+        ctx.cum_quote(tier))
+    need = stop.price - ctx.sign * ctx.policy.liquidation.buffer * abs(i.price - stop.price)
+    return ctx.sign * (need - lp) >= 0
+
+
+def guard_add(ctx: Context, log: Log, sz: Sizing) -> Reason | None:
+    """Step 7b: the largest add (at the leverage step 7 chose) whose merged position keeps its
+    liquidation beyond the stop by the buffer; a skip when even the held part alone does not.
+    Isolated margin only: a cross position's guard already counts the account's positions."""
+    held = held_position(ctx)
+    stop = sz.stop
+    if (held is None or stop is None or not ctx.is_contract or ctx.cross
+            or ctx.policy.liquidation.guard == "off" or sz.notional <= 0):
+        return None
+    if _add_is_safe(ctx, held, stop, sz.notional, sz.leverage):
+        return None
+    before = sz.notional
+    if _add_is_safe(ctx, held, stop, 0.0, sz.leverage):
+        lo, hi = 0.0, before
+        for _ in range(BISECTION_STEPS):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if _add_is_safe(ctx, held, stop, mid, sz.leverage) else (lo, mid)
+        sz.notional = lo
+    else:
+        sz.notional = 0.0
+    log.reason(Reason.ADD_CAPPED_BY_LIQUIDATION)
+    log.step("add_liquidation", (("notional_before", before), ("notional", sz.notional),
+                                 ("leverage", sz.leverage)),
+             bound=Reason.ADD_CAPPED_BY_LIQUIDATION,
+             note="the merged position's liquidation came before the stop plus the buffer")
+    return Reason.ADD_CAPPED_BY_LIQUIDATION if sz.notional <= 0 else None
+
+
+def report_add(ctx: Context, log: Log, sz: Sizing, lots: int) -> Reason | None:
+    """Step 8b: the merged position the accepted add leaves, in the trace: new average entry,
+    amount, notional, margin, risk to the stop and liquidation; a skip if rounding broke the
+    liquidation guard."""
+    held = held_position(ctx)
+    if held is None or lots <= 0:
+        return None
+    i, m = ctx.intent, ctx.market
+    add_n = position.notional(m, position.amount_of_lots(m, lots), i.price)
+    margin = add_n / sz.leverage if ctx.is_contract else add_n
+    entry = position.average_entry(held.notional, held.entry, add_n, i.price)
+    values: list[tuple[str, Any]] = [
+        ("average_entry", entry),
+        ("amount", position.amount_for(m, held.notional, held.entry)
+         + position.amount_of_lots(m, lots)),
+        ("notional", held.notional + add_n), ("margin", held.margin + margin)]
+    stop = sz.stop
+    if stop is not None:
+        fee = ctx.fee if ctx.policy.sizing.fees_in_risk else 0.0
+        values.append(("risk", position.risk_to_stop(i.is_long, m.inverse, held.notional + add_n,
+                                                     entry, stop.price, fee, fee)))
+    unsafe = False
+    if ctx.is_contract and not ctx.cross:
+        tier = ctx.tier_for(held.notional + add_n)
+        values.append(("liquidation_price", position.combined_liquidation(
+            i.is_long, m.inverse, held.notional, held.entry, held.margin, add_n, i.price, margin,
+            tier.maintenance_margin_rate, ctx.cum_quote(tier))))
+        unsafe = (stop is not None and ctx.policy.liquidation.guard != "off"
+                  and not _add_is_safe(ctx, held, stop, add_n, sz.leverage))
+    log.step("position_after_add", tuple(values),
+             bound=Reason.ADD_CAPPED_BY_LIQUIDATION if unsafe else None)
+    return Reason.ADD_CAPPED_BY_LIQUIDATION if unsafe else None
+
+
 # -- step 7: leverage and liquidation ---------------------------------------------------
 
 def choose_leverage(ctx: Context, log: Log, sz: Sizing, lev0: float) -> Reason | None:
@@ -959,10 +1094,12 @@ def decide(intent: Intent, account: Account, market: MarketRules, policy: Policy
     if base is None:
         return finish(ctx, log, sz, 0, Reason.NO_EDGE)
     to_notional(ctx, log, sz, adjusted(ctx, log, base), lev0)  # 4, 5
-    skip = apply_limits(ctx, log, sz, lev0)  # 6
+    skip = add_within_risk(ctx, log, sz) or apply_limits(ctx, log, sz, lev0)  # 5b, 6
     if skip is None:
-        skip = choose_leverage(ctx, log, sz, lev0)  # 7
+        skip = choose_leverage(ctx, log, sz, lev0) or guard_add(ctx, log, sz)  # 7, 7b
     if skip is not None:
         return finish(ctx, log, sz, 0, skip)
     lots, skip = exchange_rules(ctx, log, sz)  # 8
+    if skip is None:
+        skip = report_add(ctx, log, sz, lots)  # 8b
     return finish(ctx, log, sz, lots, skip)  # 9
