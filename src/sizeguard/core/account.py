@@ -18,6 +18,7 @@ class Position:
     margin: float
     maintenance_margin: float = 0.0
     unrealised_pnl: float = 0.0
+    entry: float = 0.0  # average entry price; 0 = unknown (an add then values it at the intent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,22 @@ class Account:
 
     def has_position(self, symbol: str) -> bool:
         return symbol in self._by_symbol
+
+    def side_symbols(self, side: str) -> frozenset[str]:
+        """Symbols with a position (or reservation) on ``side``: what the side caps count."""
+        return frozenset(p.symbol for p in self.positions if p.side == side)
+
+    def side_exposure(self, side: str) -> float:
+        """Gross notional of the positions (and reservations) on ``side``."""
+        return sum(abs(p.notional) for p in self.positions if p.side == side)
+
+    def group_exposure(self, symbols: frozenset[str] | tuple[str, ...]) -> float:
+        """Gross notional of the positions on ``symbols``."""
+        return sum(self._by_symbol.get(s, 0.0) for s in set(symbols))
+
+    def group_symbols(self, symbols: frozenset[str] | tuple[str, ...]) -> frozenset[str]:
+        """The members of ``symbols`` with a position (or reservation) open."""
+        return frozenset(s for s in symbols if s in self._by_symbol)
 
     @property
     def drawdown(self) -> float:

@@ -45,6 +45,13 @@ class Reason(StrEnum):
     ABOVE_MAX_AMOUNT = "ABOVE_MAX_AMOUNT"
     INSUFFICIENT_MARGIN = "INSUFFICIENT_MARGIN"
     ZERO_SIZE = "ZERO_SIZE"
+    MAX_LONG_POSITIONS = "MAX_LONG_POSITIONS"
+    MAX_SHORT_POSITIONS = "MAX_SHORT_POSITIONS"
+    MAX_GROUP_POSITIONS = "MAX_GROUP_POSITIONS"
+    CAPPED_NET_EXPOSURE = "CAPPED_NET_EXPOSURE"
+    CAPPED_GROUP_EXPOSURE = "CAPPED_GROUP_EXPOSURE"
+    ADD_CAPPED_BY_RISK = "ADD_CAPPED_BY_RISK"
+    ADD_CAPPED_BY_LIQUIDATION = "ADD_CAPPED_BY_LIQUIDATION"
 
 
 # Plain words for people (CLI, explain, HTTP problem details).
@@ -77,6 +84,15 @@ REASON_TEXT: dict[Reason, str] = {
     Reason.ABOVE_MAX_AMOUNT: "cut to the exchange's maximum amount per order",
     Reason.INSUFFICIENT_MARGIN: "not enough available margin for even the smallest order",
     Reason.ZERO_SIZE: "the size rounds to zero lots",
+    Reason.MAX_LONG_POSITIONS: "every long slot is taken",
+    Reason.MAX_SHORT_POSITIONS: "every short slot is taken",
+    Reason.MAX_GROUP_POSITIONS: "every slot of the symbol's group is taken",
+    Reason.CAPPED_NET_EXPOSURE: "cut so |long - short| exposure stays within the net cap",
+    Reason.CAPPED_GROUP_EXPOSURE: "cut to the exposure still free in the symbol's group",
+    Reason.ADD_CAPPED_BY_RISK: "add cut so the whole position's risk to the stop stays within "
+                               "the budget",
+    Reason.ADD_CAPPED_BY_LIQUIDATION: "add cut so the position's liquidation at its new average "
+                                      "entry stays beyond the stop by the buffer",
 }
 
 

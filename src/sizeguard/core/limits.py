@@ -35,6 +35,9 @@ def gate(intent: Intent, account: Account, limits: Limits) -> tuple[Reason | Non
             f"{len(account.positions)} open of {limits.max_positions} allowed")
     if adding and not limits.allow_add:
         return Reason.POSITION_OPEN, f"{intent.symbol} already has an open position"
+    code, note = slot_gate(intent, account, limits)
+    if code is not None:
+        return code, note
     if limits.cooldown > 0:
         last = account.last_trade_at.get(intent.symbol)
         if last is not None:
@@ -44,6 +47,27 @@ def gate(intent: Intent, account: Account, limits: Limits) -> tuple[Reason | Non
                 return Reason.COOLDOWN, (
                     f"{intent.time - last:.0f}s since the last trade, cooldown {limits.cooldown:.0f}s")
     return None, "all gates open"
+
+
+def slot_gate(intent: Intent, account: Account, limits: Limits) -> tuple[Reason | None, str]:
+    """The side and group slot caps. They count symbols with a position or a reservation (the
+    store's reservations are positions to the caps, so concurrent reservers cannot overfill);
+    a trade on a symbol already counted (an add) takes no new slot."""
+    sym = intent.symbol
+    cap = limits.max_long_positions if intent.is_long else limits.max_short_positions
+    if cap > 0:
+        held = account.side_symbols(intent.side)
+        if sym not in held and len(held) >= cap:
+            code = Reason.MAX_LONG_POSITIONS if intent.is_long else Reason.MAX_SHORT_POSITIONS
+            return code, f"{len(held)} {intent.side} positions of {cap} allowed"
+    for name, group in limits.groups.items():
+        if group.max_positions <= 0 or sym not in group.symbols:
+            continue
+        held = account.group_symbols(group.symbols)
+        if sym not in held and len(held) >= group.max_positions:
+            return Reason.MAX_GROUP_POSITIONS, (
+                f"group {name}: {len(held)} of {group.max_positions} positions open")
+    return None, ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,4 +114,27 @@ def notional_caps(intent: Intent, account: Account, limits: Limits
          f"gross cap {limits.max_gross_exposure:g} less open {account.gross_exposure:g}"),
         (limits.max_equity_leverage * account.equity, Reason.CAPPED_EQUITY_LEVERAGE,
          f"equity x {limits.max_equity_leverage:g}"),
+        *side_and_group_caps(intent, account, limits),
     ]
+
+
+def side_and_group_caps(intent: Intent, account: Account, limits: Limits
+                        ) -> list[tuple[float, Reason, str]]:
+    """The net exposure cap and each group's exposure cap the intent's symbol belongs to.
+
+    Net: ``|long - short| <= cap`` after this trade; a trade on the lighter side lowers the net
+    and is never cut by it, so only the upper bound ``cap - (own side - other side)`` applies.
+    """
+    caps: list[tuple[float, Reason, str]] = []
+    if math.isfinite(limits.max_net_exposure):
+        mine = account.side_exposure(intent.side)
+        other = account.side_exposure("short" if intent.is_long else "long")
+        caps.append((limits.max_net_exposure - (mine - other), Reason.CAPPED_NET_EXPOSURE,
+                     f"net cap {limits.max_net_exposure:g}: {intent.side} {mine:g} open against "
+                     f"{other:g}"))
+    for name, group in limits.groups.items():
+        if math.isfinite(group.max_exposure) and intent.symbol in group.symbols:
+            held = account.group_exposure(group.symbols)
+            caps.append((group.max_exposure - held, Reason.CAPPED_GROUP_EXPOSURE,
+                         f"group {name} cap {group.max_exposure:g} less open {held:g}"))
+    return caps

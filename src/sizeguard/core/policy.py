@@ -74,6 +74,16 @@ class Adjust:
 
 
 @dataclass(frozen=True, slots=True)
+class Group:
+    """A named group of symbols with caps of its own (``[limits.groups.NAME]``): the count of
+    its symbols with a position open or reserved, and their gross notional."""
+
+    symbols: tuple[str, ...] = ()
+    max_positions: int = 0  # 0 = unlimited
+    max_exposure: float = INF  # gross notional of the group's positions after this trade
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     """Gates and caps (DESIGN steps 2 and 6). ``inf`` or 0 counts disable a limit."""
 
@@ -92,6 +102,10 @@ class Limits:
     cooldown: float = 0.0  # seconds after the last trade on a symbol
     default_min_cost: float = 0.0  # a per-pair minimum cost of the policy's own
     min_cost: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    max_long_positions: int = 0  # symbols held long (open or reserved); 0 = unlimited
+    max_short_positions: int = 0  # symbols held short; 0 = unlimited
+    max_net_exposure: float = INF  # |long - short| notional after this trade
+    groups: Mapping[str, Group] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,8 +216,33 @@ def _mapping(key: str, value: Any) -> Mapping[str, float]:
     return MappingProxyType({str(k): _number(f"{key}.{k}", v) for k, v in value.items()})
 
 
+def _groups(key: str, value: Any) -> Mapping[str, Group]:
+    """``[limits.groups.NAME]`` tables, each checked key by key like a section."""
+    if not isinstance(value, Mapping):
+        raise PolicyError(key, value, "must be a table of named groups")
+    out: dict[str, Group] = {}
+    for name, table in value.items():
+        where = f"{key}.{name}"
+        if isinstance(table, Group):
+            out[str(name)] = table
+            continue
+        if not isinstance(table, Mapping):
+            raise PolicyError(where, table, "must be a table with symbols, max_positions, "
+                              "max_exposure")
+        data = dict(table)
+        symbols = data.pop("symbols", None)
+        if not isinstance(symbols, list | tuple) or not symbols or not all(
+                isinstance(x, str) and x for x in symbols):
+            raise PolicyError(f"{where}.symbols", symbols, "must be a non-empty list of symbols")
+        group = _section(where, Group, data)
+        out[str(name)] = replace(group, symbols=tuple(symbols))
+    return MappingProxyType(out)
+
+
 def _convert(key: str, hint: Any, value: Any) -> Any:
     text = str(hint)
+    if key == "limits.groups":
+        return _groups(key, value)
     if hint is bool:
         if not isinstance(value, bool):
             raise PolicyError(key, value, "must be true or false")
@@ -293,6 +332,8 @@ def policy_to_dict(policy: Policy) -> dict[str, Any]:
     def plain(value: Any) -> Any:
         if isinstance(value, float) and math.isinf(value):
             return "inf"
+        if isinstance(value, Group):
+            return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
         if isinstance(value, Mapping):
             return {k: plain(v) for k, v in value.items()}
         if isinstance(value, tuple):
