@@ -1170,13 +1170,10 @@ def _cut(conn: Any) -> None:
     (the driver marks the connection broken; the store opens a new one)."""
     import socket  # noqa: PLC0415
 
-    with contextlib.suppress(Exception):
-        fd = os.dup(conn.fileno())
-        try:
-            socket.socket(fileno=fd).shutdown(socket.SHUT_RDWR)
-        finally:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+    # the socket object owns the duplicate and closes it exactly once (closing it twice could
+    # close whatever descriptor took its number meanwhile)
+    with contextlib.suppress(Exception), socket.socket(fileno=os.dup(conn.fileno())) as sock:
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def default_store_url() -> str:
