@@ -21,22 +21,28 @@ printed figures are the median batch's time per call, with the ratio to the base
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from benchjson import json_output
+from sizeguard._native import compiled
 from sizeguard.adapters.market_files import load_markets
 from sizeguard.config import load_policy
 from sizeguard.core.account import Account
 from sizeguard.core.decide import decide
 from sizeguard.core.intent import Intent
 
+BUILD = "compiled (mypyc)" if compiled() else "pure Python"
 SYMBOL = "BTC/USDT:USDT"
 EQUITY, PRICE, ATR, CONFIDENCE = 8_930.41, 87_669.0, 2_000.0, 0.52
 
@@ -70,6 +76,64 @@ def cases() -> list[tuple[str, Callable[[], object]]]:
     ]
 
 
+# nautilus_trader's FixedRiskSizer on the same trade (its formula only: no tiers, guard or
+# trace), timed the way median_us times ours. It runs in this interpreter when nautilus_trader
+# imports here, else in the one bench/setup-nautilus made (it pins pandas < 3, which the bench
+# extra's vectorbt environment does not), or the one SIZEGUARD_NAUTILUS_PYTHON names.
+NAUTILUS = "nautilus_trader FixedRiskSizer"
+_NAUTILUS_TIMER = """
+import json, statistics, sys, time
+from decimal import Decimal
+from nautilus_trader.model.currencies import USDT
+from nautilus_trader.model.objects import Money, Price
+from nautilus_trader.risk.sizing import FixedRiskSizer
+from nautilus_trader.test_kit.providers import TestInstrumentProvider
+number, repeat = int(sys.argv[1]), int(sys.argv[2])
+sizer = FixedRiskSizer(TestInstrumentProvider.btcusdt_perp_binance())
+entry, stop = Price.from_str("87669.0"), Price.from_str("84669.0")  # 1.5 x ATR 2,000
+equity, risk, fee, lot = Money(8930.41, USDT), Decimal("0.005"), Decimal("0.0005"), Decimal("0.001")
+def fn():
+    return sizer.calculate(entry, stop, equity, risk, commission_rate=fee, unit_batch_size=lot)
+assert str(fn()) == "0.014", fn()
+for _ in range(max(1, number // 10)):
+    fn()
+wall, cpu = [], []
+for _ in range(repeat):
+    w0, c0 = time.perf_counter_ns(), time.process_time_ns()
+    for _ in range(number):
+        fn()
+    wall.append(time.perf_counter_ns() - w0)
+    cpu.append(time.process_time_ns() - c0)
+print(json.dumps([statistics.median(wall) / number / 1e3, statistics.median(cpu) / number / 1e3]))
+"""
+
+
+def nautilus_python() -> str | None:
+    """An interpreter with nautilus_trader: this one, SIZEGUARD_NAUTILUS_PYTHON, or the
+    bench/setup-nautilus environment; None when there is none."""
+    if importlib.util.find_spec("nautilus_trader") is not None:
+        return sys.executable
+    named = os.environ.get("SIZEGUARD_NAUTILUS_PYTHON")
+    local = Path(__file__).resolve().parents[1] / ".venv-nautilus" / "bin" / "python"
+    for candidate in (named, str(local)):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def nautilus_us(number: int, repeat: int) -> tuple[float, float] | None:
+    python = nautilus_python()
+    if python is None:
+        return None
+    done = subprocess.run([python, "-c", _NAUTILUS_TIMER, str(number), str(repeat)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        print(f"{NAUTILUS} did not run: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return None
+    wall, cpu = json.loads(done.stdout)
+    return float(wall), float(cpu)
+
+
 def median_us(fn: Callable[[], object], number: int, repeat: int) -> tuple[float, float]:
     """Median per-call time over ``repeat`` batches: (wall clock, this process's CPU time).
 
@@ -100,10 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     with json_output(args.json) as emit:
         code = report(args)
         base = RESULTS[0]
+        naut = next((r for r in RESULTS if r[0].startswith(NAUTILUS)), None)
         for name, wall, cpu in RESULTS:  # every case beside the first (the baseline)
             extra = {} if name == base[0] else {"baseline": base[0], "baseline_value": base[2]}
             if "tiers + guard" in name:
-                extra.update(goal="<= 10 us CPU", met=cpu <= 10)
+                if naut is not None:
+                    extra = {"baseline": naut[0], "baseline_value": naut[2]}
+                extra.update(goal="<= 10 us CPU", met=cpu <= 10, build=BUILD)
             emit("decide", name, cpu, "us", cpu=cpu, wall=wall, **extra)
     return code
 
@@ -115,8 +182,14 @@ def report(args: argparse.Namespace) -> int:
 
     print(f"python {platform.python_version()} on {platform.machine()}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    print(f"decision core: {BUILD}")
     print(f"{args.repeat} batches x {args.number} calls per case; median batch, per call\n")
     results = [(name, *median_us(fn, args.number, args.repeat)) for name, fn in cases()]
+    naut = nautilus_us(args.number, args.repeat)
+    if naut is not None:
+        results.append((f"{NAUTILUS} (formula)", *naut))
+    else:
+        print(f"({NAUTILUS}: not installed; bench/setup-nautilus makes its environment)\n")
     RESULTS[:] = results
     base_wall, base_cpu = results[0][1], results[0][2]
     print(f"{'case':32s} {'wall us':>9s} {'x base':>7s} {'cpu us':>9s} {'x base':>7s}")
@@ -125,6 +198,9 @@ def report(args: argparse.Namespace) -> int:
     full, guarded = results[1][2], results[2][2]
     print(f"\ntiers + guard cost {guarded / full:.2f}x a decision without them (cpu); "
           f"goal <= 10 us per decision: {'met' if guarded <= 10 else 'not met'}")
+    if naut is not None:
+        print(f"the whole decision is {guarded / naut[1]:.2f}x {NAUTILUS}'s formula alone (cpu); "
+              "moonshot <= 1.0x")
     return 0
 
 

@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 from sizeguard.adapters.market_files import load_markets
 from sizeguard.backtest import sweep as sw
 from sizeguard.backtest.candles import Panel
-from sizeguard.config.loader import load_policy
+from sizeguard.config.settings import load_policy
 
 
 def walk_panel(n: int, seed: int = 1) -> Panel:
@@ -88,12 +88,14 @@ def main() -> None:
             cluster.close()
     n_cells = len(cells)
     loop_rate = n_cells / loop_s
-    if not args.json:
-        print(f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {n_cells} cells "
-              f"x {args.bars:,} bars, {args.paths:,} Monte Carlo paths each")
-        print(f"{'case':<18} {'seconds':>8} {'cells/s':>8} {'vs loop':>8}")
+    # with --json the report goes to stderr and stdout holds one JSON object per case
+    say = (lambda text: print(text, file=sys.stderr)) if args.json else print
+    say(f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {n_cells} cells "
+        f"x {args.bars:,} bars, {args.paths:,} Monte Carlo paths each")
+    say(f"{'case':<18} {'seconds':>8} {'cells/s':>8} {'vs loop':>8}")
     for name, s, _n in rows:
         rate = n_cells / s
+        say(f"{name:<18} {s:>8.2f} {rate:>8.2f} {rate / loop_rate:>7.2f}x")
         if args.json:
             rec: dict[str, Any] = {"bench": "sweep", "case": name, "value": round(rate, 3),
                                    "unit": "cells/s", "cells": n_cells, "bars": args.bars,
@@ -102,19 +104,13 @@ def main() -> None:
                 rec.update(baseline="plain loop", baseline_value=round(loop_rate, 3),
                            ratio=round(rate / loop_rate, 3))
             print(json.dumps(rec))
-        else:
-            print(f"{name:<18} {s:>8.2f} {rate:>8.2f} {rate / loop_rate:>7.2f}x")
     one = next(s for name, s, n in rows if n == 1)
     overhead_ms = (one - loop_s) / n_cells * 1000
+    say(f"Dask overhead per cell (1 worker vs the loop): {overhead_ms:+.1f} ms "
+        f"(a cell takes {loop_s / n_cells * 1000:.0f} ms in the loop)")
     if args.json:
         print(json.dumps({"bench": "sweep", "case": "dask overhead per cell (1 worker)",
-                          "value": round(overhead_ms, 2), "unit": "ms",
-                          "baseline": "plain loop", "baseline_value": round(loop_s / n_cells
-                                                                           * 1000, 2)}))
-    else:
-        print(f"Dask overhead per cell (1 worker vs the loop): {overhead_ms:+.1f} ms "
-              f"(a cell takes {loop_s / n_cells * 1000:.0f} ms in the loop)")
-
+                          "value": round(overhead_ms, 2), "unit": "ms"}))
 
 if __name__ == "__main__":
     main()

@@ -80,6 +80,8 @@ OWNERS: dict[Reason, set[str]] = {
     Reason.BELOW_MIN_AMOUNT: {"BELOW_MIN_AMOUNT"},
     Reason.ZERO_SIZE: {"BELOW_MIN_AMOUNT"},
     Reason.ABOVE_MAX_AMOUNT: {"ABOVE_EXCHANGE_MAX"},
+    Reason.CAPPED_NET_EXPOSURE: {"EXPOSURE_CAP_BELOW_SLOT"},
+    Reason.CAPPED_GROUP_EXPOSURE: {"EXPOSURE_CAP_BELOW_SLOT"},
 }
 STEEP = MarketRules(
     symbol="STEEP/USDT:USDT", kind="swap", linear=True, inverse=False, contract_size=1.0,
@@ -115,7 +117,7 @@ policies = st.fixed_dictionaries({
         "buffer": st.sampled_from([0.0, 0.25, 1.0])}),
     "limits": st.fixed_dictionaries({
         "max_positions": st.integers(0, 8), "max_symbol_notional": money,
-        "max_gross_exposure": money, "max_margin": money,
+        "max_gross_exposure": money, "max_margin": money, "max_net_exposure": money,
         "min_notional": st.sampled_from([0.0, 5.0, 50.0, 500.0]),
         "max_margin_utilisation": st.floats(0.1, 1.0)}),
     "execution": st.fixed_dictionaries({

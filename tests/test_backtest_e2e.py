@@ -81,7 +81,7 @@ def test_a_preset_can_trade_its_own_market() -> None:
     res = runner.invoke(app, ["backtest", "--candles", str(candles), "--preset", "kraken-micro@BTC/USD",
                               "--preset", "viper-50x", "--json"])
     assert res.exit_code == 0, res.output
-    spot, perp = json.loads(res.output)
+    spot, perp = json.loads(res.stdout)  # warnings (the file's gap) go to stderr
     assert spot["policy"] == "kraken-micro@BTC/USD" and spot["skips"]["SPOT_NO_SHORT"] > 0
     assert spot["avg_leverage"] == 1.0 and perp["policy"] == "viper-50x"
 
@@ -90,4 +90,4 @@ def test_without_presets_every_preset_is_compared() -> None:
     candles = shared_path("ohlcv", "coinbase", "BTC_USD-1d.csv")
     res = runner.invoke(app, ["backtest", "--candles", str(candles), "--json"])
     assert res.exit_code == 0, res.output
-    assert [r["policy"] for r in json.loads(res.output)] == list(PRESETS)
+    assert [r["policy"] for r in json.loads(res.stdout)] == list(PRESETS)

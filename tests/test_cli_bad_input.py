@@ -93,6 +93,8 @@ UNKNOWN = [
                                    "--strategy", "donchian"], "--strategy"),
     ("montecarlo-method", ["montecarlo", "--candles", CANDLES, "--method", "boot"], "boot"),
     ("serve-preset", ["serve", "--preset", "quantum4x30"], "quantum4x30"),
+    ("sweep-preset", ["sweep", "--candles", CANDLES, "--preset", "quantum4x30"], "quantum4x30"),
+    ("admin-presets", ["admin", "presets", "quantum4x30", "--store", "s.db"], "quantum4x30"),
 ]
 
 WRONG_TYPE = [
@@ -105,6 +107,7 @@ WRONG_TYPE = [
     ("montecarlo-paths", ["montecarlo", "--ledger", "ledger.csv", "--paths", "1e3"], "--paths"),
     ("serve-port", ["serve", "--port", "http"], "--port"),
     ("journal-last", ["journal", "--last", "two"], "--last"),
+    ("admin-equity", ["admin", "equity", "abc", "--store", "s.db"], "abc"),
     ("sync-mark", ["sync", "--mark", "ETH2700"], "ETH2700"),
     ("size-missing-side", ["size", BTC, "--price", "1", "--equity", "1"], "--side"),
 ]
@@ -123,6 +126,7 @@ OUT_OF_RANGE = [
     ("montecarlo-paths-0", ["montecarlo", "--ledger", "ledger.csv", "--paths", "0"], "--paths"),
     ("serve-port-big", ["serve", "--port", "99999"], "--port"),
     ("journal-last-0", ["journal", "--last", "0"], "--last"),
+    ("store-prune-days", ["store", "prune", "--days", "0", "--store", "s.db"], "--days='0'"),
 ]
 
 MISSING_FILE = [
@@ -140,6 +144,7 @@ MISSING_FILE = [
     ("backtest-signals", ["backtest", "--candles", CANDLES, "--signals", "my.csv"], "my.csv"),
     ("montecarlo-ledger", ["montecarlo", "--ledger", "nofile.csv"], "nofile.csv"),
     ("serve-markets", ["serve", "--markets", "missing.json"], "missing.json"),
+    ("sweep-candles", ["sweep", "--candles", "nofile.csv"], "nofile.csv"),
     ("state-store", ["state", "--store", "nodir/sub/state.db"], "nodir/sub/state.db"),
     ("positions-store", ["positions", "--store", "nodir/sub/state.db"], "nodir/sub/state.db"),
     ("journal-store", ["journal", "--store", "nodir/sub/state.db"], "nodir/sub/state.db"),

@@ -164,3 +164,10 @@ def test_config_scan_reads_settings_in_markdown_prose_and_inline_code(tmp_path: 
 def test_json_has_no_float_noise() -> None:
     assert clean_floats({"pnl": -42.592683000000044, "n": [0.1 + 0.2]}) == {
         "pnl": -42.592683, "n": [0.3]}
+
+
+def test_gaps_are_a_warning_even_with_json() -> None:
+    f = shared_path("ohlcv", "bitstamp", "BTC_USD-1d.csv")  # 12 days missing, row 1574
+    res = runner.invoke(app, ["backtest", "--candles", str(f), "--preset", "ai-atr-risk", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)
+    assert "warning:" in res.stderr and "12 candles missing" in res.stderr

@@ -90,6 +90,7 @@ def test_outage_restart_and_hang(tmp_path: Path) -> None:
             log = server.output()
         assert "hunter2-secret" not in log, log[-2000:]
         assert "Traceback" not in log, log[-3000:]
+        assert "Child process" not in log, log[-3000:]  # no worker was found hung and killed
 
 
 def _restart(pg: PgCluster, base: str, token: str) -> None:

@@ -248,3 +248,22 @@ def test_real_candles_sweep(tmp_path: Path) -> None:
     assert len(cells) == 4 and {c["policy"] for c in cells} == {"ai-atr-risk", "quantum-4x30"}
     for c in cells:  # leverage never above the swept cap
         assert c["metrics"]["avg_leverage"] <= c["params"]["leverage.max"] + 1e-9
+
+
+def test_bench_prints_one_json_object_per_case() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "bench" / "bench_sweep.py"), "--cells", "2",
+                          "--bars", "1500", "--paths", "20", "--json"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["case"] for r in rows] == ["plain loop", "dask, 1 worker", "dask, 2 workers",
+                                         "dask overhead per cell (1 worker)"]
+    for r in rows[1:3]:
+        assert r["unit"] == "cells/s" and r["baseline"] == "plain loop"
+        assert r["ratio"] == round(r["value"] / r["baseline_value"], 3) or \
+            abs(r["ratio"] - r["value"] / r["baseline_value"]) < 0.01
+    assert "vs loop" in out.stderr  # the human report

@@ -1,5 +1,6 @@
 """sizeguard: how big a leveraged crypto trade may be, and which ones must not happen."""
 
+from sizeguard import _native  # noqa: F401  (first: picks the compiled or the pure-Python core)
 from sizeguard.core.account import Account, Position
 from sizeguard.core.decide import decide
 from sizeguard.core.decision import Decision, Reason, Status

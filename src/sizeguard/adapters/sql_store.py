@@ -223,9 +223,10 @@ def _dumps(value: Mapping[str, Any]) -> str:
 class Tx:
     """A transaction on one connection: rows(), one(), run() with ``?`` placeholders."""
 
-    def __init__(self, store: SqlStore, conn: Any) -> None:
+    def __init__(self, store: SqlStore, conn: Any, locked: str | None = None) -> None:
         self._store = store
         self._conn = conn
+        self.locked: set[str] = {locked} if locked is not None else set()  # accounts held
 
     def _exec(self, sql: str, params: Sequence[Any]) -> Any:
         return self._conn.execute(self._store.sql(sql), tuple(params))
@@ -426,8 +427,9 @@ class SqlStore:
         transaction begun again: nothing had been sent on it, so the retry is safe."""
         current: Tx | None = getattr(self._local, "current", None)
         if current is not None and getattr(self._local, "pid", None) == os.getpid():
-            if lock_account is not None:
+            if lock_account is not None and lock_account not in current.locked:
                 self._lock_joined(current, lock_account)
+                current.locked.add(lock_account)
             yield current
             return
         for attempt in (1, 2):
@@ -451,7 +453,7 @@ class SqlStore:
             self.transactions += 1
         try:
             with stack:
-                tx = Tx(self, conn)
+                tx = Tx(self, conn, lock_account)
                 self._local.current = tx
                 try:
                     yield tx
@@ -573,12 +575,16 @@ class SqlStore:
     def _load_account(self, tx: Tx, account_id: str, now: float) -> Account:
         exchange, _quote, equity, peak, streak, halted, _presets = self._require_account(
             tx, account_id)
-        positions = [Position(s, side, float(n), float(m)) for s, side, n, m in tx.rows(
-            "SELECT symbol, side, notional, margin FROM positions WHERE account_id = ? AND "
-            "status = 'open' ORDER BY opened_at, id", (account_id,))]
-        positions += [Position(s, side, float(n), float(m)) for s, side, n, m in tx.rows(
-            "SELECT symbol, side, notional, margin FROM reservations WHERE account_id = ? AND "
-            "status = 'held' AND expires_at > ? ORDER BY created_at, id", (account_id, now))]
+        # the entry price lets an add value the position it joins (0: an older reservation)
+        positions = [Position(s, side, float(n), float(m), entry=float(e or 0.0))
+                     for s, side, n, m, e in tx.rows(
+            "SELECT symbol, side, notional, margin, entry_price FROM positions WHERE "
+            "account_id = ? AND status = 'open' ORDER BY opened_at, id", (account_id,))]
+        positions += [Position(s, side, float(n), float(m), entry=float(e or 0.0))
+                      for s, side, n, m, e in tx.rows(
+            "SELECT symbol, side, notional, margin, entry_price FROM reservations WHERE "
+            "account_id = ? AND status = 'held' AND expires_at > ? ORDER BY created_at, id",
+            (account_id, now))]
         pnl = tx.one("SELECT realised FROM daily_pnl WHERE account_id = ? AND day = ?",
                      (account_id, utc_day(now)))
         stats: dict[str, SymbolStats] = {}
@@ -1164,13 +1170,10 @@ def _cut(conn: Any) -> None:
     (the driver marks the connection broken; the store opens a new one)."""
     import socket  # noqa: PLC0415
 
-    with contextlib.suppress(Exception):
-        fd = os.dup(conn.fileno())
-        try:
-            socket.socket(fileno=fd).shutdown(socket.SHUT_RDWR)
-        finally:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+    # the socket object owns the duplicate and closes it exactly once (closing it twice could
+    # close whatever descriptor took its number meanwhile)
+    with contextlib.suppress(Exception), socket.socket(fileno=os.dup(conn.fileno())) as sock:
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def default_store_url() -> str:

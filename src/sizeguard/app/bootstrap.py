@@ -23,9 +23,10 @@ ENV_KEY, ENV_SECRET, ENV_PASSWORD = ("SIZEGUARD_API_KEY", "SIZEGUARD_API_SECRET"
                                      "SIZEGUARD_API_PASSWORD")
 
 
-def open_state(url: str | None = None) -> SqlStore:
-    """The state store at ``url`` (see :func:`sizeguard.adapters.sql_store.open_store`)."""
-    return open_store(url)
+def open_state(url: str | None = None, *, timeout: float | None = None) -> SqlStore:
+    """The state store at ``url`` (see :func:`sizeguard.adapters.sql_store.open_store`;
+    ``timeout`` bounds each PostgreSQL statement)."""
+    return open_store(url, timeout=timeout)
 
 
 def market_source(markets: str | Path | None = None, tiers: str | Path | None = None,

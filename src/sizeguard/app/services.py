@@ -105,7 +105,8 @@ def decide_and_reserve(store: StateStore, account_id: str, requests: Sequence[Re
                                          claim=req.claim)
             if decision.accepted:
                 account = dataclasses.replace(account, positions=(*account.positions, Position(
-                    decision.symbol, decision.side, decision.notional, decision.margin)))
+                    decision.symbol, decision.side, decision.notional, decision.margin,
+                    entry=decision.entry_price)))
             if req.on_answer is not None:
                 req.on_answer(done)
             out.append(done)

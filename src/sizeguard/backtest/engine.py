@@ -35,7 +35,10 @@ exit fee is charged on top. Each liquidation is counted. Open positions are clos
 close when the data end (exit reason ``end``).
 
 Limits: linear contracts and spot only (inverse contracts raise); one position per symbol (an
-entry signal while the symbol's position is open is ignored, as vectorbt and backtrader do);
+entry signal while the symbol's position is open is ignored, as vectorbt and backtrader do,
+unless ``limits.allow_add``: then an entry on the position's side is an add, sized by
+``decide()`` against the held position and merged into it at the core's average entry, with the
+add's stop for the whole position; ``adds`` counts them);
 isolated margin for the liquidation arithmetic (a cross-margin policy raises).
 """
 
@@ -44,7 +47,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -146,9 +150,10 @@ close_position = numba.njit(cache=True)(_close)
 def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F64, entry: Any,
           exit_sig: Any, funding: F64, fee: F64, can_liq: Any, formula: Any, worst: bool, pos: F64,
           acct: F64, stats: Any, exits: F64, equity: F64, gross: F64,
-          stop_at: int) -> int:  # pragma: no cover - compiled
+          stop_at: int, adding: bool) -> int:  # pragma: no cover - compiled
     """Walk bars from ``start``; return the bar where entries wait for a decision (its exits
-    done), or -1 when the data (or ``stop_at``) end. ``resume``: bar ``start``'s open is done."""
+    done), or -1 when the data (or ``stop_at``) end. ``resume``: bar ``start``'s open is done.
+    ``adding``: an entry on the side of the open position waits for a decision too (an add)."""
     n, k = op.shape
     for t in range(start, stop_at):
         if not (resume and t == start):
@@ -167,7 +172,7 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
                     if (side > 0.0 and (code & EXIT_LONG)) or (side < 0.0 and (code & EXIT_SHORT)):
                         close_position(pos, acct, stats, exits, j, t, o, R_SIGNAL, fee[j])
                 if entry[t, j] != 0:
-                    if pos[j, P_SIDE] == 0.0:
+                    if pos[j, P_SIDE] == 0.0 or (adding and entry[t, j] * pos[j, P_SIDE] > 0.0):
                         pending = True
                     else:
                         acct[A_IGNORED] += 1.0
@@ -285,6 +290,7 @@ class BacktestResult:
     records: list[EntryRecord] = field(default_factory=list)
     ignored_in_position: int = 0
     warnings: list[str] = field(default_factory=list)  # first entries decide() refused as invalid
+    adds: int = 0  # accepted adds to an open position (limits.allow_add)
 
     @property
     def name(self) -> str:
@@ -367,7 +373,8 @@ def run_backtest(
     records: list[EntryRecord] = []
     warnings: list[str] = []
     view = _AccountView(panel, syms, stats)
-    decisions = 0
+    decisions = adds = 0
+    allow_add = bool(policy.limits.allow_add)
     worst = intrabar == "worst"
     ts_arr = panel.timestamp
     op, hi, lo, mark = panel.open, panel.high, panel.low, panel.mark
@@ -388,7 +395,8 @@ def run_backtest(
     while True:
         stop_at = min(n, t + chunk) if progress is not None else n
         got = int(walk(t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig, fund, fee,
-                       can_liq, formula, worst, pos, acct, stats, exits, eq_curve, gross, stop_at))
+                       can_liq, formula, worst, pos, acct, stats, exits, eq_curve, gross, stop_at,
+                       allow_add))
         if got < 0:
             if stop_at >= n:
                 break
@@ -406,14 +414,17 @@ def run_backtest(
             j, side, price, when = e_sym[i], e_side[i], e_px[i], e_when[i]
             a, am, conf, tp_r = e_atr[i], e_mult[i], e_conf[i], e_tp[i]
             i += 1
-            if math.isnan(price) or flat[j] != 0.0:  # in position: counted by the loop
-                continue
+            adding = flat[j] != 0.0
+            if math.isnan(price) or (adding and not (allow_add and side * flat[j] > 0.0)):
+                continue  # in position and not adding to it: counted by the loop
             book = books[j]
             market = book.market
             if not book.is_contract and side < 0:
                 skips["SPOT_NO_SHORT"] += 1
                 continue
             account = view(t, pos, acct, flat)
+            if adding:
+                account = view.holding(account, pos, j)
             if account.equity <= 0.0:
                 skips["NO_EQUITY"] += 1
                 continue
@@ -430,12 +441,17 @@ def run_backtest(
                 continue
             decisions += 1
             tid = -1
-            if d.accepted:
+            if d.accepted and adding:
+                tid = int(pos[j, P_TRADE])
+                book.add(pos, acct, j, d, tp_r, trades[tid])
+                adds += 1
+                view.entered(market.symbol, when)
+            elif d.accepted:
                 tid = len(trades)
                 trades.append(book.open(pos, acct, exits, j, t, d, tp_r, tid, when,
                                         panel.symbols[j], account.equity))
                 view.entered(market.symbol, when)
-                flat[j] = 1.0
+                flat[j] = side
             else:
                 skips[str(d.reasons[-1]) if d.reasons else "SKIPPED"] += 1
             if record:
@@ -454,7 +470,7 @@ def run_backtest(
         progress(n, n)
     return BacktestResult(policy, panel.symbols, tuple(syms), ts_arr, eq_curve, gross, equity,
                           trades, skips, decisions, int(acct[A_LIQS]), panel.timeframe_ms,
-                          signals.name, records, int(acct[A_IGNORED]), warnings)
+                          signals.name, records, int(acct[A_IGNORED]), warnings, adds)
 
 
 class _AccountView:
@@ -471,6 +487,16 @@ class _AccountView:
     def entered(self, symbol: str, when: float) -> None:
         self.last_at[symbol] = when
         self._last = MappingProxyType(dict(self.last_at))
+
+    def holding(self, account: Account, pos: F64, j: int) -> Account:
+        """``account`` with symbol ``j``'s position at its entry (notional, average entry,
+        collateral), the values an add is sized against; the marked view values it at the
+        open."""
+        sym = self.syms[j]
+        held = [Position(p.symbol, p.side, float(pos[j, P_NOTIONAL]), float(pos[j, P_COLL]),
+                         p.maintenance_margin, p.unrealised_pnl, entry=float(pos[j, P_ENTRY]))
+                if p.symbol == sym else p for p in account.positions]
+        return replace(account, positions=tuple(held))
 
     def __call__(self, t: int, pos: F64, acct: F64, flat: list[float]) -> Account:
         positions = []
@@ -545,9 +571,56 @@ class _Book:
             "margin": d.margin, "leverage": d.leverage, "risk": d.risk,
             "stop_price": stop, "take_profit": None if math.isnan(tp) else tp,
             "liquidation_price": d.liquidation_price, "entry_fee": entry_fee,
-            "equity_at_entry": equity,
+            "equity_at_entry": equity, "adds": 0,
             "reasons": " ".join(str(r) for r in d.reasons),
         }
+
+
+    def add(self, pos: F64, acct: F64, j: int, d: Decision, tp_r: float, row: dict[str, Any]
+            ) -> None:
+        """Merge an accepted add into the open position: the core's average entry, the summed
+        amount, notional and collateral, the add's stop for the whole position, and the
+        liquidation of the merged position (the core's kernel, its tier's rate)."""
+        side = pos[j, P_SIDE]
+        n0, e0 = float(pos[j, P_NOTIONAL]), float(pos[j, P_ENTRY])
+        notional = n0 + d.notional
+        entry = core_pos.average_entry(n0, e0, d.notional, d.entry_price)
+        entry_fee = core_pos.fee_on(d.notional, self.fee)
+        pos[j, P_QTY] += float(d.amount) * self.size
+        pos[j, P_ENTRY], pos[j, P_NOTIONAL] = entry, notional
+        pos[j, P_COLL] += d.margin
+        pos[j, P_FEE_IN] += entry_fee
+        acct[A_CASH] -= entry_fee
+        stop = d.stop_price
+        if stop is not None:
+            pos[j, P_STOP] = stop
+            pos[j, P_TP] = entry + side * tp_r * abs(entry - stop) if tp_r > 0 else pos[j, P_TP]
+        if self.is_contract:
+            tier = core_pos.tier_at(self.market, notional, entry, self.default_mmr)
+            assert tier is not None  # default_mmr given
+            mmr = tier.maintenance_margin_rate
+            cum = core_pos.maintenance_amount_quote(self.market, tier, entry)
+            pos[j, P_MMR], pos[j, P_CUM] = mmr, cum
+            pos[j, P_LIQ] = core_liq.venue_liquidation_price(
+                self.market.liquidation_formula[0], side > 0.0, False, entry, notional,
+                float(pos[j, P_COLL]), mmr, cum, self.fee)
+        row.update(adds=row.get("adds", 0) + 1, entry_price=entry,
+                   amount=str(Decimal(row["amount"]) + Decimal(d.amount)),
+                   qty=float(pos[j, P_QTY]), notional=notional, margin=float(pos[j, P_COLL]),
+                   risk=_merged_risk(d, row["risk"] + d.risk), stop_price=stop if stop is not None
+                   else row["stop_price"],
+                   take_profit=None if math.isnan(pos[j, P_TP]) else float(pos[j, P_TP]),
+                   liquidation_price=float(pos[j, P_LIQ]) if self.is_contract else None,
+                   entry_fee=row["entry_fee"] + entry_fee,
+                   reasons=row["reasons"] + " | " + " ".join(str(r) for r in d.reasons))
+
+
+def _merged_risk(d: Decision, fallback: float) -> float:
+    """The whole position's risk to its stop after an add, as the decision's trace gives it."""
+    for step in d.trace:
+        if step.step == "position_after_add":
+            return float(dict(step.values).get("risk", fallback))
+    return fallback
 
 
 def position_liquidation_prices(pos: F64) -> F64:

@@ -20,7 +20,7 @@ LEDGER_COLUMNS = (
     "amount", "qty", "notional", "margin", "leverage", "risk", "stop_price", "take_profit",
     "liquidation_price", "engine_liquidation_price", "entry_fee", "equity_at_entry", "reasons",
     "exit_bar", "exit_time", "exit_price", "exit_reason", "exit_fee", "funding", "gross_pnl",
-    "net_pnl", "return_on_equity",
+    "net_pnl", "return_on_equity", "adds",
 )
 
 
@@ -76,6 +76,7 @@ def metrics(r: BacktestResult) -> dict[str, Any]:
         "fees": float(sum(t["entry_fee"] + t["exit_fee"] for t in trades)),
         "funding": float(sum(t["funding"] for t in trades)),
         "ignored_in_position": r.ignored_in_position,
+        "adds": r.adds,
     }
 
 
@@ -84,7 +85,8 @@ def ledger_frame(results: BacktestResult | list[BacktestResult]) -> pl.DataFrame
             for t in r.trades]
     schema = {c: (pl.Utf8 if c in ("policy", "symbol", "candles", "side", "amount", "reasons",
                                    "exit_reason") else
-                  pl.Int64 if c in ("trade", "entry_bar", "entry_time", "exit_bar", "exit_time")
+                  pl.Int64 if c in ("trade", "entry_bar", "entry_time", "exit_bar", "exit_time",
+                                    "adds")
                   else pl.Float64) for c in LEDGER_COLUMNS}
     return pl.DataFrame([{c: t.get(c) for c in LEDGER_COLUMNS} for t in rows], schema=schema)
 

@@ -392,8 +392,9 @@ def local_client(workers: int | None = None) -> Any:
     # one core each: numba's parallel Monte Carlo must not start a thread per core in every worker
     one_core = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,  # type: ignore[no-untyped-call]
-                           host="127.0.0.1", dashboard_address=None,
-                           silence_logs=logging.ERROR, env=one_core)
+                           host="127.0.0.1", silence_logs=logging.ERROR, env=one_core,
+                           # no dashboard; the scheduler's own HTTP routes on a free loopback port
+                           dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False})
     return Client(cluster)  # type: ignore[no-untyped-call]
 
 

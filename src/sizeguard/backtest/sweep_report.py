@@ -37,6 +37,14 @@ def _axis_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [first + k * step for k in range(int((hi - first) / step) + 1)]
 
 
+def _pct_ticks(lo: float, hi: float) -> list[tuple[float, str]]:
+    """Ticks with as many decimals as their step needs (0.5% steps print 0.5%, not 0%)."""
+    ticks = _axis_ticks(lo, hi)
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    places = max(0, -math.floor(math.log10(step * 100) + 1e-9))
+    return [(t, f"{t * 100:.{places}f}%".replace("-0%", "0%")) for t in ticks]
+
+
 def frontier_svg(result: SweepResult, rank: str) -> str:
     """Each cell a dot at (max drawdown, total return), coloured by its probability of ruin;
     the cells no other cell beats on both axes are joined: the frontier."""
@@ -61,14 +69,14 @@ def frontier_svg(result: SweepResult, rank: str) -> str:
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
            f'viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="11">',
            f'<rect width="{W}" height="{H}" fill="white"/>']
-    for t in _axis_ticks(x0, x1):
+    for t, text in _pct_ticks(x0, x1):
         out.append(f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{PAD}" y2="{H - PAD}" '
                    f'stroke="#eee"/><text x="{sx(t):.1f}" y="{H - PAD + 14}" '
-                   f'text-anchor="middle">{t:.0%}</text>')
-    for t in _axis_ticks(y0, y1):
+                   f'text-anchor="middle">{text}</text>')
+    for t, text in _pct_ticks(y0, y1):
         out.append(f'<line x1="{PAD}" x2="{W - PAD}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" '
                    f'stroke="#eee"/><text x="{PAD - 6}" y="{sy(t) + 4:.1f}" '
-                   f'text-anchor="end">{t:.0%}</text>')
+                   f'text-anchor="end">{text}</text>')
     out.append(f'<text x="{W / 2}" y="{H - 18}" text-anchor="middle">max drawdown</text>')
     out.append(f'<text x="16" y="{H / 2}" text-anchor="middle" '
                f'transform="rotate(-90 16 {H / 2})">total return</text>')
@@ -79,11 +87,19 @@ def frontier_svg(result: SweepResult, rank: str) -> str:
     if len(best) > 1:
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in best)
         out.append(f'<polyline points="{path}" fill="none" stroke="#333" stroke-dasharray="4 3"/>')
-    for x, y, ruin, label, score in pts:
-        tip = html.escape(f"{label}: return {y:.1%}, max drawdown {x:.1%}, P(ruin) "
-                          f"{(ruin or 0):.1%}, {rank} {score}")
-        out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="5" fill="{_ruin_colour(ruin)}" '
-                   f'stroke="#222" stroke-width="0.5"><title>{tip}</title></circle>')
+    same: dict[tuple[float, float, Any], list[str]] = {}
+    for x, y, ruin, label, score in pts:  # cells with equal outcomes share one dot
+        same.setdefault((x, y, ruin), []).append(f"{label} ({rank} {score:.4g})"
+                                                if isinstance(score, float) else label)
+    for (x, y, ruin), labels in same.items():
+        tip = html.escape(f"return {y:.2%}, max drawdown {x:.2%}, P(ruin) {(ruin or 0):.1%}: "
+                          + "; ".join(labels))
+        r = 5 + 1.5 * math.log2(len(labels))
+        out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="{r:.1f}" '
+                   f'fill="{_ruin_colour(ruin)}" stroke="#222" stroke-width="0.5">'
+                   f'<title>{tip}</title></circle>')
+        if len(labels) > 1:
+            out.append(f'<text x="{sx(x) + r + 2:.1f}" y="{sy(y) + 4:.1f}">x{len(labels)}</text>')
     for k, p in enumerate((0.0, 0.25, 0.5, 1.0)):
         lx = W - PAD - 200 + k * 52
         out.append(f'<circle cx="{lx}" cy="{PAD - 20}" r="5" fill="{_ruin_colour(p)}"/>'
@@ -166,7 +182,7 @@ def sweep_html(result: SweepResult, *, rank: str, walk: Mapping[str, Sequence[Fo
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>sizeguard sweep</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ddd;padding:3px 8px;
-text-align:right}}td:nth-child(2){{text-align:left}}.fx{{display:flex;flex-wrap:wrap;gap:8px}}
+text-align:right}}td:nth-child(2),th:nth-child(2){{text-align:left}}.fx{{display:flex;flex-wrap:wrap;gap:8px}}
 </style></head><body>
 <h1>sizeguard sweep</h1>
 <p>{len(result.cells)} cells ({computed} computed now, the rest reused from the cache); each

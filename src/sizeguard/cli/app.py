@@ -95,7 +95,7 @@ def usage_line(exc: click.ClickException, argv: Sequence[str] = ()) -> str:
             and param is not None and getattr(param, "opts", None):
         value = _given(argv, param.opts)
         name = max(param.opts, key=len)
-        if value is not None and repr(value) not in message and value not in message:
+        if value is not None and (message.startswith("Invalid value") or value not in message):
             reason = message.split(":", 1)[-1].strip() if message.startswith("Invalid value") \
                 else message
             reason = re.sub(r"Input should be less than or equal to (\S+)", r"must be <= \1", reason)

@@ -205,7 +205,8 @@ def _load(candles: list[Path], symbol: list[str] | None, markets: Path | None,
     if symbol and len(symbol) != len(loaded):
         raise InvalidInput("--symbol", symbol, f"give one per --candles file ({len(loaded)})")
     chosen = [book[s] for s in symbol] if symbol else [guess_market(book, c.symbol) for c in loaded]
-    notes = [c.gap_report() for c in loaded]
+    # gaps are said out loud (stderr with --json): missing candles are never filled
+    notes = [("warning: " if c.gaps else "") + c.gap_report() for c in loaded]
     for c, m in zip(loaded, chosen, strict=True):
         notes.extend(f"warning: {w}" for w in c.warnings)
         wrong = check_quote(c.symbol, m, c.source)

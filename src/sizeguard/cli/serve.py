@@ -332,9 +332,13 @@ def admin_presets(names: Annotated[list[str] | None, typer.Argument(
     """The presets a request may name (the service's limits and leverage cap still bind)."""
     from sizeguard.config.settings import resolve
 
-    def act(st: Any) -> Any:
+    try:  # refused before the store is opened: a typo writes nothing
         for name in names or ():
             resolve(name, None, (), None)  # an unknown preset is refused with the known ones
+    except (SizeguardError, ValueError) as exc:
+        raise _fail(exc) from None
+
+    def act(st: Any) -> Any:
         st.set_presets(account, list(names) if names else None)
         return st.risk_state(account)
     _emit_state(_admin(store, account, act), as_json)

@@ -56,6 +56,7 @@ RULES: dict[str, str] = {
     "NO_EDGE": "the Kelly model sees an edge at its win rate and payoff",
     "BELOW_MIN_AMOUNT": "the slot amount reaches the market's minimum amount and one lot",
     "ABOVE_EXCHANGE_MAX": "the slot fits the exchange's maximum amount and cost per order",
+    "EXPOSURE_CAP_BELOW_SLOT": "the net and group exposure caps hold one full slot",
 }
 
 # The reason codes of a slot decision that each rule answers for: a rule that passes means the
@@ -72,6 +73,7 @@ RULE_REASONS: dict[str, tuple[Reason, ...]] = {
     "NO_EDGE": (Reason.NO_EDGE,),
     "BELOW_MIN_AMOUNT": (Reason.BELOW_MIN_AMOUNT, Reason.ZERO_SIZE),
     "ABOVE_EXCHANGE_MAX": (Reason.ABOVE_MAX_AMOUNT,),
+    "EXPOSURE_CAP_BELOW_SLOT": (Reason.CAPPED_NET_EXPOSURE, Reason.CAPPED_GROUP_EXPOSURE),
 }
 
 _CAP_KEYS = {
@@ -390,6 +392,7 @@ def _finding(rule: str, p: Policy, sl: Slot, m: MarketRules, d: Decision) -> Fin
         "NO_EDGE": ("sizing.win_rate", "sizing.payoff"),
         "BELOW_MIN_AMOUNT": ("sizing.model", "execution.below_minimum"),
         "ABOVE_EXCHANGE_MAX": ("limits.max_notional",),
+        "EXPOSURE_CAP_BELOW_SLOT": ("limits.max_net_exposure", "limits.groups"),
     }[rule]
     severity = ERROR if not d.accepted else WARNING
     return Finding(rule, severity, f"{sym}: the slot {d.side} {_outcome(d)}: {what}", keys, sym)
@@ -583,7 +586,7 @@ def audit(policy: Policy, markets: Iterable[MarketRules], equity: float = 10_000
     if sl.notional is None:
         skipped |= {"SLOTS_OVER_EQUITY", "SYMBOL_CAP_BELOW_SLOT", "GROSS_BELOW_SLOTS",
                     "LEVERAGE_ABOVE_TIER", "BELOW_MIN_COST", "NO_EDGE", "BELOW_MIN_AMOUNT",
-                    "ABOVE_EXCHANGE_MAX"}
+                    "ABOVE_EXCHANGE_MAX", "EXPOSURE_CAP_BELOW_SLOT"}
     if policy.limits.max_positions <= 0:
         skipped |= {"SLOTS_OVER_EQUITY", "GROSS_BELOW_SLOTS"}
     if sl.stop_distance is None:

@@ -57,10 +57,12 @@ MARGIN, NOTIONAL, RISK = "margin", "notional", "risk"
 
 # -- step 1: validate -------------------------------------------------------------------
 
-def _finite(field: str, value: float | None, *, positive: bool = True, allow_zero: bool = False
+def _finite(field: str, value: object, *, positive: bool = True, allow_zero: bool = False
             ) -> None:
-    if value is None:
-        return
+    """Raise :class:`InvalidInput` unless ``value`` is None or a finite number (positive by
+    default). ``value`` is typed ``object``: it is what the caller sent, not yet a float."""
+    if value is None or (type(value) is float and 0.0 < value < math.inf):
+        return  # the common case: a positive finite float (NaN fails both comparisons)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInput(field, value, "must be a number")
     if math.isnan(value) or math.isinf(value):
@@ -71,64 +73,70 @@ def _finite(field: str, value: float | None, *, positive: bool = True, allow_zer
 
 def validate(intent: Intent, account: Account, market: MarketRules) -> None:
     """Step 1: raise :class:`InvalidInput` naming the first bad field."""
-    if intent.symbol != market.symbol:
-        raise InvalidInput("symbol", intent.symbol, f"does not match the market {market.symbol}")
-    if intent.side not in (LONG, SHORT):
-        raise InvalidInput("side", intent.side, "must be 'long' or 'short'")
-    if market.kind == "spot" and intent.side == SHORT:
-        raise InvalidInput("side", intent.side, f"{market.symbol} is spot: it cannot be shorted")
-    _finite("price", intent.price)
+    # read through ``Any``: the values are what the caller sent, not yet the annotated types
+    # (a compiled build would otherwise refuse a string with a TypeError before we can name it)
+    i: Any = intent
+    if i.symbol != market.symbol:
+        raise InvalidInput("symbol", i.symbol, f"does not match the market {market.symbol}")
+    if i.side not in (LONG, SHORT):
+        raise InvalidInput("side", i.side, "must be 'long' or 'short'")
+    if market.kind == "spot" and i.side == SHORT:
+        raise InvalidInput("side", i.side, f"{market.symbol} is spot: it cannot be shorted")
+    _finite("price", i.price)
     _validate_account(account)
-    _finite("time", intent.time, positive=False)
+    _finite("time", i.time, positive=False)
     _validate_stop(intent)
-    _finite("atr", intent.atr)
-    _finite("atr_mult", intent.atr_mult)
-    _finite("take_profit", intent.take_profit)
-    _finite("confidence", intent.confidence, allow_zero=True)
-    _finite("leverage", intent.leverage)
-    if intent.take_profit is not None:
-        if intent.is_long and intent.take_profit <= intent.price:
-            raise InvalidInput("take_profit", intent.take_profit, "a long's take-profit must be above entry")
-        if not intent.is_long and intent.take_profit >= intent.price:
-            raise InvalidInput("take_profit", intent.take_profit, "a short's take-profit must be below entry")
-    if intent.confidence is not None and intent.confidence > 1:
-        raise InvalidInput("confidence", intent.confidence, "must be within [0, 1]")
-    if intent.leverage is not None and intent.leverage < 1:
-        raise InvalidInput("leverage", intent.leverage, "must be >= 1")
+    _finite("atr", i.atr)
+    _finite("atr_mult", i.atr_mult)
+    _finite("take_profit", i.take_profit)
+    _finite("confidence", i.confidence, allow_zero=True)
+    _finite("leverage", i.leverage)
+    if i.take_profit is not None:
+        if i.is_long and i.take_profit <= i.price:
+            raise InvalidInput("take_profit", i.take_profit, "a long's take-profit must be above entry")
+        if not i.is_long and i.take_profit >= i.price:
+            raise InvalidInput("take_profit", i.take_profit, "a short's take-profit must be below entry")
+    if i.confidence is not None and i.confidence > 1:
+        raise InvalidInput("confidence", i.confidence, "must be within [0, 1]")
+    if i.leverage is not None and i.leverage < 1:
+        raise InvalidInput("leverage", i.leverage, "must be >= 1")
 
 
 def _validate_account(account: Account) -> None:
-    _finite("equity", account.equity)
-    _finite("available", account.available, allow_zero=True)
-    _finite("peak_equity", account.peak_equity)
-    _finite("realised_pnl_today", account.realised_pnl_today, positive=False)
-    if account.losing_streak < 0:
-        raise InvalidInput("losing_streak", account.losing_streak, "must be >= 0")
+    a: Any = account  # as sent (see validate)
+    _finite("equity", a.equity)
+    _finite("available", a.available, allow_zero=True)
+    _finite("peak_equity", a.peak_equity)
+    _finite("realised_pnl_today", a.realised_pnl_today, positive=False)
+    if a.losing_streak < 0:
+        raise InvalidInput("losing_streak", a.losing_streak, "must be >= 0")
     # a NaN here would silently switch off the caps and the margin budget (NaN compares false)
-    if account.positions_suspect:
-        for k, pos in enumerate(account.positions):
-            _finite(f"positions[{k}].notional", pos.notional, positive=False)
-            _finite(f"positions[{k}].margin", pos.margin, allow_zero=True)
-            _finite(f"positions[{k}].maintenance_margin", pos.maintenance_margin, allow_zero=True)
-            _finite(f"positions[{k}].unrealised_pnl", pos.unrealised_pnl, positive=False)
-    _finite("wallet_balance", account.wallet_balance, positive=False)
+    if a.positions_suspect:
+        for k, pos in enumerate(a.positions):
+            p: Any = pos
+            _finite(f"positions[{k}].notional", p.notional, positive=False)
+            _finite(f"positions[{k}].margin", p.margin, allow_zero=True)
+            _finite(f"positions[{k}].maintenance_margin", p.maintenance_margin, allow_zero=True)
+            _finite(f"positions[{k}].unrealised_pnl", p.unrealised_pnl, positive=False)
+    _finite("wallet_balance", a.wallet_balance, positive=False)
 
 
 def _validate_stop(intent: Intent) -> None:
-    given = [n for n in ("stop", "stop_pct", "stop_roe") if getattr(intent, n) is not None]
+    i: Any = intent  # as sent (see validate)
+    given = [n for n in ("stop", "stop_pct", "stop_roe") if getattr(i, n) is not None]
     if len(given) > 1:
-        raise InvalidInput(given[1], getattr(intent, given[1]),
+        raise InvalidInput(given[1], getattr(i, given[1]),
                            f"give the stop one way only (also got {given[0]})")
-    _finite("stop", intent.stop)
-    _finite("stop_pct", intent.stop_pct)
-    _finite("stop_roe", intent.stop_roe)
-    if intent.stop_pct is not None and intent.stop_pct >= 100:
-        raise InvalidInput("stop_pct", intent.stop_pct, "must be below 100 (percent of entry)")
-    if intent.stop is not None:
-        if intent.is_long and intent.stop >= intent.price:
-            raise InvalidInput("stop", intent.stop, f"a long's stop must be below entry {intent.price}")
-        if not intent.is_long and intent.stop <= intent.price:
-            raise InvalidInput("stop", intent.stop, f"a short's stop must be above entry {intent.price}")
+    _finite("stop", i.stop)
+    _finite("stop_pct", i.stop_pct)
+    _finite("stop_roe", i.stop_roe)
+    if i.stop_pct is not None and i.stop_pct >= 100:
+        raise InvalidInput("stop_pct", i.stop_pct, "must be below 100 (percent of entry)")
+    if i.stop is not None:
+        if i.is_long and i.stop >= i.price:
+            raise InvalidInput("stop", i.stop, f"a long's stop must be below entry {i.price}")
+        if not i.is_long and i.stop <= i.price:
+            raise InvalidInput("stop", i.stop, f"a short's stop must be above entry {i.price}")
 
 
 # -- what a decision is taken against, what it moves, what it says ----------------------
@@ -140,12 +148,16 @@ class Context:
     or after an adverse move), a liquidation price, the guarded distance, the cross collateral.
     """
 
-    __slots__ = ("_last_tier", "account", "coin_tiers", "cross", "default_tier", "fee", "fee_rt",
-                 "formula", "formula_known", "intent", "is_contract", "market", "mb", "policy",
-                 "sign")
+    __slots__ = ("_last_tier", "account", "buffer", "coin_tiers", "cross", "default_tier", "fee",
+                 "fee_rt", "formula", "formula_known", "intent", "inverse", "is_contract",
+                 "is_long", "market", "mb", "policy", "price", "sign", "unit")
 
     def __init__(self, intent: Intent, account: Account, market: MarketRules, policy: Policy):
         self.intent, self.account, self.market, self.policy = intent, account, market, policy
+        # read once: every step asks for these, and the inputs are plain Python objects
+        self.price, self.is_long, self.inverse = intent.price, intent.is_long, market.inverse
+        self.buffer = policy.liquidation.buffer
+        self.unit = market.unit_value(intent.price)  # quote value of one amount unit
         self.fee = taker_fee(market, policy.execution.taker)
         self.fee_rt = 2.0 * self.fee
         self.is_contract = market.is_contract
@@ -153,7 +165,7 @@ class Context:
         # ccxt's tier tables for coin-margined contracts count the notional in the settle coin
         # (Binance COIN-M brackets are in BTC); Kraken Futures' levels were converted to USD.
         self.coin_tiers = market.tiers_in_coin
-        self.sign = 1.0 if intent.is_long else -1.0
+        self.sign = 1.0 if self.is_long else -1.0
         # a market without tiers: its max leverage and the policy's default maintenance rate
         self.default_tier = None if market.tiers else position.no_tier(
             market, policy.leverage.default_mmr)
@@ -164,7 +176,7 @@ class Context:
 
     def tier_for(self, notional: float) -> Tier:
         """The tier of a position of ``notional`` (quote) at the entry price."""
-        return self._tier_by_units(self.market.tier_units(notional, self.intent.price))
+        return self._tier_by_units(self.market.tier_units(notional, self.price))
 
     def tier_at_adverse_move(self, notional: float, move: float) -> Tier:
         """The tier of the position once the price has moved ``move`` (a fraction of entry)
@@ -176,8 +188,8 @@ class Context:
             return self.tier_for(notional)
         factor = 1.0 - self.sign * move  # price at the move / entry
         if self.coin_tiers:
-            units = notional / (self.intent.price * factor)
-        elif self.market.inverse:  # Kraken inverse: the levels count USD contracts, fixed
+            units = notional / (self.price * factor)
+        elif self.inverse:  # Kraken inverse: the levels count USD contracts, fixed
             units = notional
         else:
             units = notional * factor
@@ -202,12 +214,11 @@ class Context:
         leaves fees out of the risk."""
         if not self.policy.sizing.fees_in_risk:
             return 0.0
-        return fee_rate_to_stop(self.fee, self.fee, self.intent.is_long, self.market.inverse,
-                                distance)
+        return fee_rate_to_stop(self.fee, self.fee, self.is_long, self.inverse, distance)
 
     def cum_quote(self, tier: Tier) -> float:
         """The tier's maintenance amount in quote (a coin amount valued at entry)."""
-        return position.maintenance_amount_quote(self.market, tier, self.intent.price)
+        return position.maintenance_amount_quote(self.market, tier, self.price)
 
     def liquidation(self, notional: float, collateral: float, tier: Tier) -> tuple[float, Tier]:
         """Liquidation price with the bracket of the notional *at* that price, and that bracket.
@@ -216,7 +227,7 @@ class Context:
         COIN-M FAQ, note under "Maintenance Margin Rate"). Maintenance margin is continuous in
         the notional, so the settled price is the one where equity meets maintenance.
         """
-        entry, is_long, inverse = self.intent.price, self.intent.is_long, self.market.inverse
+        entry, is_long, inverse = self.price, self.is_long, self.inverse
         lp, used = entry, tier
         for _ in range(LIQUIDATION_ROUNDS):
             used = tier
@@ -234,22 +245,21 @@ class Context:
         """The adverse move liquidation must lie beyond: the stop distance plus the buffer.
         A linear long's liquidation price cannot fall below zero (a 100% move), and a long
         liquidated only at zero or below is never liquidated: its requirement stops there."""
-        need = stop_distance * (1.0 + self.policy.liquidation.buffer)
-        return min(need, 1.0) if self.sign > 0 and not self.market.inverse else need
+        need = stop_distance * (1.0 + self.buffer)
+        return min(need, 1.0) if self.sign > 0 and not self.inverse else need
 
     def safe_leverage(self, notional: float, need: float) -> float:
         """The highest isolated leverage keeping liquidation ``need`` beyond entry (tier judged
         at that move)."""
         t = self.tier_at_adverse_move(notional, need)
-        return liq.venue_max_safe_leverage(self.formula, self.intent.is_long, self.market.inverse,
-                                           need, t.maintenance_margin_rate, self.cum_quote(t),
-                                           notional, self.fee)
+        return liq.venue_max_safe_leverage(self.formula, self.is_long, self.inverse, need,
+                                           t.maintenance_margin_rate, self.cum_quote(t), notional,
+                                           self.fee)
 
     def safe_cross_notional(self, notional: float, need: float) -> float:
         """The largest cross-margin notional keeping liquidation ``need`` beyond entry."""
         t = self.tier_at_adverse_move(notional, need)
-        return liq.venue_max_safe_notional_cross(self.formula, self.intent.is_long,
-                                                 self.market.inverse, need,
+        return liq.venue_max_safe_notional_cross(self.formula, self.is_long, self.inverse, need,
                                                  t.maintenance_margin_rate, self.cum_quote(t),
                                                  self.cross_collateral(), self.fee)
 
@@ -261,7 +271,7 @@ class Context:
 
     def unit_value(self) -> float:
         """Quote value of one amount unit (a contract, or one base unit for spot)."""
-        return self.market.unit_value(self.intent.price)
+        return self.unit
 
 
 class Stop(NamedTuple):
@@ -291,6 +301,7 @@ class Sizing:
     leverage: float = 1.0
     caps: list[tuple[float, Reason, str]] = field(default_factory=list)
     tier: Tier | None = None
+    formatted: tuple[int, str] = (-1, "")  # lots and their amount string, formatted once
 
     @property
     def keeps_margin(self) -> bool:
@@ -311,7 +322,9 @@ class Log:
 
     def step(self, name: str, values: Values = (), bound: Reason | None = None,
              note: str | None = None) -> None:
-        self.trace.append(TraceStep(name, values, None if bound is None else str(bound), note))
+        # tuple.__new__ skips the named tuple's Python-level __new__ (a dozen steps a decision)
+        self.trace.append(tuple.__new__(TraceStep, (name, values, None if bound is None
+                                                    else bound.value, note)))
 
     def reason(self, code: Reason) -> None:
         if code not in self.reasons:
@@ -498,6 +511,141 @@ def apply_limits(ctx: Context, log: Log, sz: Sizing, lev0: float) -> Reason | No
     if sz.notional <= 0:
         return log.reasons[-1] if log.reasons else Reason.ZERO_SIZE
     return None
+
+
+# -- adding to a position (limits.allow_add): steps 5b, 7b and 8b -------------------------
+
+class Held(NamedTuple):
+    """The open position (and reservations) an add joins: same symbol, same side, merged."""
+
+    notional: float
+    entry: float  # average entry; the intent's price stands in for an unknown one
+    margin: float
+    entry_known: bool
+
+
+def held_position(ctx: Context) -> Held | None:
+    """What the intent adds to, or None when it opens a new position."""
+    i = ctx.intent
+    held: Held | None = None
+    for p in ctx.account.positions:
+        if p.symbol != i.symbol or p.side != i.side or p.notional == 0:
+            continue
+        n, known = abs(p.notional), p.entry > 0
+        e = p.entry if known else i.price
+        if held is None:
+            held = Held(n, e, p.margin, known)
+        else:
+            held = Held(held.notional + n, position.average_entry(held.notional, held.entry, n, e),
+                        held.margin + p.margin, held.entry_known and known)
+    return held
+
+
+def _held_risk(ctx: Context, held: Held, stop: Stop) -> float:
+    """The held position's risk to the (new) stop, fees as the policy counts them."""
+    fee = ctx.fee if ctx.policy.sizing.fees_in_risk else 0.0
+    return position.risk_to_stop(ctx.intent.is_long, ctx.market.inverse, held.notional,
+                                 held.entry, stop.price, fee, fee)
+
+
+def add_within_risk(ctx: Context, log: Log, sz: Sizing) -> Reason | None:
+    """Step 5b: an add to a position of a risk-budget model is cut so the whole position's risk
+    to the stop (the held part's, at its entry, plus the add's) stays within the budget. A held
+    part whose stop locks in profit counts as zero, never as room. The add's budget becomes
+    the room left, so a raise to the exchange minimum respects the whole position too."""
+    held = held_position(ctx)
+    if held is None or sz.stop is None or sz.budget.kind != RISK:
+        return None
+    held_risk = _held_risk(ctx, held, sz.stop)
+    room = sz.budget.money - max(held_risk, 0.0)
+    cap = max(notional_from_risk(room, sz.stop.distance, ctx.fee_to_stop(sz.stop.distance)), 0.0)
+    bound = Reason.ADD_CAPPED_BY_RISK if sz.notional > cap else None
+    log.step("add", (("held_notional", held.notional), ("held_entry", held.entry),
+                     ("held_risk", held_risk), ("risk_budget", sz.budget.money),
+                     ("risk_room", room), ("notional_before", sz.notional),
+                     ("notional", min(sz.notional, cap))), bound=bound,
+             note=None if held.entry_known else "held entry unknown: valued at this price")
+    sz.budget = Budget(RISK, max(room, 0.0))
+    if bound is None:
+        return None
+    log.reason(bound)
+    sz.notional = cap
+    return bound if cap <= 0 else None
+
+
+def _add_is_safe(ctx: Context, held: Held, stop: Stop, notional: float, leverage: float) -> bool:
+    """Whether the merged position's isolated liquidation lies beyond the stop by the guard's
+    buffer (``buffer x`` the stop's distance from this price, as for a new position)."""
+    i = ctx.intent
+    tier = ctx.tier_for(held.notional + notional)
+    lp = position.combined_liquidation(
+        i.is_long, ctx.market.inverse, held.notional, held.entry, held.margin, notional, i.price,
+        notional / leverage, tier.maintenance_margin_rate,
+        ctx.cum_quote(tier))
+    need = stop.price - ctx.sign * ctx.policy.liquidation.buffer * abs(i.price - stop.price)
+    return ctx.sign * (need - lp) >= 0
+
+
+def guard_add(ctx: Context, log: Log, sz: Sizing) -> Reason | None:
+    """Step 7b: the largest add (at the leverage step 7 chose) whose merged position keeps its
+    liquidation beyond the stop by the buffer; a skip when even the held part alone does not.
+    Isolated margin only: a cross position's guard already counts the account's positions."""
+    held = held_position(ctx)
+    stop = sz.stop
+    if (held is None or stop is None or not ctx.is_contract or ctx.cross
+            or ctx.policy.liquidation.guard == "off" or sz.notional <= 0):
+        return None
+    if _add_is_safe(ctx, held, stop, sz.notional, sz.leverage):
+        return None
+    before = sz.notional
+    if _add_is_safe(ctx, held, stop, 0.0, sz.leverage):
+        lo, hi = 0.0, before
+        for _ in range(BISECTION_STEPS):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if _add_is_safe(ctx, held, stop, mid, sz.leverage) else (lo, mid)
+        sz.notional = lo
+    else:
+        sz.notional = 0.0
+    log.reason(Reason.ADD_CAPPED_BY_LIQUIDATION)
+    log.step("add_liquidation", (("notional_before", before), ("notional", sz.notional),
+                                 ("leverage", sz.leverage)),
+             bound=Reason.ADD_CAPPED_BY_LIQUIDATION,
+             note="the merged position's liquidation came before the stop plus the buffer")
+    return Reason.ADD_CAPPED_BY_LIQUIDATION if sz.notional <= 0 else None
+
+
+def report_add(ctx: Context, log: Log, sz: Sizing, lots: int) -> Reason | None:
+    """Step 8b: the merged position the accepted add leaves, in the trace: new average entry,
+    amount, notional, margin, risk to the stop and liquidation; a skip if rounding broke the
+    liquidation guard."""
+    held = held_position(ctx)
+    if held is None or lots <= 0:
+        return None
+    i, m = ctx.intent, ctx.market
+    add_n = position.notional(m, position.amount_of_lots(m, lots), i.price)
+    margin = add_n / sz.leverage if ctx.is_contract else add_n
+    entry = position.average_entry(held.notional, held.entry, add_n, i.price)
+    values: list[tuple[str, Any]] = [
+        ("average_entry", entry),
+        ("amount", position.amount_for(m, held.notional, held.entry)
+         + position.amount_of_lots(m, lots)),
+        ("notional", held.notional + add_n), ("margin", held.margin + margin)]
+    stop = sz.stop
+    if stop is not None:
+        fee = ctx.fee if ctx.policy.sizing.fees_in_risk else 0.0
+        values.append(("risk", position.risk_to_stop(i.is_long, m.inverse, held.notional + add_n,
+                                                     entry, stop.price, fee, fee)))
+    unsafe = False
+    if ctx.is_contract and not ctx.cross:
+        tier = ctx.tier_for(held.notional + add_n)
+        values.append(("liquidation_price", position.combined_liquidation(
+            i.is_long, m.inverse, held.notional, held.entry, held.margin, add_n, i.price, margin,
+            tier.maintenance_margin_rate, ctx.cum_quote(tier))))
+        unsafe = (stop is not None and ctx.policy.liquidation.guard != "off"
+                  and not _add_is_safe(ctx, held, stop, add_n, sz.leverage))
+    log.step("position_after_add", tuple(values),
+             bound=Reason.ADD_CAPPED_BY_LIQUIDATION if unsafe else None)
+    return Reason.ADD_CAPPED_BY_LIQUIDATION if unsafe else None
 
 
 # -- step 7: leverage and liquidation ---------------------------------------------------
@@ -758,8 +906,9 @@ def exchange_rules(ctx: Context, log: Log, sz: Sizing) -> tuple[int, Reason | No
         log.reason(Reason.ROUNDED_TO_STEP)
     min_cost, cost_src = _min_cost(ctx)
     short, need = _shortfall(ctx, lots, min_amount, min_cost)
+    sz.formatted = (lots, format_amount(lots, m.amount_step_decimal))
     log.step("exchange_rules", (("quantity", qty), ("lot_step", step), ("lots", lots),
-                                ("amount", format_amount(lots, m.amount_step_decimal)),
+                                ("amount", sz.formatted[1]),
                                 ("min_amount", min_amount), ("min_cost", min_cost),
                                 ("min_cost_source", cost_src), ("max_amount", max_amount),
                                 ("max_amount_source", max_source)))
@@ -905,7 +1054,7 @@ def finish(ctx: Context, log: Log, sz: Sizing, lots: int, skip: Reason | None) -
     else:
         risk, basis = notional + fees, "notional"
     status = Status.SKIPPED if skip is not None else Status.ACCEPTED
-    amount = format_amount(lots, m.amount_step_decimal)
+    amount = sz.formatted[1] if sz.formatted[0] == lots else format_amount(lots, m.amount_step_decimal)
     log.step("decision", (("status", str(status)), ("amount", amount), ("notional", notional),
                           ("margin", margin), ("leverage", lev), ("risk", risk), ("fees", fees),
                           ("liquidation_price", liq_price)))
@@ -978,10 +1127,12 @@ def decide(intent: Intent, account: Account, market: MarketRules, policy: Policy
     if base is None:
         return finish(ctx, log, sz, 0, Reason.NO_EDGE)
     to_notional(ctx, log, sz, adjusted(ctx, log, base), lev0)  # 4, 5
-    skip = apply_limits(ctx, log, sz, lev0)  # 6
+    skip = add_within_risk(ctx, log, sz) or apply_limits(ctx, log, sz, lev0)  # 5b, 6
     if skip is None:
-        skip = choose_leverage(ctx, log, sz, lev0)  # 7
+        skip = choose_leverage(ctx, log, sz, lev0) or guard_add(ctx, log, sz)  # 7, 7b
     if skip is not None:
         return finish(ctx, log, sz, 0, skip)
     lots, skip = exchange_rules(ctx, log, sz)  # 8
+    if skip is None:
+        skip = report_add(ctx, log, sz, lots)  # 8b
     return finish(ctx, log, sz, lots, skip)  # 9

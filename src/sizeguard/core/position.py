@@ -28,6 +28,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sizeguard.core.liquidation import liquidation_price
+from sizeguard.core.models import fee_rate_to_stop, risk_of_notional
 from sizeguard.core.tiers import Tier, find_tier, maintenance_margin
 
 if TYPE_CHECKING:
@@ -69,6 +71,29 @@ def average_entry(notional_a: float, entry_a: float, notional_b: float, entry_b:
     Written in notionals both are ``(Na + Nb) / (Na / Ea + Nb / Eb)``.
     """
     return (notional_a + notional_b) / (notional_a / entry_a + notional_b / entry_b)
+
+
+def risk_to_stop(is_long: bool, inverse: bool, notional: float, entry: float, stop: float,
+                 entry_fee: float, exit_fee: float) -> float:
+    """Money a position of entry notional ``notional`` opened at ``entry`` loses if ``stop``
+    fills (DESIGN: the move, the entry fee on the notional at entry, the exit fee on the notional
+    at the stop). Negative when the stop locks in more profit than the fees cost: a long whose
+    average entry lies below its stop."""
+    distance = (entry - stop) / entry if is_long else (stop - entry) / entry
+    return risk_of_notional(notional, distance,
+                            fee_rate_to_stop(entry_fee, exit_fee, is_long, inverse, distance))
+
+
+def combined_liquidation(is_long: bool, inverse: bool, notional_a: float, entry_a: float,
+                         margin_a: float, notional_b: float, entry_b: float, margin_b: float,
+                         mmr: float, maintenance_amount: float) -> float:
+    """Isolated liquidation price of two fills merged into one position (an add): the merged
+    notional ``Na + Nb`` at the :func:`average_entry`, backed by both margins. For a linear
+    position the merged notional at the average entry is exactly ``Na + Nb`` (``sum q E``);
+    for an inverse one the faces add."""
+    entry = average_entry(notional_a, entry_a, notional_b, entry_b)
+    return liquidation_price(is_long, inverse, entry, notional_a + notional_b,
+                             margin_a + margin_b, mmr, maintenance_amount)
 
 
 def pnl(is_long: bool, notional: float, entry: float, exit_price: float) -> float:
@@ -181,7 +206,8 @@ def taker_fee(market: MarketRules, fallback: float) -> float:
 
 
 __all__ = [
-    "Opened", "amount_for", "amount_of_lots", "average_entry", "fee_on", "fixed_face",
-    "maintenance_amount_quote", "maintenance_margin", "margin_of", "no_tier", "notional",
-    "notional_of", "opened", "pnl", "position_maintenance", "realised_pnl", "taker_fee", "tier_at",
+    "Opened", "amount_for", "amount_of_lots", "average_entry", "combined_liquidation", "fee_on",
+    "fixed_face", "maintenance_amount_quote", "maintenance_margin", "margin_of", "no_tier",
+    "notional", "notional_of", "opened", "pnl", "position_maintenance", "realised_pnl",
+    "risk_to_stop", "taker_fee", "tier_at",
 ]

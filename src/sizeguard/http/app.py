@@ -21,9 +21,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sizeguard import redact
 from sizeguard.adapters.bots import Bot, BotRegistry
-from sizeguard.adapters.market_snapshot import FileMarketSource
 from sizeguard.adapters.retention import Retention, prune, store_size
-from sizeguard.adapters.sql_store import SqlStore, open_store
+from sizeguard.adapters.sql_store import SqlStore
+from sizeguard.app import bootstrap
 from sizeguard.core.policy import Policy
 from sizeguard.errors import SizeguardError
 from sizeguard.http.admin import install_admin
@@ -123,8 +123,8 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
     settings = settings or ServeSettings()
     own_store = owns_store if owns_store is not None else store is None
     redact.install()  # no log line of this process carries a password, token or key
-    store = store or open_store(settings.store, timeout=settings.store_timeout)
-    markets = markets or FileMarketSource(settings.markets, settings.tiers)
+    store = store or bootstrap.open_state(settings.store, timeout=settings.store_timeout)
+    markets = markets or bootstrap.market_source(settings.markets, settings.tiers)
     registry = registry or BotRegistry(store, cache_ttl=settings.auth_cache_ttl)
     gate = Gate(settings, store, markets, registry, exchange_factory, policy)
     metrics = Metrics()

@@ -291,7 +291,7 @@ $("#whatif-form").addEventListener("submit", async (ev) => {
   for (const [k, v] of form.entries()) {
     if (k === "on_account") continue;
     if (v === "") continue;
-    body[k] = ["symbol", "side", "preset"].includes(k) ? v : Number(v);
+    body[k] = ["symbol", "side", "preset", "regime", "volatility"].includes(k) ? v : Number(v);
   }
   body.on_account = form.get("on_account") === "on";
   try {

@@ -1,0 +1,98 @@
+"""The compiled (mypyc) and the pure-Python decision core: identical answers, never a stale build.
+
+The compiled comparison runs two subprocesses (about 5-10 s); it skips where no current compiled
+build sits beside the sources (``pip install -e .`` on a machine with a C compiler makes one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sizeguard import _native
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+# Decides a fixed pseudo-random set of intents over the built-in markets and presets and prints
+# every decision as JSON, with the build that answered.
+_DECIDE_MANY = """
+import json, random, sys
+from sizeguard import Account, Intent, InvalidInput, _native, decide
+from sizeguard.adapters.market_files import load_markets
+from sizeguard.config import load_policy
+book = load_markets(None)
+markets = list(book.values())
+presets = ["ai-atr-risk", "viper-fixed-margin", "viper-50x", "quantum-4x30", "kraken-micro"]
+guards = ["lower_leverage", "shrink", "refuse", "off"]
+rng = random.Random(int(sys.argv[1]))
+out = []
+for k in range(int(sys.argv[2])):
+    m = rng.choice(markets)
+    policy = load_policy(rng.choice(presets), sets=[f'liquidation.guard="{rng.choice(guards)}"'])
+    side = "short" if m.is_contract and rng.random() < 0.5 else "long"
+    price = 10 ** rng.uniform(-2, 5)
+    stop = {"stop_pct": rng.uniform(0.2, 20)} if rng.random() < 0.5 else {
+        "atr": price * rng.uniform(0.002, 0.08)}
+    try:
+        d = decide(Intent(m.symbol, side, price, confidence=rng.random(), **stop),
+                   Account(equity=10 ** rng.uniform(1, 6)), m, policy)
+        out.append(d.to_dict())
+    except InvalidInput as exc:
+        out.append(str(exc))
+print(json.dumps({"compiled": _native.compiled(), "decisions": out}))
+"""
+
+
+def _decide_many(pure: bool, seed: int = 7, n: int = 1500) -> dict[str, object]:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env.pop("SIZEGUARD_PURE", None)
+    if pure:
+        env["SIZEGUARD_PURE"] = "1"
+    done = subprocess.run([sys.executable, "-c", _DECIDE_MANY, str(seed), str(n)], env=env,
+                          capture_output=True, text=True, timeout=300, check=True)
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def test_compiled_and_pure_python_decide_identically() -> None:
+    if os.environ.get("SIZEGUARD_PURE") == "1" or not _native.usable():
+        pytest.skip("no current compiled build beside the sources (pure Python only)")
+    compiled, pure = _decide_many(pure=False), _decide_many(pure=True)
+    assert compiled["compiled"] is True and pure["compiled"] is False
+    assert compiled["decisions"] == pure["decisions"]
+
+
+def test_pure_is_forced_by_the_environment() -> None:
+    assert _decide_many(pure=True, n=1)["compiled"] is False
+
+
+def test_a_build_older_than_its_source_is_never_used(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_native, "CORE", tmp_path)
+    monkeypatch.setattr(_native, "ROOT", tmp_path)
+    monkeypatch.delenv("SIZEGUARD_PURE", raising=False)
+    suffix = _native.SUFFIXES[0]
+    past = time.time() - 60
+    for name in _native.COMPILED:
+        (tmp_path / f"{name}.py").write_text("")
+        os.utime(tmp_path / f"{name}.py", (past, past))
+        (tmp_path / f"{name}{suffix}").write_text("")
+    assert not _native.usable()  # shims without the group's shared library cannot run
+    shared = tmp_path / f"0123__mypyc{suffix}"
+    shared.write_text("")
+    assert _native.usable()
+    later = time.time() + 10  # edited well after the build
+    os.utime(tmp_path / "decide.py", (later, later))
+    assert not _native.usable()
+    soon = past + _native.SLACK_S / 2  # written with its build by an installer: still current
+    os.utime(tmp_path / "decide.py", (soon, soon))
+    assert _native.usable()
+    os.utime(tmp_path / "decide.py", (past, past))
+    (tmp_path / f"limits{suffix}").unlink()  # an incomplete build
+    assert not _native.usable()
