@@ -315,8 +315,9 @@ def test_market_without_tiers_uses_the_default_mmr() -> None:
 
 def test_market_without_tiers_uses_the_market_max_leverage() -> None:
     # Bybit's BTC perp publishes max leverage 100 and no tiers here: 125x asked -> 100x, and
-    # the default mmr 0.005 judges liquidation. 1 BTC at 100,000, C = 1,000:
-    # LP = 100,000 x 0.99 / 0.995 = 99,497.48744
+    # the default mmr 0.005 judges liquidation by Bybit's formula (maintenance of the value at
+    # entry). 1 BTC at 100,000, C = 1,000, MM = 500: LP = 100,000 - (1,000 - 500) / 1 = 99,500
+    # (Binance's would be 100,000 x 0.99 / 0.995 = 99,497.49)
     market = load_markets(shared_path("markets", "bybit.json"))[BTC]
     assert market.tiers == () and market.max_leverage == 100.0
     d = decide(Intent(BTC, "long", 100_000.0), Account(equity=100_000.0), market,
@@ -324,4 +325,4 @@ def test_market_without_tiers_uses_the_market_max_leverage() -> None:
     assert d.accepted and d.leverage == 100.0 and d.tier is None
     assert Reason.CAPPED_LEVERAGE_TIER in d.reasons
     assert d.maintenance_margin_rate == 0.005
-    assert d.liquidation_price == pytest.approx(99_497.48744, rel=1e-9)
+    assert d.liquidation_price == pytest.approx(99_500.0, rel=1e-12)

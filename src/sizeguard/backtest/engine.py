@@ -8,7 +8,7 @@ at the entry price, open positions with their margin and unrealised PnL, peak eq
 realised PnL, the losing streak, each symbol's trades and wins, the last entry time) and asks
 ``decide()``. An accepted decision's amount, notional, margin, leverage, stop and tier are
 copied into the position arrays as they are, the liquidation price too (no second tier lookup);
-``core.liquidation.liquidation_price`` compiled with numba (the same function the decision
+``core.liquidation.venue_liquidation_price`` compiled with numba (the same function the decision
 uses) recomputes it with the decision's maintenance rate and amount whenever funding changes
 the isolated collateral.
 
@@ -104,7 +104,7 @@ def _drop_stale_cache() -> None:
 
 
 _drop_stale_cache()
-liq_price = numba.njit(cache=True)(core_liq.liquidation_price)
+liq_price = numba.njit(cache=True)(core_liq.venue_liquidation_price)
 # the core's money kernels, compiled: the loop has no arithmetic of its own (the position's
 # quantity is held in base units, so a unit is worth its price: contract size 1, linear)
 pnl = numba.njit(cache=True)(core_pos.pnl)
@@ -148,7 +148,7 @@ close_position = numba.njit(cache=True)(_close)
 
 
 def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F64, entry: Any,
-          exit_sig: Any, funding: F64, fee: F64, can_liq: Any, worst: bool, pos: F64,
+          exit_sig: Any, funding: F64, fee: F64, can_liq: Any, formula: Any, worst: bool, pos: F64,
           acct: F64, stats: Any, exits: F64, equity: F64, gross: F64,
           stop_at: int, adding: bool) -> int:  # pragma: no cover - compiled
     """Walk bars from ``start``; return the bar where entries wait for a decision (its exits
@@ -187,8 +187,9 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
             if math.isnan(o):
                 continue
             if can_liq[j] and math.isnan(pos[j, P_LIQ]):  # a decision without one: the kernel
-                pos[j, P_LIQ] = liq_price(side > 0.0, False, pos[j, P_ENTRY], pos[j, P_NOTIONAL],
-                                          pos[j, P_COLL], pos[j, P_MMR], pos[j, P_CUM])
+                pos[j, P_LIQ] = liq_price(formula[j], side > 0.0, False, pos[j, P_ENTRY],
+                                          pos[j, P_NOTIONAL], pos[j, P_COLL], pos[j, P_MMR],
+                                          pos[j, P_CUM], fee[j])
                 exits[int(pos[j, P_TRADE]), X_LIQ0] = pos[j, P_LIQ]
             h, low = hi[t, j], lo[t, j]
             lp, stop, tp = pos[j, P_LIQ], pos[j, P_STOP], pos[j, P_TP]
@@ -239,9 +240,9 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
                 pos[j, P_COLL] -= pay
                 pos[j, P_FUND] += pay
                 if can_liq[j]:
-                    pos[j, P_LIQ] = liq_price(side > 0.0, False, pos[j, P_ENTRY],
+                    pos[j, P_LIQ] = liq_price(formula[j], side > 0.0, False, pos[j, P_ENTRY],
                                               pos[j, P_NOTIONAL], pos[j, P_COLL], pos[j, P_MMR],
-                                              pos[j, P_CUM])
+                                              pos[j, P_CUM], fee[j])
             eq += pnl(side > 0.0, pos[j, P_NOTIONAL], pos[j, P_ENTRY], m)
             g += notional_of(pos[j, P_QTY], m, 1.0, False)
         equity[t] = eq
@@ -348,6 +349,8 @@ def run_backtest(
     syms = [m.symbol for m in markets]
     fee = np.array([core_pos.taker_fee(m, policy.execution.taker) for m in markets])
     can_liq = np.array([m.is_contract for m in markets])
+    # each market's liquidation formula, the one its decisions used (core.liquidation ids)
+    formula = np.array([m.liquidation_formula[0] for m in markets], dtype=np.int64)
     fund = np.zeros((1, k))  # one row of zeros: no funding, and no n x k array to read
     if funding_rate:  # perpetuals only: spot pays no funding
         fund = np.zeros((n, k))
@@ -392,7 +395,7 @@ def run_backtest(
     while True:
         stop_at = min(n, t + chunk) if progress is not None else n
         got = int(walk(t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig, fund, fee,
-                       can_liq, worst, pos, acct, stats, exits, eq_curve, gross, stop_at,
+                       can_liq, formula, worst, pos, acct, stats, exits, eq_curve, gross, stop_at,
                        allow_add))
         if got < 0:
             if stop_at >= n:
@@ -598,8 +601,9 @@ class _Book:
             mmr = tier.maintenance_margin_rate
             cum = core_pos.maintenance_amount_quote(self.market, tier, entry)
             pos[j, P_MMR], pos[j, P_CUM] = mmr, cum
-            pos[j, P_LIQ] = core_liq.liquidation_price(side > 0.0, False, entry, notional,
-                                                       float(pos[j, P_COLL]), mmr, cum)
+            pos[j, P_LIQ] = core_liq.venue_liquidation_price(
+                self.market.liquidation_formula[0], side > 0.0, False, entry, notional,
+                float(pos[j, P_COLL]), mmr, cum, self.fee)
         row.update(adds=row.get("adds", 0) + 1, entry_price=entry,
                    amount=str(Decimal(row["amount"]) + Decimal(d.amount)),
                    qty=float(pos[j, P_QTY]), notional=notional, margin=float(pos[j, P_COLL]),

@@ -110,6 +110,8 @@ def usage_line(exc: click.ClickException, argv: Sequence[str] = ()) -> str:
     if isinstance(exc, click.NoSuchOption) and exc.possibilities:
         best = difflib.get_close_matches(exc.option_name, list(exc.possibilities), n=2, cutoff=0)
         message = f"no such option: {exc.option_name} (did you mean {' or '.join(best)}?)"
+    elif isinstance(exc, click.NoSuchOption) and re.match(r"^-\d", exc.option_name):
+        message = f"{exc.option_name}: a negative number is not accepted here"
     elif isinstance(exc, click.NoSuchOption):
         message = f"no such option: {exc.option_name}"
     elif isinstance(exc, click.MissingParameter) and exc.param is not None:

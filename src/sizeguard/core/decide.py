@@ -149,8 +149,8 @@ class Context:
     """
 
     __slots__ = ("_last_tier", "account", "buffer", "coin_tiers", "cross", "default_tier", "fee",
-                 "fee_rt", "intent", "inverse", "is_contract", "is_long", "market", "mb", "policy",
-                 "price", "sign", "unit")
+                 "fee_rt", "formula", "formula_known", "intent", "inverse", "is_contract",
+                 "is_long", "market", "mb", "policy", "price", "sign", "unit")
 
     def __init__(self, intent: Intent, account: Account, market: MarketRules, policy: Policy):
         self.intent, self.account, self.market, self.policy = intent, account, market, policy
@@ -171,6 +171,8 @@ class Context:
             market, policy.leverage.default_mmr)
         self.mb = margin_budget(account, policy.limits)
         self._last_tier: Tier | None = None  # step 7 asks about the same few notionals often
+        # the venue's liquidation formula (Binance's, assumed, for a venue we know none of)
+        self.formula, self.formula_known = market.liquidation_formula
 
     def tier_for(self, notional: float) -> Tier:
         """The tier of a position of ``notional`` (quote) at the entry price."""
@@ -182,6 +184,8 @@ class Context:
         COIN-M FAQ: recompute with the level at the liquidation price), and on the way to the
         stop a short's linear notional and a long's coin notional grow: judging them by the
         entry bracket would understate the maintenance margin."""
+        if self.formula == liq.BYBIT:  # Bybit charges the maintenance of the value at entry
+            return self.tier_for(notional)
         factor = 1.0 - self.sign * move  # price at the move / entry
         if self.coin_tiers:
             units = notional / (self.price * factor)
@@ -227,8 +231,9 @@ class Context:
         lp, used = entry, tier
         for _ in range(LIQUIDATION_ROUNDS):
             used = tier
-            lp = liq.liquidation_price(is_long, inverse, entry, notional, collateral,
-                                       used.maintenance_margin_rate, self.cum_quote(used))
+            lp = liq.venue_liquidation_price(self.formula, is_long, inverse, entry, notional,
+                                             collateral, used.maintenance_margin_rate,
+                                             self.cum_quote(used), self.fee)
             if not 0.0 < lp < math.inf:
                 break
             tier = self.tier_at_adverse_move(notional, abs(lp - entry) / entry)
@@ -247,15 +252,16 @@ class Context:
         """The highest isolated leverage keeping liquidation ``need`` beyond entry (tier judged
         at that move)."""
         t = self.tier_at_adverse_move(notional, need)
-        return liq.max_safe_leverage(self.is_long, self.inverse, need,
-                                     t.maintenance_margin_rate, self.cum_quote(t), notional)
+        return liq.venue_max_safe_leverage(self.formula, self.is_long, self.inverse, need,
+                                           t.maintenance_margin_rate, self.cum_quote(t), notional,
+                                           self.fee)
 
     def safe_cross_notional(self, notional: float, need: float) -> float:
         """The largest cross-margin notional keeping liquidation ``need`` beyond entry."""
         t = self.tier_at_adverse_move(notional, need)
-        return liq.max_safe_notional_cross(self.is_long, self.inverse, need,
-                                           t.maintenance_margin_rate, self.cum_quote(t),
-                                           self.cross_collateral())
+        return liq.venue_max_safe_notional_cross(self.formula, self.is_long, self.inverse, need,
+                                                 t.maintenance_margin_rate, self.cum_quote(t),
+                                                 self.cross_collateral(), self.fee)
 
     def cross_collateral(self) -> float:
         a = self.account
@@ -1023,6 +1029,8 @@ def finish(ctx: Context, log: Log, sz: Sizing, lots: int, skip: Reason | None) -
     entry, which sets the max leverage."""
     i, m = ctx.intent, ctx.market
     if skip is not None:
+        if ctx.is_contract and not ctx.formula_known and skip in _LIQUIDATION_SKIPS:
+            log.reason(Reason.LIQUIDATION_FORMULA_ASSUMED)  # before the skip: that stays last
         log.reason(skip)
         lots = 0
     notional = position.notional(m, position.amount_of_lots(m, lots), i.price)
@@ -1037,13 +1045,7 @@ def finish(ctx: Context, log: Log, sz: Sizing, lots: int, skip: Reason | None) -
     liq_tier: Tier | None = None
     liq_price = liq_dist = None
     if ctx.is_contract and entry_tier is not None and notional > 0:
-        collateral = ctx.cross_collateral() if ctx.cross else margin
-        liq_price, liq_tier = ctx.liquidation(notional, collateral, entry_tier)
-        liq_dist = liq.liquidation_distance(i.is_long, i.price, liq_price) * 100
-        if stop is not None and liq_dist <= stop.distance * 100:  # the guard was off
-            log.step("liquidation_guard", (("liquidation_price", liq_price),
-                                           ("stop_price", stop.price)),
-                     note="guard off: liquidation comes before the stop, which never fires")
+        liq_price, liq_tier, liq_dist = _liquidation(ctx, log, stop, notional, margin, entry_tier)
     if stop is not None:
         risk, basis = risk_of_notional(notional, stop.distance,
                                        ctx.fee_to_stop(stop.distance)), "stop"
@@ -1073,6 +1075,37 @@ def finish(ctx: Context, log: Log, sz: Sizing, lots: int, skip: Reason | None) -
         maintenance_amount=ctx.cum_quote(liq_tier) if liq_tier else None,
         entry_tier=entry_tier.tier if (entry_tier and numbered) else None,
     )
+
+
+# skips that the liquidation formula decided (the guard found no safe size)
+_LIQUIDATION_SKIPS = frozenset((Reason.STOP_BEYOND_LIQUIDATION,))
+
+
+def _liquidation(ctx: Context, log: Log, stop: Stop | None, notional: float, margin: float,
+                 entry_tier: Tier) -> tuple[float, Tier, float]:
+    """The decision's liquidation price, its bracket and distance (%), and the ``liquidation``
+    trace step naming the venue's formula (``binance-usdm``, ``bybit-linear``, ``okx-inverse``);
+    a venue without a known formula is judged by Binance's and says so
+    (``LIQUIDATION_FORMULA_ASSUMED``)."""
+    i = ctx.intent
+    collateral = ctx.cross_collateral() if ctx.cross else margin
+    liq_price, liq_tier = ctx.liquidation(notional, collateral, entry_tier)
+    liq_dist = liq.liquidation_distance(i.is_long, i.price, liq_price) * 100
+    name = liq.formula_name(ctx.formula, ctx.market.inverse)
+    note = None
+    if not ctx.formula_known:
+        venue = ctx.market.exchange or "a market naming no exchange"
+        note = f"no published liquidation formula known for {venue}: {name} assumed"
+        log.reason(Reason.LIQUIDATION_FORMULA_ASSUMED)
+    log.step("liquidation", (("formula", name), ("liquidation_price", liq_price),
+                             ("collateral", collateral),
+                             ("maintenance_margin_rate", liq_tier.maintenance_margin_rate),
+                             ("maintenance_amount", ctx.cum_quote(liq_tier))), note=note)
+    if stop is not None and liq_dist <= stop.distance * 100:  # the guard was off
+        log.step("liquidation_guard", (("liquidation_price", liq_price),
+                                       ("stop_price", stop.price)),
+                 note="guard off: liquidation comes before the stop, which never fires")
+    return liq_price, liq_tier, liq_dist
 
 
 # -- the pipeline -----------------------------------------------------------------------

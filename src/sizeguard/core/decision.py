@@ -45,6 +45,7 @@ class Reason(StrEnum):
     ABOVE_MAX_AMOUNT = "ABOVE_MAX_AMOUNT"
     INSUFFICIENT_MARGIN = "INSUFFICIENT_MARGIN"
     ZERO_SIZE = "ZERO_SIZE"
+    LIQUIDATION_FORMULA_ASSUMED = "LIQUIDATION_FORMULA_ASSUMED"
     MAX_LONG_POSITIONS = "MAX_LONG_POSITIONS"
     MAX_SHORT_POSITIONS = "MAX_SHORT_POSITIONS"
     MAX_GROUP_POSITIONS = "MAX_GROUP_POSITIONS"
@@ -84,6 +85,8 @@ REASON_TEXT: dict[Reason, str] = {
     Reason.ABOVE_MAX_AMOUNT: "cut to the exchange's maximum amount per order",
     Reason.INSUFFICIENT_MARGIN: "not enough available margin for even the smallest order",
     Reason.ZERO_SIZE: "the size rounds to zero lots",
+    Reason.LIQUIDATION_FORMULA_ASSUMED: "no published liquidation formula is known for this "
+                                        "exchange: Binance's was assumed",
     Reason.MAX_LONG_POSITIONS: "every long slot is taken",
     Reason.MAX_SHORT_POSITIONS: "every short slot is taken",
     Reason.MAX_GROUP_POSITIONS: "every slot of the symbol's group is taken",

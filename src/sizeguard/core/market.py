@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
+from sizeguard.core import liquidation as liq
 from sizeguard.core.lots import DECIMAL_PLACES, TICK_SIZE, decimal_step, step_from_precision
 from sizeguard.core.position import notional_of
 from sizeguard.core.tiers import Tier, tiers_from_kraken_margin_levels
@@ -84,6 +85,20 @@ class MarketRules:
         coin-margined contracts do (Binance COIN-M brackets are in BTC); Kraken Futures' levels
         were converted to USD when loaded."""
         return self.inverse and self.exchange != "krakenfutures"
+
+    @property
+    def liquidation_formula(self) -> tuple[int, bool]:
+        """The venue's liquidation formula (a ``core.liquidation`` id) and whether it is known:
+        Binance's for binance/binanceusdm/binancecoinm, Bybit's, OKX's; any other exchange
+        (Kraken Futures, Bitget, a market that names none) is judged by Binance's, assumed."""
+        name = self.exchange.lower()
+        if name.startswith("binance"):
+            return liq.BINANCE, True
+        if name.startswith("bybit"):
+            return liq.BYBIT, True
+        if name in ("okx", "okxus", "myokx"):
+            return liq.OKX, True
+        return liq.BINANCE, False
 
     def tier_units(self, notional: float, price: float) -> float:
         """A quote notional in the units of this market's tier table."""

@@ -82,7 +82,8 @@ def _f(value: Any, field: str) -> float:
 
 
 def tiers_from_ccxt(rows: Iterable[Mapping[str, Any]], symbol: str = "") -> tuple[Tier, ...]:
-    """Tiers from ccxt's unified ``fetch_leverage_tiers`` rows (maintenance amount from info.cum).
+    """Tiers from ccxt's unified ``fetch_leverage_tiers`` rows (maintenance amount from info.cum,
+    or Bybit's info.mmDeduction).
 
     Validated: contiguous, increasing, rates in [0, 1), leverage >= 1.
     """
@@ -90,7 +91,9 @@ def tiers_from_ccxt(rows: Iterable[Mapping[str, Any]], symbol: str = "") -> tupl
     for i, row in enumerate(rows):
         where = f"tiers[{symbol}][{i}]"
         info = row.get("info") or {}
-        cum = info.get("cum") if isinstance(info, Mapping) else None
+        # Binance's cum; Bybit's risk-limit rows call the same amount mmDeduction
+        cum = (info.get("cum", info.get("mmDeduction"))
+               if isinstance(info, Mapping) else None)
         max_n = row.get("maxNotional")
         tier = Tier(
             tier=int(_f(row.get("tier", i + 1), f"{where}.tier")),
