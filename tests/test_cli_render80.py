@@ -118,3 +118,14 @@ def test_backtest_comparison_keeps_every_policy_and_figure_whole(tmp_path: Path)
     for m in data:
         assert any(line.strip() == m["policy"] or m["policy"] in line.split() for line in lines)
         assert whole(f"final equity {m['final_equity']:,.2f}", lines), m["policy"]
+
+
+def test_bots_list_keeps_names_and_ids_whole(tmp_path: Path) -> None:
+    url = str(tmp_path / "s.db")
+    for name in ("viper-fixed-margin-bot", "quantum"):
+        assert runner.invoke(app, ["bots", "add", name, "--budget", "40%", "--store", url,
+                                   "--json"]).exit_code == 0
+    bots = json.loads(runner.invoke(app, ["bots", "list", "--json", "--store", url]).stdout)
+    lines = read(["bots", "list", "--store", url])
+    for b in bots:
+        assert any(line.split()[:2] == [b["name"], b["id"]] for line in lines), lines

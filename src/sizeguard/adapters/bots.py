@@ -201,14 +201,17 @@ class BotRegistry:
     @staticmethod
     def _own(tx: Tx, bot_id: str, account_id: str, now: float) -> tuple[Position, ...]:
         rows = tx.rows(
-            "SELECT p.symbol, p.side, p.notional, p.margin FROM positions p JOIN bot_orders b "
-            "ON b.client_order_id = p.client_order_id WHERE p.account_id = ? AND "
-            "p.status = 'open' AND b.bot_id = ?", (account_id, bot_id))
+            "SELECT p.symbol, p.side, p.notional, p.margin, p.entry_price FROM positions p "
+            "JOIN bot_orders b ON b.client_order_id = p.client_order_id WHERE "
+            "p.account_id = ? AND p.status = 'open' AND b.bot_id = ?", (account_id, bot_id))
         rows += tx.rows(
-            "SELECT r.symbol, r.side, r.notional, r.margin FROM reservations r JOIN bot_orders b "
-            "ON b.client_order_id = r.client_order_id WHERE r.account_id = ? AND "
-            "r.status = 'held' AND r.expires_at > ? AND b.bot_id = ?", (account_id, now, bot_id))
-        return tuple(Position(s, side, float(n), float(m)) for s, side, n, m in rows)
+            "SELECT r.symbol, r.side, r.notional, r.margin, r.entry_price FROM reservations r "
+            "JOIN bot_orders b ON b.client_order_id = r.client_order_id WHERE "
+            "r.account_id = ? AND r.status = 'held' AND r.expires_at > ? AND b.bot_id = ?",
+            (account_id, now, bot_id))
+        # the entry price lets an add value the position it joins (0: unknown)
+        return tuple(Position(s, side, float(n), float(m), entry=float(e or 0.0))
+                     for s, side, n, m, e in rows)
 
     def own_positions_of(self, owner: str, account_id: str) -> tuple[Position, ...]:
         """A bot's open positions and live reservations (joins an open unit of work)."""

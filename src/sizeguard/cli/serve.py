@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 from typing import Annotated, Any
 
 import typer
@@ -186,13 +187,14 @@ def bots_list(store: StoreOpt = None,
         return
     if not bots:
         typer.echo("no bots; add one with: sizeguard bots add NAME --budget 40%")
+    width = shutil.get_terminal_size((80, 24)).columns
     for b in bots:
-        if b.is_admin:
-            typer.echo(f"{b.name:20s} {b.id}  account {b.account_id}  admin")
-            continue
         slots = str(b.max_positions) if b.max_positions else "budget share"
-        typer.echo(f"{b.name:20s} {b.id}  account {b.account_id}  budget {b.budget:.0%}  "
-                   f"max positions {slots}")
+        rest = "admin" if b.is_admin else f"budget {b.budget:.0%}  max positions {slots}"
+        line = f"{b.name:20s} {b.id}  account {b.account_id}  {rest}"
+        if len(line) > width:  # a narrow terminal: the id whole on the first line, then the rest
+            line = f"{b.name} {b.id}\n  account {b.account_id}  {rest}"
+        typer.echo(line)
 
 
 @bots_app.command("remove", epilog="Example:\n\n  sizeguard bots remove viper")

@@ -252,7 +252,7 @@ class SizeguardMixin:
         positions = tuple(
             Position(str(t.pair), "short" if t.is_short else "long",
                      float(t.amount or t.amount_requested or 0.0) * float(t.open_rate),
-                     float(t.stake_amount))
+                     float(t.stake_amount), entry=float(t.open_rate))
             for t in self.sizeguard_trades(is_open=True))
         closed = sorted(self.sizeguard_trades(is_open=False),
                         key=lambda t: _ts(t.close_date) or 0.0)
