@@ -1,6 +1,6 @@
 """The attack suite (#11): hostile input against the REAL server (``sizeguard serve`` on a
 loopback port), one case per measurement of the issue. Bounded: a handful of requests per case,
-every socket with a timeout; the module takes ~15-25 s (it starts two servers).
+every socket with a timeout; the module takes ~35-40 s (it starts two servers).
 
 What was measured before the guard, and is refused now:
 * ``true`` was a number, ``"3_100"`` was 3100, ``"yes"`` was true; duplicate keys took the last
