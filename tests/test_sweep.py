@@ -237,6 +237,17 @@ def test_cli_bad_input_is_one_line_exit_2(candles: Path, tmp_path: Path, extra: 
     assert named in err and "Traceback" not in err and len(err.splitlines()) == 1
 
 
+def test_candles_quoted_in_another_currency_are_refused_as_in_backtest(tmp_path: Path) -> None:
+    eth_btc = write_walk(tmp_path / "ETH_BTC-1h.csv", n=300)
+    res = runner.invoke(app, ["sweep", "--candles", str(eth_btc), "--workers", "0",
+                              "--no-cache"])
+    assert res.exit_code == 2, res.output
+    assert "quoted in BTC" in res.stderr and "--symbol" in res.stderr
+    bt = runner.invoke(app, ["backtest", "--candles", str(eth_btc)])
+    assert bt.exit_code == 2 and bt.stderr.strip().split(": ", 1)[1] == \
+        res.stderr.strip().split(": ", 1)[1]
+
+
 @pytest.mark.shared_data
 def test_real_candles_sweep(tmp_path: Path) -> None:
     btc = shared_path("ohlcv", "coinbase", "BTC_USD-1d.csv")

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from sizeguard.adapters.market_files import attach_tiers, load_markets
 from sizeguard.backtest import METHODS, STRATEGIES
-from sizeguard.backtest.markets import guess_market
+from sizeguard.backtest.markets import choose_markets
 from sizeguard.cli.app import app, positive, writable_output
 from sizeguard.cli.render import Record, print_fitting, with_percent
 from sizeguard.config.loader import PRESETS
@@ -57,9 +57,6 @@ StrategyOpt = Annotated[str | None, typer.Option(
     "--strategy", metavar="|".join(STRATEGIES),
     help=f"Signals: {', '.join(STRATEGIES)} (default ema-cross; file, implied by --signals, "
          "replays your signal columns).")]
-USD_LIKE = frozenset({"USD", "USDT", "USDC", "BUSD", "FDUSD", "TUSD", "DAI", "USDE", "ZUSD"})
-
-
 def _console() -> Console:
     """A console wide enough for the comparison tables when the output is not a terminal and
     no width was asked for (``COLUMNS``)."""
@@ -69,19 +66,6 @@ def _console() -> Console:
 def _fail(exc: Exception) -> None:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(2)
-
-
-def check_quote(candle_symbol: str, market: MarketRules, source: str) -> str | None:
-    """The candle file's quote currency against the market's: None when they agree (the USD
-    family counts as one), else what is wrong."""
-    from sizeguard.backtest.candles import quote_from_symbol
-
-    quote = quote_from_symbol(candle_symbol)
-    theirs = (market.quote or "").upper()
-    if quote is None or not theirs or quote == theirs or {quote, theirs} <= USD_LIKE:
-        return None
-    return (f"{source}: candles quoted in {quote}, but {market.symbol} is quoted in {theirs}; "
-            "prices and PnL would be in the wrong currency")
 
 
 def strategy_for(strategy: str | None, signals_file: Path | None) -> str:
@@ -202,19 +186,7 @@ def _load(candles: list[Path], symbol: list[str] | None, markets: Path | None,
     if tiers is not None:
         book = attach_tiers(book, tiers)
     loaded = load_many(expand_candle_paths(candles, symbol or ()))  # a freqtrade data dir: its pairs
-    if symbol and len(symbol) != len(loaded):
-        raise InvalidInput("--symbol", symbol, f"give one per --candles file ({len(loaded)})")
-    chosen = [book[s] for s in symbol] if symbol else [guess_market(book, c.symbol) for c in loaded]
-    # gaps are said out loud (stderr with --json): missing candles are never filled
-    notes = [("warning: " if c.gaps else "") + c.gap_report() for c in loaded]
-    for c, m in zip(loaded, chosen, strict=True):
-        notes.extend(f"warning: {w}" for w in c.warnings)
-        wrong = check_quote(c.symbol, m, c.source)
-        if wrong and not symbol:  # a guessed market must not trade another currency
-            raise InvalidInput("--candles", c.source, wrong.split(": ", 1)[1] + "; give --symbol "
-                               f"with a market quoted in {wrong.split('quoted in ')[1].split(',')[0]}")
-        if wrong:  # the user chose this market: said clearly, in the output and the report
-            notes.append(f"warning: {wrong}")
+    chosen, notes = choose_markets(loaded, book, symbol)
     return align(loaded), book, chosen, notes
 
 

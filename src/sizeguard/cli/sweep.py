@@ -36,10 +36,13 @@ def default_cache() -> Path:
 def _candle_sets(candles: list[str], symbols: list[str] | None, markets: Path | None,
                  tiers: Path | None) -> list[CandleSet]:
     """Each ``--candles A.csv[,B.csv]`` is one candle set (files joined by commas trade
-    together); ``--symbol`` gives the markets of each set the same way."""
+    together); ``--symbol`` gives the markets of each set the same way. Markets are chosen and
+    checked as ``backtest`` does (guessed from the base, refused when quoted in another
+    currency); the warnings go to stderr."""
     from sizeguard.adapters.market_files import attach_tiers, load_markets
     from sizeguard.backtest.candles import align, load_many
-    from sizeguard.backtest.markets import guess_market
+    from sizeguard.backtest.freqtrade_data import expand_candle_paths
+    from sizeguard.backtest.markets import choose_markets
     from sizeguard.backtest.sweep import CandleSet
     book = load_markets(markets)
     if tiers is not None:
@@ -49,19 +52,15 @@ def _candle_sets(candles: list[str], symbols: list[str] | None, markets: Path | 
     out = []
     for k, item in enumerate(candles):
         files = [Path(p.strip()) for p in item.split(",") if p.strip()]
-        loaded = load_many(files)
-        if symbols:
-            names = [s.strip() for s in symbols[k].split(",")]
-            if len(names) != len(loaded):
-                raise InvalidInput("--symbol", symbols[k], f"give one market per file "
-                                   f"of the set ({len(loaded)})")
-            chosen = [book[s] for s in names]
-        else:
-            chosen = [guess_market(book, c.symbol) for c in loaded]
-        name = "+".join(f.stem for f in files)
-        out.append(CandleSet.build(name, align(loaded), chosen))
-    names = [c.name for c in out]
-    if len(set(names)) != len(names):
+        names = [s.strip() for s in symbols[k].split(",")] if symbols else None
+        loaded = load_many(expand_candle_paths(files, names or ()))
+        chosen, notes = choose_markets(loaded, book, names)
+        for n in notes:
+            if n.startswith("warning: "):
+                typer.echo(n, err=True)
+        out.append(CandleSet.build("+".join(f.stem for f in files), align(loaded), chosen))
+    names_ = [c.name for c in out]
+    if len(set(names_)) != len(names_):
         raise InvalidInput("--candles", candles, "the same candle set is given twice")
     return out
 
