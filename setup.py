@@ -19,7 +19,9 @@ from pathlib import Path
 
 from setuptools import setup
 
-# The modules compiled together (one mypyc group; they call each other natively).
+# The modules compiled together (one mypyc group; they call each other natively). A function
+# the backtest hands to numba must live outside them (numba compiles Python bytecode):
+# tests/test_native.py checks lots, liquidation, models and position stay Python.
 COMPILED = [
     "src/sizeguard/core/decide.py",
     "src/sizeguard/core/limits.py",

@@ -59,6 +59,20 @@ def test_add_capped_by_the_whole_positions_risk() -> None:
     assert after["liquidation_price"] == pytest.approx(61.64154, rel=1e-6)
 
 
+def test_a_short_add_capped_by_risk() -> None:
+    # held short 10 @ 110 (1,100, margin 366.667 at 3x); add short at 100, stop 116 (16%).
+    # held risk to 116: 10 x 6 = 60; room 40 -> 250 -> 2.5. New average entry
+    # (1,100 + 250) / (10 + 2.5) = 108; whole risk 12.5 x (116 - 108) = 100.
+    # LP = 108 x (1 + 450 / 1,350) / (1 + 0.005) = 143.28, beyond 116 + 0.25 x 16 = 120
+    d = add(Position(SYMBOL, "short", 1_100.0, 1_100.0 / 3, entry=110.0), stop=116.0,
+            side="short")
+    assert d.accepted and d.amount == "2.5" and Reason.ADD_CAPPED_BY_RISK in d.reasons
+    after = trace_step(d, "position_after_add")
+    assert after["average_entry"] == pytest.approx(108.0)
+    assert after["risk"] == pytest.approx(100.0)
+    assert after["liquidation_price"] == pytest.approx(108 * (1 + 450 / 1350) / 1.005)
+
+
 def test_add_not_bound_when_the_held_part_locks_in_profit() -> None:
     # stop 95 above the held entry 90: the held part locks in 10 x 5 = 50, counted as 0 (never
     # as room). The add keeps the full budget: 100 / 0.05 = 2,000 -> 20

@@ -96,3 +96,18 @@ def test_a_build_older_than_its_source_is_never_used(tmp_path: Path,
     os.utime(tmp_path / "decide.py", (past, past))
     (tmp_path / f"limits{suffix}").unlink()  # an incomplete build
     assert not _native.usable()
+
+
+def test_the_numba_kernels_stay_python_functions() -> None:
+    # the backtest hands these modules' functions to numba, which compiles Python bytecode: they
+    # must never be in the mypyc group (a kernel placed in a compiled module would break it)
+    from sizeguard.core import liquidation, lots, models, position
+
+    kernels = (lots, liquidation, models, position)
+    assert not {m.__name__.rsplit(".", 1)[1] for m in kernels} & set(_native.COMPILED)
+    for module in kernels:
+        assert str(module.__file__).endswith(".py")
+        functions = [f for f in vars(module).values()
+                     if callable(f) and getattr(f, "__module__", None) == module.__name__
+                     and not isinstance(f, type)]
+        assert functions and all(hasattr(f, "__code__") for f in functions), module.__name__
