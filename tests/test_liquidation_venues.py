@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import numba
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,13 +16,15 @@ from conftest import shared_path
 from sizeguard.adapters.market_files import load_markets
 from sizeguard.backtest.engine import run_backtest
 from sizeguard.core import liquidation as liq
-from sizeguard.core.account import Account
+from sizeguard.core.account import Account, Position
 from sizeguard.core.decide import decide
 from sizeguard.core.decision import Decision, Reason
 from sizeguard.core.intent import Intent
 from sizeguard.core.market import MarketRules
 from sizeguard.core.policy import Policy, policy_from_dict
 from sizeguard.core.tiers import tiers_from_ccxt
+from sizing_helpers import SYMBOL, market, trace_step
+from sizing_helpers import policy as helper_policy
 from test_backtest_golden import FLAT, MARKET, panel, policy, signals
 
 BTC, BTC_INV = "BTC/USDT:USDT", "BTC/USD:BTC"
@@ -281,3 +284,30 @@ def test_backtest_recomputes_by_the_venue_formula_after_funding() -> None:
     r = run_backtest(p, signals(10, {1: 1}, atr=7.0), [replace(MARKET, exchange="binanceusdm")],
                      policy(), funding_rate=0.0001)
     assert r.trades[0]["exit_reason"] == "end"
+
+
+def test_an_add_is_judged_by_the_venue_formula() -> None:
+    # tests/test_adding.py's first case on a Bybit-named market: held 10 TST @ 90 (margin 300,
+    # 3x), add 2.5 @ 100, stop 84. Merged: 12.5 @ 92, notional 1,150, margin 383.333.
+    # Bybit: LP = 92 - (383.333 - 1,150 x 0.5%) / 12.5 = 92 x (1 - 0.333333 + 0.005) = 61.79333
+    # (Binance's, in test_adding: 92 x 0.666667 / 0.995 = 61.64154)
+    held = Position(SYMBOL, "long", 900.0, 300.0, entry=90.0)
+    d = decide(Intent(SYMBOL, "long", 100.0, stop=84.0), Account(10_000.0, positions=(held,)),
+               market(exchange="bybit"),
+               helper_policy(sizing={"model": "risk", "risk": 0.01}, limits={"allow_add": True},
+                             leverage={"value": 3, "max": 3}))
+    assert d.accepted and d.amount == "2.5"
+    after = trace_step(d, "position_after_add")
+    assert after["liquidation_price"] == pytest.approx(92.0 * (1 - 1 / 3 + 0.005), rel=1e-9)
+
+
+@pytest.mark.parametrize("formula", [liq.BINANCE, liq.BYBIT, liq.OKX])
+def test_venue_kernels_compile_with_numba(formula: int) -> None:
+    price = numba.njit(liq.venue_liquidation_price)
+    cover = numba.njit(liq.venue_coverage_needed)
+    for is_long in (True, False):
+        for inverse in (True, False):
+            args = (formula, is_long, inverse, 100.0, 1_000.0, 80.0, 0.01, 2.0, 0.0005)
+            assert price(*args) == liq.venue_liquidation_price(*args)
+            args2 = (formula, is_long, inverse, 0.05, 0.01, 0.0005)
+            assert cover(*args2) == liq.venue_coverage_needed(*args2)

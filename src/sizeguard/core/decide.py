@@ -581,7 +581,7 @@ def _add_is_safe(ctx: Context, held: Held, stop: Stop, notional: float, leverage
     lp = position.combined_liquidation(
         i.is_long, ctx.market.inverse, held.notional, held.entry, held.margin, notional, i.price,
         notional / leverage, tier.maintenance_margin_rate,
-        ctx.cum_quote(tier))
+        ctx.cum_quote(tier), ctx.formula, ctx.fee)
     need = stop.price - ctx.sign * ctx.policy.liquidation.buffer * abs(i.price - stop.price)
     return ctx.sign * (need - lp) >= 0
 
@@ -640,7 +640,7 @@ def report_add(ctx: Context, log: Log, sz: Sizing, lots: int) -> Reason | None:
         tier = ctx.tier_for(held.notional + add_n)
         values.append(("liquidation_price", position.combined_liquidation(
             i.is_long, m.inverse, held.notional, held.entry, held.margin, add_n, i.price, margin,
-            tier.maintenance_margin_rate, ctx.cum_quote(tier))))
+            tier.maintenance_margin_rate, ctx.cum_quote(tier), ctx.formula, ctx.fee)))
         unsafe = (stop is not None and ctx.policy.liquidation.guard != "off"
                   and not _add_is_safe(ctx, held, stop, add_n, sz.leverage))
     log.step("position_after_add", tuple(values),

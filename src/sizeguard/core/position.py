@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sizeguard.core.liquidation import liquidation_price
+from sizeguard.core.liquidation import BINANCE, venue_liquidation_price
 from sizeguard.core.models import fee_rate_to_stop, risk_of_notional
 from sizeguard.core.tiers import Tier, find_tier, maintenance_margin
 
@@ -86,14 +86,15 @@ def risk_to_stop(is_long: bool, inverse: bool, notional: float, entry: float, st
 
 def combined_liquidation(is_long: bool, inverse: bool, notional_a: float, entry_a: float,
                          margin_a: float, notional_b: float, entry_b: float, margin_b: float,
-                         mmr: float, maintenance_amount: float) -> float:
+                         mmr: float, maintenance_amount: float, formula: int = BINANCE,
+                         fee: float = 0.0) -> float:
     """Isolated liquidation price of two fills merged into one position (an add): the merged
     notional ``Na + Nb`` at the :func:`average_entry`, backed by both margins. For a linear
     position the merged notional at the average entry is exactly ``Na + Nb`` (``sum q E``);
-    for an inverse one the faces add."""
+    for an inverse one the faces add. ``formula``/``fee``: the venue's (core.liquidation)."""
     entry = average_entry(notional_a, entry_a, notional_b, entry_b)
-    return liquidation_price(is_long, inverse, entry, notional_a + notional_b,
-                             margin_a + margin_b, mmr, maintenance_amount)
+    return venue_liquidation_price(formula, is_long, inverse, entry, notional_a + notional_b,
+                                   margin_a + margin_b, mmr, maintenance_amount, fee)
 
 
 def pnl(is_long: bool, notional: float, entry: float, exit_price: float) -> float:
