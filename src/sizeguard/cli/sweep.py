@@ -18,14 +18,13 @@ from rich.table import Table
 from sizeguard.backtest import STRATEGIES
 from sizeguard.cli.app import app, clean_floats, fail, writable_output
 from sizeguard.cli.render import with_percent
-from sizeguard.config.loader import PRESETS
 from sizeguard.config.settings import load_policy
 from sizeguard.errors import InvalidInput, SizeguardError
 
 if TYPE_CHECKING:
     from sizeguard.backtest.sweep import CandleSet, SweepResult
 
-SCHEDULER_ENV = "SIZEGUARD_DASK_SCHEDULER"
+SCHEDULER_ENV = "SIZEGUARD_SCHEDULER"
 
 
 def default_cache() -> Path:
@@ -99,18 +98,19 @@ def sweep(
         "--symbol", help="Markets of each candle set, in order (default: guessed as in "
         "backtest).")] = None,
     preset: Annotated[list[str] | None, typer.Option(
-        "--preset", help=f"Base policy (repeatable): {', '.join(PRESETS)}.")] = None,
+        "--preset", help="Base policy (repeatable): a preset name, see `sizeguard presets`.")
+    ] = None,
     config: Annotated[list[Path] | None, typer.Option(
         "--config", help="Base policy TOML file (repeatable).")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a key of every base policy (repeatable).")] = None,
     grid: Annotated[list[str] | None, typer.Option(
-        "--grid", help="A swept key and its values: sizing.risk=0.005,0.01 (repeatable).")] = None,
+        "--grid", help="A swept policy key and its values, KEY=V1,V2,... (repeatable).")] = None,
     sample: Annotated[int, typer.Option(
         "--sample", min=0, max=1_000_000, help="Random search: this many points from --range "
         "(and --grid values).")] = 0,
     range_: Annotated[list[str] | None, typer.Option(
-        "--range", help="Random-search range: leverage.max=5:30:int, sizing.risk=0.002:0.03:log "
+        "--range", help="Random-search range KEY=LO:HI, KEY=LO:HI:int or KEY=LO:HI:log "
         "(repeatable).")] = None,
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Random seed.")] = 0,
     strategy: Annotated[list[str] | None, typer.Option(
@@ -133,8 +133,9 @@ def sweep(
                                       "...).")] = "calmar",
     top: Annotated[int, typer.Option(min=1, max=10_000, help="Rows in the ranked table.")] = 15,
     scheduler: Annotated[str | None, typer.Option(
-        "--scheduler", envvar=SCHEDULER_ENV, help="A running Dask scheduler, tcp://HOST:PORT "
-        f"(or {SCHEDULER_ENV}); default a local cluster.")] = None,
+        "--scheduler", envvar=SCHEDULER_ENV, show_envvar=False,
+        help="A running Dask scheduler, tcp://HOST:PORT, default a local cluster; "
+        "SIZEGUARD_SCHEDULER in the environment sets it too.")] = None,
     workers: Annotated[int | None, typer.Option(
         "--workers", min=0, max=512, help="Local cluster workers (default: every core; 0 = no Dask, "
         "a plain loop here).")] = None,
