@@ -19,5 +19,7 @@ if ready; then exit 0; fi
 echo "setting up $VENV (freqtrade $VERSION + sizeguard): a few minutes the first time" >&2
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "freqtrade==$VERSION"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[freqtrade]"
+# pure-Python build here: the main .venv's install already compiled the decision core in the
+# same source tree, and a second mypyc build at the same time would rewrite the same files
+SIZEGUARD_PURE=1 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[freqtrade]"
 ready || { echo "freqtrade environment in $VENV is not usable" >&2; exit 1; }
