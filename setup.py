@@ -20,13 +20,14 @@ from pathlib import Path
 from setuptools import setup
 
 # The modules compiled together (one mypyc group; they call each other natively). A function
-# the backtest hands to numba must live outside them (numba compiles Python bytecode):
+# the backtest hands to numba must live outside them (numba compiles Python bytecode), and so
+# must a frozen dataclass that crosses processes (a compiled one cannot be unpickled: the sweep
+# ships markets with their tiers to Dask workers), hence core/tiers.py stays Python:
 # tests/test_native.py checks lots, liquidation, models and position stay Python.
 COMPILED = [
     "src/sizeguard/core/decide.py",
     "src/sizeguard/core/limits.py",
     "src/sizeguard/core/adjust.py",
-    "src/sizeguard/core/tiers.py",
     "src/sizeguard/core/tolerances.py",
     "src/sizeguard/core/decision.py",
 ]

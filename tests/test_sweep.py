@@ -117,6 +117,18 @@ def test_resumed_sweep_computes_only_the_missing_cells(candle_set: sw.CandleSet,
     assert {c.key for c in other}.isdisjoint(c.key for c in cells)
 
 
+def test_a_candle_set_with_tiers_travels_to_workers(candle_set: sw.CandleSet) -> None:
+    """Regression: a compiled (mypyc) frozen Tier could not be unpickled on a Dask worker."""
+    import pickle
+
+    import cloudpickle
+
+    assert candle_set.markets[0].tiers  # the built-in BTC perpetual carries Binance's brackets
+    for dumps, loads in ((pickle.dumps, pickle.loads), (cloudpickle.dumps, cloudpickle.loads)):
+        back = loads(dumps(candle_set))
+        assert back.markets == candle_set.markets and back.digest == candle_set.digest
+
+
 def test_grid_sample_and_ranges() -> None:
     grid = sw.parse_grid(["sizing.risk=0.005,0.01,0.02", "leverage.max=10,20,30"])
     assert grid == {"sizing.risk": [0.005, 0.01, 0.02], "leverage.max": [10, 20, 30]}

@@ -17,7 +17,10 @@ from pathlib import Path
 from types import ModuleType
 
 # Compiled together by setup.py (keep the two lists the same).
-COMPILED = ("decide", "limits", "adjust", "tiers", "tolerances", "decision")
+COMPILED = ("decide", "limits", "adjust", "tolerances", "decision")
+# Compiled by an earlier build, no longer: a library of theirs left in a work tree must not
+# shadow the source (tiers: a compiled frozen Tier cannot be unpickled on another process).
+RETIRED = ("tiers",)
 CORE = Path(__file__).resolve().parent / "core"
 ROOT = CORE.parent.parent  # where mypyc puts the group's shared library (<hash>__mypyc.<suffix>)
 SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
@@ -62,12 +65,15 @@ def usable() -> bool:
 
 
 class _SourceFirst:
-    """A meta-path finder that loads the compiled group's modules from their ``.py`` source."""
+    """A meta-path finder that loads the named core modules from their ``.py`` source."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = frozenset(names)
 
     def find_spec(self, fullname: str, path: Sequence[str] | None = None,
                   target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
         package, _, name = fullname.rpartition(".")
-        if package != "sizeguard.core" or name not in COMPILED:
+        if package != "sizeguard.core" or name not in self.names:
             return None
         return importlib.util.spec_from_file_location(fullname, CORE / f"{name}.py")
 
@@ -79,8 +85,8 @@ def compiled() -> bool:
 
 
 def _install() -> None:
-    if not usable() and not any(isinstance(f, _SourceFirst) for f in sys.meta_path):
-        sys.meta_path.insert(0, _SourceFirst())
+    if not any(isinstance(f, _SourceFirst) for f in sys.meta_path):
+        sys.meta_path.insert(0, _SourceFirst(RETIRED if usable() else COMPILED + RETIRED))
 
 
 _install()
