@@ -272,6 +272,61 @@ class EntryRecord:
     trade: int  # ledger row when accepted, else -1
 
 
+# a trade's entry as the loop keeps it (one tuple, no dict per entry); the ledger row's keys
+# in this order, ``reasons`` a tuple of reason codes until rendered
+ENTRY_KEYS = ("trade", "policy", "symbol", "candles", "side", "entry_bar", "entry_time",
+              "entry_price", "amount", "qty", "notional", "margin", "leverage", "risk",
+              "stop_price", "take_profit", "liquidation_price", "entry_fee", "equity_at_entry",
+              "adds", "reasons")
+
+
+class Ledger:
+    """The trades of one backtest: each entry kept as a tuple while the loop runs, each exit
+    in the loop's ``exits`` array; the rows (dicts, :data:`ENTRY_KEYS` then the exit's keys)
+    are rendered once, when first asked for."""
+
+    def __init__(self, timestamp: npt.NDArray[np.int64], exits: F64) -> None:
+        self.timestamp, self.exits = timestamp, exits
+        self.entries: list[tuple[Any, ...]] = []
+        self._open: dict[int, dict[str, Any]] = {}  # rows rendered early (an add updates them)
+        self._rows: list[dict[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def open_row(self, tid: int) -> dict[str, Any]:
+        """Trade ``tid``'s entry as a row that stays the one rendered (an add updates it)."""
+        row = self._open.get(tid)
+        if row is None:
+            row = self._open[tid] = _entry_row(self.entries[tid])
+        return row
+
+    def rows(self) -> list[dict[str, Any]]:
+        if self._rows is None:
+            n = len(self.entries)
+            done = self.exits[:n].tolist()
+            exit_ts = self.timestamp[self.exits[:n, X_BAR].astype(np.int64)].tolist() if n else []
+            rows = []
+            for e, x, xt in zip(self.entries, done, exit_ts, strict=True):
+                row = self._open.get(e[0]) or _entry_row(e)
+                row.update(exit_bar=int(x[X_BAR]), exit_time=xt, exit_price=x[X_PRICE],
+                           exit_reason=REASONS[int(x[X_REASON])], exit_fee=x[X_FEE],
+                           funding=x[X_FUNDING], gross_pnl=x[X_GROSS], net_pnl=x[X_NET],
+                           return_on_equity=x[X_NET] / row["equity_at_entry"],
+                           engine_liquidation_price=None if math.isnan(x[X_LIQ0])
+                           else x[X_LIQ0])
+                rows.append(row)
+            self._rows = rows
+        return self._rows
+
+
+def _entry_row(entry: tuple[Any, ...]) -> dict[str, Any]:
+    row = dict(zip(ENTRY_KEYS, entry, strict=True))
+    row["entry_time"] = round(row["entry_time"] * 1000.0)
+    row["reasons"] = " ".join(str(r) for r in row["reasons"])
+    return row
+
+
 @dataclass
 class BacktestResult:
     policy: Policy
@@ -281,7 +336,7 @@ class BacktestResult:
     equity: F64
     gross: F64
     initial_equity: float
-    trades: list[dict[str, Any]]
+    ledger: Ledger
     skips: Counter[str]
     decisions: int
     liquidations: int
@@ -295,6 +350,11 @@ class BacktestResult:
     @property
     def name(self) -> str:
         return self.policy.name
+
+    @property
+    def trades(self) -> list[dict[str, Any]]:
+        """The ledger's rows, one dict per trade (rendered on first use)."""
+        return self.ledger.rows()
 
 
 def funding_per_bar(ts: npt.NDArray[np.int64], timeframe_ms: int, rate: float,
@@ -368,7 +428,8 @@ def run_backtest(
     exits = np.full((max_trades, NX), np.nan)
     eq_curve = np.full(n, np.nan)
     gross = np.zeros(n)
-    trades: list[dict[str, Any]] = []
+    ledger = Ledger(panel.timestamp, exits)
+    entered = ledger.entries
     skips: Counter[str] = Counter()
     records: list[EntryRecord] = []
     warnings: list[str] = []
@@ -382,7 +443,8 @@ def run_backtest(
     # every entry signal gathered once into Python lists (bar order, then symbol order), so
     # that an entry costs no array indexing: bar, symbol, side, open, ATR, multiple,
     # confidence, take-profit R, time
-    e_t, e_j = np.nonzero(entry_sig)
+    flat_at = np.flatnonzero(entry_sig != 0)  # (a bool array's nonzero is the fast one)
+    e_t, e_j = (flat_at, np.zeros_like(flat_at)) if k == 1 else np.divmod(flat_at, k)
     e_bar, e_sym = e_t.tolist(), e_j.tolist()
     e_side, e_px = entry_sig[e_t, e_j].tolist(), op[e_t, e_j].tolist()
     e_atr, e_mult = signals.atr[e_t, e_j].tolist(), signals.atr_mult[e_t, e_j].tolist()
@@ -443,13 +505,13 @@ def run_backtest(
             tid = -1
             if d.accepted and adding:
                 tid = int(pos[j, P_TRADE])
-                book.add(pos, acct, j, d, tp_r, trades[tid])
+                book.add(pos, acct, j, d, tp_r, ledger.open_row(tid))
                 adds += 1
                 view.entered(market.symbol, when)
             elif d.accepted:
-                tid = len(trades)
-                trades.append(book.open(pos, acct, exits, j, t, d, tp_r, tid, when,
-                                        panel.symbols[j], account.equity))
+                tid = len(entered)
+                entered.append(book.open(pos, acct, exits, j, t, d, tp_r, tid, when,
+                                         panel.symbols[j], account.equity))
                 view.entered(market.symbol, when)
                 flat[j] = side
             else:
@@ -458,18 +520,10 @@ def run_backtest(
                 records.append(EntryRecord(t, market.symbol, intent, account, d, tid))
         cur = i
         resume = True
-    done = exits[: len(trades)].tolist()
-    exit_ts = ts_arr[exits[: len(trades), X_BAR].astype(np.int64)].tolist() if trades else []
-    for row, x, xt in zip(trades, done, exit_ts, strict=True):
-        row.update(exit_bar=int(x[X_BAR]), exit_time=xt, exit_price=x[X_PRICE],
-                   exit_reason=REASONS[int(x[X_REASON])], exit_fee=x[X_FEE],
-                   funding=x[X_FUNDING], gross_pnl=x[X_GROSS], net_pnl=x[X_NET],
-                   return_on_equity=x[X_NET] / row["equity_at_entry"],
-                   engine_liquidation_price=None if math.isnan(x[X_LIQ0]) else x[X_LIQ0])
     if progress is not None:
         progress(n, n)
     return BacktestResult(policy, panel.symbols, tuple(syms), ts_arr, eq_curve, gross, equity,
-                          trades, skips, decisions, int(acct[A_LIQS]), panel.timeframe_ms,
+                          ledger, skips, decisions, int(acct[A_LIQS]), panel.timeframe_ms,
                           signals.name, records, int(acct[A_IGNORED]), warnings, adds)
 
 
@@ -499,32 +553,38 @@ class _AccountView:
         return replace(account, positions=tuple(held))
 
     def __call__(self, t: int, pos: F64, acct: F64, flat: list[float]) -> Account:
-        positions = []
-        upnl_total = 0.0
-        if any(flat):  # open positions, marked at this open
-            for j, flag in enumerate(flat):
-                if flag == 0.0:
-                    continue
-                side, qty, entry, notional, _, _, _, coll, mmr, cum = pos[j, :P_FUND].tolist()
-                px = float(self.panel.open[t, j])
-                if math.isnan(px):
-                    px = float(self.panel.mark[t - 1, j]) if t > 0 else entry
-                upnl = core_pos.pnl(side > 0, notional, entry, px)
-                upnl_total += upnl
-                positions.append(Position(self.syms[j], LONG if side > 0 else SHORT,
-                                          core_pos.notional_of(qty, px, 1.0, False), coll,
-                                          core_tiers.maintenance_margin(notional, mmr, cum),
-                                          upnl))
         cash, peak, _, day_pnl, streak, closed = acct[:A_LIQS].tolist()
         if closed != self._closed:  # a trade closed: the symbol records changed
             self._closed = closed
             self._stats = MappingProxyType({sym: SymbolStats(n, w) for sym, (n, w)
                                             in zip(self.syms, self.stats.tolist(), strict=True)
                                             if n})
-        equity = cash + upnl_total
-        return Account(equity=equity, positions=tuple(positions), peak_equity=max(peak, equity),
+        if any(flat):  # open positions, marked at this open
+            positions, upnl = self._marked(t, pos, flat)
+            equity = cash + upnl
+        else:
+            positions, equity = (), cash
+        return Account(equity=equity, positions=positions, peak_equity=max(peak, equity),
                        realised_pnl_today=day_pnl, losing_streak=int(streak),
                        symbol_stats=self._stats, last_trade_at=self._last)
+
+    def _marked(self, t: int, pos: F64, flat: list[float]) -> tuple[tuple[Position, ...], float]:
+        """The open positions marked at bar ``t``'s open, and their unrealised PnL."""
+        positions = []
+        upnl_total = 0.0
+        for j, flag in enumerate(flat):
+            if flag == 0.0:
+                continue
+            side, qty, entry, notional, _, _, _, coll, mmr, cum = pos[j, :P_FUND].tolist()
+            px = float(self.panel.open[t, j])
+            if math.isnan(px):
+                px = float(self.panel.mark[t - 1, j]) if t > 0 else entry
+            upnl = core_pos.pnl(side > 0, notional, entry, px)
+            upnl_total += upnl
+            positions.append(Position(self.syms[j], LONG if side > 0 else SHORT,
+                                      core_pos.notional_of(qty, px, 1.0, False), coll,
+                                      core_tiers.maintenance_margin(notional, mmr, cum), upnl))
+        return tuple(positions), upnl_total
 
 
 class _Book:
@@ -537,11 +597,10 @@ class _Book:
         self.default_mmr = policy.leverage.default_mmr
 
     def open(self, pos: F64, acct: F64, exits: F64, j: int, t: int, d: Decision, tp_r: float,
-             tid: int, when: float, candles: str, equity: float) -> dict[str, Any]:
+             tid: int, when: float, candles: str, equity: float) -> tuple[Any, ...]:
         """Copy an accepted decision into the position arrays (no arithmetic of the size here)
-        and return its ledger row."""
-        long = d.side == LONG
-        side = 1.0 if long else -1.0
+        and return its ledger entry (:data:`ENTRY_KEYS`)."""
+        side = 1.0 if d.side == LONG else -1.0
         qty = float(d.amount) * self.size
         mmr, cum, liq = 0.0, 0.0, math.nan
         if self.is_contract:
@@ -557,24 +616,17 @@ class _Book:
                 exits[tid, X_LIQ0] = liq
         stop = d.stop_price
         tp = math.nan
+        entry = d.entry_price
         if stop is not None and tp_r > 0:
-            tp = d.entry_price + side * tp_r * abs(d.entry_price - stop)
-        entry_fee = core_pos.fee_on(d.notional, self.fee)
-        pos[j] = (side, qty, d.entry_price, d.notional, math.nan if stop is None else stop, tp,
+            tp = entry + side * tp_r * abs(entry - stop)
+        notional = d.notional
+        entry_fee = core_pos.fee_on(notional, self.fee)
+        pos[j] = (side, qty, entry, notional, math.nan if stop is None else stop, tp,
                   liq, d.margin, mmr, cum, 0.0, entry_fee, tid, t)
         acct[A_CASH] -= entry_fee
-        return {
-            "trade": tid, "policy": d.policy, "symbol": d.symbol, "candles": candles,
-            "side": d.side, "entry_bar": t, "entry_time": round(when * 1000.0),
-            "entry_price": d.entry_price,
-            "amount": d.amount, "qty": qty, "notional": d.notional,
-            "margin": d.margin, "leverage": d.leverage, "risk": d.risk,
-            "stop_price": stop, "take_profit": None if math.isnan(tp) else tp,
-            "liquidation_price": d.liquidation_price, "entry_fee": entry_fee,
-            "equity_at_entry": equity, "adds": 0,
-            "reasons": " ".join(str(r) for r in d.reasons),
-        }
-
+        return (tid, d.policy, d.symbol, candles, d.side, t, when, entry, d.amount, qty,
+                notional, d.margin, d.leverage, d.risk, stop, None if math.isnan(tp) else tp,
+                d.liquidation_price, entry_fee, equity, 0, d.reasons)
 
     def add(self, pos: F64, acct: F64, j: int, d: Decision, tp_r: float, row: dict[str, Any]
             ) -> None:
