@@ -289,6 +289,20 @@ def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: 
 cross_liquidation = numba.njit(cache=True)(_cross_liquidation)
 
 
+def _orders(t: int, pos: F64, entry: Any, exit_sig: Any) -> bool:  # pragma: no cover
+    """Whether bar ``t``'s open has an entry or an exit of an open position to fill."""
+    for j in range(pos.shape[0]):
+        side = pos[j, P_SIDE]
+        code = exit_sig[t, j]
+        if entry[t, j] != 0 or (side > 0.0 and (code & EXIT_LONG)) or (
+                side < 0.0 and (code & EXIT_SHORT)):
+            return True
+    return False
+
+
+_orders_at_open = numba.njit(cache=True)(_orders)
+
+
 def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F64, entry: Any,
           exit_sig: Any, funding: F64, fee: F64, can_liq: Any, formula: Any, worst: bool, pos: F64,
           acct: F64, stats: Any, exits: F64, equity: F64, gross: F64,
@@ -304,7 +318,9 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
             if day != acct[A_DAY]:
                 acct[A_DAY] = day
                 acct[A_DAY_PNL] = 0.0
-            if cross:  # a gap past the account's liquidation comes before any order at the open
+            if cross and _orders_at_open(t, pos, entry, exit_sig):
+                # a gap past the account's price comes before any order at the open (without
+                # orders the intrabar judgement, which values the others at their worst, does)
                 cross_liquidation(pos, acct, stats, exits, t, op, hi, lo, mark, fee, can_liq,
                                   formula, worst, True)
             pending = False
