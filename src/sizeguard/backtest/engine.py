@@ -31,15 +31,20 @@ the isolated collateral.
 
 **Liquidation** (isolated margin): the position's remaining collateral (initial margin less
 funding paid) is lost whole; what is left above bankruptcy is the exchange's clearance fee. No
-exit fee is charged on top. Each liquidation is counted. Open positions are closed at the last
-close when the data end (exit reason ``end``).
+exit fee is charged on top. Each liquidation is counted. A signal exit at an open beyond the
+liquidation price is a liquidation (in the gap, before the order). Open positions are closed at
+the last close when the data end (exit reason ``end``).
+
+**Cross margin** (``leverage.margin_mode = "cross"``): the contract positions share the wallet
+(the cash); :func:`_cross_liquidation` judges the account at every open and intrabar with the
+cross collateral ``decide()`` uses, and liquidates every position when one reaches its price;
+the wallet is lost whole. Spot markets are refused in a cross backtest.
 
 Limits: linear contracts and spot only (inverse contracts raise); one position per symbol (an
 entry signal while the symbol's position is open is ignored, as vectorbt and backtrader do,
 unless ``limits.allow_add``: then an entry on the position's side is an add, sized by
 ``decide()`` against the held position and merged into it at the core's average entry, with the
-add's stop for the whole position; ``adds`` counts them);
-isolated margin for the liquidation arithmetic (a cross-margin policy raises).
+add's stop for the whole position; ``adds`` counts them).
 """
 
 from __future__ import annotations
@@ -114,13 +119,17 @@ liq_price = numba.njit(cache=True)(core_liq.venue_liquidation_price)
 pnl = numba.njit(cache=True)(core_pos.pnl)
 notional_of = numba.njit(cache=True)(core_pos.notional_of)
 fee_on = numba.njit(cache=True)(core_pos.fee_on)
+mm_of = numba.njit(cache=True)(core_tiers.maintenance_margin)
 
 
 def _close(pos: F64, acct: F64, stats: Any, exits: F64, j: int, t: int, price: float,
-           reason: int, fee: float) -> None:  # pragma: no cover - compiled
+           reason: int, fee: float, liq_gross: float) -> None:  # pragma: no cover - compiled
+    """Close position ``j`` at ``price``. A liquidation charges no exit fee; its gross result is
+    ``liq_gross`` (isolated: the collateral lost whole; cross: the position's share of the
+    wallet)."""
     side, qty, entry = pos[j, P_SIDE], pos[j, P_QTY], pos[j, P_ENTRY]
     if reason == R_LIQ:
-        gross = -pos[j, P_COLL]
+        gross = liq_gross
         exit_fee = 0.0
     else:
         gross = pnl(side > 0.0, pos[j, P_NOTIONAL], entry, price)
@@ -151,13 +160,161 @@ def _close(pos: F64, acct: F64, stats: Any, exits: F64, j: int, t: int, price: f
 close_position = numba.njit(cache=True)(_close)
 
 
+def _bar_exit(side: float, o: float, h: float, low: float, lp: float, stop: float, tp: float,
+              liq_on: bool, worst: bool) -> tuple[int, float]:  # pragma: no cover - compiled
+    """What one bar does to one position (the intrabar rule): ``(reason, fill)``, reason 0 when
+    the position survives the bar. ``lp`` is its liquidation price (ignored unless ``liq_on``)."""
+    has_stop, has_tp = not math.isnan(stop), not math.isnan(tp)
+    # s * (x - level) <= 0: price x is at or beyond level on the losing side
+    s = 1.0 if side > 0.0 else -1.0
+    adverse = low if side > 0.0 else h  # the bar's extreme against the position
+    favour = h if side > 0.0 else low
+    # a stop fills before liquidation on every path unless it lies beyond liquidation
+    stop_inside = has_stop and (not liq_on or s * (stop - lp) > 0.0)
+    if stop_inside:
+        level, reason = stop, R_STOP
+    elif liq_on:
+        level, reason = lp, R_LIQ
+    else:
+        level, reason = math.nan, 0
+    hit_adv = reason != 0 and s * (adverse - level) <= 0.0
+    hit_tp = has_tp and s * (favour - tp) >= 0.0
+    fill = level
+    if hit_adv and s * (o - level) <= 0.0:  # the bar opened beyond the level: a gap
+        fill = o
+        if reason == R_STOP and liq_on and s * (o - lp) <= 0.0:  # gapped through both
+            reason = R_LIQ
+        if reason == R_LIQ:  # the collateral is lost whole; the ledger shows the price
+            fill = lp
+    elif hit_tp and s * (o - tp) >= 0.0:  # opened beyond the take-profit: it comes first
+        hit_adv = False
+    elif hit_adv and hit_tp and not worst and abs(favour - o) < abs(o - adverse):
+        # ordered: open -> nearer extreme -> farther extreme; a tie goes to the loss
+        hit_adv = False
+    if hit_adv:
+        return reason, fill
+    if hit_tp:
+        return R_TP, tp
+    return 0, math.nan
+
+
+bar_exit = numba.njit(cache=True)(_bar_exit)
+
+
+def _cross_view(pos: F64, j: int, t: int, op: F64, hi: F64, lo: F64, mark: F64,
+                at_open: bool) -> float:  # pragma: no cover - compiled
+    """The price a cross position is valued at when the account is judged: its open
+    (``at_open``), else its bar's extreme against it (the conservative intrabar view: the bars
+    of several symbols do not say when each extreme came); the last close when it has no bar."""
+    o = float(op[t, j])
+    if math.isnan(o):
+        return float(mark[t, j])
+    if at_open:
+        return o
+    return float(lo[t, j] if pos[j, P_SIDE] > 0.0 else hi[t, j])
+
+
+cross_view = numba.njit(cache=True)(_cross_view)
+
+
+def _short_of_maintenance(pos: F64, j: int, price: float) -> float:  # pragma: no cover
+    """What position ``j`` takes from the cross wallet at ``price``: its maintenance margin
+    there less its unrealised PnL (Binance's ``TMM - UPNL`` term of one position)."""
+    return (mm_of(notional_of(pos[j, P_QTY], price, 1.0, False), pos[j, P_MMR], pos[j, P_CUM])
+            - pnl(pos[j, P_SIDE] > 0.0, pos[j, P_NOTIONAL], pos[j, P_ENTRY], price))
+
+
+short_of_maintenance = numba.njit(cache=True)(_short_of_maintenance)
+
+
+def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: F64, hi: F64,
+                       lo: F64, mark: F64, fee: F64, can_liq: Any, formula: Any, worst: bool,
+                       at_open: bool) -> bool:  # pragma: no cover - compiled
+    """Account-level liquidation of the cross positions (all contract positions of a cross
+    policy share the wallet, ``acct[A_CASH]``).
+
+    Each position's liquidation price is the core kernel's with the cross collateral of
+    :meth:`sizeguard.core.decide.Context.cross_collateral`: the wallet less the other cross
+    positions' maintenance margin plus their unrealised PnL, the others valued at
+    :func:`_cross_view` (their open, or their bar's adverse extreme). When one position reaches
+    its price (by the intrabar rule: a stop inside it fills first; ``at_open``: the bar opened
+    beyond it), the account is liquidated: every cross position closes, and the wallet is lost
+    whole (what is left above bankruptcy is the exchange's clearance fee). The ledger gives each
+    other position its PnL less its maintenance margin at its view price, and the position that
+    reached its price (at it) the rest. Returns whether the account was liquidated; sets every
+    open cross position's ``P_LIQ`` to its price of this view."""
+    k = pos.shape[0]
+    total = 0.0
+    for i in range(k):
+        if pos[i, P_SIDE] != 0.0 and can_liq[i]:
+            total += short_of_maintenance(pos, i, cross_view(pos, i, t, op, hi, lo, mark,
+                                                             at_open))
+    wallet = acct[A_CASH]
+    trigger = -1
+    trigger_gap = True
+    for j in range(k):
+        side = pos[j, P_SIDE]
+        if side == 0.0 or not can_liq[j]:
+            continue
+        own = short_of_maintenance(pos, j, cross_view(pos, j, t, op, hi, lo, mark, at_open))
+        lp = liq_price(formula[j], side > 0.0, False, pos[j, P_ENTRY], pos[j, P_NOTIONAL],
+                       wallet - (total - own), pos[j, P_MMR], pos[j, P_CUM], fee[j])
+        pos[j, P_LIQ] = lp
+        o = op[t, j]
+        if math.isnan(o):  # no bar: its price did not move
+            continue
+        s = 1.0 if side > 0.0 else -1.0
+        if at_open:
+            reached = s * (o - lp) <= 0.0
+        else:
+            reason, _ = bar_exit(side, o, hi[t, j], lo[t, j], lp, pos[j, P_STOP], pos[j, P_TP],
+                                 True, worst)
+            reached = reason == R_LIQ
+        # the position to blame: the first whose price lies inside its bar (not one that, with
+        # the others at their extremes, would have had to be liquidated before its own open)
+        gap = s * (o - lp) <= 0.0
+        if reached and (trigger < 0 or (trigger_gap and not gap)):
+            trigger, trigger_gap = j, gap
+    if trigger < 0:
+        return False
+    rest = -max(wallet, 0.0)  # the wallet is lost whole, never credited
+    for i in range(k):
+        if i == trigger or pos[i, P_SIDE] == 0.0 or not can_liq[i]:
+            continue
+        price = cross_view(pos, i, t, op, hi, lo, mark, at_open)
+        share = -short_of_maintenance(pos, i, price)
+        rest -= share
+        close_position(pos, acct, stats, exits, i, t, price, R_LIQ, fee[i], share)
+    close_position(pos, acct, stats, exits, trigger, t, pos[trigger, P_LIQ], R_LIQ, fee[trigger],
+                   rest)
+    return True
+
+
+cross_liquidation = numba.njit(cache=True)(_cross_liquidation)
+
+
+def _orders(t: int, pos: F64, entry: Any, exit_sig: Any) -> bool:  # pragma: no cover
+    """Whether bar ``t``'s open has an entry or an exit of an open position to fill."""
+    for j in range(pos.shape[0]):
+        side = pos[j, P_SIDE]
+        code = exit_sig[t, j]
+        if entry[t, j] != 0 or (side > 0.0 and (code & EXIT_LONG)) or (
+                side < 0.0 and (code & EXIT_SHORT)):
+            return True
+    return False
+
+
+_orders_at_open = numba.njit(cache=True)(_orders)
+
+
 def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F64, entry: Any,
           exit_sig: Any, funding: F64, fee: F64, can_liq: Any, formula: Any, worst: bool, pos: F64,
           acct: F64, stats: Any, exits: F64, equity: F64, gross: F64,
-          stop_at: int, adding: bool) -> int:  # pragma: no cover - compiled
+          stop_at: int, adding: bool, cross: bool) -> int:  # pragma: no cover - compiled
     """Walk bars from ``start``; return the bar where entries wait for a decision (its exits
     done), or -1 when the data (or ``stop_at``) end. ``resume``: bar ``start``'s open is done.
-    ``adding``: an entry on the side of the open position waits for a decision too (an add)."""
+    ``adding``: an entry on the side of the open position waits for a decision too (an add).
+    ``cross``: the contract positions share the wallet (:func:`_cross_liquidation`)."""
     n, k = op.shape
     for t in range(start, stop_at):
         if not (resume and t == start):
@@ -165,6 +322,11 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
             if day != acct[A_DAY]:
                 acct[A_DAY] = day
                 acct[A_DAY_PNL] = 0.0
+            if cross and _orders_at_open(t, pos, entry, exit_sig):
+                # a gap past the account's price comes before any order at the open (without
+                # orders the intrabar judgement, which values the others at their worst, does)
+                cross_liquidation(pos, acct, stats, exits, t, op, hi, lo, mark, fee, can_liq,
+                                  formula, worst, True)
             pending = False
             for j in range(k):
                 o = op[t, j]
@@ -174,7 +336,16 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
                 if side != 0.0:
                     code = exit_sig[t, j]
                     if (side > 0.0 and (code & EXIT_LONG)) or (side < 0.0 and (code & EXIT_SHORT)):
-                        close_position(pos, acct, stats, exits, j, t, o, R_SIGNAL, fee[j])
+                        lp = pos[j, P_LIQ]
+                        if can_liq[j] and not cross and ((side > 0.0 and o <= lp)
+                                                         or (side < 0.0 and o >= lp)):
+                            # the bar opened beyond the liquidation price: the position was
+                            # liquidated in the gap, before the exit order could fill
+                            close_position(pos, acct, stats, exits, j, t, lp, R_LIQ, fee[j],
+                                           -pos[j, P_COLL])
+                        else:
+                            close_position(pos, acct, stats, exits, j, t, o, R_SIGNAL, fee[j],
+                                           0.0)
                 if entry[t, j] != 0:
                     if pos[j, P_SIDE] == 0.0 or (adding and entry[t, j] * pos[j, P_SIDE] > 0.0):
                         pending = True
@@ -183,6 +354,9 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
             if pending:
                 return t
         # intrabar: the stop, the liquidation or the take-profit, along the paths the bar allows
+        if cross:
+            cross_liquidation(pos, acct, stats, exits, t, op, hi, lo, mark, fee, can_liq,
+                              formula, worst, False)
         for j in range(k):
             side = pos[j, P_SIDE]
             if side == 0.0:
@@ -190,44 +364,17 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
             o = op[t, j]
             if math.isnan(o):
                 continue
-            if can_liq[j] and math.isnan(pos[j, P_LIQ]):  # a decision without one: the kernel
+            liq_on = can_liq[j] and not cross  # cross: judged above, for the whole account
+            if liq_on and math.isnan(pos[j, P_LIQ]):  # a decision without one: the kernel
                 pos[j, P_LIQ] = liq_price(formula[j], side > 0.0, False, pos[j, P_ENTRY],
                                           pos[j, P_NOTIONAL], pos[j, P_COLL], pos[j, P_MMR],
                                           pos[j, P_CUM], fee[j])
                 exits[int(pos[j, P_TRADE]), X_LIQ0] = pos[j, P_LIQ]
-            h, low = hi[t, j], lo[t, j]
-            lp, stop, tp = pos[j, P_LIQ], pos[j, P_STOP], pos[j, P_TP]
-            has_stop, has_tp, liq_on = not math.isnan(stop), not math.isnan(tp), can_liq[j]
-            # s * (x - level) <= 0: price x is at or beyond level on the losing side
-            s = 1.0 if side > 0.0 else -1.0
-            adverse = low if side > 0.0 else h  # the bar's extreme against the position
-            favour = h if side > 0.0 else low
-            # a stop fills before liquidation on every path unless it lies beyond liquidation
-            stop_inside = has_stop and (not liq_on or s * (stop - lp) > 0.0)
-            if stop_inside:
-                level, reason = stop, R_STOP
-            elif liq_on:
-                level, reason = lp, R_LIQ
-            else:
-                level, reason = math.nan, 0
-            hit_adv = reason != 0 and s * (adverse - level) <= 0.0
-            hit_tp = has_tp and s * (favour - tp) >= 0.0
-            fill = level
-            if hit_adv and s * (o - level) <= 0.0:  # the bar opened beyond the level: a gap
-                fill = o
-                if reason == R_STOP and liq_on and s * (o - lp) <= 0.0:  # gapped through both
-                    reason = R_LIQ
-                if reason == R_LIQ:  # the collateral is lost whole; the ledger shows the price
-                    fill = lp
-            elif hit_tp and s * (o - tp) >= 0.0:  # opened beyond the take-profit: it comes first
-                hit_adv = False
-            elif hit_adv and hit_tp and not worst and abs(favour - o) < abs(o - adverse):
-                # ordered: open -> nearer extreme -> farther extreme; a tie goes to the loss
-                hit_adv = False
-            if hit_adv:
-                close_position(pos, acct, stats, exits, j, t, fill, reason, fee[j])
-            elif hit_tp:
-                close_position(pos, acct, stats, exits, j, t, tp, R_TP, fee[j])
+            reason, fill = bar_exit(side, o, hi[t, j], lo[t, j], pos[j, P_LIQ], pos[j, P_STOP],
+                                    pos[j, P_TP], liq_on, worst)
+            if reason != 0:
+                close_position(pos, acct, stats, exits, j, t, fill, reason, fee[j],
+                               -pos[j, P_COLL])
         # the close: funding, then marking
         eq = acct[A_CASH]
         g = 0.0
@@ -241,9 +388,9 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
                 pay = side * fee_on(notional_of(pos[j, P_QTY], m, 1.0, False), rate)
                 acct[A_CASH] -= pay
                 eq -= pay
-                pos[j, P_COLL] -= pay
                 pos[j, P_FUND] += pay
-                if can_liq[j]:
+                if can_liq[j] and not cross:  # isolated: paid from the position's collateral
+                    pos[j, P_COLL] -= pay
                     pos[j, P_LIQ] = liq_price(formula[j], side > 0.0, False, pos[j, P_ENTRY],
                                               pos[j, P_NOTIONAL], pos[j, P_COLL], pos[j, P_MMR],
                                               pos[j, P_CUM], fee[j])
@@ -255,7 +402,8 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
     if stop_at == n and n > 0:  # the data end: close what is open at the last close
         for j in range(k):
             if pos[j, P_SIDE] != 0.0:
-                close_position(pos, acct, stats, exits, j, n - 1, mark[n - 1, j], R_END, fee[j])
+                close_position(pos, acct, stats, exits, j, n - 1, mark[n - 1, j], R_END, fee[j],
+                               0.0)
         equity[n - 1] = acct[A_CASH]
         gross[n - 1] = 0.0
     return -1
@@ -385,13 +533,21 @@ def funding_per_bar(ts: npt.NDArray[np.int64], timeframe_ms: int, rate: float,
     return count.astype(np.float64) * rate
 
 
-def _check_market(m: MarketRules, policy: Policy) -> None:
-    if m.inverse:
-        raise InvalidInput("market", m.symbol, "inverse contracts are not supported by the "
-                           "backtest yet (linear contracts and spot are)")
-    if policy.leverage.margin_mode == "cross" and m.is_contract:
-        raise InvalidInput("leverage.margin_mode", "cross", "the backtest simulates isolated "
-                           "margin only; set leverage.margin_mode = \"isolated\"")
+def _check_markets(markets: Sequence[MarketRules], policy: Policy) -> bool:
+    """Refuse what the loop does not simulate; return whether the account runs cross margin
+    (a cross policy with contract markets)."""
+    for m in markets:
+        if m.inverse:
+            raise InvalidInput("market", m.symbol, "inverse contracts are not supported by the "
+                               "backtest yet (linear contracts and spot are)")
+    cross = policy.leverage.margin_mode == "cross" and any(m.is_contract for m in markets)
+    if cross:
+        spot = [m.symbol for m in markets if not m.is_contract]
+        if spot:
+            raise InvalidInput("market", spot[0], "a cross-margin backtest shares one futures "
+                               "wallet between its contracts; run spot markets separately (or "
+                               "set leverage.margin_mode = \"isolated\")")
+    return cross
 
 
 def run_backtest(
@@ -418,8 +574,7 @@ def run_backtest(
         raise InvalidInput("intrabar", intrabar, "must be 'worst' or 'ordered'")
     if not (equity > 0 and math.isfinite(equity)):
         raise InvalidInput("equity", equity, "must be a finite number > 0")
-    for m in markets:
-        _check_market(m, policy)
+    cross = _check_markets(markets, policy)
     if signals.entry.shape != (n, k):
         raise InvalidInput("signals", signals.entry.shape, f"must have shape {(n, k)}")
     syms = [m.symbol for m in markets]
@@ -474,7 +629,7 @@ def run_backtest(
         stop_at = min(n, t + chunk) if progress is not None else n
         got = int(walk(t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig, fund, fee,
                        can_liq, formula, worst, pos, acct, stats, exits, eq_curve, gross, stop_at,
-                       allow_add))
+                       allow_add, cross))
         if got < 0:
             if stop_at >= n:
                 break
@@ -597,9 +752,10 @@ class _AccountView:
                 px = float(self.panel.mark[t - 1, j]) if t > 0 else entry
             upnl = core_pos.pnl(side > 0, notional, entry, px)
             upnl_total += upnl
-            positions.append(Position(self.syms[j], LONG if side > 0 else SHORT,
-                                      core_pos.notional_of(qty, px, 1.0, False), coll,
-                                      core_tiers.maintenance_margin(notional, mmr, cum), upnl))
+            now = core_pos.notional_of(qty, px, 1.0, False)
+            # maintenance of the notional at the open, as the loop's cross view values it
+            positions.append(Position(self.syms[j], LONG if side > 0 else SHORT, now, coll,
+                                      core_tiers.maintenance_margin(now, mmr, cum), upnl))
         return tuple(positions), upnl_total
 
 
@@ -611,6 +767,7 @@ class _Book:
         self.market, self.fee, self.is_contract = market, fee, market.is_contract
         self.size = market.contract_size
         self.default_mmr = policy.leverage.default_mmr
+        self.cross = policy.leverage.margin_mode == "cross" and market.is_contract
 
     def open(self, pos: F64, acct: F64, exits: F64, j: int, t: int, d: Decision, tp_r: float,
              tid: int, when: float, candles: str, equity: float) -> tuple[Any, ...]:
@@ -669,16 +826,20 @@ class _Book:
             mmr = tier.maintenance_margin_rate
             cum = core_pos.maintenance_amount_quote(self.market, tier, entry)
             pos[j, P_MMR], pos[j, P_CUM] = mmr, cum
-            pos[j, P_LIQ] = core_liq.venue_liquidation_price(
-                self.market.liquidation_formula[0], side > 0.0, False, entry, notional,
-                float(pos[j, P_COLL]), mmr, cum, self.fee)
+            if self.cross:  # the whole account's: the loop values it at every bar
+                pos[j, P_LIQ] = math.nan if d.liquidation_price is None else d.liquidation_price
+            else:
+                pos[j, P_LIQ] = core_liq.venue_liquidation_price(
+                    self.market.liquidation_formula[0], side > 0.0, False, entry, notional,
+                    float(pos[j, P_COLL]), mmr, cum, self.fee)
         row.update(adds=row.get("adds", 0) + 1, entry_price=entry,
                    amount=str(Decimal(row["amount"]) + Decimal(d.amount)),
                    qty=float(pos[j, P_QTY]), notional=notional, margin=float(pos[j, P_COLL]),
                    risk=_merged_risk(d, row["risk"] + d.risk), stop_price=stop if stop is not None
                    else row["stop_price"],
                    take_profit=None if math.isnan(pos[j, P_TP]) else float(pos[j, P_TP]),
-                   liquidation_price=float(pos[j, P_LIQ]) if self.is_contract else None,
+                   liquidation_price=(float(pos[j, P_LIQ]) if self.is_contract
+                                      and not math.isnan(pos[j, P_LIQ]) else None),
                    entry_fee=row["entry_fee"] + entry_fee,
                    reasons=row["reasons"] + " | " + " ".join(str(r) for r in d.reasons))
 
