@@ -237,6 +237,14 @@ def _cash_flows(r: BacktestResult, t: int) -> tuple[float, list[dict[str, Any]]]
     return cash, open_
 
 
+def _short(tr: dict[str, Any], w: float, inverse: bool) -> float:
+    """What a position takes from the cross wallet at price ``w``: its maintenance margin less
+    its unrealised PnL, in the settle currency."""
+    value = tr["notional"] / w if inverse else tr["notional"] / tr["entry_price"] * w
+    return core_tiers.maintenance_margin(value, MMR, 0.0) - core_pos.settle_of(
+        core_pos.pnl(tr["side"] == "long", tr["notional"], tr["entry_price"], w), w, inverse)
+
+
 def _liquidation_prices(r: BacktestResult, p: Panel, t: int, inverse: bool) -> dict[int, float]:
     """Each position open through bar t's intrabar phase: its cross liquidation price, from the
     account rebuilt from the ledger (core kernel, Binance's formula), every other position at
@@ -247,11 +255,8 @@ def _liquidation_prices(r: BacktestResult, p: Panel, t: int, inverse: bool) -> d
     short: dict[int, float] = {}
     for tr in open_:
         j = r.markets.index(tr["symbol"])
-        long = tr["side"] == "long"
-        w = float(p.low[t, j] if long else p.high[t, j])
-        value = tr["notional"] / w if inverse else tr["notional"] / tr["entry_price"] * w
-        short[tr["trade"]] = (core_tiers.maintenance_margin(value, MMR, 0.0) - core_pos.settle_of(
-            core_pos.pnl(long, tr["notional"], tr["entry_price"], w), w, inverse))
+        w = float(p.low[t, j] if tr["side"] == "long" else p.high[t, j])
+        short[tr["trade"]] = _short(tr, w, inverse)
     total = sum(short.values())
     return {tr["trade"]: core_liq.venue_liquidation_price(
         core_liq.BINANCE, tr["side"] == "long", inverse, tr["entry_price"], tr["notional"],
@@ -274,7 +279,10 @@ def test_cross_account_properties(sc: tuple[list[Bar], list[Bar], Signals, float
        liquidation price computed from the account at that bar (rebuilt from the ledger, the
        other positions at their bar's extreme against them), and no position survives a bar
        whose range reached that price unless its stop, inside it, filled first;
-    2. a liquidation closes every position open through that bar, at that bar;
+    2. a liquidation closes every position open through that bar, at that bar, and only when
+       one of them reached its price (as in 1); the rows add up to the wallet lost whole, and
+       all but the one that reached it show their PnL less their maintenance margin at their
+       exit price;
     3. equity at every close is >= 0 less the exit fees charged in that bar: the wallet is lost
        at most whole (a stop's exit fee may exceed the maintenance margin it frees).
 
@@ -290,11 +298,21 @@ def test_cross_account_properties(sc: tuple[list[Bar], list[Bar], Signals, float
     for t in range(len(a)):
         closed = by_bar.get(t, [])
         _, open_ = _cash_flows(r, t)
+        lps = _liquidation_prices(r, p, t, inverse)
         if any(tr["exit_reason"] == "liquidation" for tr in closed):
             assert all(tr["exit_reason"] == "liquidation" and tr["exit_bar"] == t
                        for tr in open_)
+            reached = [tr for tr in open_ if _beyond(tr, float(
+                p.low[t, r.markets.index(tr["symbol"])] if tr["side"] == "long"
+                else p.high[t, r.markets.index(tr["symbol"])]), lps[tr["trade"]])]
+            assert reached, (t, open_, lps)
+            cash, _ = _cash_flows(r, t)
+            assert sum(tr["gross_pnl"] for tr in open_) == pytest.approx(-max(cash, 0.0),
+                                                                         abs=1e-9)
+            shares = [tr["gross_pnl"] == pytest.approx(-_short(tr, tr["exit_price"], inverse))
+                      for tr in open_]
+            assert sum(shares) >= len(open_) - 1
             continue
-        lps = _liquidation_prices(r, p, t, inverse)
         for tr in open_:
             j = r.markets.index(tr["symbol"])
             lp = lps[tr["trade"]]

@@ -214,3 +214,26 @@ def test_cli_backtests_a_coin_margined_market_cross_and_isolated() -> None:
         out[mode] = m
     # the same entries: cross margin moves liquidation prices, not the trades' sizes here
     assert out["cross"]["trades"] == out["isolated"]["trades"]
+
+
+def test_inverse_add_merges_contracts_at_the_harmonic_entry() -> None:
+    # Long 10,000 USD at 10,000, then (limits.allow_add) 10,000 more at 9,000, no stop: the
+    # faces add (20,000) at the contract-weighted harmonic mean 20,000 / (1 + 10/9) = 9,473.68;
+    # the coin collateral 0.1 + 1,000/9,000 = 0.211111 TEST (2,000 USD at 9,473.68):
+    # liquidation 9,473.68 x 1.005 / 1.1 = 8,655.50. Fees 0.001 + 10/9,000 TEST. At 9,000 the
+    # equity is 0.999 - 0.001111 + 20,000 (1/9,473.68 - 1/9,000) = 0.886778; closed at 10,000:
+    # PnL 20,000 (1/9,473.68 - 1/10,000) = 0.111111 (= the second fill's 10,000 (1/9,000 -
+    # 1/10,000)), exit fee 0.002, net 0.107.
+    bars = [FLAT, FLAT, (9_000.0,) * 4, FLAT]
+    r = run_backtest(panel(bars), signals(4, {1: 1, 2: 1}, atr=math.nan), [INV],
+                     policy(limits={"allow_add": True}), equity=1.0)
+    (t,) = r.trades
+    assert r.adds == 1 and t["amount"] == "200" and t["notional"] == pytest.approx(20_000)
+    assert t["entry_price"] == pytest.approx(20_000 / (1 + 10 / 9))
+    assert t["margin"] == pytest.approx(2_000.0)
+    assert t["liquidation_price"] == pytest.approx(t["entry_price"] * 1.005 / 1.1)
+    assert t["entry_fee"] == pytest.approx(0.001 + 10 / 9_000)
+    assert r.equity[2] == pytest.approx(0.999 - 10 / 9_000 + 20_000 * (1 / t["entry_price"]
+                                                                        - 1 / 9_000))
+    assert t["gross_pnl"] == pytest.approx(10_000 * (1 / 9_000 - 1 / 10_000))
+    assert t["net_pnl"] == pytest.approx(0.107) and r.equity[-1] == pytest.approx(1.107)
