@@ -23,11 +23,10 @@ from typer.testing import CliRunner
 
 from conftest import shared_path
 from sizeguard.adapters.market_files import load_markets
-
 from sizeguard.backtest.candles import Panel, align, load_many
-from sizeguard.cli.main import app
 from sizeguard.backtest.engine import run_backtest
 from sizeguard.backtest.signals import Signals, ema_cross
+from sizeguard.cli.main import app
 from sizeguard.core.market import MarketRules
 from sizeguard.core.policy import Policy, policy_from_dict
 from sizeguard.core.tiers import Tier
