@@ -57,6 +57,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from sizeguard import _native
 from sizeguard.backtest.candles import Panel
 from sizeguard.backtest.signals import EXIT_LONG, EXIT_SHORT, Signals
 from sizeguard.core import liquidation as core_liq
@@ -95,7 +96,8 @@ def _drop_stale_cache() -> None:
     try:
         here = Path(__file__).resolve()
         kernel_mtime = max(Path(m.__file__).stat().st_mtime  # type: ignore[arg-type]
-                           for m in (core_liq, core_pos, core_tiers))
+                           for m in (_native.source("liquidation"), _native.source("position"),
+                                     core_tiers))
         for f in (here.parent / "__pycache__").glob(f"{here.stem}.*.nb[ic]"):
             if f.stat().st_mtime < kernel_mtime:
                 f.unlink(missing_ok=True)
@@ -104,12 +106,14 @@ def _drop_stale_cache() -> None:
 
 
 _drop_stale_cache()
-liq_price = numba.njit(cache=True)(core_liq.venue_liquidation_price)
+# numba compiles the kernels from their Python source (the decision core may run them compiled
+# with mypyc: _native.source gives the same .py functions)
+liq_price = numba.njit(cache=True)(_native.source("liquidation").venue_liquidation_price)
 # the core's money kernels, compiled: the loop has no arithmetic of its own (the position's
 # quantity is held in base units, so a unit is worth its price: contract size 1, linear)
-pnl = numba.njit(cache=True)(core_pos.pnl)
-notional_of = numba.njit(cache=True)(core_pos.notional_of)
-fee_on = numba.njit(cache=True)(core_pos.fee_on)
+pnl = numba.njit(cache=True)(_native.source("position").pnl)
+notional_of = numba.njit(cache=True)(_native.source("position").notional_of)
+fee_on = numba.njit(cache=True)(_native.source("position").fee_on)
 
 
 def _close(pos: F64, acct: F64, stats: Any, exits: F64, j: int, t: int, price: float,
