@@ -605,8 +605,8 @@ class _Book:
             mmr = tier.maintenance_margin_rate
             cum = core_pos.maintenance_amount_quote(self.market, tier, entry)
             pos[j, P_MMR], pos[j, P_CUM] = mmr, cum
-            pos[j, P_LIQ] = core_liq.venue_liquidation_price(
-                self.market.liquidation_formula[0], side > 0.0, False, entry, notional,
+            pos[j, P_LIQ] = core_liq.venue_liquidation_price(  # a compiled kernel: plain bool
+                self.market.liquidation_formula[0], bool(side > 0.0), False, entry, notional,
                 float(pos[j, P_COLL]), mmr, cum, self.fee)
         row.update(adds=row.get("adds", 0) + 1, entry_price=entry,
                    amount=str(Decimal(row["amount"]) + Decimal(d.amount)),

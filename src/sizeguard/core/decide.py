@@ -18,7 +18,6 @@ in :mod:`sizeguard.core.tolerances`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from sizeguard.core import liquidation as liq
@@ -437,17 +436,19 @@ class Budget:
 NO_BUDGET = Budget(NOTIONAL, math.inf)  # before step 5 sets the model's
 
 
-@dataclass(slots=True)
 class Sizing:
     """What the steps move, from the base size to the exchange rules."""
 
-    stop: Stop | None = None
-    budget: Budget = NO_BUDGET
-    notional: float = 0.0
-    leverage: float = 1.0
-    caps: list[tuple[float, Reason, str]] = field(default_factory=list)
-    tier: TierRow | None = None
-    formatted: tuple[int, str] = (-1, "")  # lots and their amount string, formatted once
+    __slots__ = ("budget", "caps", "formatted", "leverage", "notional", "stop", "tier")
+
+    def __init__(self, stop: Stop | None = None) -> None:
+        self.stop = stop
+        self.budget = NO_BUDGET
+        self.notional = 0.0
+        self.leverage = 1.0
+        self.caps: list[tuple[float, Reason, str]] = []
+        self.tier: TierRow | None = None
+        self.formatted = (-1, "")  # lots and their amount string, formatted once
 
     @property
     def keeps_margin(self) -> bool:
