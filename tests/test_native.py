@@ -125,4 +125,11 @@ def test_the_numba_kernels_are_python_functions_from_their_source() -> None:
     assert hasattr(position.risk_of_notional, "__code__")  # models' source copy
     with pytest.raises(ValueError, match="kernel"):
         _native.source("decide")
+    from sizeguard.core import liquidation
+
+    # what the backtest hands numba: the same function, from the source copy
+    kernel = _native.python_source(liquidation.venue_liquidation_price)
+    assert kernel is _native.source("liquidation").venue_liquidation_price
+    assert kernel(0, True, False, 100.0, 1_000.0, 100.0, 0.004, 0.0, 0.0) == \
+        liquidation.venue_liquidation_price(0, True, False, 100.0, 1_000.0, 100.0, 0.004, 0.0, 0.0)
 

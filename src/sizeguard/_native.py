@@ -19,9 +19,12 @@ import importlib.machinery
 import importlib.util
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any, TypeVar, cast
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # Compiled together by setup.py (keep the two lists the same).
 COMPILED = ("decide", "limits", "adjust", "tolerances", "decision", "lots", "models", "liquidation",
@@ -111,6 +114,13 @@ def source(name: str) -> ModuleType:
     if not _SOURCES:
         _load_sources()
     return _SOURCES[name]
+
+
+def python_source(kernel: F) -> F:
+    """The Python-source version of a core kernel (``core.position.pnl`` -> the ``pnl`` of
+    :func:`source` ("position")): what numba compiles; the kernel itself on the pure build."""
+    module = str(kernel.__module__).rpartition(".")[2]
+    return cast(F, getattr(source(module), kernel.__name__))
 
 
 def _load_sources() -> None:

@@ -116,13 +116,13 @@ def _drop_stale_cache() -> None:
 
 _drop_stale_cache()
 # numba compiles the kernels from their Python source (the decision core may run them compiled
-# with mypyc: _native.source gives the same .py functions)
-liq_price = numba.njit(cache=True)(_native.source("liquidation").venue_liquidation_price)
+# with mypyc: _native.python_source gives the same functions from the same .py files)
+liq_price = numba.njit(cache=True)(_native.python_source(core_liq.venue_liquidation_price))
 # the core's money kernels, compiled: the loop has no arithmetic of its own (the position's
 # quantity is held in base units, so a unit is worth its price: contract size 1, linear)
-pnl = numba.njit(cache=True)(_native.source("position").pnl)
-notional_of = numba.njit(cache=True)(_native.source("position").notional_of)
-fee_on = numba.njit(cache=True)(_native.source("position").fee_on)
+pnl = numba.njit(cache=True)(_native.python_source(core_pos.pnl))
+notional_of = numba.njit(cache=True)(_native.python_source(core_pos.notional_of))
+fee_on = numba.njit(cache=True)(_native.python_source(core_pos.fee_on))
 mm_of = numba.njit(cache=True)(core_tiers.maintenance_margin)
 
 
