@@ -171,7 +171,6 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
     # the guard runs inside the metrics, so its 408/413/400 answers are counted too
     app.add_middleware(BodyGuard, max_body=settings.max_body, body_timeout=settings.body_timeout)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    mount_console(app)  # /docs offline and the /ui console (sizeguard.http.ui)
 
     # -- errors -------------------------------------------------------------------------
     @app.exception_handler(RequestValidationError)
@@ -248,6 +247,8 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
         notional and slot atomically with the decision. A "no" is status `skipped`."""
         data = body.model_dump()
         check_enumerations(gate, data)
+        if gate.answers_on_the_loop(data):  # no thread: it waits for its group commit
+            return respond(await gate.decide_async(bot, data, key))
         return await call(keyed, bot, key, "decisions", data,
                           lambda: gate.decide(bot, data, key))
 
@@ -364,6 +365,8 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
                               await store_gauges())
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
+    # after the API's routes, so a request to /v1/... matches without trying the console's
+    mount_console(app)  # /docs offline and the /ui console (sizeguard.http.ui)
     install_admin(app, gate)
     return app
 
