@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import orjson
+
 from sizeguard.core.account import Account, Position, SymbolStats
 from sizeguard.core.decision import Decision
 from sizeguard.core.position import realised_pnl
@@ -209,12 +211,20 @@ def _jsonable(value: Any) -> Any:
 
 
 def _dumps(value: Mapping[str, Any]) -> str:
-    # Decisions are plain JSON already; the recursive clean-up pass is only for the rare
-    # non-finite number, which json refuses with allow_nan=False.
+    # Decisions are plain JSON already: orjson writes them (a tenth of json's time; a
+    # non-finite number as null). What orjson refuses (an integer past 64 bits, a lone
+    # surrogate) takes json, with the same clean-up of non-finite numbers.
+    try:
+        return orjson.dumps(value, option=_ORJSON).decode()
+    except TypeError:
+        pass
     try:
         return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
     except (TypeError, ValueError):
         return json.dumps(_jsonable(value), separators=(",", ":"), sort_keys=True)
+
+
+_ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
 # --------------------------------------------------------------------------- the transaction
@@ -650,7 +660,7 @@ class SqlStore:
                         reservation.amount, reservation.notional, reservation.margin,
                         reservation.leverage, client_order_id, jid, now, now + ttl, "held", None,
                         decision.entry_price, now + claim))
-        return Reserved(decision, jid, reservation)
+        return Reserved(decision, jid, reservation, data=data)
 
     def claim_reservation(self, reservation_id: str, claim: float = 60.0) -> bool:
         """Take over a held reservation whose previous claim has lapsed (its submit crashed or
