@@ -279,12 +279,52 @@ def test_a_failed_batch_keeps_no_claim_so_a_retry_decides(store_url: str,
             monkeypatch.setattr(type(store), "record_decision", flaky)
             eth = {**BODY, "symbol": "ETH/USDT:USDT", "price": 3000.0}
             lost = client.post("/v1/decisions", json=eth, headers={**auth, "Idempotency-Key": "k"})
-            assert lost.status_code == 503
+            assert lost.status_code == 503 and lost.headers["retry-after"]
+            assert lost.headers["content-type"] == "application/problem+json"
             with store.tx(write=False) as tx:
                 assert tx.rows("SELECT key FROM idempotency") == []
                 assert tx.rows("SELECT COUNT(*) FROM reservations") == [(1,)]
             retry = client.post("/v1/decisions", json=eth, headers={**auth, "Idempotency-Key": "k"})
             assert retry.status_code == 200 and retry.json()["reservation"]
             assert "idempotent-replayed" not in retry.headers
+    finally:
+        store.close()
+
+
+def test_the_short_way_answers_as_the_route_and_passes_the_rest_on(tmp_path: Any) -> None:
+    """A cached bot's reserving decision on an open account is answered by the short way
+    (sizeguard.http.fastpath) with the same answer the route gives; the metrics count it under
+    the route; everything the short way cannot answer exactly as the route (the first request:
+    a cold token cache and a new account; a quote; an invalid field; an unknown regime; a
+    token that is not a bot's) goes on to FastAPI and gets the route's answer."""
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        client, token = _app(store)
+        with client:
+            fast = client.app.state.fast_path  # type: ignore[attr-defined]
+            auth = {"Authorization": f"Bearer {token}"}
+            routed = client.post("/v1/decisions", json=BODY, headers=auth)
+            assert routed.status_code == 200 and fast["answered"] == 0  # opened the account
+            eth = {**BODY, "symbol": "ETH/USDT:USDT", "price": 3000.0}
+            short = client.post("/v1/decisions", json=eth, headers=auth)
+            assert short.status_code == 200 and fast["answered"] == 1
+            a, b = routed.json(), short.json()
+            assert list(a) == list(b) and a["status"] == b["status"] == "accepted"
+            assert a["reservation"]["symbol"] == BODY["symbol"]
+            assert b["reservation"]["symbol"] == eth["symbol"]
+            assert [s["step"] for s in a["trace"]] == [s["step"] for s in b["trace"]]
+            quote = client.post("/v1/decisions", json={**eth, "reserve": False}, headers=auth)
+            assert quote.status_code == 200 and quote.json()["reservation"] is None
+            bad = client.post("/v1/decisions", json={**eth, "price": -1}, headers=auth)
+            assert bad.status_code == 422 and bad.json()["field"] == "price"
+            odd = client.post("/v1/decisions", json={**eth, "regime": "lunar"}, headers=auth)
+            assert odd.status_code == 422 and odd.json()["field"] == "regime"
+            nobody = client.post("/v1/decisions", json=eth,
+                                 headers={"Authorization": "Bearer sg_nobody_x"})
+            assert nobody.status_code == 401
+            assert fast["answered"] == 1
+            text = client.get("/metrics").text
+            assert ('sizeguard_http_requests_total{method="POST",route="/v1/decisions",'
+                    'status="200"} 3') in text
     finally:
         store.close()

@@ -976,13 +976,33 @@ class SqlStore:
 # --------------------------------------------------------------------------- SQLite
 
 
+ENV_SQLITE_SYNC = "SIZEGUARD_SQLITE_SYNCHRONOUS"
+SQLITE_SYNC = ("full", "normal")
+
+
+def sqlite_synchronous() -> str:
+    """``$SIZEGUARD_SQLITE_SYNCHRONOUS``: ``full`` (the default: every commit waits for the
+    disk, durable across a power loss) or ``normal`` (in WAL mode a commit does not wait for
+    the disk: durable across a crash or ``kill -9`` of the process, not across a power loss or
+    an OS crash, which may lose the last commits; a commit costs no fsync)."""
+    value = os.environ.get(ENV_SQLITE_SYNC, "full").strip().lower() or "full"
+    if value not in SQLITE_SYNC:
+        raise InvalidInput(ENV_SQLITE_SYNC, value, "full or normal")
+    return value
+
+
 class SqliteStore(SqlStore):
-    """A file (WAL, busy timeout). Writers serialise on ``BEGIN IMMEDIATE``."""
+    """A file (WAL, busy timeout). Writers serialise on ``BEGIN IMMEDIATE``. ``synchronous``:
+    see :func:`sqlite_synchronous` (the default reads the environment)."""
 
     serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
     busy_timeout_ms = 60_000
 
-    def __init__(self, path: str | Path, clock: Clock | None = None) -> None:
+    def __init__(self, path: str | Path, clock: Clock | None = None, *,
+                 synchronous: str | None = None) -> None:
+        self.synchronous = (synchronous or sqlite_synchronous()).lower()
+        if self.synchronous not in SQLITE_SYNC:
+            raise InvalidInput("synchronous", synchronous, "full or normal")
         self.path = Path(path).expanduser()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -997,7 +1017,7 @@ class SqliteStore(SqlStore):
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
         if mode is None or str(mode[0]).lower() != "wal":
             raise StoreError(f"{self.path}: could not switch to WAL (got {mode})")
-        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
 

@@ -27,6 +27,7 @@ from sizeguard.app import bootstrap
 from sizeguard.core.policy import Policy
 from sizeguard.errors import SizeguardError
 from sizeguard.http.admin import install_admin
+from sizeguard.http.fastpath import FastDecisions
 from sizeguard.http.guard import BodyGuard, GuardedRoute
 from sizeguard.http.metrics import Metrics, MetricsMiddleware
 from sizeguard.http.models import (
@@ -168,6 +169,20 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
     app.router.route_class = GuardedRoute  # routes take the body the guard parsed
     app.state.gate = gate
     app.state.metrics = metrics
+    # a bot's reserving decision takes the short way (inside the guard: the body is parsed)
+    decisions_route: list[Any] = []
+
+    def route_of_decisions() -> Any:
+        if not decisions_route:
+            decisions_route.append(next(
+                r for r in app.router.routes if getattr(r, "path", None) == "/v1/decisions"
+                and "POST" in getattr(r, "methods", ())))
+        return decisions_route[0]
+
+    app.state.fast_path = {"answered": 0}
+    app.add_middleware(FastDecisions, gate=gate, registry=registry, respond=respond,
+                       check=check_enumerations, route=route_of_decisions,
+                       stats=app.state.fast_path)
     # the guard runs inside the metrics, so its 408/413/400 answers are counted too
     app.add_middleware(BodyGuard, max_body=settings.max_body, body_timeout=settings.body_timeout)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
