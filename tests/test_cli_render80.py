@@ -129,3 +129,20 @@ def test_bots_list_keeps_names_and_ids_whole(tmp_path: Path) -> None:
     lines = read(["bots", "list", "--store", url])
     for b in bots:
         assert any(line.split()[:2] == [b["name"], b["id"]] for line in lines), lines
+
+
+def _command_paths() -> list[list[str]]:
+    from typer.main import get_command
+
+    def walk(cmd: object, path: list[str]) -> list[list[str]]:
+        subs = getattr(cmd, "commands", {})
+        return [path] + [p for name, sub in subs.items() for p in walk(sub, [*path, name])]
+    return walk(get_command(app), [])
+
+
+@pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "sizeguard")
+def test_every_help_fits_80_columns_uncut(path: list[str]) -> None:
+    """A flag, an environment variable or an example in --help is never cut to ``SIZEGUARD_SC…``
+    (rich shortens a word longer than its column: such words belong in the full-width text)."""
+    lines = read([*path, "--help"])
+    assert not [line for line in lines if "…" in line]

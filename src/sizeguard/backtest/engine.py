@@ -31,15 +31,20 @@ the isolated collateral.
 
 **Liquidation** (isolated margin): the position's remaining collateral (initial margin less
 funding paid) is lost whole; what is left above bankruptcy is the exchange's clearance fee. No
-exit fee is charged on top. Each liquidation is counted. Open positions are closed at the last
-close when the data end (exit reason ``end``).
+exit fee is charged on top. Each liquidation is counted. A signal exit at an open beyond the
+liquidation price is a liquidation (in the gap, before the order). Open positions are closed at
+the last close when the data end (exit reason ``end``).
+
+**Cross margin** (``leverage.margin_mode = "cross"``): the contract positions share the wallet
+(the cash); :func:`_cross_liquidation` judges the account at every open and intrabar with the
+cross collateral ``decide()`` uses, and liquidates every position when one reaches its price;
+the wallet is lost whole. Spot markets are refused in a cross backtest.
 
 Limits: linear contracts and spot only (inverse contracts raise); one position per symbol (an
 entry signal while the symbol's position is open is ignored, as vectorbt and backtrader do,
 unless ``limits.allow_add``: then an entry on the position's side is an add, sized by
 ``decide()`` against the held position and merged into it at the core's average entry, with the
-add's stop for the whole position; ``adds`` counts them);
-isolated margin for the liquidation arithmetic (a cross-margin policy raises).
+add's stop for the whole position; ``adds`` counts them).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sizeguard.backtest.candles import Panel
+from sizeguard.backtest.fastinit import constructor
 from sizeguard.backtest.signals import EXIT_LONG, EXIT_SHORT, Signals
 from sizeguard.core import liquidation as core_liq
 from sizeguard.core import position as core_pos
@@ -85,6 +91,9 @@ NX = 8
 REASONS = {1: "stop", 2: "take_profit", 3: "liquidation", 4: "signal", 5: "end"}
 R_STOP, R_TP, R_LIQ, R_SIGNAL, R_END = 1, 2, 3, 4, 5
 DAY_MS = 86_400_000
+# an entry's Intent and Account, built as their dataclass builds them, at half the cost
+make_intent = constructor(Intent)
+make_account = constructor(Account)
 
 
 
@@ -110,13 +119,17 @@ liq_price = numba.njit(cache=True)(core_liq.venue_liquidation_price)
 pnl = numba.njit(cache=True)(core_pos.pnl)
 notional_of = numba.njit(cache=True)(core_pos.notional_of)
 fee_on = numba.njit(cache=True)(core_pos.fee_on)
+mm_of = numba.njit(cache=True)(core_tiers.maintenance_margin)
 
 
 def _close(pos: F64, acct: F64, stats: Any, exits: F64, j: int, t: int, price: float,
-           reason: int, fee: float) -> None:  # pragma: no cover - compiled
+           reason: int, fee: float, liq_gross: float) -> None:  # pragma: no cover - compiled
+    """Close position ``j`` at ``price``. A liquidation charges no exit fee; its gross result is
+    ``liq_gross`` (isolated: the collateral lost whole; cross: the position's share of the
+    wallet)."""
     side, qty, entry = pos[j, P_SIDE], pos[j, P_QTY], pos[j, P_ENTRY]
     if reason == R_LIQ:
-        gross = -pos[j, P_COLL]
+        gross = liq_gross
         exit_fee = 0.0
     else:
         gross = pnl(side > 0.0, pos[j, P_NOTIONAL], entry, price)
@@ -147,13 +160,161 @@ def _close(pos: F64, acct: F64, stats: Any, exits: F64, j: int, t: int, price: f
 close_position = numba.njit(cache=True)(_close)
 
 
+def _bar_exit(side: float, o: float, h: float, low: float, lp: float, stop: float, tp: float,
+              liq_on: bool, worst: bool) -> tuple[int, float]:  # pragma: no cover - compiled
+    """What one bar does to one position (the intrabar rule): ``(reason, fill)``, reason 0 when
+    the position survives the bar. ``lp`` is its liquidation price (ignored unless ``liq_on``)."""
+    has_stop, has_tp = not math.isnan(stop), not math.isnan(tp)
+    # s * (x - level) <= 0: price x is at or beyond level on the losing side
+    s = 1.0 if side > 0.0 else -1.0
+    adverse = low if side > 0.0 else h  # the bar's extreme against the position
+    favour = h if side > 0.0 else low
+    # a stop fills before liquidation on every path unless it lies beyond liquidation
+    stop_inside = has_stop and (not liq_on or s * (stop - lp) > 0.0)
+    if stop_inside:
+        level, reason = stop, R_STOP
+    elif liq_on:
+        level, reason = lp, R_LIQ
+    else:
+        level, reason = math.nan, 0
+    hit_adv = reason != 0 and s * (adverse - level) <= 0.0
+    hit_tp = has_tp and s * (favour - tp) >= 0.0
+    fill = level
+    if hit_adv and s * (o - level) <= 0.0:  # the bar opened beyond the level: a gap
+        fill = o
+        if reason == R_STOP and liq_on and s * (o - lp) <= 0.0:  # gapped through both
+            reason = R_LIQ
+        if reason == R_LIQ:  # the collateral is lost whole; the ledger shows the price
+            fill = lp
+    elif hit_tp and s * (o - tp) >= 0.0:  # opened beyond the take-profit: it comes first
+        hit_adv = False
+    elif hit_adv and hit_tp and not worst and abs(favour - o) < abs(o - adverse):
+        # ordered: open -> nearer extreme -> farther extreme; a tie goes to the loss
+        hit_adv = False
+    if hit_adv:
+        return reason, fill
+    if hit_tp:
+        return R_TP, tp
+    return 0, math.nan
+
+
+bar_exit = numba.njit(cache=True)(_bar_exit)
+
+
+def _cross_view(pos: F64, j: int, t: int, op: F64, hi: F64, lo: F64, mark: F64,
+                at_open: bool) -> float:  # pragma: no cover - compiled
+    """The price a cross position is valued at when the account is judged: its open
+    (``at_open``), else its bar's extreme against it (the conservative intrabar view: the bars
+    of several symbols do not say when each extreme came); the last close when it has no bar."""
+    o = float(op[t, j])
+    if math.isnan(o):
+        return float(mark[t, j])
+    if at_open:
+        return o
+    return float(lo[t, j] if pos[j, P_SIDE] > 0.0 else hi[t, j])
+
+
+cross_view = numba.njit(cache=True)(_cross_view)
+
+
+def _short_of_maintenance(pos: F64, j: int, price: float) -> float:  # pragma: no cover
+    """What position ``j`` takes from the cross wallet at ``price``: its maintenance margin
+    there less its unrealised PnL (Binance's ``TMM - UPNL`` term of one position)."""
+    return (mm_of(notional_of(pos[j, P_QTY], price, 1.0, False), pos[j, P_MMR], pos[j, P_CUM])
+            - pnl(pos[j, P_SIDE] > 0.0, pos[j, P_NOTIONAL], pos[j, P_ENTRY], price))
+
+
+short_of_maintenance = numba.njit(cache=True)(_short_of_maintenance)
+
+
+def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: F64, hi: F64,
+                       lo: F64, mark: F64, fee: F64, can_liq: Any, formula: Any, worst: bool,
+                       at_open: bool) -> bool:  # pragma: no cover - compiled
+    """Account-level liquidation of the cross positions (all contract positions of a cross
+    policy share the wallet, ``acct[A_CASH]``).
+
+    Each position's liquidation price is the core kernel's with the cross collateral of
+    :meth:`sizeguard.core.decide.Context.cross_collateral`: the wallet less the other cross
+    positions' maintenance margin plus their unrealised PnL, the others valued at
+    :func:`_cross_view` (their open, or their bar's adverse extreme). When one position reaches
+    its price (by the intrabar rule: a stop inside it fills first; ``at_open``: the bar opened
+    beyond it), the account is liquidated: every cross position closes, and the wallet is lost
+    whole (what is left above bankruptcy is the exchange's clearance fee). The ledger gives each
+    other position its PnL less its maintenance margin at its view price, and the position that
+    reached its price (at it) the rest. Returns whether the account was liquidated; sets every
+    open cross position's ``P_LIQ`` to its price of this view."""
+    k = pos.shape[0]
+    total = 0.0
+    for i in range(k):
+        if pos[i, P_SIDE] != 0.0 and can_liq[i]:
+            total += short_of_maintenance(pos, i, cross_view(pos, i, t, op, hi, lo, mark,
+                                                             at_open))
+    wallet = acct[A_CASH]
+    trigger = -1
+    trigger_gap = True
+    for j in range(k):
+        side = pos[j, P_SIDE]
+        if side == 0.0 or not can_liq[j]:
+            continue
+        own = short_of_maintenance(pos, j, cross_view(pos, j, t, op, hi, lo, mark, at_open))
+        lp = liq_price(formula[j], side > 0.0, False, pos[j, P_ENTRY], pos[j, P_NOTIONAL],
+                       wallet - (total - own), pos[j, P_MMR], pos[j, P_CUM], fee[j])
+        pos[j, P_LIQ] = lp
+        o = op[t, j]
+        if math.isnan(o):  # no bar: its price did not move
+            continue
+        s = 1.0 if side > 0.0 else -1.0
+        if at_open:
+            reached = s * (o - lp) <= 0.0
+        else:
+            reason, _ = bar_exit(side, o, hi[t, j], lo[t, j], lp, pos[j, P_STOP], pos[j, P_TP],
+                                 True, worst)
+            reached = reason == R_LIQ
+        # the position to blame: the first whose price lies inside its bar (not one that, with
+        # the others at their extremes, would have had to be liquidated before its own open)
+        gap = s * (o - lp) <= 0.0
+        if reached and (trigger < 0 or (trigger_gap and not gap)):
+            trigger, trigger_gap = j, gap
+    if trigger < 0:
+        return False
+    rest = -max(wallet, 0.0)  # the wallet is lost whole, never credited
+    for i in range(k):
+        if i == trigger or pos[i, P_SIDE] == 0.0 or not can_liq[i]:
+            continue
+        price = cross_view(pos, i, t, op, hi, lo, mark, at_open)
+        share = -short_of_maintenance(pos, i, price)
+        rest -= share
+        close_position(pos, acct, stats, exits, i, t, price, R_LIQ, fee[i], share)
+    close_position(pos, acct, stats, exits, trigger, t, pos[trigger, P_LIQ], R_LIQ, fee[trigger],
+                   rest)
+    return True
+
+
+cross_liquidation = numba.njit(cache=True)(_cross_liquidation)
+
+
+def _orders(t: int, pos: F64, entry: Any, exit_sig: Any) -> bool:  # pragma: no cover
+    """Whether bar ``t``'s open has an entry or an exit of an open position to fill."""
+    for j in range(pos.shape[0]):
+        side = pos[j, P_SIDE]
+        code = exit_sig[t, j]
+        if entry[t, j] != 0 or (side > 0.0 and (code & EXIT_LONG)) or (
+                side < 0.0 and (code & EXIT_SHORT)):
+            return True
+    return False
+
+
+_orders_at_open = numba.njit(cache=True)(_orders)
+
+
 def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F64, entry: Any,
           exit_sig: Any, funding: F64, fee: F64, can_liq: Any, formula: Any, worst: bool, pos: F64,
           acct: F64, stats: Any, exits: F64, equity: F64, gross: F64,
-          stop_at: int, adding: bool) -> int:  # pragma: no cover - compiled
+          stop_at: int, adding: bool, cross: bool) -> int:  # pragma: no cover - compiled
     """Walk bars from ``start``; return the bar where entries wait for a decision (its exits
     done), or -1 when the data (or ``stop_at``) end. ``resume``: bar ``start``'s open is done.
-    ``adding``: an entry on the side of the open position waits for a decision too (an add)."""
+    ``adding``: an entry on the side of the open position waits for a decision too (an add).
+    ``cross``: the contract positions share the wallet (:func:`_cross_liquidation`)."""
     n, k = op.shape
     for t in range(start, stop_at):
         if not (resume and t == start):
@@ -161,6 +322,11 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
             if day != acct[A_DAY]:
                 acct[A_DAY] = day
                 acct[A_DAY_PNL] = 0.0
+            if cross and _orders_at_open(t, pos, entry, exit_sig):
+                # a gap past the account's price comes before any order at the open (without
+                # orders the intrabar judgement, which values the others at their worst, does)
+                cross_liquidation(pos, acct, stats, exits, t, op, hi, lo, mark, fee, can_liq,
+                                  formula, worst, True)
             pending = False
             for j in range(k):
                 o = op[t, j]
@@ -170,7 +336,16 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
                 if side != 0.0:
                     code = exit_sig[t, j]
                     if (side > 0.0 and (code & EXIT_LONG)) or (side < 0.0 and (code & EXIT_SHORT)):
-                        close_position(pos, acct, stats, exits, j, t, o, R_SIGNAL, fee[j])
+                        lp = pos[j, P_LIQ]
+                        if can_liq[j] and not cross and ((side > 0.0 and o <= lp)
+                                                         or (side < 0.0 and o >= lp)):
+                            # the bar opened beyond the liquidation price: the position was
+                            # liquidated in the gap, before the exit order could fill
+                            close_position(pos, acct, stats, exits, j, t, lp, R_LIQ, fee[j],
+                                           -pos[j, P_COLL])
+                        else:
+                            close_position(pos, acct, stats, exits, j, t, o, R_SIGNAL, fee[j],
+                                           0.0)
                 if entry[t, j] != 0:
                     if pos[j, P_SIDE] == 0.0 or (adding and entry[t, j] * pos[j, P_SIDE] > 0.0):
                         pending = True
@@ -179,6 +354,9 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
             if pending:
                 return t
         # intrabar: the stop, the liquidation or the take-profit, along the paths the bar allows
+        if cross:
+            cross_liquidation(pos, acct, stats, exits, t, op, hi, lo, mark, fee, can_liq,
+                              formula, worst, False)
         for j in range(k):
             side = pos[j, P_SIDE]
             if side == 0.0:
@@ -186,44 +364,17 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
             o = op[t, j]
             if math.isnan(o):
                 continue
-            if can_liq[j] and math.isnan(pos[j, P_LIQ]):  # a decision without one: the kernel
+            liq_on = can_liq[j] and not cross  # cross: judged above, for the whole account
+            if liq_on and math.isnan(pos[j, P_LIQ]):  # a decision without one: the kernel
                 pos[j, P_LIQ] = liq_price(formula[j], side > 0.0, False, pos[j, P_ENTRY],
                                           pos[j, P_NOTIONAL], pos[j, P_COLL], pos[j, P_MMR],
                                           pos[j, P_CUM], fee[j])
                 exits[int(pos[j, P_TRADE]), X_LIQ0] = pos[j, P_LIQ]
-            h, low = hi[t, j], lo[t, j]
-            lp, stop, tp = pos[j, P_LIQ], pos[j, P_STOP], pos[j, P_TP]
-            has_stop, has_tp, liq_on = not math.isnan(stop), not math.isnan(tp), can_liq[j]
-            # s * (x - level) <= 0: price x is at or beyond level on the losing side
-            s = 1.0 if side > 0.0 else -1.0
-            adverse = low if side > 0.0 else h  # the bar's extreme against the position
-            favour = h if side > 0.0 else low
-            # a stop fills before liquidation on every path unless it lies beyond liquidation
-            stop_inside = has_stop and (not liq_on or s * (stop - lp) > 0.0)
-            if stop_inside:
-                level, reason = stop, R_STOP
-            elif liq_on:
-                level, reason = lp, R_LIQ
-            else:
-                level, reason = math.nan, 0
-            hit_adv = reason != 0 and s * (adverse - level) <= 0.0
-            hit_tp = has_tp and s * (favour - tp) >= 0.0
-            fill = level
-            if hit_adv and s * (o - level) <= 0.0:  # the bar opened beyond the level: a gap
-                fill = o
-                if reason == R_STOP and liq_on and s * (o - lp) <= 0.0:  # gapped through both
-                    reason = R_LIQ
-                if reason == R_LIQ:  # the collateral is lost whole; the ledger shows the price
-                    fill = lp
-            elif hit_tp and s * (o - tp) >= 0.0:  # opened beyond the take-profit: it comes first
-                hit_adv = False
-            elif hit_adv and hit_tp and not worst and abs(favour - o) < abs(o - adverse):
-                # ordered: open -> nearer extreme -> farther extreme; a tie goes to the loss
-                hit_adv = False
-            if hit_adv:
-                close_position(pos, acct, stats, exits, j, t, fill, reason, fee[j])
-            elif hit_tp:
-                close_position(pos, acct, stats, exits, j, t, tp, R_TP, fee[j])
+            reason, fill = bar_exit(side, o, hi[t, j], lo[t, j], pos[j, P_LIQ], pos[j, P_STOP],
+                                    pos[j, P_TP], liq_on, worst)
+            if reason != 0:
+                close_position(pos, acct, stats, exits, j, t, fill, reason, fee[j],
+                               -pos[j, P_COLL])
         # the close: funding, then marking
         eq = acct[A_CASH]
         g = 0.0
@@ -237,9 +388,9 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
                 pay = side * fee_on(notional_of(pos[j, P_QTY], m, 1.0, False), rate)
                 acct[A_CASH] -= pay
                 eq -= pay
-                pos[j, P_COLL] -= pay
                 pos[j, P_FUND] += pay
-                if can_liq[j]:
+                if can_liq[j] and not cross:  # isolated: paid from the position's collateral
+                    pos[j, P_COLL] -= pay
                     pos[j, P_LIQ] = liq_price(formula[j], side > 0.0, False, pos[j, P_ENTRY],
                                               pos[j, P_NOTIONAL], pos[j, P_COLL], pos[j, P_MMR],
                                               pos[j, P_CUM], fee[j])
@@ -251,7 +402,8 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
     if stop_at == n and n > 0:  # the data end: close what is open at the last close
         for j in range(k):
             if pos[j, P_SIDE] != 0.0:
-                close_position(pos, acct, stats, exits, j, n - 1, mark[n - 1, j], R_END, fee[j])
+                close_position(pos, acct, stats, exits, j, n - 1, mark[n - 1, j], R_END, fee[j],
+                               0.0)
         equity[n - 1] = acct[A_CASH]
         gross[n - 1] = 0.0
     return -1
@@ -272,6 +424,73 @@ class EntryRecord:
     trade: int  # ledger row when accepted, else -1
 
 
+# a trade's entry as the loop keeps it (one tuple, no dict per entry); the ledger row's keys
+# in this order, ``reasons`` a tuple of reason codes until rendered
+ENTRY_KEYS = ("trade", "policy", "symbol", "candles", "side", "entry_bar", "entry_time",
+              "entry_price", "amount", "qty", "notional", "margin", "leverage", "risk",
+              "stop_price", "take_profit", "liquidation_price", "entry_fee", "equity_at_entry",
+              "adds", "reasons")
+ROW_KEYS = (*ENTRY_KEYS, "exit_bar", "exit_time", "exit_price", "exit_reason", "exit_fee",
+            "funding", "gross_pnl", "net_pnl", "return_on_equity", "engine_liquidation_price")
+
+
+class Ledger:
+    """The trades of one backtest: each entry kept as a tuple while the loop runs, each exit
+    in the loop's ``exits`` array; the rows (dicts, :data:`ENTRY_KEYS` then the exit's keys)
+    are rendered once, when first asked for."""
+
+    def __init__(self, timestamp: npt.NDArray[np.int64], exits: F64) -> None:
+        self.timestamp, self.exits = timestamp, exits
+        self.entries: list[tuple[Any, ...]] = []
+        self._open: dict[int, dict[str, Any]] = {}  # rows rendered early (an add updates them)
+        self._rows: list[dict[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def open_row(self, tid: int) -> dict[str, Any]:
+        """Trade ``tid``'s entry as a row that stays the one rendered (an add updates it)."""
+        row = self._open.get(tid)
+        if row is None:
+            row = self._open[tid] = _entry_row(self.entries[tid])
+        return row
+
+    def rows(self) -> list[dict[str, Any]]:
+        if self._rows is None:
+            n = len(self.entries)
+            x = self.exits[:n]
+            exit_ts = self.timestamp[x[:, X_BAR].astype(np.int64)].tolist() if n else []
+            liq0 = [None if math.isnan(v) else v for v in x[:, X_LIQ0].tolist()]
+            said: dict[tuple[Any, ...], str] = {}  # each set of reasons as text, once
+            rows = []
+            for e, (xb, xp, fee, fund, gross, net, why, _), xt, lq in zip(
+                    self.entries, x.tolist(), exit_ts, liq0, strict=True):
+                row = self._open.get(e[0])
+                if row is None:
+                    text = said.get(e[-1])
+                    if text is None:
+                        text = said[e[-1]] = " ".join(str(r) for r in e[-1])
+                    row = dict(zip(ROW_KEYS, (*e[:6], round(e[6] * 1000.0), *e[7:-1], text, int(xb),
+                                              xt, xp, REASONS[int(why)], fee, fund, gross, net,
+                                              net / e[-3], lq), strict=True))
+                else:  # rendered early for an add: its entry as updated
+                    row.update(exit_bar=int(xb), exit_time=xt, exit_price=xp,
+                               exit_reason=REASONS[int(why)], exit_fee=fee, funding=fund,
+                               gross_pnl=gross, net_pnl=net,
+                               return_on_equity=net / row["equity_at_entry"],
+                               engine_liquidation_price=lq)
+                rows.append(row)
+            self._rows = rows
+        return self._rows
+
+
+def _entry_row(entry: tuple[Any, ...]) -> dict[str, Any]:
+    row = dict(zip(ENTRY_KEYS, entry, strict=True))
+    row["entry_time"] = round(row["entry_time"] * 1000.0)
+    row["reasons"] = " ".join(str(r) for r in row["reasons"])
+    return row
+
+
 @dataclass
 class BacktestResult:
     policy: Policy
@@ -281,7 +500,7 @@ class BacktestResult:
     equity: F64
     gross: F64
     initial_equity: float
-    trades: list[dict[str, Any]]
+    ledger: Ledger
     skips: Counter[str]
     decisions: int
     liquidations: int
@@ -296,6 +515,11 @@ class BacktestResult:
     def name(self) -> str:
         return self.policy.name
 
+    @property
+    def trades(self) -> list[dict[str, Any]]:
+        """The ledger's rows, one dict per trade (rendered on first use)."""
+        return self.ledger.rows()
+
 
 def funding_per_bar(ts: npt.NDArray[np.int64], timeframe_ms: int, rate: float,
                     period_ms: int = 8 * 3_600_000) -> F64:
@@ -309,13 +533,21 @@ def funding_per_bar(ts: npt.NDArray[np.int64], timeframe_ms: int, rate: float,
     return count.astype(np.float64) * rate
 
 
-def _check_market(m: MarketRules, policy: Policy) -> None:
-    if m.inverse:
-        raise InvalidInput("market", m.symbol, "inverse contracts are not supported by the "
-                           "backtest yet (linear contracts and spot are)")
-    if policy.leverage.margin_mode == "cross" and m.is_contract:
-        raise InvalidInput("leverage.margin_mode", "cross", "the backtest simulates isolated "
-                           "margin only; set leverage.margin_mode = \"isolated\"")
+def _check_markets(markets: Sequence[MarketRules], policy: Policy) -> bool:
+    """Refuse what the loop does not simulate; return whether the account runs cross margin
+    (a cross policy with contract markets)."""
+    for m in markets:
+        if m.inverse:
+            raise InvalidInput("market", m.symbol, "inverse contracts are not supported by the "
+                               "backtest yet (linear contracts and spot are)")
+    cross = policy.leverage.margin_mode == "cross" and any(m.is_contract for m in markets)
+    if cross:
+        spot = [m.symbol for m in markets if not m.is_contract]
+        if spot:
+            raise InvalidInput("market", spot[0], "a cross-margin backtest shares one futures "
+                               "wallet between its contracts; run spot markets separately (or "
+                               "set leverage.margin_mode = \"isolated\")")
+    return cross
 
 
 def run_backtest(
@@ -342,8 +574,7 @@ def run_backtest(
         raise InvalidInput("intrabar", intrabar, "must be 'worst' or 'ordered'")
     if not (equity > 0 and math.isfinite(equity)):
         raise InvalidInput("equity", equity, "must be a finite number > 0")
-    for m in markets:
-        _check_market(m, policy)
+    cross = _check_markets(markets, policy)
     if signals.entry.shape != (n, k):
         raise InvalidInput("signals", signals.entry.shape, f"must have shape {(n, k)}")
     syms = [m.symbol for m in markets]
@@ -368,7 +599,8 @@ def run_backtest(
     exits = np.full((max_trades, NX), np.nan)
     eq_curve = np.full(n, np.nan)
     gross = np.zeros(n)
-    trades: list[dict[str, Any]] = []
+    ledger = Ledger(panel.timestamp, exits)
+    entered = ledger.entries
     skips: Counter[str] = Counter()
     records: list[EntryRecord] = []
     warnings: list[str] = []
@@ -382,7 +614,8 @@ def run_backtest(
     # every entry signal gathered once into Python lists (bar order, then symbol order), so
     # that an entry costs no array indexing: bar, symbol, side, open, ATR, multiple,
     # confidence, take-profit R, time
-    e_t, e_j = np.nonzero(entry_sig)
+    flat_at = np.flatnonzero(entry_sig != 0)  # (a bool array's nonzero is the fast one)
+    e_t, e_j = (flat_at, np.zeros_like(flat_at)) if k == 1 else np.divmod(flat_at, k)
     e_bar, e_sym = e_t.tolist(), e_j.tolist()
     e_side, e_px = entry_sig[e_t, e_j].tolist(), op[e_t, e_j].tolist()
     e_atr, e_mult = signals.atr[e_t, e_j].tolist(), signals.atr_mult[e_t, e_j].tolist()
@@ -396,7 +629,7 @@ def run_backtest(
         stop_at = min(n, t + chunk) if progress is not None else n
         got = int(walk(t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig, fund, fee,
                        can_liq, formula, worst, pos, acct, stats, exits, eq_curve, gross, stop_at,
-                       allow_add))
+                       allow_add, cross))
         if got < 0:
             if stop_at >= n:
                 break
@@ -428,10 +661,10 @@ def run_backtest(
             if account.equity <= 0.0:
                 skips["NO_EQUITY"] += 1
                 continue
-            intent = Intent(symbol=market.symbol, side=LONG if side > 0 else SHORT, price=price,
-                            atr=a if a > 0 else None, atr_mult=am if am > 0 else None,
-                            confidence=min(max(conf, 0.0), 1.0) if not math.isnan(conf) else None,
-                            regime=regime, volatility=volatility, time=when)
+            intent = make_intent(symbol=market.symbol, side=LONG if side > 0 else SHORT, price=price,
+                                 atr=a if a > 0 else None, atr_mult=am if am > 0 else None,
+                                 confidence=min(max(conf, 0.0), 1.0) if not math.isnan(conf)
+                                 else None, regime=regime, volatility=volatility, time=when)
             try:
                 d = decide(intent, account, market, policy)
             except InvalidInput as exc:  # e.g. an ATR stop below zero on a bad candle
@@ -443,13 +676,13 @@ def run_backtest(
             tid = -1
             if d.accepted and adding:
                 tid = int(pos[j, P_TRADE])
-                book.add(pos, acct, j, d, tp_r, trades[tid])
+                book.add(pos, acct, j, d, tp_r, ledger.open_row(tid))
                 adds += 1
                 view.entered(market.symbol, when)
             elif d.accepted:
-                tid = len(trades)
-                trades.append(book.open(pos, acct, exits, j, t, d, tp_r, tid, when,
-                                        panel.symbols[j], account.equity))
+                tid = len(entered)
+                entered.append(book.open(pos, acct, exits, j, t, d, tp_r, tid, when,
+                                         panel.symbols[j], account.equity))
                 view.entered(market.symbol, when)
                 flat[j] = side
             else:
@@ -458,18 +691,10 @@ def run_backtest(
                 records.append(EntryRecord(t, market.symbol, intent, account, d, tid))
         cur = i
         resume = True
-    done = exits[: len(trades)].tolist()
-    exit_ts = ts_arr[exits[: len(trades), X_BAR].astype(np.int64)].tolist() if trades else []
-    for row, x, xt in zip(trades, done, exit_ts, strict=True):
-        row.update(exit_bar=int(x[X_BAR]), exit_time=xt, exit_price=x[X_PRICE],
-                   exit_reason=REASONS[int(x[X_REASON])], exit_fee=x[X_FEE],
-                   funding=x[X_FUNDING], gross_pnl=x[X_GROSS], net_pnl=x[X_NET],
-                   return_on_equity=x[X_NET] / row["equity_at_entry"],
-                   engine_liquidation_price=None if math.isnan(x[X_LIQ0]) else x[X_LIQ0])
     if progress is not None:
         progress(n, n)
     return BacktestResult(policy, panel.symbols, tuple(syms), ts_arr, eq_curve, gross, equity,
-                          trades, skips, decisions, int(acct[A_LIQS]), panel.timeframe_ms,
+                          ledger, skips, decisions, int(acct[A_LIQS]), panel.timeframe_ms,
                           signals.name, records, int(acct[A_IGNORED]), warnings, adds)
 
 
@@ -499,32 +724,39 @@ class _AccountView:
         return replace(account, positions=tuple(held))
 
     def __call__(self, t: int, pos: F64, acct: F64, flat: list[float]) -> Account:
-        positions = []
-        upnl_total = 0.0
-        if any(flat):  # open positions, marked at this open
-            for j, flag in enumerate(flat):
-                if flag == 0.0:
-                    continue
-                side, qty, entry, notional, _, _, _, coll, mmr, cum = pos[j, :P_FUND].tolist()
-                px = float(self.panel.open[t, j])
-                if math.isnan(px):
-                    px = float(self.panel.mark[t - 1, j]) if t > 0 else entry
-                upnl = core_pos.pnl(side > 0, notional, entry, px)
-                upnl_total += upnl
-                positions.append(Position(self.syms[j], LONG if side > 0 else SHORT,
-                                          core_pos.notional_of(qty, px, 1.0, False), coll,
-                                          core_tiers.maintenance_margin(notional, mmr, cum),
-                                          upnl))
         cash, peak, _, day_pnl, streak, closed = acct[:A_LIQS].tolist()
         if closed != self._closed:  # a trade closed: the symbol records changed
             self._closed = closed
             self._stats = MappingProxyType({sym: SymbolStats(n, w) for sym, (n, w)
                                             in zip(self.syms, self.stats.tolist(), strict=True)
                                             if n})
-        equity = cash + upnl_total
-        return Account(equity=equity, positions=tuple(positions), peak_equity=max(peak, equity),
-                       realised_pnl_today=day_pnl, losing_streak=int(streak),
-                       symbol_stats=self._stats, last_trade_at=self._last)
+        if any(flat):  # open positions, marked at this open
+            positions, upnl = self._marked(t, pos, flat)
+            equity = cash + upnl
+        else:
+            positions, equity = (), cash
+        return make_account(equity=equity, positions=positions, peak_equity=max(peak, equity),
+                            realised_pnl_today=day_pnl, losing_streak=int(streak),
+                            symbol_stats=self._stats, last_trade_at=self._last)
+
+    def _marked(self, t: int, pos: F64, flat: list[float]) -> tuple[tuple[Position, ...], float]:
+        """The open positions marked at bar ``t``'s open, and their unrealised PnL."""
+        positions = []
+        upnl_total = 0.0
+        for j, flag in enumerate(flat):
+            if flag == 0.0:
+                continue
+            side, qty, entry, notional, _, _, _, coll, mmr, cum = pos[j, :P_FUND].tolist()
+            px = float(self.panel.open[t, j])
+            if math.isnan(px):
+                px = float(self.panel.mark[t - 1, j]) if t > 0 else entry
+            upnl = core_pos.pnl(side > 0, notional, entry, px)
+            upnl_total += upnl
+            now = core_pos.notional_of(qty, px, 1.0, False)
+            # maintenance of the notional at the open, as the loop's cross view values it
+            positions.append(Position(self.syms[j], LONG if side > 0 else SHORT, now, coll,
+                                      core_tiers.maintenance_margin(now, mmr, cum), upnl))
+        return tuple(positions), upnl_total
 
 
 class _Book:
@@ -535,13 +767,13 @@ class _Book:
         self.market, self.fee, self.is_contract = market, fee, market.is_contract
         self.size = market.contract_size
         self.default_mmr = policy.leverage.default_mmr
+        self.cross = policy.leverage.margin_mode == "cross" and market.is_contract
 
     def open(self, pos: F64, acct: F64, exits: F64, j: int, t: int, d: Decision, tp_r: float,
-             tid: int, when: float, candles: str, equity: float) -> dict[str, Any]:
+             tid: int, when: float, candles: str, equity: float) -> tuple[Any, ...]:
         """Copy an accepted decision into the position arrays (no arithmetic of the size here)
-        and return its ledger row."""
-        long = d.side == LONG
-        side = 1.0 if long else -1.0
+        and return its ledger entry (:data:`ENTRY_KEYS`)."""
+        side = 1.0 if d.side == LONG else -1.0
         qty = float(d.amount) * self.size
         mmr, cum, liq = 0.0, 0.0, math.nan
         if self.is_contract:
@@ -557,24 +789,17 @@ class _Book:
                 exits[tid, X_LIQ0] = liq
         stop = d.stop_price
         tp = math.nan
+        entry = d.entry_price
         if stop is not None and tp_r > 0:
-            tp = d.entry_price + side * tp_r * abs(d.entry_price - stop)
-        entry_fee = core_pos.fee_on(d.notional, self.fee)
-        pos[j] = (side, qty, d.entry_price, d.notional, math.nan if stop is None else stop, tp,
+            tp = entry + side * tp_r * abs(entry - stop)
+        notional = d.notional
+        entry_fee = core_pos.fee_on(notional, self.fee)
+        pos[j] = (side, qty, entry, notional, math.nan if stop is None else stop, tp,
                   liq, d.margin, mmr, cum, 0.0, entry_fee, tid, t)
         acct[A_CASH] -= entry_fee
-        return {
-            "trade": tid, "policy": d.policy, "symbol": d.symbol, "candles": candles,
-            "side": d.side, "entry_bar": t, "entry_time": round(when * 1000.0),
-            "entry_price": d.entry_price,
-            "amount": d.amount, "qty": qty, "notional": d.notional,
-            "margin": d.margin, "leverage": d.leverage, "risk": d.risk,
-            "stop_price": stop, "take_profit": None if math.isnan(tp) else tp,
-            "liquidation_price": d.liquidation_price, "entry_fee": entry_fee,
-            "equity_at_entry": equity, "adds": 0,
-            "reasons": " ".join(str(r) for r in d.reasons),
-        }
-
+        return (tid, d.policy, d.symbol, candles, d.side, t, when, entry, d.amount, qty,
+                notional, d.margin, d.leverage, d.risk, stop, None if math.isnan(tp) else tp,
+                d.liquidation_price, entry_fee, equity, 0, d.reasons)
 
     def add(self, pos: F64, acct: F64, j: int, d: Decision, tp_r: float, row: dict[str, Any]
             ) -> None:
@@ -601,16 +826,20 @@ class _Book:
             mmr = tier.maintenance_margin_rate
             cum = core_pos.maintenance_amount_quote(self.market, tier, entry)
             pos[j, P_MMR], pos[j, P_CUM] = mmr, cum
-            pos[j, P_LIQ] = core_liq.venue_liquidation_price(
-                self.market.liquidation_formula[0], side > 0.0, False, entry, notional,
-                float(pos[j, P_COLL]), mmr, cum, self.fee)
+            if self.cross:  # the whole account's: the loop values it at every bar
+                pos[j, P_LIQ] = math.nan if d.liquidation_price is None else d.liquidation_price
+            else:
+                pos[j, P_LIQ] = core_liq.venue_liquidation_price(
+                    self.market.liquidation_formula[0], side > 0.0, False, entry, notional,
+                    float(pos[j, P_COLL]), mmr, cum, self.fee)
         row.update(adds=row.get("adds", 0) + 1, entry_price=entry,
                    amount=str(Decimal(row["amount"]) + Decimal(d.amount)),
                    qty=float(pos[j, P_QTY]), notional=notional, margin=float(pos[j, P_COLL]),
                    risk=_merged_risk(d, row["risk"] + d.risk), stop_price=stop if stop is not None
                    else row["stop_price"],
                    take_profit=None if math.isnan(pos[j, P_TP]) else float(pos[j, P_TP]),
-                   liquidation_price=float(pos[j, P_LIQ]) if self.is_contract else None,
+                   liquidation_price=(float(pos[j, P_LIQ]) if self.is_contract
+                                      and not math.isnan(pos[j, P_LIQ]) else None),
                    entry_fee=row["entry_fee"] + entry_fee,
                    reasons=row["reasons"] + " | " + " ".join(str(r) for r in d.reasons))
 

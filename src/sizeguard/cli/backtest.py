@@ -41,18 +41,19 @@ if TYPE_CHECKING:  # numba, polars and numpy load only when a backtest command r
 PROGRESS_BARS = 200_000  # show a progress bar when bars x policies exceed this
 
 CandlesOpt = Annotated[list[Path], typer.Option(
-    "--candles", help="Candle file(s), CSV or Parquet: timestamp,open,high,low,close,volume (ms); "
-    "or freqtrade's (json, feather, a date column; a data dir for its --symbol pairs).")]
+    "--candles", help="Candle file(s): CSV or Parquet with columns timestamp (ms), open, high, low, "
+    "close, volume; or freqtrade's (json, feather, a date column; a data dir for its --symbol "
+    "pairs).")]
 SymbolOpt = Annotated[list[str] | None, typer.Option(
     "--symbol", help="Market traded with each --candles file, in order (default: the built-in "
     "linear perpetual with the same base, e.g. BTC_USD-1h.csv -> BTC/USDT:USDT).")]
 PresetOpt = Annotated[list[str] | None, typer.Option(
     "--preset", help=f"Policy to compare (repeatable): {', '.join(PRESETS)}; NAME@MARKET "
-    "trades its own market, e.g. kraken-micro@BTC/USD.")]
+    "trades its own market (see below).")]
 ConfigOpt = Annotated[list[Path] | None, typer.Option(
     "--config", help="A policy TOML file to compare (repeatable).")]
 SetOpt = Annotated[list[str] | None, typer.Option(
-    "--set", help="Override a key of every policy: --set limits.max_positions=2 (repeatable).")]
+    "--set", help="Override a key of every policy, KEY=VALUE (repeatable; see below).")]
 StrategyOpt = Annotated[str | None, typer.Option(
     "--strategy", metavar="|".join(STRATEGIES),
     help=f"Signals: {', '.join(STRATEGIES)} (default ema-cross; file, implied by --signals, "
@@ -197,8 +198,10 @@ def _warn(notes: Sequence[str]) -> None:
             typer.echo(n, err=True)
 
 
-@app.command(epilog="Example: sizeguard backtest --candles BTC_USD-1h.csv --preset ai-atr-risk "
-             "--preset quantum-4x30 --strategy ema-cross --report out.html")
+@app.command(epilog="Examples:\n\n  sizeguard backtest --candles BTC_USD-1h.csv --preset ai-atr-risk "
+             "--preset quantum-4x30 --strategy ema-cross --report out.html\n\n"
+             "  sizeguard backtest --candles BTC_USD-1h.csv --preset kraken-micro@BTC/USD "
+             "--set limits.max_positions=2")
 def backtest(
     candles: CandlesOpt,
     symbol: SymbolOpt = None,

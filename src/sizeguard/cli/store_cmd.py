@@ -38,18 +38,22 @@ def store_prune(
     store: StoreOpt = None,
     days: Annotated[float | None, typer.Option(
         "--days", min=0.001, max=36_500, envvar="SIZEGUARD_RETENTION_DAYS", show_envvar=False,
-        help=f"Keep journal rows (and finished reservations) this many days (env "
-             f"SIZEGUARD_RETENTION_DAYS; default {JOURNAL_DAYS:g}).")] = None,
+        help=f"Keep journal rows (and finished reservations) this many days (default "
+             f"{JOURNAL_DAYS:g}; the environment can set it, see above).")] = None,
     idempotency_hours: Annotated[float | None, typer.Option(
         "--idempotency-hours", min=0.001, max=876_000, envvar="SIZEGUARD_IDEMPOTENCY_HOURS",
         show_envvar=False,
-        help=f"Keep idempotency answers this many hours (env SIZEGUARD_IDEMPOTENCY_HOURS; "
-             f"default {IDEMPOTENCY_HOURS:g}).")] = None,
+        help=f"Keep idempotency answers this many hours (default {IDEMPOTENCY_HOURS:g}; the "
+             "environment can set it, see above).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count only; delete nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Delete journal, finished-reservation and idempotency rows older than the retention
-    (decisions still in play are kept; positions never are deleted)."""
+    (decisions still in play are kept; positions never are deleted).
+
+    SIZEGUARD_RETENTION_DAYS and SIZEGUARD_IDEMPOTENCY_HOURS in the environment set the \
+retention when --days and --idempotency-hours are not given.
+    """
     try:
         retention = Retention(days if days is not None else JOURNAL_DAYS,
                               idempotency_hours if idempotency_hours is not None

@@ -134,8 +134,8 @@ def sweep(
     top: Annotated[int, typer.Option(min=1, max=10_000, help="Rows in the ranked table.")] = 15,
     scheduler: Annotated[str | None, typer.Option(
         "--scheduler", envvar=SCHEDULER_ENV, show_envvar=False,
-        help="A running Dask scheduler, tcp://HOST:PORT, default a local cluster; "
-        "SIZEGUARD_SCHEDULER in the environment sets it too.")] = None,
+        help="A running Dask scheduler, tcp://HOST:PORT (default: a local cluster; the "
+        "environment can set it, see above).")] = None,
     workers: Annotated[int | None, typer.Option(
         "--workers", min=0, max=512, help="Local cluster workers (default: every core; 0 = no Dask, "
         "a plain loop here).")] = None,
@@ -155,7 +155,11 @@ def sweep(
     progress: Annotated[bool | None, typer.Option(
         "--progress/--no-progress", help="Progress bar (default: on a terminal).")] = None,
 ) -> None:
-    """Sweep sizing-policy keys (grid or random) and rank the cells by return, drawdown and ruin."""
+    """Sweep sizing-policy keys (grid or random) and rank the cells by return, drawdown and ruin.
+
+    SIZEGUARD_SCHEDULER in the environment names the Dask scheduler when --scheduler is not \
+given.
+    """
     from sizeguard.backtest import sweep as sw
     try:
         writable_output("--out", out, (".parquet", ".pq", ".csv"))

@@ -1,0 +1,297 @@
+"""Cross margin in the backtest: every contract position shares the wallet, and the account is
+liquidated as a whole. Golden cases worked by hand, and properties on random candles.
+
+Two linear perpetuals A/USDT:USDT and B/USDT:USDT, contract size 1, taker fee 0.1%, one tier
+(maintenance rate 0.5%, no maintenance amount). Hourly bars from epoch 0; a signal in
+``entry[t]`` acts at the open of bar t. Wallet 1,000 USDT; each entry a fixed 5,000 notional at
+20x (margin 250, so the two fit the margin budget; under cross the leverage sets the margin, not
+the liquidation), no stop, the liquidation guard off.
+
+Binance's cross formula (core.liquidation): a long liquidates at
+``LP = EP (1 - C / N) / (1 - mmr)``, where ``C`` is the wallet less the other positions'
+maintenance margin plus their unrealised PnL.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sizeguard.backtest.candles import Panel
+from sizeguard.backtest.engine import BacktestResult, run_backtest
+from sizeguard.backtest.signals import EXIT_LONG, Signals
+from sizeguard.core import liquidation as core_liq
+from sizeguard.core import position as core_pos
+from sizeguard.core import tiers as core_tiers
+from sizeguard.core.market import MarketRules
+from sizeguard.core.policy import Policy, policy_from_dict
+from sizeguard.core.tiers import Tier
+from sizeguard.errors import InvalidInput
+
+H = 3_600_000
+MMR = 0.005
+FEE = 0.001
+
+
+def market(sym: str) -> MarketRules:
+    return MarketRules(symbol=f"{sym}/USDT:USDT", kind="swap", linear=True, inverse=False,
+                       contract_size=1.0, amount_step=0.001, price_tick=0.0001, min_amount=0.001,
+                       taker=FEE, maker=0.0005, max_leverage=100.0,
+                       tiers=(Tier(1, 0.0, math.inf, MMR, 100.0, 0.0),))
+
+
+A, B = market("A"), market("B")
+FLAT = (100.0, 100.0, 100.0, 100.0)
+Bar = tuple[float, float, float, float]
+
+
+def panel(a: list[Bar], b: list[Bar]) -> Panel:
+    x, y = np.array(a, dtype=float), np.array(b, dtype=float)
+    n = len(a)
+    cols = [np.stack([x[:, i], y[:, i]], axis=1) for i in range(4)]
+    return Panel(("A", "B"), np.arange(n, dtype=np.int64) * H, cols[0], cols[1], cols[2],
+                 cols[3], cols[3].copy(), H)
+
+
+def signals(n: int, entries: dict[tuple[int, int], int],
+            exits: dict[tuple[int, int], int] | None = None, atr: float = math.nan) -> Signals:
+    entry = np.zeros((n, 2), np.int8)
+    ex = np.zeros((n, 2), np.int8)
+    for (t, j), s in entries.items():
+        entry[t, j] = s
+    for (t, j), s in (exits or {}).items():
+        ex[t, j] = s
+    return Signals(entry, ex, np.full((n, 2), atr), np.full((n, 2), np.nan),
+                   np.full((n, 2), np.nan), np.full((n, 2), np.nan), "hand")
+
+
+def policy(mode: str, notional: float = 5000.0, **extra: Any) -> Policy:
+    return policy_from_dict({
+        "name": mode, "sizing": {"model": "fixed_notional", "notional": notional},
+        "stop": {"atr_mult": 1.5}, "leverage": {"value": 20, "max": 100, "margin_mode": mode},
+        "liquidation": {"guard": "off"}, **extra})
+
+
+def run(mode: str, a: list[Bar], b: list[Bar], **kw: Any) -> BacktestResult:
+    sig = kw.pop("sig", None) or signals(len(a), {(1, 0): 1, (1, 1): 1})
+    return run_backtest(panel(a, b), sig, [A, B], policy(mode), equity=1000.0, **kw)
+
+
+# Both long at bar 1's open, 100: 50 contracts each, notional 5,000, margin 250, entry fee 5.
+# Wallet after both fees: 1,000 - 2 x 5 = 990. Maintenance of each at 100: 5,000 x 0.5% = 25.
+#
+# The decisions (decide() sees the account at the open, before the entry's own fee):
+#   A first: C = 1,000 -> LP = 100 (1 - 1,000/5,000) / 0.995 = 80.4020
+#   B next:  C = 995 (A's fee paid) - 25 (A's maintenance) = 970 -> 100 (1 - 0.194)/0.995 = 81.0050
+# In the loop, at bar 1 (flat): C_A = 990 - 25 = 965 -> LP_A = 100 x 0.807 / 0.995 = 81.1055.
+#
+# Bar 2: A's low 80, B's low 99. The account is judged with every other position at its bar's
+# extreme against it. B at 99: maintenance 4,950 x 0.5% = 24.75, unrealised -50, so B takes
+# 74.75 from the wallet; C_A = 990 - 74.75 = 915.25 -> LP_A = 100 (1 - 0.18305)/0.995 = 82.1055.
+# A's low 80 reaches it: the account is liquidated, both positions close, the wallet is lost.
+# B's row: its PnL less its maintenance at 99 = -50 - 24.75 = -74.75; A's the rest:
+# -990 + 74.75 = -915.25 (= A's PnL at 82.1055, -894.72, less its maintenance there, 20.53).
+# Nets: A -915.25 - 5 = -920.25; B -74.75 - 5 = -79.75; equity 1,000 - 1,000 = 0.
+LP_A_BAR1 = 100 * (1 - 965 / 5000) / (1 - MMR)
+LP_A_BAR2 = 100 * (1 - 915.25 / 5000) / (1 - MMR)
+BARS_A = [FLAT, FLAT, (100, 100, 80, 85), FLAT]
+BARS_B = [FLAT, FLAT, (100, 100, 99, 99.5), FLAT]
+
+
+def test_one_positions_loss_liquidates_both_under_cross() -> None:
+    r = run("cross", BARS_A, BARS_B)
+    a, b = r.trades
+    assert (a["symbol"], b["symbol"]) == ("A/USDT:USDT", "B/USDT:USDT")
+    assert a["notional"] == b["notional"] == pytest.approx(5000.0)
+    assert a["liquidation_price"] == pytest.approx(100 * 0.8 / 0.995)
+    assert b["liquidation_price"] == pytest.approx(100 * (1 - 970 / 5000) / 0.995)
+    assert r.equity[1] == pytest.approx(990.0)
+    assert a["exit_reason"] == b["exit_reason"] == "liquidation"
+    assert a["exit_bar"] == b["exit_bar"] == 2
+    assert pytest.approx(82.10553, abs=1e-5) == LP_A_BAR2
+    assert a["exit_price"] == pytest.approx(LP_A_BAR2) and b["exit_price"] == pytest.approx(99.0)
+    assert b["gross_pnl"] == pytest.approx(-74.75) and a["gross_pnl"] == pytest.approx(-915.25)
+    pnl_at_lp = 5000 * (LP_A_BAR2 / 100 - 1)
+    assert a["gross_pnl"] == pytest.approx(pnl_at_lp - 50 * LP_A_BAR2 * MMR)
+    assert a["exit_fee"] == b["exit_fee"] == 0.0
+    assert a["net_pnl"] == pytest.approx(-920.25) and b["net_pnl"] == pytest.approx(-79.75)
+    assert r.liquidations == 2
+    assert r.equity[2] == pytest.approx(0.0, abs=1e-9) and r.equity[-1] == pytest.approx(0.0,
+                                                                                        abs=1e-9)
+
+
+def test_the_same_candles_isolated_liquidate_a_alone() -> None:
+    # Isolated at 20x: A's collateral is its margin, 250: LP = 100 (1 - 0.05)/0.995 = 95.4774.
+    # Bar 2's low 80 reaches it: A loses its 250; B (LP 95.4774 too) sees 99 and survives, and
+    # closes at the last close, 100: exit fee 5, net -10. Equity 1,000 - 10 - 250 - 5 = 735.
+    r = run("isolated", BARS_A, BARS_B)
+    a, b = r.trades
+    assert a["exit_reason"] == "liquidation" and a["exit_bar"] == 2
+    assert a["exit_price"] == pytest.approx(95.0 / 0.995) and a["gross_pnl"] == pytest.approx(-250)
+    assert b["exit_reason"] == "end" and b["net_pnl"] == pytest.approx(-10.0)
+    assert r.liquidations == 1
+    assert r.equity[-1] == pytest.approx(735.0)
+
+
+def test_cross_survives_a_low_just_above_the_accounts_price() -> None:
+    # A's low 82.2 stays above 82.1055 (B at 99): nothing is liquidated; isolated, A would be.
+    # At the end both close at 100: each net -5 - 5 = -10; equity 980.
+    bars_a = [FLAT, FLAT, (100, 100, 82.2, 85), FLAT]
+    r = run("cross", bars_a, BARS_B)
+    assert [t["exit_reason"] for t in r.trades] == ["end", "end"]
+    assert r.liquidations == 0 and r.equity[-1] == pytest.approx(980.0)
+    # at bar 2's close: 990 + 50 x (85 - 100) + 50 x (99.5 - 100) = 990 - 750 - 25 = 215
+    assert r.equity[2] == pytest.approx(215.0)
+    assert run("isolated", bars_a, BARS_B).liquidations == 1
+
+
+def test_a_gap_past_the_account_comes_before_the_exit_order() -> None:
+    # Bar 2 opens A at 70 with an exit signal for A. Judged at the opens (B at 100): C_A = 965,
+    # LP_A = 81.1055 > 70: the account was liquidated in the gap, before the order could fill
+    # at 70 (which would realise -1,500 from a 990 wallet). B's row at its open: -25; A's the
+    # rest, -965. Equity 0, never below.
+    bars_a = [FLAT, FLAT, (70, 75, 70, 72), FLAT]
+    sig = signals(4, {(1, 0): 1, (1, 1): 1}, exits={(2, 0): EXIT_LONG})
+    r = run("cross", bars_a, [FLAT] * 4, sig=sig)
+    a, b = r.trades
+    assert a["exit_reason"] == b["exit_reason"] == "liquidation"
+    assert a["exit_price"] == pytest.approx(LP_A_BAR1) and b["exit_price"] == pytest.approx(100)
+    assert b["gross_pnl"] == pytest.approx(-25.0) and a["gross_pnl"] == pytest.approx(-965.0)
+    assert float(np.min(r.equity)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_isolated_gap_past_liquidation_comes_before_the_exit_order() -> None:
+    # Regression: a signal exit at an open beyond the liquidation price filled there, losing
+    # 50 x 30 = 1,500 from a position backed by 250. It is liquidated in the gap instead, at
+    # 95.4774, losing its collateral.
+    bars_a = [FLAT, FLAT, (70, 75, 70, 72), FLAT]
+    sig = signals(4, {(1, 0): 1}, exits={(2, 0): EXIT_LONG})
+    r = run("isolated", bars_a, [FLAT] * 4, sig=sig)
+    (a,) = r.trades
+    assert a["exit_reason"] == "liquidation" and a["exit_price"] == pytest.approx(95.0 / 0.995)
+    assert a["gross_pnl"] == pytest.approx(-250.0)
+    assert r.equity[-1] == pytest.approx(1000 - 5 - 250)
+
+
+def test_cross_with_spot_markets_is_refused_clearly() -> None:
+    spot = MarketRules(symbol="B/USDT", kind="spot", linear=False, inverse=False,
+                       contract_size=1.0, amount_step=0.001, price_tick=0.01, taker=FEE)
+    with pytest.raises(InvalidInput, match=r"B/USDT.*cross-margin"):
+        run_backtest(panel([FLAT] * 3, [FLAT] * 3), signals(3, {}), [A, spot], policy("cross"))
+
+
+# -- properties ----------------------------------------------------------------------------
+
+def _bars(draw: Any, n: int) -> list[Bar]:
+    out, close = [], 100.0
+    for _ in range(n):
+        o = close * (1 + draw(st.floats(-0.08, 0.08)))
+        c = o * (1 + draw(st.floats(-0.12, 0.12)))
+        h = max(o, c) * (1 + draw(st.floats(0, 0.05)))
+        low = min(o, c) * (1 - draw(st.floats(0, 0.05)))
+        out.append((o, h, low, c))
+        close = c
+    return out
+
+
+@st.composite
+def scenarios(draw: Any) -> tuple[list[Bar], list[Bar], Signals, float]:
+    n = draw(st.integers(4, 14))
+    a, b = _bars(draw, n), _bars(draw, n)
+    entries = {(t, j): draw(st.sampled_from([1, -1])) for t in range(1, n) for j in (0, 1)
+               if draw(st.integers(0, 3)) == 0}
+    exits = {(t, j): draw(st.sampled_from([1, 2, 3])) for t in range(1, n) for j in (0, 1)
+             if draw(st.integers(0, 3)) == 0}
+    sig = signals(n, entries, exits, draw(st.sampled_from([math.nan, 2.0, 6.0])))
+    if draw(st.booleans()):
+        sig.tp_r[:] = 2.0
+    return a, b, sig, draw(st.sampled_from([2000.0, 5000.0, 9000.0]))
+
+
+def _cash_flows(r: BacktestResult, t: int) -> tuple[float, list[dict[str, Any]]]:
+    """The wallet at bar t's intrabar phase and the positions open through it, rebuilt from the
+    ledger (no funding): the start, every entry fee up to bar t, every trade closed before bar t
+    and every one closed at bar t's open (signal exits)."""
+    cash = r.initial_equity
+    open_ = []
+    for tr in r.trades:
+        if tr["entry_bar"] <= t:
+            cash -= tr["entry_fee"]
+        if tr["entry_bar"] <= t and (tr["exit_bar"] < t or (tr["exit_bar"] == t and
+                                                            tr["exit_reason"] == "signal")):
+            cash += tr["gross_pnl"] - tr["exit_fee"]
+        elif tr["entry_bar"] <= t <= tr["exit_bar"]:
+            open_.append(tr)
+    return cash, open_
+
+
+def _liquidation_prices(r: BacktestResult, p: Panel, t: int) -> dict[int, float]:
+    """Each position open through bar t's intrabar phase: its cross liquidation price, from the
+    account rebuilt from the ledger (core kernel, Binance's formula), every other position at
+    its bar's extreme against it."""
+    cash, open_ = _cash_flows(r, t)
+    short: dict[int, float] = {}
+    for tr in open_:
+        j = 0 if tr["symbol"].startswith("A/") else 1
+        long = tr["side"] == "long"
+        w = float(p.low[t, j] if long else p.high[t, j])
+        qty = tr["notional"] / tr["entry_price"]
+        short[tr["trade"]] = (core_tiers.maintenance_margin(qty * w, MMR, 0.0)
+                              - core_pos.pnl(long, tr["notional"], tr["entry_price"], w))
+    total = sum(short.values())
+    return {tr["trade"]: core_liq.venue_liquidation_price(
+        core_liq.BINANCE, tr["side"] == "long", False, tr["entry_price"], tr["notional"],
+        cash - (total - short[tr["trade"]]), MMR, 0.0, FEE) for tr in open_}
+
+
+def _beyond(tr: dict[str, Any], price: float, level: float) -> bool:
+    """``price`` at or beyond ``level`` on the position's losing side."""
+    return (price <= level) if tr["side"] == "long" else (price >= level)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_cross_account_properties(sc: tuple[list[Bar], list[Bar], Signals, float]) -> None:
+    """Under cross margin, on random candles and signals:
+
+    1. no position closes by its stop, take-profit or the data end at a price at or beyond its
+       liquidation price computed from the account at that bar (rebuilt from the ledger, the
+       other positions at their bar's extreme against them), and no position survives a bar
+       whose range reached that price unless its stop, inside it, filled first;
+    2. a liquidation closes every position open through that bar, at that bar;
+    3. equity at every close is >= 0 less the exit fees charged in that bar: the wallet is lost
+       at most whole (a stop's exit fee may exceed the maintenance margin it frees)."""
+    a, b, sig, notional = sc
+    p = panel(a, b)
+    r = run_backtest(p, sig, [A, B], policy("cross", notional), equity=1000.0)
+    by_bar: dict[int, list[dict[str, Any]]] = {}
+    for tr in r.trades:
+        by_bar.setdefault(tr["exit_bar"], []).append(tr)
+    for t in range(len(a)):
+        closed = by_bar.get(t, [])
+        _, open_ = _cash_flows(r, t)
+        if any(tr["exit_reason"] == "liquidation" for tr in closed):
+            assert all(tr["exit_reason"] == "liquidation" and tr["exit_bar"] == t
+                       for tr in open_)
+            continue
+        lps = _liquidation_prices(r, p, t)
+        for tr in open_:
+            j = 0 if tr["symbol"].startswith("A/") else 1
+            lp = lps[tr["trade"]]
+            worst = float(p.low[t, j] if tr["side"] == "long" else p.high[t, j])
+            if tr["exit_bar"] == t:
+                assert not _beyond(tr, tr["exit_price"], lp), (t, tr, lp)
+            if _beyond(tr, worst, lp):  # reached: only a stop inside it may come first
+                stop = tr["stop_price"]
+                assert tr["exit_bar"] == t and tr["exit_reason"] == "stop", (t, tr, lp)
+                assert stop is not None and not _beyond(tr, stop, lp)
+    fees_at: dict[int, float] = {}
+    for tr in r.trades:
+        fees_at[tr["exit_bar"]] = fees_at.get(tr["exit_bar"], 0.0) + tr["exit_fee"]
+    for t in range(len(a)):
+        assert r.equity[t] >= -fees_at.get(t, 0.0) - 1e-6
