@@ -96,6 +96,10 @@ def time_sizeguard(panel: Panel, sig: Any, repeat: int) -> dict[str, Any]:
 
     eng.run_backtest(_slice(panel, 5000), _slice_sig(sig, 5000), [market], policy)  # warm-up
     wall, cpu, r = best_of(lambda: eng.run_backtest(panel, sig, [market], policy), repeat)
+    # the trade rows (dicts) are rendered when first asked for, like vectorbt's trade records
+    c0 = time.process_time()
+    r.trades  # noqa: B018
+    ledger_cpu = time.process_time() - c0
     eng.decide = timed  # a second run only to split the time (the wrapper costs a little)
     try:
         eng.run_backtest(panel, sig, [market], policy)
@@ -124,7 +128,7 @@ def time_sizeguard(panel: Panel, sig: Any, repeat: int) -> dict[str, Any]:
     bare_wall, bare_cpu, _ = best_of(lambda: eng.run_backtest(panel, quiet, [market], policy),
                                      repeat)
     return {"wall": wall, "cpu": cpu, "decide_cpu": calls["t"], "bare_wall": bare_wall,
-            "bare_cpu": bare_cpu, "floor_cpu": floor_cpu, "result": r}
+            "bare_cpu": bare_cpu, "floor_cpu": floor_cpu, "ledger_cpu": ledger_cpu, "result": r}
 
 
 def _slice(p: Panel, n: int) -> Panel:
@@ -244,7 +248,8 @@ def one_density(panel: Panel, fast: int, slow: int, args: argparse.Namespace,
           f"{len(r.trades):,} trades, {r.decisions:,} decide() calls "
           f"({sg['decide_cpu'] * 1e6 / n_dec:.0f} us CPU each, {sg['decide_cpu'] * 1000:.0f} ms); "
           f"the same bars without entries {sg['bare_cpu'] * 1000:.1f} ms; "
-          f"{per_entry * 1e6:.0f} us per entry in all; {r.liquidations} liquidations")
+          f"{per_entry * 1e6:.0f} us per entry in all; {r.liquidations} liquidations; the "
+          f"ledger's rows rendered on first use {sg['ledger_cpu'] * 1000:.1f} ms")
     vb = time_vectorbt(panel, sig, args.repeat)
     if vb is None:
         print("vectorbt    skipped: not installed (pip install 'sizeguard[bench]')")
@@ -275,7 +280,7 @@ def one_density(panel: Panel, fast: int, slow: int, args: argparse.Namespace,
         "entries": r.decisions, "trades": len(r.trades), "liquidations": r.liquidations,
         "per_entry_us": per_entry * 1e6, "decide_us": sg["decide_cpu"] * 1e6 / n_dec,
         "no_entries_ms": sg["bare_cpu"] * 1000, "wall": sg["wall"] * 1000,
-        "engine_only_ms": sg["floor_cpu"] * 1000,
+        "engine_only_ms": sg["floor_cpu"] * 1000, "ledger_rows_ms": sg["ledger_cpu"] * 1000,
         "ema": f"{fast}/{slow}", "bars": args.bars, "time": "CPU"}
     if "backtrader" in out:
         extra.update(backtrader_value=out["backtrader"] * 1000,

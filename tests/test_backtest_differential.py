@@ -103,3 +103,26 @@ def test_two_symbols_with_open_positions_and_caps() -> None:
     assert r.skips["MAX_POSITIONS"] > 0  # the gate saw the other symbol's open position
     assert any(rec.account.positions for rec in r.records)
     np.testing.assert_array_less(-1e-9, r.equity)
+
+
+def test_dense_entries_every_one_matches_decide() -> None:
+    """The bench's dense case (a 1-minute random walk, long EMA 60/240 crosses: ~2,600 entries
+    per 1M bars, one position closing between most entries): each entry's account is rebuilt
+    from the running state and sized by decide() with exactly these inputs."""
+    n = 60_000
+    rng = np.random.default_rng(7)
+    close = 30_000.0 * np.exp(np.cumsum(rng.normal(0.0, 0.001, n)))
+    open_ = np.concatenate([[30_000.0], close[:-1]])
+    wick = np.abs(rng.normal(0.0, 0.0006, (n, 2))) * close[:, None]
+    col = lambda a: np.ascontiguousarray(a.reshape(-1, 1))  # noqa: E731
+    panel = Panel(("BTC",), 1_600_000_000_000 + np.arange(n, dtype=np.int64) * 60_000,
+                  col(open_), col(np.maximum(open_, close) + wick[:, 0]),
+                  col(np.minimum(open_, close) - wick[:, 1]), col(close), col(close), 60_000)
+    sig = ema_cross(panel, 60, 240, tp_r=2.0, allow_short=False)
+    r = run_backtest(panel, sig, [BOOK["BTC/USDT:USDT"]], load_policy("ai-atr-risk"),
+                     record=True)
+    assert check(r, panel) == r.decisions == len(r.trades) > 100
+    # the running state moved between entries: equity, streaks and the symbol's record
+    assert len({rec.account.equity for rec in r.records}) == r.decisions
+    assert max(rec.account.losing_streak for rec in r.records) >= 3
+    assert r.records[-1].account.symbol_stats["BTC/USDT:USDT"].trades == r.decisions - 1

@@ -68,7 +68,9 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from sizeguard import _native
 from sizeguard.backtest.candles import Panel
+from sizeguard.backtest.fastinit import constructor
 from sizeguard.backtest.signals import EXIT_LONG, EXIT_SHORT, Signals
 from sizeguard.core import liquidation as core_liq
 from sizeguard.core import position as core_pos
@@ -96,6 +98,9 @@ NX = 8
 REASONS = {1: "stop", 2: "take_profit", 3: "liquidation", 4: "signal", 5: "end"}
 R_STOP, R_TP, R_LIQ, R_SIGNAL, R_END = 1, 2, 3, 4, 5
 DAY_MS = 86_400_000
+# an entry's Intent and Account, built as their dataclass builds them, at half the cost
+make_intent = constructor(Intent)
+make_account = constructor(Account)
 
 
 
@@ -106,7 +111,8 @@ def _drop_stale_cache() -> None:
     try:
         here = Path(__file__).resolve()
         kernel_mtime = max(Path(m.__file__).stat().st_mtime  # type: ignore[arg-type]
-                           for m in (core_liq, core_pos, core_tiers))
+                           for m in (_native.source("liquidation"), _native.source("position"),
+                                     core_tiers))
         for f in (here.parent / "__pycache__").glob(f"{here.stem}.*.nb[ic]"):
             if f.stat().st_mtime < kernel_mtime:
                 f.unlink(missing_ok=True)
@@ -115,15 +121,18 @@ def _drop_stale_cache() -> None:
 
 
 _drop_stale_cache()
-liq_price = numba.njit(cache=True)(core_liq.venue_liquidation_price)
+# numba compiles the kernels from their Python source (the decision core may run them compiled
+# with mypyc: _native.python_source gives the same functions from the same .py files)
+liq_price = numba.njit(cache=True)(_native.python_source(core_liq.venue_liquidation_price))
 # the core's money kernels, compiled: the loop has no arithmetic of its own (the position's
-# quantity is held in base units, so a unit is worth its price: contract size 1, linear)
-pnl = numba.njit(cache=True)(core_pos.pnl)
-notional_of = numba.njit(cache=True)(core_pos.notional_of)
-fee_on = numba.njit(cache=True)(core_pos.fee_on)
+# quantity is held in base units, so a unit is worth its price: contract size 1, linear; an
+# inverse position's is its quote face value, fixed; ``settle_of`` turns quote into its coin)
+pnl = numba.njit(cache=True)(_native.python_source(core_pos.pnl))
+notional_of = numba.njit(cache=True)(_native.python_source(core_pos.notional_of))
+fee_on = numba.njit(cache=True)(_native.python_source(core_pos.fee_on))
 mm_of = numba.njit(cache=True)(core_tiers.maintenance_margin)
-settle_of = numba.njit(cache=True)(core_pos.settle_of)
-quote_of = numba.njit(cache=True)(core_pos.quote_of)
+settle_of = numba.njit(cache=True)(_native.python_source(core_pos.settle_of))
+quote_of = numba.njit(cache=True)(_native.python_source(core_pos.quote_of))
 
 
 def _close(pos: F64, acct: F64, stats: Any, exits: F64, j: int, t: int, price: float,
@@ -446,6 +455,73 @@ class EntryRecord:
     trade: int  # ledger row when accepted, else -1
 
 
+# a trade's entry as the loop keeps it (one tuple, no dict per entry); the ledger row's keys
+# in this order, ``reasons`` a tuple of reason codes until rendered
+ENTRY_KEYS = ("trade", "policy", "symbol", "candles", "side", "entry_bar", "entry_time",
+              "entry_price", "amount", "qty", "notional", "margin", "leverage", "risk",
+              "stop_price", "take_profit", "liquidation_price", "entry_fee", "equity_at_entry",
+              "adds", "reasons")
+ROW_KEYS = (*ENTRY_KEYS, "exit_bar", "exit_time", "exit_price", "exit_reason", "exit_fee",
+            "funding", "gross_pnl", "net_pnl", "return_on_equity", "engine_liquidation_price")
+
+
+class Ledger:
+    """The trades of one backtest: each entry kept as a tuple while the loop runs, each exit
+    in the loop's ``exits`` array; the rows (dicts, :data:`ENTRY_KEYS` then the exit's keys)
+    are rendered once, when first asked for."""
+
+    def __init__(self, timestamp: npt.NDArray[np.int64], exits: F64) -> None:
+        self.timestamp, self.exits = timestamp, exits
+        self.entries: list[tuple[Any, ...]] = []
+        self._open: dict[int, dict[str, Any]] = {}  # rows rendered early (an add updates them)
+        self._rows: list[dict[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def open_row(self, tid: int) -> dict[str, Any]:
+        """Trade ``tid``'s entry as a row that stays the one rendered (an add updates it)."""
+        row = self._open.get(tid)
+        if row is None:
+            row = self._open[tid] = _entry_row(self.entries[tid])
+        return row
+
+    def rows(self) -> list[dict[str, Any]]:
+        if self._rows is None:
+            n = len(self.entries)
+            x = self.exits[:n]
+            exit_ts = self.timestamp[x[:, X_BAR].astype(np.int64)].tolist() if n else []
+            liq0 = [None if math.isnan(v) else v for v in x[:, X_LIQ0].tolist()]
+            said: dict[tuple[Any, ...], str] = {}  # each set of reasons as text, once
+            rows = []
+            for e, (xb, xp, fee, fund, gross, net, why, _), xt, lq in zip(
+                    self.entries, x.tolist(), exit_ts, liq0, strict=True):
+                row = self._open.get(e[0])
+                if row is None:
+                    text = said.get(e[-1])
+                    if text is None:
+                        text = said[e[-1]] = " ".join(str(r) for r in e[-1])
+                    row = dict(zip(ROW_KEYS, (*e[:6], round(e[6] * 1000.0), *e[7:-1], text, int(xb),
+                                              xt, xp, REASONS[int(why)], fee, fund, gross, net,
+                                              net / e[-3], lq), strict=True))
+                else:  # rendered early for an add: its entry as updated
+                    row.update(exit_bar=int(xb), exit_time=xt, exit_price=xp,
+                               exit_reason=REASONS[int(why)], exit_fee=fee, funding=fund,
+                               gross_pnl=gross, net_pnl=net,
+                               return_on_equity=net / row["equity_at_entry"],
+                               engine_liquidation_price=lq)
+                rows.append(row)
+            self._rows = rows
+        return self._rows
+
+
+def _entry_row(entry: tuple[Any, ...]) -> dict[str, Any]:
+    row = dict(zip(ENTRY_KEYS, entry, strict=True))
+    row["entry_time"] = round(row["entry_time"] * 1000.0)
+    row["reasons"] = " ".join(str(r) for r in row["reasons"])
+    return row
+
+
 @dataclass
 class BacktestResult:
     policy: Policy
@@ -455,7 +531,7 @@ class BacktestResult:
     equity: F64
     gross: F64
     initial_equity: float
-    trades: list[dict[str, Any]]
+    ledger: Ledger
     skips: Counter[str]
     decisions: int
     liquidations: int
@@ -472,6 +548,11 @@ class BacktestResult:
     @property
     def name(self) -> str:
         return self.policy.name
+
+    @property
+    def trades(self) -> list[dict[str, Any]]:
+        """The ledger's rows, one dict per trade (rendered on first use)."""
+        return self.ledger.rows()
 
 
 def funding_per_bar(ts: npt.NDArray[np.int64], timeframe_ms: int, rate: float,
@@ -565,7 +646,8 @@ def run_backtest(
     exits = np.full((max_trades, NX), np.nan)
     eq_curve = np.full(n, np.nan)
     gross = np.zeros(n)
-    trades: list[dict[str, Any]] = []
+    ledger = Ledger(panel.timestamp, exits)
+    entered = ledger.entries
     skips: Counter[str] = Counter()
     records: list[EntryRecord] = []
     warnings: list[str] = []
@@ -579,7 +661,8 @@ def run_backtest(
     # every entry signal gathered once into Python lists (bar order, then symbol order), so
     # that an entry costs no array indexing: bar, symbol, side, open, ATR, multiple,
     # confidence, take-profit R, time
-    e_t, e_j = np.nonzero(entry_sig)
+    flat_at = np.flatnonzero(entry_sig != 0)  # (a bool array's nonzero is the fast one)
+    e_t, e_j = (flat_at, np.zeros_like(flat_at)) if k == 1 else np.divmod(flat_at, k)
     e_bar, e_sym = e_t.tolist(), e_j.tolist()
     e_side, e_px = entry_sig[e_t, e_j].tolist(), op[e_t, e_j].tolist()
     e_atr, e_mult = signals.atr[e_t, e_j].tolist(), signals.atr_mult[e_t, e_j].tolist()
@@ -625,10 +708,10 @@ def run_backtest(
             if account.equity <= 0.0:
                 skips["NO_EQUITY"] += 1
                 continue
-            intent = Intent(symbol=market.symbol, side=LONG if side > 0 else SHORT, price=price,
-                            atr=a if a > 0 else None, atr_mult=am if am > 0 else None,
-                            confidence=min(max(conf, 0.0), 1.0) if not math.isnan(conf) else None,
-                            regime=regime, volatility=volatility, time=when)
+            intent = make_intent(symbol=market.symbol, side=LONG if side > 0 else SHORT, price=price,
+                                 atr=a if a > 0 else None, atr_mult=am if am > 0 else None,
+                                 confidence=min(max(conf, 0.0), 1.0) if not math.isnan(conf)
+                                 else None, regime=regime, volatility=volatility, time=when)
             try:
                 d = decide(intent, account, market, policy)
             except InvalidInput as exc:  # e.g. an ATR stop below zero on a bad candle
@@ -640,14 +723,14 @@ def run_backtest(
             tid = -1
             if d.accepted and adding:
                 tid = int(pos[j, P_TRADE])
-                book.add(pos, acct, j, d, tp_r, trades[tid])
+                book.add(pos, acct, j, d, tp_r, ledger.open_row(tid))
                 adds += 1
                 view.entered(market.symbol, when)
             elif d.accepted:
-                tid = len(trades)
-                trades.append(book.open(pos, acct, exits, j, t, d, tp_r, tid, when,
-                                        panel.symbols[j],
-                                        core_pos.settle_of(account.equity, price, inverse)))
+                tid = len(entered)
+                entered.append(book.open(pos, acct, exits, j, t, d, tp_r, tid, when,
+                                         panel.symbols[j],
+                                         core_pos.settle_of(account.equity, price, inverse)))
                 view.entered(market.symbol, when)
                 flat[j] = side
             else:
@@ -656,18 +739,10 @@ def run_backtest(
                 records.append(EntryRecord(t, market.symbol, intent, account, d, tid))
         cur = i
         resume = True
-    done = exits[: len(trades)].tolist()
-    exit_ts = ts_arr[exits[: len(trades), X_BAR].astype(np.int64)].tolist() if trades else []
-    for row, x, xt in zip(trades, done, exit_ts, strict=True):
-        row.update(exit_bar=int(x[X_BAR]), exit_time=xt, exit_price=x[X_PRICE],
-                   exit_reason=REASONS[int(x[X_REASON])], exit_fee=x[X_FEE],
-                   funding=x[X_FUNDING], gross_pnl=x[X_GROSS], net_pnl=x[X_NET],
-                   return_on_equity=x[X_NET] / row["equity_at_entry"],
-                   engine_liquidation_price=None if math.isnan(x[X_LIQ0]) else x[X_LIQ0])
     if progress is not None:
         progress(n, n)
     return BacktestResult(policy, panel.symbols, tuple(syms), ts_arr, eq_curve, gross, equity,
-                          trades, skips, decisions, int(acct[A_LIQS]), panel.timeframe_ms,
+                          ledger, skips, decisions, int(acct[A_LIQS]), panel.timeframe_ms,
                           signals.name, records, int(acct[A_IGNORED]), warnings, adds, currency)
 
 
@@ -704,36 +779,44 @@ class _AccountView:
                  ) -> Account:
         """The account at bar ``t``'s open, in quote (what ``decide()`` counts in): a
         coin-margined account's coin valued at ``price``, the price of the entry's market."""
-        inv = self.inverse
-        positions = []
-        upnl_total = 0.0
-        if any(flat):  # open positions, marked at this open
-            for j, flag in enumerate(flat):
-                if flag == 0.0:
-                    continue
-                side, qty, entry, notional, _, _, _, coll, mmr, cum = pos[j, :P_FUND].tolist()
-                px = float(self.panel.open[t, j])
-                if math.isnan(px):
-                    px = float(self.panel.mark[t - 1, j]) if t > 0 else entry
-                upnl = core_pos.pnl(side > 0, notional, entry, px)
-                upnl_total += upnl
-                now = core_pos.notional_of(qty, px, 1.0, inv)
-                # maintenance of the notional at the open, as the loop's cross view values it
-                mm = core_tiers.maintenance_margin(now, mmr, core_pos.quote_of(cum, px, inv))
-                positions.append(Position(self.syms[j], LONG if side > 0 else SHORT, now,
-                                          core_pos.quote_of(coll, px, inv), mm, upnl))
         cash, peak, _, day_pnl, streak, closed = acct[:A_LIQS].tolist()
         if closed != self._closed:  # a trade closed: the symbol records changed
             self._closed = closed
             self._stats = MappingProxyType({sym: SymbolStats(n, w) for sym, (n, w)
                                             in zip(self.syms, self.stats.tolist(), strict=True)
                                             if n})
-        if inv:
+        if self.inverse:
             cash, peak, day_pnl = cash * price, peak * price, day_pnl * price
-        equity = cash + upnl_total
-        return Account(equity=equity, positions=tuple(positions), peak_equity=max(peak, equity),
-                       realised_pnl_today=day_pnl, losing_streak=int(streak),
-                       symbol_stats=self._stats, last_trade_at=self._last)
+        if any(flat):  # open positions, marked at this open
+            positions, upnl = self._marked(t, pos, flat)
+            equity = cash + upnl
+        else:
+            positions, equity = (), cash
+        return make_account(equity=equity, positions=positions, peak_equity=max(peak, equity),
+                            realised_pnl_today=day_pnl, losing_streak=int(streak),
+                            symbol_stats=self._stats, last_trade_at=self._last)
+
+    def _marked(self, t: int, pos: F64, flat: list[float]) -> tuple[tuple[Position, ...], float]:
+        """The open positions marked at bar ``t``'s open (in quote), and their unrealised PnL."""
+        inv = self.inverse
+        positions = []
+        upnl_total = 0.0
+        for j, flag in enumerate(flat):
+            if flag == 0.0:
+                continue
+            side, qty, entry, notional, _, _, _, coll, mmr, cum = pos[j, :P_FUND].tolist()
+            px = float(self.panel.open[t, j])
+            if math.isnan(px):
+                px = float(self.panel.mark[t - 1, j]) if t > 0 else entry
+            upnl = core_pos.pnl(side > 0, notional, entry, px)
+            upnl_total += upnl
+            now = core_pos.notional_of(qty, px, 1.0, inv)
+            # maintenance of the notional at the open, as the loop's cross view values it (a
+            # coin-margined position's collateral and maintenance amount are coin: at the open)
+            mm = core_tiers.maintenance_margin(now, mmr, core_pos.quote_of(cum, px, inv))
+            positions.append(Position(self.syms[j], LONG if side > 0 else SHORT, now,
+                                      core_pos.quote_of(coll, px, inv), mm, upnl))
+        return tuple(positions), upnl_total
 
 
 class _Book:
@@ -748,11 +831,10 @@ class _Book:
         self.inverse = market.inverse  # money in the coin, valued at the fill price
 
     def open(self, pos: F64, acct: F64, exits: F64, j: int, t: int, d: Decision, tp_r: float,
-             tid: int, when: float, candles: str, equity: float) -> dict[str, Any]:
+             tid: int, when: float, candles: str, equity: float) -> tuple[Any, ...]:
         """Copy an accepted decision into the position arrays (no arithmetic of the size here)
-        and return its ledger row."""
-        long = d.side == LONG
-        side = 1.0 if long else -1.0
+        and return its ledger entry (:data:`ENTRY_KEYS`)."""
+        side = 1.0 if d.side == LONG else -1.0
         inv, price = self.inverse, d.entry_price
         # base units (a unit worth its price), or an inverse position's quote face value
         qty = d.notional if inv else float(d.amount) * self.size
@@ -770,25 +852,18 @@ class _Book:
                 exits[tid, X_LIQ0] = liq
         stop = d.stop_price
         tp = math.nan
+        entry = d.entry_price
         if stop is not None and tp_r > 0:
-            tp = d.entry_price + side * tp_r * abs(d.entry_price - stop)
+            tp = entry + side * tp_r * abs(entry - stop)
+        notional = d.notional
         # the fee and the isolated collateral in the settle currency (the coin at the fill)
-        entry_fee = core_pos.settle_of(core_pos.fee_on(d.notional, self.fee), price, inv)
-        pos[j] = (side, qty, price, d.notional, math.nan if stop is None else stop, tp,
+        entry_fee = core_pos.settle_of(core_pos.fee_on(notional, self.fee), price, inv)
+        pos[j] = (side, qty, entry, notional, math.nan if stop is None else stop, tp,
                   liq, core_pos.settle_of(d.margin, price, inv), mmr, cum, 0.0, entry_fee, tid, t)
         acct[A_CASH] -= entry_fee
-        return {
-            "trade": tid, "policy": d.policy, "symbol": d.symbol, "candles": candles,
-            "side": d.side, "entry_bar": t, "entry_time": round(when * 1000.0),
-            "entry_price": d.entry_price,
-            "amount": d.amount, "qty": qty, "notional": d.notional,
-            "margin": d.margin, "leverage": d.leverage, "risk": d.risk,
-            "stop_price": stop, "take_profit": None if math.isnan(tp) else tp,
-            "liquidation_price": d.liquidation_price, "entry_fee": entry_fee,
-            "equity_at_entry": equity, "adds": 0,
-            "reasons": " ".join(str(r) for r in d.reasons),
-        }
-
+        return (tid, d.policy, d.symbol, candles, d.side, t, when, entry, d.amount, qty,
+                notional, d.margin, d.leverage, d.risk, stop, None if math.isnan(tp) else tp,
+                d.liquidation_price, entry_fee, equity, 0, d.reasons)
 
     def add(self, pos: F64, acct: F64, j: int, d: Decision, tp_r: float, row: dict[str, Any]
             ) -> None:
@@ -819,8 +894,8 @@ class _Book:
             if self.cross:  # the whole account's: the loop values it at every bar
                 pos[j, P_LIQ] = math.nan if d.liquidation_price is None else d.liquidation_price
             else:
-                pos[j, P_LIQ] = core_liq.venue_liquidation_price(
-                    self.market.liquidation_formula[0], side > 0.0, inv, entry, notional,
+                pos[j, P_LIQ] = core_liq.venue_liquidation_price(  # compiled: a plain bool
+                    self.market.liquidation_formula[0], bool(side > 0.0), inv, entry, notional,
                     core_pos.quote_of(float(pos[j, P_COLL]), entry, inv), mmr, cum, self.fee)
         row.update(adds=row.get("adds", 0) + 1, entry_price=entry,
                    amount=str(Decimal(row["amount"]) + Decimal(d.amount)),

@@ -135,6 +135,18 @@ def realised_pnl(is_long: bool, notional: float, entry: float, exit_price: float
     return pnl(is_long, notional, entry, exit_price) - fee
 
 
+def amount_in_quote(amount: float, price: float, in_coin: bool) -> float:
+    """A tier table's amount (a maintenance amount) in quote: coin-margined tables count in
+    the settle coin, valued at ``price``; the others already count in quote."""
+    return amount * price if in_coin else amount
+
+
+def tier_units_of(notional_quote: float, price: float, in_coin: bool) -> float:
+    """A quote notional in the units of a tier table: coin at ``price`` for a table counted in
+    the settle coin (ccxt's coin-margined tables), else the quote notional itself."""
+    return notional_quote / price if in_coin else notional_quote
+
+
 # ----------------------------------------------------------------- market-aware helpers
 
 
@@ -204,9 +216,7 @@ def tier_at(market: MarketRules, notional_quote: float, price: float,
 def maintenance_amount_quote(market: MarketRules, tier: Tier, price: float) -> float:
     """The tier's maintenance amount in quote: a coin amount (coin-margined tables) is valued
     at ``price``."""
-    if market.tiers_in_coin:
-        return tier.maintenance_amount * price
-    return tier.maintenance_amount
+    return amount_in_quote(tier.maintenance_amount, price, market.tiers_in_coin)
 
 
 def position_maintenance(market: MarketRules, notional_quote: float, price: float,
@@ -226,8 +236,9 @@ def taker_fee(market: MarketRules, fallback: float) -> float:
 
 
 __all__ = [
-    "Opened", "amount_for", "amount_of_lots", "average_entry", "combined_liquidation", "fee_on",
-    "fixed_face", "maintenance_amount_quote", "maintenance_margin", "margin_of", "no_tier",
-    "notional", "notional_of", "opened", "pnl", "position_maintenance", "quote_of",
-    "realised_pnl", "risk_to_stop", "settle_of", "taker_fee", "tier_at",
+    "Opened", "amount_for", "amount_in_quote", "amount_of_lots", "average_entry",
+    "combined_liquidation", "fee_on", "fixed_face", "maintenance_amount_quote",
+    "maintenance_margin", "margin_of", "no_tier", "notional", "notional_of", "opened", "pnl",
+    "position_maintenance", "quote_of", "realised_pnl", "risk_to_stop", "settle_of",
+    "taker_fee", "tier_at", "tier_units_of",
 ]
