@@ -324,6 +324,17 @@ def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: 
 cross_liquidation = numba.njit(cache=True)(_cross_liquidation)
 
 
+def _held(pos: F64) -> bool:  # pragma: no cover - compiled
+    """Whether any position is open (the account has nothing to judge otherwise)."""
+    for j in range(pos.shape[0]):  # noqa: SIM110 - numba compiles the loop, not any()
+        if pos[j, P_SIDE] != 0.0:
+            return True
+    return False
+
+
+_holding = numba.njit(cache=True, inline="always")(_held)
+
+
 def _orders(t: int, pos: F64, entry: Any, exit_sig: Any) -> bool:  # pragma: no cover
     """Whether bar ``t``'s open has an entry or an exit of an open position to fill."""
     for j in range(pos.shape[0]):
@@ -387,7 +398,7 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
             if pending:
                 return t
         # intrabar: the stop, the liquidation or the take-profit, along the paths the bar allows
-        if cross:
+        if cross and _holding(pos):
             cross_liquidation(pos, acct, stats, exits, t, op, hi, lo, mark, fee, can_liq,
                               formula, worst, False, inverse)
         for j in range(k):
