@@ -5,6 +5,7 @@ leader/follower hand-off answers every waiting thread exactly once."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Sequence
@@ -134,3 +135,196 @@ def test_group_commit_answers_each_thread_once() -> None:
     assert failing.submit.__self__ is failing  # still usable: the lead was released
     with pytest.raises(RuntimeError):
         failing.submit(2)
+
+
+def test_group_commit_answers_event_loop_requests_and_threads_once() -> None:
+    """Requests awaiting on the event loop (no thread each) and threads, mixed: every one is
+    answered exactly once with its own result, in batches, by the committer thread or a
+    waiting thread handed the lead; a failed batch fails exactly its own requests, and the
+    group still answers afterwards."""
+    import asyncio
+
+    seen: list[int] = []
+    sizes: list[int] = []
+    lock = threading.Lock()
+    fail = {13}
+
+    def run(items: Sequence[int]) -> list[int]:
+        time.sleep(0.003)  # a commit
+        with lock:
+            seen.extend(items)
+            sizes.append(len(items))
+        if fail & set(items):
+            raise RuntimeError("disk full")
+        return [i * 10 for i in items]
+
+    group: GroupCommit[int, int] = GroupCommit(run, max_batch=8)
+    threaded: dict[int, int | str] = {}
+
+    def worker(i: int) -> None:
+        try:
+            threaded[i] = group.submit(i)
+        except RuntimeError as exc:
+            threaded[i] = str(exc)
+
+    async def main() -> list[int | str]:
+        async def one(i: int) -> int | str:
+            try:
+                return await group.submit_async(i)
+            except RuntimeError as exc:
+                return str(exc)
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(100, 110)]
+        for t in threads:
+            t.start()
+        got = await asyncio.gather(*(one(i) for i in range(60)))
+        for t in threads:
+            await asyncio.to_thread(t.join, 30)
+        return list(got)
+
+    got = asyncio.run(main())
+    failed = {i for i, g in enumerate(got) if g == "disk full"}
+    assert 13 in failed  # its batch failed: each of that batch's requests was told
+    assert all(g == i * 10 for i, g in enumerate(got) if i not in failed)
+    assert all(v == i * 10 or v == "disk full" for i, v in threaded.items())
+    assert len(threaded) == 10
+    assert sorted(seen) == sorted([*range(60), *range(100, 110)])  # each ran exactly once
+    assert max(sizes) <= 8 and len(sizes) < 70
+    assert group.items == 70 and group.batches == len(sizes)
+    # still usable from a new loop (its own futures), and from a thread
+    assert asyncio.run(group.submit_async(3)) == 30
+    assert group.submit(4) == 40
+
+
+# ----------------------------------------------------------------- idempotency in the batch
+
+
+def _app(store: SqlStore) -> tuple[Any, str]:
+    from fastapi.testclient import TestClient
+
+    from sizeguard.adapters.market_snapshot import FileMarketSource
+    from sizeguard.http.app import create_app
+    from sizeguard.http.settings import ServeSettings
+
+    _, token = BotRegistry(store).add("alpha", account_id="default")
+    app = create_app(ServeSettings(preset="viper-fixed-margin", auth_cache_ttl=3600),
+                     store=store, markets=FileMarketSource(None))
+    return TestClient(app, raise_server_exceptions=False), token
+
+
+BODY = {"symbol": "BTC/USDT:USDT", "side": "long", "price": 50000.0, "equity": 10000.0,
+        "reserve": True}
+
+
+def test_a_keyed_reserve_is_claimed_decided_and_kept_in_one_transaction(store_url: str) -> None:
+    """On an open account, a reserving decision with an Idempotency-Key is answered on the
+    event loop: its key, its decision, its reservation and its kept answer are ONE
+    transaction (before: a transaction to claim the key, then the reservation's). A retry
+    replays the answer byte for byte without deciding again; another request under the key
+    is refused; an invalid request's answer is kept too."""
+    store = open_store(store_url)
+    try:
+        client, token = _app(store)
+        with client:
+            auth = {"Authorization": f"Bearer {token}"}
+            opened = client.post("/v1/decisions", json=BODY, headers=auth)  # opens the account
+            assert opened.status_code == 200
+            before = store.transactions
+            eth = {**BODY, "symbol": "ETH/USDT:USDT", "price": 3000.0}
+            first = client.post("/v1/decisions", json=eth, headers={**auth, "Idempotency-Key": "k1"})
+            assert first.status_code == 200 and first.json()["reservation"]
+            assert store.transactions - before == 1
+            again = client.post("/v1/decisions", json=eth, headers={**auth, "Idempotency-Key": "k1"})
+            assert again.content == first.content
+            assert again.headers["idempotent-replayed"] == "true"
+            with store.tx(write=False) as tx:
+                rows = tx.rows("SELECT status, body, client_order_id FROM idempotency WHERE "
+                               "key = 'k1'")
+                held = tx.rows("SELECT COUNT(*) FROM reservations")
+            assert [(r[0], r[2]) for r in rows] == [(200, first.json()["client_order_id"])]
+            assert json.loads(rows[0][1]) == first.json()
+            assert held == [(2,)]  # the account's opener and k1: the retry reserved nothing
+            other = client.post("/v1/decisions", json={**eth, "price": 3001.0},
+                                headers={**auth, "Idempotency-Key": "k1"})
+            assert other.status_code == 422 and other.json()["field"] == "Idempotency-Key"
+            bad = {**BODY, "stop": 51000.0}  # a long's stop above its entry: the core says no
+            b1 = client.post("/v1/decisions", json=bad, headers={**auth, "Idempotency-Key": "k2"})
+            b2 = client.post("/v1/decisions", json=bad, headers={**auth, "Idempotency-Key": "k2"})
+            assert b1.status_code == b2.status_code == 422 and b1.content == b2.content
+            assert b2.headers["idempotent-replayed"] == "true"
+    finally:
+        store.close()
+
+
+def test_a_failed_batch_keeps_no_claim_so_a_retry_decides(store_url: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store fails inside the batch: the key's claim rolled back with the decision (no row
+    left to answer 409 for the lease), so the retry with the same key decides at once."""
+    from sizeguard.errors import StoreError
+
+    store = open_store(store_url)
+    try:
+        client, token = _app(store)
+        with client:
+            auth = {"Authorization": f"Bearer {token}"}
+            assert client.post("/v1/decisions", json=BODY, headers=auth).status_code == 200
+            real = type(store).record_decision
+            calls = {"n": 0}
+
+            def flaky(self: SqlStore, *args: Any, **kwargs: Any) -> Any:
+                calls["n"] += 1
+                if calls["n"] == 1:
+                    raise StoreError("the disk went away")
+                return real(self, *args, **kwargs)
+
+            monkeypatch.setattr(type(store), "record_decision", flaky)
+            eth = {**BODY, "symbol": "ETH/USDT:USDT", "price": 3000.0}
+            lost = client.post("/v1/decisions", json=eth, headers={**auth, "Idempotency-Key": "k"})
+            assert lost.status_code == 503 and lost.headers["retry-after"]
+            assert lost.headers["content-type"] == "application/problem+json"
+            with store.tx(write=False) as tx:
+                assert tx.rows("SELECT key FROM idempotency") == []
+                assert tx.rows("SELECT COUNT(*) FROM reservations") == [(1,)]
+            retry = client.post("/v1/decisions", json=eth, headers={**auth, "Idempotency-Key": "k"})
+            assert retry.status_code == 200 and retry.json()["reservation"]
+            assert "idempotent-replayed" not in retry.headers
+    finally:
+        store.close()
+
+
+def test_the_short_way_answers_as_the_route_and_passes_the_rest_on(tmp_path: Any) -> None:
+    """A cached bot's reserving decision on an open account is answered by the short way
+    (sizeguard.http.fastpath) with the same answer the route gives; the metrics count it under
+    the route; everything the short way cannot answer exactly as the route (the first request:
+    a cold token cache and a new account; a quote; an invalid field; an unknown regime; a
+    token that is not a bot's) goes on to FastAPI and gets the route's answer."""
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        client, token = _app(store)
+        with client:
+            fast = client.app.state.fast_path  # type: ignore[attr-defined]
+            auth = {"Authorization": f"Bearer {token}"}
+            routed = client.post("/v1/decisions", json=BODY, headers=auth)
+            assert routed.status_code == 200 and fast["answered"] == 0  # opened the account
+            eth = {**BODY, "symbol": "ETH/USDT:USDT", "price": 3000.0}
+            short = client.post("/v1/decisions", json=eth, headers=auth)
+            assert short.status_code == 200 and fast["answered"] == 1
+            a, b = routed.json(), short.json()
+            assert list(a) == list(b) and a["status"] == b["status"] == "accepted"
+            assert a["reservation"]["symbol"] == BODY["symbol"]
+            assert b["reservation"]["symbol"] == eth["symbol"]
+            assert [s["step"] for s in a["trace"]] == [s["step"] for s in b["trace"]]
+            quote = client.post("/v1/decisions", json={**eth, "reserve": False}, headers=auth)
+            assert quote.status_code == 200 and quote.json()["reservation"] is None
+            bad = client.post("/v1/decisions", json={**eth, "price": -1}, headers=auth)
+            assert bad.status_code == 422 and bad.json()["field"] == "price"
+            odd = client.post("/v1/decisions", json={**eth, "regime": "lunar"}, headers=auth)
+            assert odd.status_code == 422 and odd.json()["field"] == "regime"
+            nobody = client.post("/v1/decisions", json=eth,
+                                 headers={"Authorization": "Bearer sg_nobody_x"})
+            assert nobody.status_code == 401
+            assert fast["answered"] == 1
+            text = client.get("/metrics").text
+            assert ('sizeguard_http_requests_total{method="POST",route="/v1/decisions",'
+                    'status="200"} 3') in text
+    finally:
+        store.close()

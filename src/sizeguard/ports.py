@@ -118,6 +118,9 @@ class Reserved:
     journal_id: int
     reservation: Reservation | None
     duplicate: bool = False
+    # the decision as journaled (``decision.to_dict()``), when the store made it: an answer
+    # reuses it instead of rendering the trace a second time
+    data: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def accepted(self) -> bool:

@@ -193,6 +193,43 @@ class Decision:
     # liquidation price, where the maintenance rate and amount are charged
     entry_tier: int | None = None
 
+    # Written out rather than generated: the dataclass keeps an __init__ of the class's own,
+    # and mypyc compiles this one (object.__setattr__ with a literal name becomes a direct
+    # store; the generated __init__ would run as Python, several microseconds a decision).
+    def __init__(self, status: Status, reasons: tuple[Reason, ...], symbol: str, side: str,
+                 amount: str, lots: int, notional: float, margin: float, leverage: float,
+                 risk: float, risk_pct: float, risk_basis: str, entry_price: float,
+                 stop_price: float | None, stop_distance_pct: float | None, fees: float,
+                 liquidation_price: float | None, liquidation_distance_pct: float | None,
+                 maintenance_margin_rate: float | None, tier: int | None, margin_mode: str,
+                 policy: str, trace: tuple[TraceStep, ...],
+                 maintenance_amount: float | None = None, entry_tier: int | None = None) -> None:
+        object.__setattr__(self, "status", status)
+        object.__setattr__(self, "reasons", reasons)
+        object.__setattr__(self, "symbol", symbol)
+        object.__setattr__(self, "side", side)
+        object.__setattr__(self, "amount", amount)
+        object.__setattr__(self, "lots", lots)
+        object.__setattr__(self, "notional", notional)
+        object.__setattr__(self, "margin", margin)
+        object.__setattr__(self, "leverage", leverage)
+        object.__setattr__(self, "risk", risk)
+        object.__setattr__(self, "risk_pct", risk_pct)
+        object.__setattr__(self, "risk_basis", risk_basis)
+        object.__setattr__(self, "entry_price", entry_price)
+        object.__setattr__(self, "stop_price", stop_price)
+        object.__setattr__(self, "stop_distance_pct", stop_distance_pct)
+        object.__setattr__(self, "fees", fees)
+        object.__setattr__(self, "liquidation_price", liquidation_price)
+        object.__setattr__(self, "liquidation_distance_pct", liquidation_distance_pct)
+        object.__setattr__(self, "maintenance_margin_rate", maintenance_margin_rate)
+        object.__setattr__(self, "tier", tier)
+        object.__setattr__(self, "margin_mode", margin_mode)
+        object.__setattr__(self, "policy", policy)
+        object.__setattr__(self, "trace", trace)
+        object.__setattr__(self, "maintenance_amount", maintenance_amount)
+        object.__setattr__(self, "entry_tier", entry_tier)
+
     @property
     def accepted(self) -> bool:
         return self.status is Status.ACCEPTED

@@ -78,6 +78,12 @@ class MarginBudget:
     utilisation_room: float
     available: float
 
+    def __init__(self, per_trade: float, utilisation_room: float, available: float) -> None:
+        # the class's own __init__ (kept by the dataclass) is compiled; see Decision.__init__
+        object.__setattr__(self, "per_trade", per_trade)
+        object.__setattr__(self, "utilisation_room", utilisation_room)
+        object.__setattr__(self, "available", available)
+
     def cap(self, leverage: float, fee: float) -> tuple[float, Reason | None]:
         """Largest notional whose margin fits every budget at ``leverage`` (entry fee counted
         against the available margin), and the code of the budget that binds."""

@@ -16,7 +16,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -122,8 +122,9 @@ class Alerter:
 
     # -- wiring -----------------------------------------------------------------------------
     def install(self, gate: Any) -> None:
-        """Observe ``gate``'s decide, order and health answers (instance attributes, so the
-        routes, which look them up at call time, go through here)."""
+        """Observe ``gate``'s decide (in a thread or on the event loop), order and health
+        answers (instance attributes, so the routes, which look them up at call time, go
+        through here)."""
 
         def watch(fn: Callable[..., Any], on_answer: Callable[..., None] | None) -> Callable[..., Any]:
             @functools.wraps(fn)
@@ -142,7 +143,25 @@ class Alerter:
                 return answer
             return wrapped
 
+        def watch_async(fn: Callable[..., Awaitable[Any]], on_answer: Callable[..., None]
+                        ) -> Callable[..., Awaitable[Any]]:
+            @functools.wraps(fn)
+            async def wrapped(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    answer = await fn(*args, **kwargs)
+                except Exception as exc:
+                    self.failed(exc)
+                    raise
+                self.answered()
+                try:
+                    on_answer(args[0].name, answer[1])
+                except Exception as exc:  # never break the answer
+                    log.warning("alert check failed: %s", type(exc).__name__)
+                return answer
+            return wrapped
+
         gate.decide = watch(gate.decide, self.decision)
+        gate.decide_async = watch_async(gate.decide_async, self.decision)
         gate.order = watch(gate.order, self.order)
         gate.health = watch(gate.health, None)
 

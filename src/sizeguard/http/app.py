@@ -27,6 +27,7 @@ from sizeguard.app import bootstrap
 from sizeguard.core.policy import Policy
 from sizeguard.errors import SizeguardError
 from sizeguard.http.admin import install_admin
+from sizeguard.http.fastpath import FastDecisions
 from sizeguard.http.guard import BodyGuard, GuardedRoute
 from sizeguard.http.metrics import Metrics, MetricsMiddleware
 from sizeguard.http.models import (
@@ -168,10 +169,23 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
     app.router.route_class = GuardedRoute  # routes take the body the guard parsed
     app.state.gate = gate
     app.state.metrics = metrics
+    # a bot's reserving decision takes the short way (inside the guard: the body is parsed)
+    decisions_route: list[Any] = []
+
+    def route_of_decisions() -> Any:
+        if not decisions_route:
+            decisions_route.append(next(
+                r for r in app.router.routes if getattr(r, "path", None) == "/v1/decisions"
+                and "POST" in getattr(r, "methods", ())))
+        return decisions_route[0]
+
+    app.state.fast_path = {"answered": 0}
+    app.add_middleware(FastDecisions, gate=gate, registry=registry, respond=respond,
+                       check=check_enumerations, route=route_of_decisions,
+                       stats=app.state.fast_path)
     # the guard runs inside the metrics, so its 408/413/400 answers are counted too
     app.add_middleware(BodyGuard, max_body=settings.max_body, body_timeout=settings.body_timeout)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    mount_console(app)  # /docs offline and the /ui console (sizeguard.http.ui)
 
     # -- errors -------------------------------------------------------------------------
     @app.exception_handler(RequestValidationError)
@@ -248,6 +262,8 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
         notional and slot atomically with the decision. A "no" is status `skipped`."""
         data = body.model_dump()
         check_enumerations(gate, data)
+        if gate.answers_on_the_loop(data):  # no thread: it waits for its group commit
+            return respond(await gate.decide_async(bot, data, key))
         return await call(keyed, bot, key, "decisions", data,
                           lambda: gate.decide(bot, data, key))
 
@@ -364,6 +380,8 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
                               await store_gauges())
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
+    # after the API's routes, so a request to /v1/... matches without trying the console's
+    mount_console(app)  # /docs offline and the /ui console (sizeguard.http.ui)
     install_admin(app, gate)
     return app
 

@@ -2,33 +2,58 @@
 
 A decide + reserve is one locked, durable transaction; its commit waits for the disk (an
 fsync), and the account lock makes the next decision wait for that commit. Alone, that bounds
-a whole account at one decision per fsync. Here the first request to arrive becomes the
-*leader*: it takes every request waiting at that moment (up to ``max_batch``) and runs them,
-in arrival order, in one transaction (:meth:`BotRegistry.decide_and_reserve_many`), so each
-sees the reservations of those before it, and one commit makes all of them durable. Requests
-arriving meanwhile wait for the next batch, led by the first of them. Alone, a request is a
-batch of one: no waiting, no timer.
+a whole account at one decision per fsync. Here one thread at a time *leads*: it takes every
+request waiting at that moment (up to ``max_batch``) and runs them, in arrival order, in one
+transaction (:func:`sizeguard.app.services.decide_and_reserve`), so each sees the reservations
+of those before it, and one commit makes all of them durable. Requests arriving meanwhile wait
+for the next batch. Alone, a request is a batch of one: no waiting, no timer.
+
+Two ways in:
+
+* :meth:`GroupCommit.submit` from a thread (the thread pool): the first request to arrive
+  leads and runs the batch itself; a waiting thread handed the lead runs the next one.
+* ``await`` :meth:`GroupCommit.submit_async` from the event loop: no thread per request. The
+  request waits on a future; the group's own committer thread leads the batches of such
+  requests and answers each batch with one wake-up of the loop
+  (``loop.call_soon_threadsafe``), so a decision costs no thread hand-off of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
 class _Slot(Generic[T, R]):
-    __slots__ = ("done", "error", "item", "lead", "result")
+    __slots__ = ("done", "error", "future", "item", "lead", "loop", "result")
 
-    def __init__(self, item: T) -> None:
+    def __init__(self, item: T, loop: asyncio.AbstractEventLoop | None = None,
+                 future: asyncio.Future[Any] | None = None) -> None:
         self.item = item
-        self.done = threading.Event()
+        self.loop = loop  # None: a thread waits on ``done``
+        self.future = future
+        self.done: threading.Event | None = threading.Event() if loop is None else None
         self.lead = False
         self.result: R | None = None
         self.error: BaseException | None = None
+
+
+def _settle(slots: list[_Slot[Any, Any]]) -> None:
+    """On the event loop: answer the futures of one batch (a cancelled one is skipped)."""
+    for s in slots:
+        f = s.future
+        if f is None or f.done():
+            continue
+        if s.error is not None:
+            f.set_exception(s.error)
+        else:
+            f.set_result(s.result)
 
 
 class GroupCommit(Generic[T, R]):
@@ -38,11 +63,16 @@ class GroupCommit(Generic[T, R]):
         self._lock = threading.Lock()
         self._queue: list[_Slot[T, R]] = []
         self._leading = False
+        self._wake = threading.Condition(self._lock)
+        self._committer: threading.Thread | None = None
+        self._committer_due = False  # the committer is to lead the next batch
         self.batches = 0
         self.items = 0
 
+    # -- from a thread ------------------------------------------------------------------
     def submit(self, item: T) -> R:
         slot: _Slot[T, R] = _Slot(item)
+        assert slot.done is not None
         with self._lock:
             self._queue.append(slot)
             lead = not self._leading
@@ -52,34 +82,91 @@ class GroupCommit(Generic[T, R]):
             if slot.lead:  # handed the lead: run the next batch (this slot is in it)
                 slot.done.clear()
                 slot.lead = False
-                self._lead()
+                self._lead(committer=False)
         else:
-            self._lead()
+            self._lead(committer=False)
         if slot.error is not None:
             raise slot.error
         return slot.result  # type: ignore[return-value]
 
-    def _lead(self) -> None:
+    # -- from the event loop ------------------------------------------------------------
+    async def submit_async(self, item: T) -> R:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        slot: _Slot[T, R] = _Slot(item, loop, future)
         with self._lock:
-            batch, self._queue = self._queue[:self._max], self._queue[self._max:]
-        try:
-            results = self._run([s.item for s in batch])
-            if len(results) != len(batch):
-                raise RuntimeError("a batch answered a different number of items")
-            for s, r in zip(batch, results, strict=True):
-                s.result = r
-        except BaseException as exc:  # the whole batch failed: every request learns why
-            for s in batch:
-                s.error = exc
-        with self._lock:
-            self.batches += 1
-            self.items += len(batch)
-            nxt = self._queue[0] if self._queue else None
+            self._queue.append(slot)
+            if not self._leading:
+                self._leading = True
+                self._hand_to_committer()
+        return await future
+
+    def _hand_to_committer(self) -> None:
+        """(lock held) The committer thread leads next (started on first use)."""
+        self._committer_due = True
+        if self._committer is None or not self._committer.is_alive():
+            self._committer = threading.Thread(target=self._commit_loop, name="group-commit",
+                                               daemon=True)
+            self._committer.start()
+        else:
+            self._wake.notify()
+
+    def _commit_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._committer_due:
+                    if not self._wake.wait(60.0) and not self._committer_due:
+                        self._committer = None  # idle a minute: the next request starts one
+                        return
+                self._committer_due = False
+            self._lead(committer=True)
+
+    # -- leading ------------------------------------------------------------------------
+    def _lead(self, *, committer: bool) -> None:
+        """Run batches while the requests waiting next are the committer's to lead (event-loop
+        requests, when this is the committer); then hand the lead on, or release it."""
+        while True:
+            with self._lock:
+                batch, self._queue = self._queue[:self._max], self._queue[self._max:]
+            try:
+                results = self._run([s.item for s in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError("a batch answered a different number of items")
+                for s, r in zip(batch, results, strict=True):
+                    s.result = r
+            except BaseException as exc:  # the whole batch failed: every request learns why
+                for s in batch:
+                    s.error = exc
+            with self._lock:
+                self.batches += 1
+                self.items += len(batch)
+                nxt = self._queue[0] if self._queue else None
+                if nxt is None:
+                    self._leading = False
+                elif nxt.loop is None:
+                    nxt.lead = True  # a waiting thread leads its own batch
+                elif not committer:
+                    self._hand_to_committer()
+            self._answer(batch)
             if nxt is None:
-                self._leading = False
-            else:
-                nxt.lead = True
+                return
+            if nxt.loop is None:
+                assert nxt.done is not None
+                nxt.done.set()
+                return
+            if not committer:
+                return
+
+    @staticmethod
+    def _answer(batch: list[_Slot[T, R]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Slot[Any, Any]]] = {}
         for s in batch:
-            s.done.set()
-        if nxt is not None:
-            nxt.done.set()
+            if s.loop is None:
+                assert s.done is not None
+                s.done.set()
+            else:
+                by_loop.setdefault(s.loop, []).append(s)
+        for loop, slots in by_loop.items():
+            # a loop closed meanwhile: nobody waits for these
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, slots)

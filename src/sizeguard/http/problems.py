@@ -17,6 +17,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from sizeguard.errors import ExchangeError, InvalidInput, StoreError, UnknownSymbol
 from sizeguard.redact import redact
 
@@ -112,6 +114,12 @@ def validation_problem(errors: Sequence[Mapping[str, Any]]) -> Problem:
 
 
 def dumps(body: Mapping[str, Any]) -> bytes:
+    """A response body: compact JSON, UTF-8, a non-finite number as null. orjson writes it;
+    what orjson refuses (an integer past 64 bits, a lone surrogate) takes json."""
+    try:
+        return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        pass
     try:
         return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
     except ValueError:  # a non-finite float somewhere: write it as null

@@ -13,11 +13,11 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sizeguard.adapters.bots import Bot, BotRegistry, Claim
+from sizeguard.adapters.bots import Bot, BotRegistry, Claim, Replay
 from sizeguard.adapters.sql_store import SqlStore
 from sizeguard.app import bootstrap, services
 from sizeguard.app.services import Bounds, Execution, ReserveRequest, new_client_order_id
@@ -84,6 +84,21 @@ class LiveExchange:
         return self._live()
 
 
+@dataclass(slots=True)
+class _Item:
+    """One decide-and-reserve of the group commit. ``key``/``digest``: an idempotent request
+    answered on the event loop, whose key is claimed and whose answer is kept inside the batch's
+    own unit of work (:meth:`Gate._batch`): the claim, the decision, the reservation and the
+    kept answer commit together, or none of them does."""
+
+    request: ReserveRequest
+    cid: str
+    bound: list[str]
+    bot: Bot | None = None
+    key: str | None = None
+    digest: str | None = None
+
+
 @dataclass
 class _Request:
     """The idempotency claim of the request this thread is answering (set by
@@ -117,9 +132,8 @@ class Gate:
         self._lock = threading.Lock()
         self._live_lock = threading.Lock()
         self._local = threading.local()
-        self.group: GroupCommit[ReserveRequest, Reserved | InvalidInput] = GroupCommit(
-            lambda items: services.decide_and_reserve(store, self.account_id, items, registry),
-            max_batch=settings.max_batch)
+        self.group: GroupCommit[_Item, Reserved | InvalidInput | Answer | Problem] = \
+            GroupCommit(self._batch, max_batch=settings.max_batch)
 
     # -- helpers ------------------------------------------------------------------------
     @property
@@ -246,10 +260,11 @@ class Gate:
                                                      req.claim)
                     req.kept = True
 
-            answer = self.group.submit(self._reserve_request(
-                bot, body, cid, bound, self.settings.idempotency_lease, keep))
+            answer = self.group.submit(_Item(self._reserve_request(
+                bot, body, cid, bound, self.settings.idempotency_lease, keep), cid, bound))
             if isinstance(answer, InvalidInput):
                 raise answer
+            assert isinstance(answer, Reserved)
             out = self._decision_answer(answer, cid, bound)
         else:
             decision, jid = services.quote(self.store, self.account_id,
@@ -261,9 +276,87 @@ class Gate:
                           f'{out["status"]},{"true" if body.get("reserve") else "false"}')
         return 200, out, {}
 
+    def answers_on_the_loop(self, body: Mapping[str, Any]) -> bool:
+        """True when :meth:`decide_async` answers this request: a reserving decision on an
+        account already open, for a known market. Anything else (the first request, which may
+        open the account; an unknown symbol, whose refusal an idempotent request keeps) takes
+        :meth:`decide` in a thread."""
+        return (bool(body.get("reserve")) and self._account_open
+                and body.get("symbol") in self.markets.markets())
+
+    async def decide_async(self, bot: Bot, body: Mapping[str, Any],
+                           idempotency_key: str | None) -> Answer:
+        """:meth:`decide` of a reserving request (see :meth:`answers_on_the_loop`) from the
+        event loop: no thread of its own; the decision waits for its group commit, in which an
+        ``Idempotency-Key`` is claimed and its answer kept (:meth:`_batch`)."""
+        digest = None
+        if idempotency_key is not None:
+            self._check_key(idempotency_key)
+            digest = self.request_digest("decisions", body)
+        cid = new_client_order_id()
+        bound: list[str] = []
+        item = _Item(self._reserve_request(bot, body, cid, bound, self.settings.idempotency_lease),
+                     cid, bound, bot, idempotency_key, digest)
+        got = await self.group.submit_async(item)
+        if isinstance(got, InvalidInput | Problem):
+            raise got
+        if isinstance(got, Reserved):
+            answer: Answer = (200, self._decision_answer(got, item.cid, bound), {})
+        else:
+            answer = got
+        if answer[0] == 200 and "Idempotent-Replayed" not in answer[2]:
+            self.counters.add(self.counters.decisions, f'{answer[1]["status"]},true')
+        return answer
+
+    def _batch(self, items: Sequence[_Item]) -> Sequence[Reserved | InvalidInput | Answer | Problem]:
+        """The group commit's transaction: :func:`services.decide_and_reserve` of the batch, and,
+        in the same unit of work, each idempotent item's key claimed before it is decided and
+        its answer kept after (a key answered before is replayed, and not decided again)."""
+        if not any(it.key is not None for it in items):
+            return services.decide_and_reserve(self.store, self.account_id,
+                                               [it.request for it in items], self.registry)
+        out: list[Reserved | InvalidInput | Answer | Problem | None] = [None] * len(items)
+        with self.store.unit_of_work(self.account_id) as uow:
+            todo: list[int] = []
+            claims: dict[int, Claim] = {}
+            for i, it in enumerate(items):
+                if it.key is None or it.bot is None or it.digest is None:
+                    todo.append(i)
+                    continue
+                got = self.registry.idempotency_begin(
+                    it.bot, it.key, it.digest, lease=self.settings.idempotency_lease,
+                    client_order_id=it.cid)
+                if isinstance(got, Claim):
+                    claims[i] = got
+                    if got.resumed:  # a dead request's claim: resume its client order id
+                        it.cid = got.client_order_id
+                        it.request = dataclasses.replace(it.request, client_order_id=it.cid,
+                                                         fresh=False)
+                    todo.append(i)
+                else:
+                    out[i] = self._replay(got, it.digest)
+            results = services.decide_and_reserve(self.store, self.account_id,
+                                                  [items[i].request for i in todo], self.registry)
+            for i, r in zip(todo, results, strict=True):
+                it = items[i]
+                claim = claims.get(i)
+                if claim is None or it.bot is None or it.key is None:
+                    out[i] = r
+                    continue
+                if isinstance(r, InvalidInput):
+                    p = problem_for(r, self.settings.retry_after)
+                    answer: Answer = (p.status, p.body(), p.headers)
+                else:
+                    answer = (200, self._decision_answer(r, it.cid, it.bound), {})
+                self.registry.idempotency_finish(it.bot, it.key, answer[0],
+                                                 json.dumps(answer[1], default=str), claim)
+                out[i] = answer
+            uow.commit()
+        return [o for o in out if o is not None]
+
     @staticmethod
     def _decision_answer(reserved: Reserved, cid: str, bound: list[str]) -> dict[str, Any]:
-        out = reserved.decision.to_dict()
+        out = dict(reserved.data) if reserved.data is not None else reserved.decision.to_dict()
         out["reservation"] = reserved.reservation.to_dict() if reserved.reservation else None
         out["journal_id"] = reserved.journal_id
         out["duplicate"] = reserved.duplicate
@@ -483,6 +576,34 @@ class Gate:
         else:
             self.registry.idempotency_abort(bot, key, claim)
 
+    @staticmethod
+    def _check_key(key: str) -> None:
+        if not (0 < len(key) <= 200) or not key.isprintable():
+            raise Problem(400, "invalid Idempotency-Key", "1 to 200 printable characters",
+                          errors=[{"field": "Idempotency-Key", "in": "header",
+                                   "reason": "must be 1 to 200 printable characters"}])
+
+    @staticmethod
+    def request_digest(what: str, payload: Any) -> str:
+        """What identifies an idempotent request (a key reused with another one is refused)."""
+        return hashlib.sha256(json.dumps([what, payload], sort_keys=True,
+                                         default=str).encode()).hexdigest()
+
+    def _replay(self, got: Replay, digest: str) -> Answer | Problem:
+        """The answer to a request whose key was used before: its first answer, or a refusal
+        (another request under the key: 422; the first still being answered: 409)."""
+        if got.request_hash != digest:
+            return Problem(422, "Idempotency-Key reused",
+                           "this key was used with a different request",
+                           errors=[{"field": "Idempotency-Key", "in": "header",
+                                    "reason": "reused with a different request"}])
+        if got.status == 0 or got.body is None:
+            return Problem(409, "request in progress",
+                           "a request with this Idempotency-Key is still being answered",
+                           headers={"Retry-After": str(max(1, round(
+                               self.settings.idempotency_lease)))})
+        return got.status, json.loads(got.body), {"Idempotent-Replayed": "true"}
+
     def idempotent(self, bot: Bot, key: str | None, what: str, payload: Any,
                    answer: Callable[[], Answer]) -> Answer:
         """Answer once per (bot, key): a retry gets the first answer (2xx and 4xx are kept;
@@ -494,27 +615,16 @@ class Gate:
         that reserves it, so no crash can separate the two."""
         if key is None:
             return answer()
-        if not (0 < len(key) <= 200) or not key.isprintable():
-            raise Problem(400, "invalid Idempotency-Key", "1 to 200 printable characters",
-                          errors=[{"field": "Idempotency-Key", "in": "header",
-                                   "reason": "must be 1 to 200 printable characters"}])
-        digest = hashlib.sha256(json.dumps([what, payload], sort_keys=True,
-                                           default=str).encode()).hexdigest()
+        self._check_key(key)
+        digest = self.request_digest(what, payload)
         got = self.registry.idempotency_begin(bot, key, digest,
                                               lease=self.settings.idempotency_lease,
                                               client_order_id=new_client_order_id())
         if not isinstance(got, Claim):
-            if got.request_hash != digest:
-                raise Problem(422, "Idempotency-Key reused",
-                              "this key was used with a different request",
-                              errors=[{"field": "Idempotency-Key", "in": "header",
-                                       "reason": "reused with a different request"}])
-            if got.status == 0 or got.body is None:
-                raise Problem(409, "request in progress",
-                              "a request with this Idempotency-Key is still being answered",
-                              headers={"Retry-After": str(max(1, round(
-                                  self.settings.idempotency_lease)))})
-            return got.status, json.loads(got.body), {"Idempotent-Replayed": "true"}
+            replay = self._replay(got, digest)
+            if isinstance(replay, Problem):
+                raise replay
+            return replay
         req = _Request(got, key)
         self._local.request = req
         try:
