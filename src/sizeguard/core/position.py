@@ -6,7 +6,8 @@ amount or divides by a leverage on its own.
 
 Money is in the quote (settle) currency. Two layers:
 
-* **float kernels** (:func:`notional_of`, :func:`margin_of`, :func:`pnl`, and
+* **float kernels** (:func:`notional_of`, :func:`margin_of`, :func:`pnl`, :func:`settle_of`
+  and :func:`quote_of` (quote to coin and back for inverse contracts), and
   :func:`maintenance_margin`, which lives with the tiers): plain
   floats and bools in, a float out, in the subset numba compiles, so the backtest loop runs
   the very same functions compiled;
@@ -61,6 +62,24 @@ def margin_of(notional: float, leverage: float) -> float:
 def fee_on(notional: float, rate: float) -> float:
     """A fee of ``rate`` charged on ``notional`` (taker or maker rate, quote)."""
     return notional * rate
+
+
+def settle_of(quote_value: float, price: float, inverse: bool) -> float:
+    """A quote amount in the settle currency at ``price``: for an inverse contract the coin,
+    ``quote / price`` (its PnL, fees, margin and funding are paid in the coin: the quote
+    :func:`pnl` at the exit price divided by it is the coin PnL ``N x (1/entry - 1/exit)``);
+    otherwise the quote itself."""
+    if inverse:
+        return quote_value / price
+    return quote_value
+
+
+def quote_of(settle_value: float, price: float, inverse: bool) -> float:
+    """A settle-currency amount valued in quote at ``price``: the inverse of :func:`settle_of`
+    (coin x price for an inverse contract; the amount itself otherwise)."""
+    if inverse:
+        return settle_value * price
+    return settle_value
 
 
 def average_entry(notional_a: float, entry_a: float, notional_b: float, entry_b: float) -> float:
@@ -220,6 +239,6 @@ __all__ = [
     "Opened", "amount_for", "amount_in_quote", "amount_of_lots", "average_entry",
     "combined_liquidation", "fee_on", "fixed_face", "maintenance_amount_quote",
     "maintenance_margin", "margin_of", "no_tier", "notional", "notional_of", "opened", "pnl",
-    "position_maintenance", "realised_pnl", "risk_to_stop", "taker_fee", "tier_at",
-    "tier_units_of",
+    "position_maintenance", "quote_of", "realised_pnl", "risk_to_stop", "settle_of",
+    "taker_fee", "tier_at", "tier_units_of",
 ]
