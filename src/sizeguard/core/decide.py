@@ -282,8 +282,9 @@ class Context:
     """
 
     __slots__ = ("_last_tier", "account", "buffer", "coin_tiers", "cross", "default_tier", "fee",
-                 "fee_rt", "formula", "formula_known", "intent", "inverse", "is_contract",
-                 "is_long", "m", "market", "mb", "p", "policy", "price", "sign", "symbol", "unit")
+                 "fee_rt", "formula", "formula_known", "held", "held_known", "intent", "inverse",
+                 "is_contract", "is_long", "m", "market", "mb", "p", "policy", "price", "sign",
+                 "symbol", "unit")
 
     def __init__(self, intent: Intent, account: Account, market: MarketRules, policy: Policy):
         self.intent, self.account, self.market, self.policy = intent, account, market, policy
@@ -309,6 +310,8 @@ class Context:
         self._last_tier: TierRow | None = None  # step 7 asks about the same few notionals often
         # the venue's liquidation formula (Binance's, assumed, for a venue we know none of)
         self.formula, self.formula_known = m.formula, m.formula_known
+        self.held: Held | None = None  # the position an add joins (held_position), found once
+        self.held_known = False
 
     def tier_for(self, notional: float) -> TierRow:
         """The tier of a position of ``notional`` (quote) at the entry price."""
@@ -692,6 +695,14 @@ class Held(NamedTuple):
 
 
 def held_position(ctx: Context) -> Held | None:
+    """What the intent adds to, or None when it opens a new position (found once: steps 5b,
+    7b and 8b all ask)."""
+    if not ctx.held_known:
+        ctx.held, ctx.held_known = _held_position(ctx), True
+    return ctx.held
+
+
+def _held_position(ctx: Context) -> Held | None:
     """What the intent adds to, or None when it opens a new position."""
     account = ctx.account
     if not account.has_position(ctx.symbol):

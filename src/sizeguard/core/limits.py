@@ -125,13 +125,15 @@ class MarginBudget:
         """Largest notional whose margin fits every budget at ``leverage`` (entry fee counted
         against the available margin), and the code of the budget that binds."""
         best, reason = math.inf, None
-        for bound, code in (
-            (self.per_trade * leverage, Reason.CAPPED_MARGIN),
-            (self.utilisation_room * leverage, Reason.CAPPED_MARGIN_UTILISATION),
-            (self.available / (1.0 / leverage + fee), Reason.CAPPED_AVAILABLE),
-        ):
-            if bound < best:
-                best, reason = bound, code
+        bound = self.per_trade * leverage
+        if bound < best:
+            best, reason = bound, Reason.CAPPED_MARGIN
+        bound = self.utilisation_room * leverage
+        if bound < best:
+            best, reason = bound, Reason.CAPPED_MARGIN_UTILISATION
+        bound = self.available / (1.0 / leverage + fee)
+        if bound < best:
+            best, reason = bound, Reason.CAPPED_AVAILABLE
         return max(best, 0.0), reason
 
     @property
