@@ -74,7 +74,9 @@ def test_inverse_long_stop_in_coin() -> None:
     (t,) = r.trades
     assert r.currency == "TEST"
     assert t["amount"] == "100" and t["notional"] == pytest.approx(N)
-    assert t["margin"] == pytest.approx(1000.0)  # the decision's, in USD
+    # margin and risk in TEST too: the decision's 1,000 USD of margin at 10,000, and its risk,
+    # 10,000 x (3% + 0.1% + 0.1%) = 320 USD, at 10,000 (the price its equity was valued at)
+    assert t["margin"] == pytest.approx(0.1) and t["risk"] == pytest.approx(0.032)
     assert t["stop_price"] == pytest.approx(9_700.0)
     assert t["liquidation_price"] == pytest.approx(10_000 * 1.005 / 1.1)
     assert t["engine_liquidation_price"] == pytest.approx(t["liquidation_price"])
@@ -196,6 +198,10 @@ def test_binance_coinm_btc_on_real_candles() -> None:
     # equity in BTC (fees in the risk; a gap through the stop costs more)
     stops = [-t["net_pnl"] / t["equity_at_entry"] for t in r.trades if t["exit_reason"] == "stop"]
     assert 0.0095 < float(np.median(stops)) <= 0.01 and max(stops) < 0.0125
+    # and the ledger's risk, in BTC like the equity, is the 1% the policy asked for, less what
+    # rounding down to whole 100 USD contracts takes off
+    planned = [t["risk"] / t["equity_at_entry"] for t in r.trades]
+    assert max(planned) <= 0.01 * (1 + 1e-9) and float(np.median(planned)) > 0.0098
 
 
 def test_cli_backtests_a_coin_margined_market_cross_and_isolated() -> None:
@@ -229,7 +235,7 @@ def test_inverse_add_merges_contracts_at_the_harmonic_entry() -> None:
     (t,) = r.trades
     assert r.adds == 1 and t["amount"] == "200" and t["notional"] == pytest.approx(20_000)
     assert t["entry_price"] == pytest.approx(20_000 / (1 + 10 / 9))
-    assert t["margin"] == pytest.approx(2_000.0)
+    assert t["margin"] == pytest.approx(0.1 + 1_000 / 9_000)  # TEST
     assert t["liquidation_price"] == pytest.approx(t["entry_price"] * 1.005 / 1.1)
     assert t["entry_fee"] == pytest.approx(0.001 + 10 / 9_000)
     assert r.equity[2] == pytest.approx(0.999 - 10 / 9_000 + 20_000 * (1 / t["entry_price"]

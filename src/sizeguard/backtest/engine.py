@@ -872,8 +872,10 @@ class _Book:
         pos[j] = (side, qty, entry, notional, math.nan if stop is None else stop, tp,
                   liq, core_pos.settle_of(d.margin, price, inv), mmr, cum, 0.0, entry_fee, tid, t)
         acct[A_CASH] -= entry_fee
+        # margin and risk in the settle currency too (inverse: the decision's, in coin at entry)
         return (tid, d.policy, d.symbol, candles, d.side, t, when, entry, d.amount, qty,
-                notional, d.margin, d.leverage, d.risk, stop, None if math.isnan(tp) else tp,
+                notional, pos[j, P_COLL].item(), d.leverage,
+                core_pos.settle_of(d.risk, price, inv), stop, None if math.isnan(tp) else tp,
                 d.liquidation_price, entry_fee, equity, 0, d.reasons)
 
     def add(self, pos: F64, acct: F64, j: int, d: Decision, tp_r: float, row: dict[str, Any]
@@ -911,8 +913,10 @@ class _Book:
         row.update(adds=row.get("adds", 0) + 1, entry_price=entry,
                    amount=str(Decimal(row["amount"]) + Decimal(d.amount)),
                    qty=float(pos[j, P_QTY]), notional=notional,
-                   margin=core_pos.quote_of(float(pos[j, P_COLL]), entry, inv),
-                   risk=_merged_risk(d, row["risk"] + d.risk), stop_price=stop if stop is not None
+                   margin=float(pos[j, P_COLL]),
+                   risk=core_pos.settle_of(_merged_risk(d, core_pos.quote_of(
+                       row["risk"], d.entry_price, inv) + d.risk), d.entry_price, inv),
+                   stop_price=stop if stop is not None
                    else row["stop_price"],
                    take_profit=None if math.isnan(pos[j, P_TP]) else float(pos[j, P_TP]),
                    liquidation_price=(float(pos[j, P_LIQ]) if self.is_contract
