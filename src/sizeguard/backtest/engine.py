@@ -101,6 +101,7 @@ DAY_MS = 86_400_000
 # an entry's Intent and Account, built as their dataclass builds them, at half the cost
 make_intent = constructor(Intent)
 make_account = constructor(Account)
+make_stats = constructor(SymbolStats)
 
 
 
@@ -669,17 +670,20 @@ def run_backtest(
     ts_arr = panel.timestamp
     op, hi, lo, mark = panel.open, panel.high, panel.low, panel.mark
     entry_sig, exit_sig = signals.entry, signals.exit
-    # every entry signal gathered once into Python lists (bar order, then symbol order), so
-    # that an entry costs no array indexing: bar, symbol, side, open, ATR, multiple,
-    # confidence, take-profit R, time
+    # every entry signal gathered once (bar order, then symbol order) into a list of bars and
+    # a list of tuples, so that an entry costs no array indexing: symbol, side, open, the
+    # intent's ATR, multiple and confidence (None where absent), time, take-profit R
     flat_at = np.flatnonzero(entry_sig != 0)  # (a bool array's nonzero is the fast one)
     e_t, e_j = (flat_at, np.zeros_like(flat_at)) if k == 1 else np.divmod(flat_at, k)
-    e_bar, e_sym = e_t.tolist(), e_j.tolist()
-    e_side, e_px = entry_sig[e_t, e_j].tolist(), op[e_t, e_j].tolist()
-    e_atr, e_mult = signals.atr[e_t, e_j].tolist(), signals.atr_mult[e_t, e_j].tolist()
-    e_conf, e_tp = signals.confidence[e_t, e_j].tolist(), signals.tp_r[e_t, e_j].tolist()
-    e_when = (ts_arr[e_t] / 1000.0).tolist()
+    e_bar = e_t.tolist()
+    e_atr, e_mult = signals.atr[e_t, e_j], signals.atr_mult[e_t, e_j]
+    e_conf = np.clip(signals.confidence[e_t, e_j], 0.0, 1.0)
+    e_sig = list(zip(e_j.tolist(), entry_sig[e_t, e_j].tolist(), op[e_t, e_j].tolist(),
+                     _or_none(e_atr, e_atr > 0), _or_none(e_mult, e_mult > 0),
+                     _or_none(e_conf, ~np.isnan(e_conf)), (ts_arr[e_t] / 1000.0).tolist(),
+                     signals.tp_r[e_t, e_j].tolist(), strict=True))
     n_ent, cur = len(e_bar), 0
+    sides = pos[:, P_SIDE]  # a view: the open positions' sides as they are
     books = [_Book(m, policy, float(f)) for m, f in zip(markets, fee.tolist(), strict=True)]
     t, resume = 0, False
     chunk = n if progress is None else max(n // 200, 1)
@@ -699,11 +703,10 @@ def run_backtest(
         # entries at the open of bar t: each one decided by core decide()
         while e_bar[cur] < t:  # the loop stops at every bar with an entry signal, in order
             cur += 1
-        flat = pos[:, P_SIDE].tolist()
+        flat = sides.tolist()
         i = cur
         while i < n_ent and e_bar[i] == t:
-            j, side, price, when = e_sym[i], e_side[i], e_px[i], e_when[i]
-            a, am, conf, tp_r = e_atr[i], e_mult[i], e_conf[i], e_tp[i]
+            j, side, price, a, am, conf, when, tp_r = e_sig[i]
             i += 1
             adding = flat[j] != 0.0
             if math.isnan(price) or (adding and not (allow_add and side * flat[j] > 0.0)):
@@ -719,10 +722,9 @@ def run_backtest(
             if account.equity <= 0.0:
                 skips["NO_EQUITY"] += 1
                 continue
-            intent = make_intent(symbol=market.symbol, side=LONG if side > 0 else SHORT, price=price,
-                                 atr=a if a > 0 else None, atr_mult=am if am > 0 else None,
-                                 confidence=min(max(conf, 0.0), 1.0) if not math.isnan(conf)
-                                 else None, regime=regime, volatility=volatility, time=when)
+            intent = make_intent(symbol=market.symbol, side=LONG if side > 0 else SHORT,
+                                 price=price, atr=a, atr_mult=am, confidence=conf, regime=regime,
+                                 volatility=volatility, time=when)
             try:
                 d = decide(intent, account, market, policy)
             except InvalidInput as exc:  # e.g. an ATR stop below zero on a bad candle
@@ -755,6 +757,13 @@ def run_backtest(
     return BacktestResult(policy, panel.symbols, tuple(syms), ts_arr, eq_curve, gross, equity,
                           ledger, skips, decisions, int(acct[A_LIQS]), panel.timeframe_ms,
                           signals.name, records, int(acct[A_IGNORED]), warnings, adds, currency)
+
+
+def _or_none(values: F64, present: npt.NDArray[np.bool_]) -> list[float | None]:
+    """``values`` as a list of floats, None where not ``present``."""
+    if present.all():
+        return values.tolist()  # type: ignore[no-any-return]
+    return [v if ok else None for v, ok in zip(values.tolist(), present.tolist(), strict=True)]
 
 
 class _AccountView:
@@ -790,10 +799,10 @@ class _AccountView:
                  ) -> Account:
         """The account at bar ``t``'s open, in quote (what ``decide()`` counts in): a
         coin-margined account's coin valued at ``price``, the price of the entry's market."""
-        cash, peak, _, day_pnl, streak, closed = acct[:A_LIQS].tolist()
+        cash, peak, _, day_pnl, streak, closed = acct.tolist()[:A_LIQS]
         if closed != self._closed:  # a trade closed: the symbol records changed
             self._closed = closed
-            self._stats = MappingProxyType({sym: SymbolStats(n, w) for sym, (n, w)
+            self._stats = MappingProxyType({sym: make_stats(n, w) for sym, (n, w)
                                             in zip(self.syms, self.stats.tolist(), strict=True)
                                             if n})
         if self.inverse:
