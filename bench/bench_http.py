@@ -558,7 +558,7 @@ def run(args: argparse.Namespace, emit: Emitter) -> None:
         if "open" in cases:
             report(f"{where}, open loop {args.rate:g}/s", cases["open"])
         failed = failed or any(c["errors"] for c in cases.values())
-        emit_cases(emit, args, cases, ceiling, where)
+        emit_cases(emit, args, cases, ceiling, where, goals=cases is results[0][0][0])
     report("bare FastAPI endpoint (ceiling)", ceiling)
     for (cases, kind), _ in results:
         m = cases["closed"].get("metrics", {})
@@ -587,26 +587,31 @@ def run(args: argparse.Namespace, emit: Emitter) -> None:
 
 
 def emit_cases(emit: Emitter, args: argparse.Namespace, cases: dict[str, dict[str, Any]],
-               ceiling: dict[str, Any], where: str) -> None:
+               ceiling: dict[str, Any], where: str, goals: bool) -> None:
+    """The JSON lines of one store's cases; the goals are the first store's (SQLite, one
+    worker, by default; PostgreSQL is printed beside it)."""
     closed = cases["closed"]
+
+    def goal(text: str, met: bool) -> dict[str, Any]:
+        return {"goal": text, "met": met} if goals else {}
+
     keyed = ", Idempotency-Key" if args.keyed else ""
     where_c = f"{where}, {args.concurrency} connections{keyed}"
     emit("http", f"reserved decisions, {where_c}", closed["rate"], "decisions/s",
          baseline="bare FastAPI endpoint", baseline_value=ceiling["rate"],
          p50_ms=closed["p50"], p99_ms=closed["p99"], max_ms=closed["max"],
          cpu_ms=closed["cpu_ms"], errors=len(closed["errors"]), max_batch=args.max_batch,
-         goal=">= 2,500/s", met=closed["rate"] >= GOALS["rate"],
-         profile=closed.get("profile"))
+         profile=closed.get("profile"), **goal(">= 2,500/s", closed["rate"] >= GOALS["rate"]))
     emit("http", f"server CPU per reserved decision, {where_c}", closed["cpu_ms"], "ms",
          baseline="bare FastAPI endpoint", baseline_value=ceiling["cpu_ms"],
-         goal="<= 0.3 ms", met=closed["cpu_ms"] <= GOALS["cpu"])
+         **goal("<= 0.3 ms", closed["cpu_ms"] <= GOALS["cpu"]))
     opened = cases.get("open")
     if opened is not None:
         emit("http", f"p99 latency, open loop {args.rate:g}/s offered, {where}{keyed}",
              opened["p99"], "ms", p50_ms=opened["p50"], max_ms=opened["max"],
              achieved=opened["rate"], offered=args.rate, cpu_ms=opened["cpu_ms"],
              connections=opened.get("connections"), errors=len(opened["errors"]),
-             goal="<= 10 ms", met=opened["p99"] <= GOALS["p99"] and not opened["errors"])
+             **goal("<= 10 ms", opened["p99"] <= GOALS["p99"] and not opened["errors"]))
 
 
 if __name__ == "__main__":
