@@ -2,9 +2,10 @@
 
 The metadata lives in pyproject.toml; this file only adds the compiled modules. The same typed
 source runs as pure Python wherever the build finds no compiler (or mypyc), or when
-``SIZEGUARD_PURE=1`` is set at build time. The numba kernels (``core/lots.py``,
-``core/liquidation.py``, ``core/models.py``) are never compiled here: the backtest compiles them
-from their Python source. At import, :mod:`sizeguard._native` falls back to the Python source
+``SIZEGUARD_PURE=1`` is set at build time. The float kernels (``core/lots.py``,
+``core/liquidation.py``, ``core/models.py``, ``core/position.py``) are compiled here for the
+decision, and the backtest hands numba their Python source (``sizeguard._native.source``, the
+same ``.py`` files). At import, :mod:`sizeguard._native` falls back to the Python source
 of every compiled module when any of them is older than its source (an edit since the build)
 or when ``SIZEGUARD_PURE=1`` is set, so a stale build never runs.
 """
@@ -19,17 +20,23 @@ from pathlib import Path
 
 from setuptools import setup
 
-# The modules compiled together (one mypyc group; they call each other natively). A function
-# the backtest hands to numba must live outside them (numba compiles Python bytecode), and so
-# must a frozen dataclass that crosses processes (a compiled one cannot be unpickled: the sweep
-# ships markets with their tiers to Dask workers), hence core/tiers.py stays Python:
-# tests/test_native.py checks lots, liquidation, models and position stay Python.
+# The modules compiled together (one mypyc group; they call each other natively). numba
+# compiles Python bytecode: the backtest takes the kernels of lots, liquidation, models and
+# position from _native.source (their .py files), never from these builds. A frozen dataclass
+# that crosses processes must stay a Python class (a compiled one cannot be unpickled: the sweep
+# ships markets with their tiers to Dask workers), hence core/tiers.py, market.py, policy.py and
+# the inputs stay Python: the decision reads them once per object (core/decide.py, MarketView).
+# Keep _native.COMPILED the same list.
 COMPILED = [
     "src/sizeguard/core/decide.py",
     "src/sizeguard/core/limits.py",
     "src/sizeguard/core/adjust.py",
     "src/sizeguard/core/tolerances.py",
     "src/sizeguard/core/decision.py",
+    "src/sizeguard/core/lots.py",
+    "src/sizeguard/core/models.py",
+    "src/sizeguard/core/liquidation.py",
+    "src/sizeguard/core/position.py",
 ]
 
 

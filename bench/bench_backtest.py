@@ -82,9 +82,10 @@ def best_of(fn: Any, repeat: int) -> tuple[float, float, Any]:
     return wall, cpu, out
 
 
-def time_sizeguard(panel: Panel, sig: Any, repeat: int) -> dict[str, Any]:
+def time_sizeguard(panel: Panel, sig: Any, repeat: int, margin_mode: str = "isolated"
+                   ) -> dict[str, Any]:
     market = load_markets(None)["BTC/USDT:USDT"]
-    policy = load_policy("ai-atr-risk")
+    policy = load_policy("ai-atr-risk", None, [f"leverage.margin_mode={margin_mode}"])
     calls = {"t": 0.0}
     real = eng.decide
 
@@ -237,9 +238,10 @@ def time_backtrader(panel: Panel, sig: Any, bars: int) -> tuple[float, float, in
 def one_density(panel: Panel, fast: int, slow: int, args: argparse.Namespace,
                 emit: Emitter) -> dict[str, float]:
     sig = long_only(ema_cross(panel, fast, slow, tp_r=TP_R, allow_short=False))
-    print(f"\n## {args.bars:,} random-walk 1m bars, {sig.n_entries:,} long entry signals "
+    print(f"\n## {args.bars:,} random-walk 1m bars ({args.margin_mode} margin), "
+          f"{sig.n_entries:,} long entry signals "
           f"(EMA {fast}/{slow}), stop 1.5 x ATR, take-profit 2R, fees {FEE:.2%}")
-    sg = time_sizeguard(panel, sig, args.repeat)
+    sg = time_sizeguard(panel, sig, args.repeat, args.margin_mode)
     r = sg["result"]
     n_dec = max(r.decisions, 1)
     per_entry = (sg["cpu"] - sg["bare_cpu"]) / n_dec
@@ -281,7 +283,8 @@ def one_density(panel: Panel, fast: int, slow: int, args: argparse.Namespace,
         "per_entry_us": per_entry * 1e6, "decide_us": sg["decide_cpu"] * 1e6 / n_dec,
         "no_entries_ms": sg["bare_cpu"] * 1000, "wall": sg["wall"] * 1000,
         "engine_only_ms": sg["floor_cpu"] * 1000, "ledger_rows_ms": sg["ledger_cpu"] * 1000,
-        "ema": f"{fast}/{slow}", "bars": args.bars, "time": "CPU"}
+        "ema": f"{fast}/{slow}", "bars": args.bars, "time": "CPU",
+        "margin_mode": args.margin_mode}
     if "backtrader" in out:
         extra.update(backtrader_value=out["backtrader"] * 1000,
                      backtrader_ratio=out["backtrader"] / sg["cpu"])
@@ -304,6 +307,8 @@ def main() -> None:
                     help="FAST/SLOW spans of the entry signals (repeatable; default 240/960 and "
                          "60/240: a sparse and a dense entry density)")
     ap.add_argument("--repeat", type=int, default=3, help="best of N for sizeguard and vectorbt")
+    ap.add_argument("--margin-mode", choices=("isolated", "cross"), default="isolated",
+                    help="sizeguard's margin mode (cross: the account judged at every bar)")
     ap.add_argument("--json", action="store_true",
                     help="one JSON object per case per line on stdout (the report goes to stderr)")
     args = ap.parse_args()

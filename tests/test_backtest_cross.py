@@ -15,6 +15,7 @@ maintenance margin plus their unrealised PnL.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,12 @@ def market(sym: str) -> MarketRules:
 
 
 A, B = market("A"), market("B")
+# coin-margined: one contract 1 USD face, both settled in X (a perpetual and a dated future)
+XA = MarketRules(symbol="X/USD:X", kind="swap", linear=False, inverse=True, contract_size=1.0,
+                 amount_step=1.0, price_tick=0.0001, min_amount=1.0, taker=FEE, maker=0.0005,
+                 max_leverage=100.0, base="X", quote="USD", settle="X", exchange="binancecoinm",
+                 tiers=(Tier(1, 0.0, math.inf, MMR, 100.0, 0.0),))
+XB = replace(XA, symbol="X/USD:X-261225", kind="future")
 FLAT = (100.0, 100.0, 100.0, 100.0)
 Bar = tuple[float, float, float, float]
 
@@ -230,23 +237,31 @@ def _cash_flows(r: BacktestResult, t: int) -> tuple[float, list[dict[str, Any]]]
     return cash, open_
 
 
-def _liquidation_prices(r: BacktestResult, p: Panel, t: int) -> dict[int, float]:
+def _short(tr: dict[str, Any], w: float, inverse: bool) -> float:
+    """What a position takes from the cross wallet at price ``w``: its maintenance margin less
+    its unrealised PnL, in the settle currency."""
+    value = tr["notional"] / w if inverse else tr["notional"] / tr["entry_price"] * w
+    return core_tiers.maintenance_margin(value, MMR, 0.0) - core_pos.settle_of(
+        core_pos.pnl(tr["side"] == "long", tr["notional"], tr["entry_price"], w), w, inverse)
+
+
+def _liquidation_prices(r: BacktestResult, p: Panel, t: int, inverse: bool) -> dict[int, float]:
     """Each position open through bar t's intrabar phase: its cross liquidation price, from the
     account rebuilt from the ledger (core kernel, Binance's formula), every other position at
-    its bar's extreme against it."""
+    its bar's extreme against it. Money in the settle currency (``inverse``: the coin, the
+    notional's coin value and the PnL at the price; the kernel takes the collateral in quote
+    at entry)."""
     cash, open_ = _cash_flows(r, t)
     short: dict[int, float] = {}
     for tr in open_:
-        j = 0 if tr["symbol"].startswith("A/") else 1
-        long = tr["side"] == "long"
-        w = float(p.low[t, j] if long else p.high[t, j])
-        qty = tr["notional"] / tr["entry_price"]
-        short[tr["trade"]] = (core_tiers.maintenance_margin(qty * w, MMR, 0.0)
-                              - core_pos.pnl(long, tr["notional"], tr["entry_price"], w))
+        j = r.markets.index(tr["symbol"])
+        w = float(p.low[t, j] if tr["side"] == "long" else p.high[t, j])
+        short[tr["trade"]] = _short(tr, w, inverse)
     total = sum(short.values())
     return {tr["trade"]: core_liq.venue_liquidation_price(
-        core_liq.BINANCE, tr["side"] == "long", False, tr["entry_price"], tr["notional"],
-        cash - (total - short[tr["trade"]]), MMR, 0.0, FEE) for tr in open_}
+        core_liq.BINANCE, tr["side"] == "long", inverse, tr["entry_price"], tr["notional"],
+        core_pos.quote_of(cash - (total - short[tr["trade"]]), tr["entry_price"], inverse),
+        MMR, 0.0, FEE) for tr in open_}
 
 
 def _beyond(tr: dict[str, Any], price: float, level: float) -> bool:
@@ -254,34 +269,52 @@ def _beyond(tr: dict[str, Any], price: float, level: float) -> bool:
     return (price <= level) if tr["side"] == "long" else (price >= level)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scenarios())
-def test_cross_account_properties(sc: tuple[list[Bar], list[Bar], Signals, float]) -> None:
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(), st.booleans())
+def test_cross_account_properties(sc: tuple[list[Bar], list[Bar], Signals, float],
+                                  inverse: bool) -> None:
     """Under cross margin, on random candles and signals:
 
     1. no position closes by its stop, take-profit or the data end at a price at or beyond its
        liquidation price computed from the account at that bar (rebuilt from the ledger, the
        other positions at their bar's extreme against them), and no position survives a bar
        whose range reached that price unless its stop, inside it, filled first;
-    2. a liquidation closes every position open through that bar, at that bar;
+    2. a liquidation closes every position open through that bar, at that bar, and only when
+       one of them reached its price (as in 1); the rows add up to the wallet lost whole, and
+       all but the one that reached it show their PnL less their maintenance margin at their
+       exit price;
     3. equity at every close is >= 0 less the exit fees charged in that bar: the wallet is lost
-       at most whole (a stop's exit fee may exceed the maintenance margin it frees)."""
+       at most whole (a stop's exit fee may exceed the maintenance margin it frees).
+
+    Linear USDT markets with 1,000 USDT, or two coin-margined markets settled in X with 10 X
+    (about 1,000 USD at the prices of 100 the candles start at)."""
     a, b, sig, notional = sc
     p = panel(a, b)
-    r = run_backtest(p, sig, [A, B], policy("cross", notional), equity=1000.0)
+    markets, wallet = ([XA, XB], 10.0) if inverse else ([A, B], 1000.0)
+    r = run_backtest(p, sig, markets, policy("cross", notional), equity=wallet)
     by_bar: dict[int, list[dict[str, Any]]] = {}
     for tr in r.trades:
         by_bar.setdefault(tr["exit_bar"], []).append(tr)
     for t in range(len(a)):
         closed = by_bar.get(t, [])
         _, open_ = _cash_flows(r, t)
+        lps = _liquidation_prices(r, p, t, inverse)
         if any(tr["exit_reason"] == "liquidation" for tr in closed):
             assert all(tr["exit_reason"] == "liquidation" and tr["exit_bar"] == t
                        for tr in open_)
+            reached = [tr for tr in open_ if _beyond(tr, float(
+                p.low[t, r.markets.index(tr["symbol"])] if tr["side"] == "long"
+                else p.high[t, r.markets.index(tr["symbol"])]), lps[tr["trade"]])]
+            assert reached, (t, open_, lps)
+            cash, _ = _cash_flows(r, t)
+            assert sum(tr["gross_pnl"] for tr in open_) == pytest.approx(-max(cash, 0.0),
+                                                                         abs=1e-9)
+            shares = [tr["gross_pnl"] == pytest.approx(-_short(tr, tr["exit_price"], inverse))
+                      for tr in open_]
+            assert sum(shares) >= len(open_) - 1
             continue
-        lps = _liquidation_prices(r, p, t)
         for tr in open_:
-            j = 0 if tr["symbol"].startswith("A/") else 1
+            j = r.markets.index(tr["symbol"])
             lp = lps[tr["trade"]]
             worst = float(p.low[t, j] if tr["side"] == "long" else p.high[t, j])
             if tr["exit_bar"] == t:

@@ -53,6 +53,7 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         f"{1_600_000_000_000 + i * 3_600_000},{100 + i},{101 + i},{99 + i},{100.5 + i},1"
         for i in range(60)]
     (tmp_path / CANDLES).write_text("\n".join(rows) + "\n")
+    (tmp_path / "ETH_USD-1h.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "cols.csv").write_text("time,price\n1,2\n")
     (tmp_path / "ledger.csv").write_text("a,b\n1,2\n")
     return tmp_path
@@ -89,6 +90,9 @@ UNKNOWN = [
     ("backtest-strategy", ["backtest", "--candles", CANDLES, "--strategy", "emacross"], "emacross"),
     ("backtest-preset", ["backtest", "--candles", CANDLES, "--preset", "quantum4x30"], "quantum4x30"),
     ("backtest-intrabar", ["backtest", "--candles", CANDLES, "--intrabar", "best"], "--intrabar"),
+    ("backtest-cross-spot", ["backtest", "--candles", CANDLES, "--candles", "ETH_USD-1h.csv",
+                             "--symbol", BTC, "--symbol", "ETH/USDT",
+                             "--set", "leverage.margin_mode=cross"], "ETH/USDT"),
     ("backtest-signals-strategy", ["backtest", "--candles", CANDLES, "--signals", "ledger.csv",
                                    "--strategy", "donchian"], "--strategy"),
     ("montecarlo-method", ["montecarlo", "--candles", CANDLES, "--method", "boot"], "boot"),

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import shared_path
+from sizeguard import _native
 from sizeguard.adapters.market_files import load_markets
 from sizeguard.backtest.engine import run_backtest
 from sizeguard.core import liquidation as liq
@@ -303,8 +304,9 @@ def test_an_add_is_judged_by_the_venue_formula() -> None:
 
 @pytest.mark.parametrize("formula", [liq.BINANCE, liq.BYBIT, liq.OKX])
 def test_venue_kernels_compile_with_numba(formula: int) -> None:
-    price = numba.njit(liq.venue_liquidation_price)
-    cover = numba.njit(liq.venue_coverage_needed)
+    source = _native.source("liquidation")  # numba compiles Python source, as the backtest does
+    price = numba.njit(source.venue_liquidation_price)
+    cover = numba.njit(source.venue_coverage_needed)
     for is_long in (True, False):
         for inverse in (True, False):
             args = (formula, is_long, inverse, 100.0, 1_000.0, 80.0, 0.01, 2.0, 0.0005)

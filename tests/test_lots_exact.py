@@ -20,6 +20,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from conftest import shared_path
+from sizeguard import _native
 from sizeguard.adapters.market_files import load_markets
 from sizeguard.config import load_policy
 from sizeguard.core.account import Account
@@ -93,9 +94,10 @@ def test_agrees_with_ccxt_truncation_away_from_the_nudge(quantity: float, step: 
 
 
 def test_float_kernels_compile_and_defer_when_ambiguous() -> None:
-    f, c = numba.njit(floor_lots_float), numba.njit(ceil_lots_float)
+    source = _native.source("lots")  # numba compiles Python source, as the backtest does
+    f, c = numba.njit(source.floor_lots_float), numba.njit(source.ceil_lots_float)
     assert f(0.003, 0.001) == floor_lots_float(0.003, 0.001) == 3
-    assert c(0.0030000001, 0.001) == 4
+    assert c(0.0030000001, 0.001) == ceil_lots_float(0.0030000001, 0.001) == 4
     assert f(1351081.833168209, 1e-8) == -1  # too near a whole lot for floats alone
     assert f(0.0, 1.0) == 0 and c(-1.0, 1.0) == 0
 

@@ -98,16 +98,38 @@ def test_a_build_older_than_its_source_is_never_used(tmp_path: Path,
     assert not _native.usable()
 
 
-def test_the_numba_kernels_stay_python_functions() -> None:
-    # the backtest hands these modules' functions to numba, which compiles Python bytecode: they
-    # must never be in the mypyc group (a kernel placed in a compiled module would break it)
-    from sizeguard.core import liquidation, lots, models, position
+def test_the_numba_kernels_are_python_functions_from_their_source() -> None:
+    # the backtest hands these modules' functions to numba, which compiles Python bytecode: on
+    # the compiled build _native.source loads the same .py files, and every function has a
+    # __code__ (the compiled module's own functions do not), its imports of the other kernels
+    # bound to their source copies too
+    import importlib
 
-    kernels = (lots, liquidation, models, position)
-    assert not {m.__name__.rsplit(".", 1)[1] for m in kernels} & set(_native.COMPILED)
-    for module in kernels:
-        assert str(module.__file__).endswith(".py")
-        functions = [f for f in vars(module).values()
-                     if callable(f) and getattr(f, "__module__", None) == module.__name__
+    for name in _native.KERNELS:
+        module = importlib.import_module(f"sizeguard.core.{name}")
+        src = _native.source(name)
+        assert str(src.__file__).endswith(f"{name}.py")
+        functions = [f for f in vars(src).values()
+                     if callable(f) and getattr(f, "__module__", None) == src.__name__
                      and not isinstance(f, type)]
-        assert functions and all(hasattr(f, "__code__") for f in functions), module.__name__
+        assert functions and all(hasattr(f, "__code__") for f in functions), name
+        kernel = {"lots": "floor_lots_float", "models": "fee_rate_to_stop",
+                  "liquidation": "venue_liquidation_price", "position": "pnl"}[name]
+        assert hasattr(getattr(src, kernel), "__code__")
+        if _native.compiled():  # the module itself is the mypyc build: no bytecode to hand over
+            assert src is not module and not hasattr(getattr(module, kernel), "__code__")
+        else:
+            assert src is module
+    position = _native.source("position")
+    assert hasattr(position.venue_liquidation_price, "__code__")  # liquidation's source copy
+    assert hasattr(position.risk_of_notional, "__code__")  # models' source copy
+    with pytest.raises(ValueError, match="kernel"):
+        _native.source("decide")
+    from sizeguard.core import liquidation
+
+    # what the backtest hands numba: the same function, from the source copy
+    kernel = _native.python_source(liquidation.venue_liquidation_price)
+    assert kernel is _native.source("liquidation").venue_liquidation_price
+    assert kernel(0, True, False, 100.0, 1_000.0, 100.0, 0.004, 0.0, 0.0) == \
+        liquidation.venue_liquidation_price(0, True, False, 100.0, 1_000.0, 100.0, 0.004, 0.0, 0.0)
+

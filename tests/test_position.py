@@ -7,6 +7,7 @@ the float kernels compile with numba unchanged (the backtest loop runs them comp
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import replace
 
 import numba
@@ -14,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sizeguard import _native
 from sizeguard.core import position as pos
 from sizeguard.core.models import fee_rate_to_stop, notional_from_risk, risk_of_notional
 from sizeguard.core.tiers import Tier, maintenance_margin
@@ -177,7 +179,13 @@ def test_risk_is_the_real_loss_at_the_stop_inverse(is_long: bool, dist: float, f
 @pytest.mark.parametrize("kernel", [pos.notional_of, pos.margin_of, pos.pnl, maintenance_margin,
                                     fee_rate_to_stop])
 def test_kernels_compile_with_numba(kernel: object) -> None:
-    compiled = numba.njit(kernel)
+    # numba compiles the Python source of a kernel (as the backtest does): on the compiled
+    # build _native.source gives it, and the mypyc-compiled kernel must agree with it
+    name = kernel.__name__  # type: ignore[attr-defined]
+    module = "tiers" if name == "maintenance_margin" else "models" if name == "fee_rate_to_stop" \
+        else "position"
+    source = sys.modules["sizeguard.core.tiers"] if module == "tiers" else _native.source(module)
+    compiled = numba.njit(getattr(source, name))
     args = {"notional_of": (2.0, 100.0, 0.5, False), "margin_of": (100.0, 4.0),
             "pnl": (True, 100.0, 50.0, 55.0),
             "maintenance_margin": (100.0, 0.01, 0.2),

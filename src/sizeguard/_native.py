@@ -4,20 +4,34 @@ The compiled modules are built from the same typed source and give identical res
 used only when every one of them is newer than its source: after an edit (or a checkout) the
 whole group falls back to the Python source until the next build, so a stale build never runs.
 ``SIZEGUARD_PURE=1`` forces the Python source (the test suite runs on both builds).
+
+The float kernels the backtest hands to numba (``core/lots.py``, ``liquidation.py``,
+``models.py``, ``position.py``) are compiled with the rest, and numba compiles Python bytecode:
+:func:`source` gives those modules as Python functions, loaded from the very same ``.py`` files
+(on the pure build it is the imported module itself).
 """
 
 from __future__ import annotations
 
+import _imp
+import importlib
 import importlib.machinery
 import importlib.util
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any, TypeVar, cast
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # Compiled together by setup.py (keep the two lists the same).
-COMPILED = ("decide", "limits", "adjust", "tolerances", "decision")
+COMPILED = ("decide", "limits", "adjust", "tolerances", "decision", "lots", "models", "liquidation",
+            "position")
+# The modules whose functions numba compiles (the backtest loop, and the tests that hold the
+# two to the same numbers), in import order: :func:`source` loads them from their .py files.
+KERNELS = ("lots", "models", "liquidation", "position")
 # Compiled by an earlier build, no longer: a library of theirs left in a work tree must not
 # shadow the source (tiers: a compiled frozen Tier cannot be unpickled on another process).
 RETIRED = ("tiers",)
@@ -82,6 +96,54 @@ def compiled() -> bool:
     """Whether the decision pipeline running in this process is the compiled build."""
     module = sys.modules.get("sizeguard.core.decide")
     return module is not None and not str(getattr(module, "__file__", "")).endswith(".py")
+
+
+_SOURCES: dict[str, ModuleType] = {}
+
+
+def source(name: str) -> ModuleType:
+    """The core module ``name`` (one of :data:`KERNELS`) as Python source: functions with a
+    ``__code__`` that numba compiles. On the pure build this is the imported module; on the
+    compiled one, a second copy executed from the same ``.py`` file (its imports of the other
+    kernel modules bound to their source copies too: the whole copy is Python source)."""
+    if name not in KERNELS:
+        raise ValueError(f"{name!r} is not a kernel module ({', '.join(KERNELS)})")
+    module = importlib.import_module(f"sizeguard.core.{name}")
+    if str(getattr(module, "__file__", "")).endswith(".py"):
+        return module
+    if not _SOURCES:
+        _load_sources()
+    return _SOURCES[name]
+
+
+def python_source(kernel: F) -> F:
+    """The Python-source version of a core kernel (``core.position.pnl`` -> the ``pnl`` of
+    :func:`source` ("position")): what numba compiles; the kernel itself on the pure build."""
+    module = str(kernel.__module__).rpartition(".")[2]
+    return cast(F, getattr(source(module), kernel.__name__))
+
+
+def _load_sources() -> None:
+    _imp.acquire_lock()  # the kernels' names point at their source copies while these execute
+    saved = {name: sys.modules.get(f"sizeguard.core.{name}") for name in KERNELS}
+    try:
+        loaded: dict[str, ModuleType] = {}
+        for name in KERNELS:
+            fullname = f"sizeguard.core.{name}"
+            spec = importlib.util.spec_from_file_location(fullname, CORE / f"{name}.py")
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[fullname] = module
+            spec.loader.exec_module(module)
+            loaded[name] = module
+        _SOURCES.update(loaded)
+    finally:
+        for name, original in saved.items():
+            if original is None:
+                sys.modules.pop(f"sizeguard.core.{name}", None)
+            else:
+                sys.modules[f"sizeguard.core.{name}"] = original
+        _imp.release_lock()
 
 
 def _install() -> None:

@@ -40,7 +40,13 @@ the last close when the data end (exit reason ``end``).
 cross collateral ``decide()`` uses, and liquidates every position when one reaches its price;
 the wallet is lost whole. Spot markets are refused in a cross backtest.
 
-Limits: linear contracts and spot only (inverse contracts raise); one position per symbol (an
+**Inverse** (coin-margined) markets: the account's money is in their coin (all the markets of
+one backtest settle in one coin, their base): PnL, fees, funding, collateral, equity and the
+ledger's money are coin amounts (:func:`~sizeguard.core.position.settle_of` of the core's quote
+values at the fill price); ``decide()`` is given the account valued in quote at the entry's
+price; ``BacktestResult.currency`` names the coin.
+
+Limits: one position per symbol (an
 entry signal while the symbol's position is open is ignored, as vectorbt and backtrader do,
 unless ``limits.allow_add``: then an entry on the position's side is an add, sized by
 ``decide()`` against the held position and merged into it at the core's average entry, with the
@@ -62,6 +68,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from sizeguard import _native
 from sizeguard.backtest.candles import Panel
 from sizeguard.backtest.fastinit import constructor
 from sizeguard.backtest.signals import EXIT_LONG, EXIT_SHORT, Signals
@@ -94,6 +101,7 @@ DAY_MS = 86_400_000
 # an entry's Intent and Account, built as their dataclass builds them, at half the cost
 make_intent = constructor(Intent)
 make_account = constructor(Account)
+make_stats = constructor(SymbolStats)
 
 
 
@@ -104,7 +112,8 @@ def _drop_stale_cache() -> None:
     try:
         here = Path(__file__).resolve()
         kernel_mtime = max(Path(m.__file__).stat().st_mtime  # type: ignore[arg-type]
-                           for m in (core_liq, core_pos, core_tiers))
+                           for m in (_native.source("liquidation"), _native.source("position"),
+                                     core_tiers))
         for f in (here.parent / "__pycache__").glob(f"{here.stem}.*.nb[ic]"):
             if f.stat().st_mtime < kernel_mtime:
                 f.unlink(missing_ok=True)
@@ -113,27 +122,33 @@ def _drop_stale_cache() -> None:
 
 
 _drop_stale_cache()
-liq_price = numba.njit(cache=True)(core_liq.venue_liquidation_price)
+# numba compiles the kernels from their Python source (the decision core may run them compiled
+# with mypyc: _native.python_source gives the same functions from the same .py files)
+liq_price = numba.njit(cache=True)(_native.python_source(core_liq.venue_liquidation_price))
 # the core's money kernels, compiled: the loop has no arithmetic of its own (the position's
-# quantity is held in base units, so a unit is worth its price: contract size 1, linear)
-pnl = numba.njit(cache=True)(core_pos.pnl)
-notional_of = numba.njit(cache=True)(core_pos.notional_of)
-fee_on = numba.njit(cache=True)(core_pos.fee_on)
+# quantity is held in base units, so a unit is worth its price: contract size 1, linear; an
+# inverse position's is its quote face value, fixed; ``settle_of`` turns quote into its coin)
+pnl = numba.njit(cache=True)(_native.python_source(core_pos.pnl))
+notional_of = numba.njit(cache=True)(_native.python_source(core_pos.notional_of))
+fee_on = numba.njit(cache=True)(_native.python_source(core_pos.fee_on))
 mm_of = numba.njit(cache=True)(core_tiers.maintenance_margin)
+settle_of = numba.njit(cache=True)(_native.python_source(core_pos.settle_of))
+quote_of = numba.njit(cache=True)(_native.python_source(core_pos.quote_of))
 
 
 def _close(pos: F64, acct: F64, stats: Any, exits: F64, j: int, t: int, price: float,
-           reason: int, fee: float, liq_gross: float) -> None:  # pragma: no cover - compiled
+           reason: int, fee: float, liq_gross: float, inverse: bool
+           ) -> None:  # pragma: no cover - compiled
     """Close position ``j`` at ``price``. A liquidation charges no exit fee; its gross result is
     ``liq_gross`` (isolated: the collateral lost whole; cross: the position's share of the
-    wallet)."""
+    wallet). Money in the settle currency (``inverse``: the coin, at the exit price)."""
     side, qty, entry = pos[j, P_SIDE], pos[j, P_QTY], pos[j, P_ENTRY]
     if reason == R_LIQ:
         gross = liq_gross
         exit_fee = 0.0
     else:
-        gross = pnl(side > 0.0, pos[j, P_NOTIONAL], entry, price)
-        exit_fee = fee_on(notional_of(qty, price, 1.0, False), fee)
+        gross = settle_of(pnl(side > 0.0, pos[j, P_NOTIONAL], entry, price), price, inverse)
+        exit_fee = settle_of(fee_on(notional_of(qty, price, 1.0, inverse), fee), price, inverse)
     acct[A_CASH] += gross - exit_fee
     net = gross - exit_fee - pos[j, P_FEE_IN] - pos[j, P_FUND]
     tid = int(pos[j, P_TRADE])
@@ -217,19 +232,36 @@ def _cross_view(pos: F64, j: int, t: int, op: F64, hi: F64, lo: F64, mark: F64,
 cross_view = numba.njit(cache=True)(_cross_view)
 
 
-def _short_of_maintenance(pos: F64, j: int, price: float) -> float:  # pragma: no cover
+def _short_of_maintenance(pos: F64, j: int, price: float, inverse: bool
+                          ) -> float:  # pragma: no cover - compiled
     """What position ``j`` takes from the cross wallet at ``price``: its maintenance margin
-    there less its unrealised PnL (Binance's ``TMM - UPNL`` term of one position)."""
-    return (mm_of(notional_of(pos[j, P_QTY], price, 1.0, False), pos[j, P_MMR], pos[j, P_CUM])
-            - pnl(pos[j, P_SIDE] > 0.0, pos[j, P_NOTIONAL], pos[j, P_ENTRY], price))
+    there less its unrealised PnL (Binance's ``TMM - UPNL`` term of one position), in the
+    settle currency (COIN-M: the notional in coin at ``price``, the maintenance amount in coin)."""
+    value = settle_of(notional_of(pos[j, P_QTY], price, 1.0, inverse), price, inverse)
+    return (mm_of(value, pos[j, P_MMR], pos[j, P_CUM])
+            - settle_of(pnl(pos[j, P_SIDE] > 0.0, pos[j, P_NOTIONAL], pos[j, P_ENTRY], price),
+                        price, inverse))
 
 
 short_of_maintenance = numba.njit(cache=True)(_short_of_maintenance)
 
 
+def _position_liq(pos: F64, j: int, formula: int, collateral: float, fee: float,
+                  inverse: bool) -> float:  # pragma: no cover - compiled
+    """Position ``j``'s liquidation price by the core kernel, backed by ``collateral`` (settle
+    currency; the kernel takes it, and the maintenance amount, valued in quote at entry)."""
+    entry = pos[j, P_ENTRY]
+    return liq_price(formula, pos[j, P_SIDE] > 0.0, inverse, entry, pos[j, P_NOTIONAL],
+                     quote_of(collateral, entry, inverse), pos[j, P_MMR],
+                     quote_of(pos[j, P_CUM], entry, inverse), fee)
+
+
+position_liq = numba.njit(cache=True)(_position_liq)
+
+
 def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: F64, hi: F64,
                        lo: F64, mark: F64, fee: F64, can_liq: Any, formula: Any, worst: bool,
-                       at_open: bool) -> bool:  # pragma: no cover - compiled
+                       at_open: bool, inverse: bool) -> bool:  # pragma: no cover - compiled
     """Account-level liquidation of the cross positions (all contract positions of a cross
     policy share the wallet, ``acct[A_CASH]``).
 
@@ -248,7 +280,7 @@ def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: 
     for i in range(k):
         if pos[i, P_SIDE] != 0.0 and can_liq[i]:
             total += short_of_maintenance(pos, i, cross_view(pos, i, t, op, hi, lo, mark,
-                                                             at_open))
+                                                             at_open), inverse)
     wallet = acct[A_CASH]
     trigger = -1
     trigger_gap = True
@@ -256,9 +288,9 @@ def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: 
         side = pos[j, P_SIDE]
         if side == 0.0 or not can_liq[j]:
             continue
-        own = short_of_maintenance(pos, j, cross_view(pos, j, t, op, hi, lo, mark, at_open))
-        lp = liq_price(formula[j], side > 0.0, False, pos[j, P_ENTRY], pos[j, P_NOTIONAL],
-                       wallet - (total - own), pos[j, P_MMR], pos[j, P_CUM], fee[j])
+        own = short_of_maintenance(pos, j, cross_view(pos, j, t, op, hi, lo, mark, at_open),
+                                   inverse)
+        lp = position_liq(pos, j, formula[j], wallet - (total - own), fee[j], inverse)
         pos[j, P_LIQ] = lp
         o = op[t, j]
         if math.isnan(o):  # no bar: its price did not move
@@ -282,15 +314,26 @@ def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: 
         if i == trigger or pos[i, P_SIDE] == 0.0 or not can_liq[i]:
             continue
         price = cross_view(pos, i, t, op, hi, lo, mark, at_open)
-        share = -short_of_maintenance(pos, i, price)
+        share = -short_of_maintenance(pos, i, price, inverse)
         rest -= share
-        close_position(pos, acct, stats, exits, i, t, price, R_LIQ, fee[i], share)
+        close_position(pos, acct, stats, exits, i, t, price, R_LIQ, fee[i], share, inverse)
     close_position(pos, acct, stats, exits, trigger, t, pos[trigger, P_LIQ], R_LIQ, fee[trigger],
-                   rest)
+                   rest, inverse)
     return True
 
 
 cross_liquidation = numba.njit(cache=True)(_cross_liquidation)
+
+
+def _held(pos: F64) -> bool:  # pragma: no cover - compiled
+    """Whether any position is open (the account has nothing to judge otherwise)."""
+    for j in range(pos.shape[0]):  # noqa: SIM110 - numba compiles the loop, not any()
+        if pos[j, P_SIDE] != 0.0:
+            return True
+    return False
+
+
+_holding = numba.njit(cache=True, inline="always")(_held)
 
 
 def _orders(t: int, pos: F64, entry: Any, exit_sig: Any) -> bool:  # pragma: no cover
@@ -310,11 +353,13 @@ _orders_at_open = numba.njit(cache=True)(_orders)
 def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F64, entry: Any,
           exit_sig: Any, funding: F64, fee: F64, can_liq: Any, formula: Any, worst: bool, pos: F64,
           acct: F64, stats: Any, exits: F64, equity: F64, gross: F64,
-          stop_at: int, adding: bool, cross: bool) -> int:  # pragma: no cover - compiled
+          stop_at: int, adding: bool, cross: bool, inverse: bool
+          ) -> int:  # pragma: no cover - compiled
     """Walk bars from ``start``; return the bar where entries wait for a decision (its exits
     done), or -1 when the data (or ``stop_at``) end. ``resume``: bar ``start``'s open is done.
     ``adding``: an entry on the side of the open position waits for a decision too (an add).
-    ``cross``: the contract positions share the wallet (:func:`_cross_liquidation`)."""
+    ``cross``: the contract positions share the wallet (:func:`_cross_liquidation`).
+    ``inverse``: the markets are coin-margined, every amount of money is in their coin."""
     n, k = op.shape
     for t in range(start, stop_at):
         if not (resume and t == start):
@@ -326,7 +371,7 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
                 # a gap past the account's price comes before any order at the open (without
                 # orders the intrabar judgement, which values the others at their worst, does)
                 cross_liquidation(pos, acct, stats, exits, t, op, hi, lo, mark, fee, can_liq,
-                                  formula, worst, True)
+                                  formula, worst, True, inverse)
             pending = False
             for j in range(k):
                 o = op[t, j]
@@ -342,10 +387,10 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
                             # the bar opened beyond the liquidation price: the position was
                             # liquidated in the gap, before the exit order could fill
                             close_position(pos, acct, stats, exits, j, t, lp, R_LIQ, fee[j],
-                                           -pos[j, P_COLL])
+                                           -pos[j, P_COLL], inverse)
                         else:
                             close_position(pos, acct, stats, exits, j, t, o, R_SIGNAL, fee[j],
-                                           0.0)
+                                           0.0, inverse)
                 if entry[t, j] != 0:
                     if pos[j, P_SIDE] == 0.0 or (adding and entry[t, j] * pos[j, P_SIDE] > 0.0):
                         pending = True
@@ -354,9 +399,9 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
             if pending:
                 return t
         # intrabar: the stop, the liquidation or the take-profit, along the paths the bar allows
-        if cross:
+        if cross and _holding(pos):
             cross_liquidation(pos, acct, stats, exits, t, op, hi, lo, mark, fee, can_liq,
-                              formula, worst, False)
+                              formula, worst, False, inverse)
         for j in range(k):
             side = pos[j, P_SIDE]
             if side == 0.0:
@@ -366,15 +411,13 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
                 continue
             liq_on = can_liq[j] and not cross  # cross: judged above, for the whole account
             if liq_on and math.isnan(pos[j, P_LIQ]):  # a decision without one: the kernel
-                pos[j, P_LIQ] = liq_price(formula[j], side > 0.0, False, pos[j, P_ENTRY],
-                                          pos[j, P_NOTIONAL], pos[j, P_COLL], pos[j, P_MMR],
-                                          pos[j, P_CUM], fee[j])
+                pos[j, P_LIQ] = position_liq(pos, j, formula[j], pos[j, P_COLL], fee[j], inverse)
                 exits[int(pos[j, P_TRADE]), X_LIQ0] = pos[j, P_LIQ]
             reason, fill = bar_exit(side, o, hi[t, j], lo[t, j], pos[j, P_LIQ], pos[j, P_STOP],
                                     pos[j, P_TP], liq_on, worst)
             if reason != 0:
                 close_position(pos, acct, stats, exits, j, t, fill, reason, fee[j],
-                               -pos[j, P_COLL])
+                               -pos[j, P_COLL], inverse)
         # the close: funding, then marking
         eq = acct[A_CASH]
         g = 0.0
@@ -385,17 +428,17 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
             m = mark[t, j]
             rate = funding[t, j] if funding.shape[0] == n else 0.0
             if rate != 0.0 and not math.isnan(rate):
-                pay = side * fee_on(notional_of(pos[j, P_QTY], m, 1.0, False), rate)
+                pay = side * settle_of(fee_on(notional_of(pos[j, P_QTY], m, 1.0, inverse), rate),
+                                       m, inverse)
                 acct[A_CASH] -= pay
                 eq -= pay
                 pos[j, P_FUND] += pay
                 if can_liq[j] and not cross:  # isolated: paid from the position's collateral
                     pos[j, P_COLL] -= pay
-                    pos[j, P_LIQ] = liq_price(formula[j], side > 0.0, False, pos[j, P_ENTRY],
-                                              pos[j, P_NOTIONAL], pos[j, P_COLL], pos[j, P_MMR],
-                                              pos[j, P_CUM], fee[j])
-            eq += pnl(side > 0.0, pos[j, P_NOTIONAL], pos[j, P_ENTRY], m)
-            g += notional_of(pos[j, P_QTY], m, 1.0, False)
+                    pos[j, P_LIQ] = position_liq(pos, j, formula[j], pos[j, P_COLL], fee[j],
+                                                 inverse)
+            eq += settle_of(pnl(side > 0.0, pos[j, P_NOTIONAL], pos[j, P_ENTRY], m), m, inverse)
+            g += settle_of(notional_of(pos[j, P_QTY], m, 1.0, inverse), m, inverse)
         equity[t] = eq
         gross[t] = g
         acct[A_PEAK] = max(acct[A_PEAK], eq)
@@ -403,7 +446,7 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
         for j in range(k):
             if pos[j, P_SIDE] != 0.0:
                 close_position(pos, acct, stats, exits, j, n - 1, mark[n - 1, j], R_END, fee[j],
-                               0.0)
+                               0.0, inverse)
         equity[n - 1] = acct[A_CASH]
         gross[n - 1] = 0.0
     return -1
@@ -510,6 +553,9 @@ class BacktestResult:
     ignored_in_position: int = 0
     warnings: list[str] = field(default_factory=list)  # first entries decide() refused as invalid
     adds: int = 0  # accepted adds to an open position (limits.allow_add)
+    # the currency of equity, fees and PnL: the markets' settle currency (USDT; BTC for a
+    # coin-margined BTC/USD:BTC market, whose backtest keeps its money in BTC)
+    currency: str = ""
 
     @property
     def name(self) -> str:
@@ -533,13 +579,26 @@ def funding_per_bar(ts: npt.NDArray[np.int64], timeframe_ms: int, rate: float,
     return count.astype(np.float64) * rate
 
 
-def _check_markets(markets: Sequence[MarketRules], policy: Policy) -> bool:
+def _check_markets(markets: Sequence[MarketRules], policy: Policy) -> tuple[bool, bool, str]:
     """Refuse what the loop does not simulate; return whether the account runs cross margin
-    (a cross policy with contract markets)."""
-    for m in markets:
-        if m.inverse:
-            raise InvalidInput("market", m.symbol, "inverse contracts are not supported by the "
-                               "backtest yet (linear contracts and spot are)")
+    (a cross policy with contract markets), whether it is coin-margined (inverse markets), and
+    its currency (the markets' settle currency)."""
+    inverse = any(m.inverse for m in markets)
+    if inverse:
+        other = [m.symbol for m in markets if not m.inverse]
+        if other:
+            raise InvalidInput("market", other[0], "a backtest of inverse (coin-margined) "
+                               "contracts keeps its money in their coin; run linear and spot "
+                               "markets separately")
+        for m in markets:
+            if m.base and m.settle and m.base != m.settle:
+                raise InvalidInput("market", m.symbol, f"settles in {m.settle}, not in its base "
+                                   f"{m.base}: the backtest values its coin at the market's price")
+        coins = sorted({m.settle or m.base for m in markets})
+        if len(coins) > 1:
+            raise InvalidInput("market", markets[0].symbol, "inverse markets settled in "
+                               f"different coins ({', '.join(coins)}): run them separately")
+    currencies = sorted({m.settle or m.quote for m in markets} - {""})
     cross = policy.leverage.margin_mode == "cross" and any(m.is_contract for m in markets)
     if cross:
         spot = [m.symbol for m in markets if not m.is_contract]
@@ -547,7 +606,7 @@ def _check_markets(markets: Sequence[MarketRules], policy: Policy) -> bool:
             raise InvalidInput("market", spot[0], "a cross-margin backtest shares one futures "
                                "wallet between its contracts; run spot markets separately (or "
                                "set leverage.margin_mode = \"isolated\")")
-    return cross
+    return cross, inverse, "/".join(currencies)
 
 
 def run_backtest(
@@ -574,7 +633,7 @@ def run_backtest(
         raise InvalidInput("intrabar", intrabar, "must be 'worst' or 'ordered'")
     if not (equity > 0 and math.isfinite(equity)):
         raise InvalidInput("equity", equity, "must be a finite number > 0")
-    cross = _check_markets(markets, policy)
+    cross, inverse, currency = _check_markets(markets, policy)
     if signals.entry.shape != (n, k):
         raise InvalidInput("signals", signals.entry.shape, f"must have shape {(n, k)}")
     syms = [m.symbol for m in markets]
@@ -604,24 +663,27 @@ def run_backtest(
     skips: Counter[str] = Counter()
     records: list[EntryRecord] = []
     warnings: list[str] = []
-    view = _AccountView(panel, syms, stats)
+    view = _AccountView(panel, syms, stats, inverse)
     decisions = adds = 0
     allow_add = bool(policy.limits.allow_add)
     worst = intrabar == "worst"
     ts_arr = panel.timestamp
     op, hi, lo, mark = panel.open, panel.high, panel.low, panel.mark
     entry_sig, exit_sig = signals.entry, signals.exit
-    # every entry signal gathered once into Python lists (bar order, then symbol order), so
-    # that an entry costs no array indexing: bar, symbol, side, open, ATR, multiple,
-    # confidence, take-profit R, time
+    # every entry signal gathered once (bar order, then symbol order) into a list of bars and
+    # a list of tuples, so that an entry costs no array indexing: symbol, side, open, the
+    # intent's ATR, multiple and confidence (None where absent), time, take-profit R
     flat_at = np.flatnonzero(entry_sig != 0)  # (a bool array's nonzero is the fast one)
     e_t, e_j = (flat_at, np.zeros_like(flat_at)) if k == 1 else np.divmod(flat_at, k)
-    e_bar, e_sym = e_t.tolist(), e_j.tolist()
-    e_side, e_px = entry_sig[e_t, e_j].tolist(), op[e_t, e_j].tolist()
-    e_atr, e_mult = signals.atr[e_t, e_j].tolist(), signals.atr_mult[e_t, e_j].tolist()
-    e_conf, e_tp = signals.confidence[e_t, e_j].tolist(), signals.tp_r[e_t, e_j].tolist()
-    e_when = (ts_arr[e_t] / 1000.0).tolist()
+    e_bar = e_t.tolist()
+    e_atr, e_mult = signals.atr[e_t, e_j], signals.atr_mult[e_t, e_j]
+    e_conf = np.clip(signals.confidence[e_t, e_j], 0.0, 1.0)
+    e_sig = list(zip(e_j.tolist(), entry_sig[e_t, e_j].tolist(), op[e_t, e_j].tolist(),
+                     _or_none(e_atr, e_atr > 0), _or_none(e_mult, e_mult > 0),
+                     _or_none(e_conf, ~np.isnan(e_conf)), (ts_arr[e_t] / 1000.0).tolist(),
+                     signals.tp_r[e_t, e_j].tolist(), strict=True))
     n_ent, cur = len(e_bar), 0
+    sides = pos[:, P_SIDE]  # a view: the open positions' sides as they are
     books = [_Book(m, policy, float(f)) for m, f in zip(markets, fee.tolist(), strict=True)]
     t, resume = 0, False
     chunk = n if progress is None else max(n // 200, 1)
@@ -629,7 +691,7 @@ def run_backtest(
         stop_at = min(n, t + chunk) if progress is not None else n
         got = int(walk(t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig, fund, fee,
                        can_liq, formula, worst, pos, acct, stats, exits, eq_curve, gross, stop_at,
-                       allow_add, cross))
+                       allow_add, cross, inverse))
         if got < 0:
             if stop_at >= n:
                 break
@@ -641,11 +703,10 @@ def run_backtest(
         # entries at the open of bar t: each one decided by core decide()
         while e_bar[cur] < t:  # the loop stops at every bar with an entry signal, in order
             cur += 1
-        flat = pos[:, P_SIDE].tolist()
+        flat = sides.tolist()
         i = cur
         while i < n_ent and e_bar[i] == t:
-            j, side, price, when = e_sym[i], e_side[i], e_px[i], e_when[i]
-            a, am, conf, tp_r = e_atr[i], e_mult[i], e_conf[i], e_tp[i]
+            j, side, price, a, am, conf, when, tp_r = e_sig[i]
             i += 1
             adding = flat[j] != 0.0
             if math.isnan(price) or (adding and not (allow_add and side * flat[j] > 0.0)):
@@ -655,16 +716,15 @@ def run_backtest(
             if not book.is_contract and side < 0:
                 skips["SPOT_NO_SHORT"] += 1
                 continue
-            account = view(t, pos, acct, flat)
+            account = view(t, pos, acct, flat, price)
             if adding:
                 account = view.holding(account, pos, j)
             if account.equity <= 0.0:
                 skips["NO_EQUITY"] += 1
                 continue
-            intent = make_intent(symbol=market.symbol, side=LONG if side > 0 else SHORT, price=price,
-                                 atr=a if a > 0 else None, atr_mult=am if am > 0 else None,
-                                 confidence=min(max(conf, 0.0), 1.0) if not math.isnan(conf)
-                                 else None, regime=regime, volatility=volatility, time=when)
+            intent = make_intent(symbol=market.symbol, side=LONG if side > 0 else SHORT,
+                                 price=price, atr=a, atr_mult=am, confidence=conf, regime=regime,
+                                 volatility=volatility, time=when)
             try:
                 d = decide(intent, account, market, policy)
             except InvalidInput as exc:  # e.g. an ATR stop below zero on a bad candle
@@ -682,7 +742,8 @@ def run_backtest(
             elif d.accepted:
                 tid = len(entered)
                 entered.append(book.open(pos, acct, exits, j, t, d, tp_r, tid, when,
-                                         panel.symbols[j], account.equity))
+                                         panel.symbols[j],
+                                         core_pos.settle_of(account.equity, price, inverse)))
                 view.entered(market.symbol, when)
                 flat[j] = side
             else:
@@ -695,15 +756,24 @@ def run_backtest(
         progress(n, n)
     return BacktestResult(policy, panel.symbols, tuple(syms), ts_arr, eq_curve, gross, equity,
                           ledger, skips, decisions, int(acct[A_LIQS]), panel.timeframe_ms,
-                          signals.name, records, int(acct[A_IGNORED]), warnings, adds)
+                          signals.name, records, int(acct[A_IGNORED]), warnings, adds, currency)
+
+
+def _or_none(values: F64, present: npt.NDArray[np.bool_]) -> list[float | None]:
+    """``values`` as a list of floats, None where not ``present``."""
+    if present.all():
+        return values.tolist()  # type: ignore[no-any-return]
+    return [v if ok else None for v, ok in zip(values.tolist(), present.tolist(), strict=True)]
 
 
 class _AccountView:
     """Builds the Account decide() sees at a bar's open (equity marked at the open prices),
     reusing the immutable symbol-record and last-entry maps while they are unchanged."""
 
-    def __init__(self, panel: Panel, syms: Sequence[str], stats: Any) -> None:
+    def __init__(self, panel: Panel, syms: Sequence[str], stats: Any, inverse: bool = False
+                 ) -> None:
         self.panel, self.syms, self.stats = panel, list(syms), stats
+        self.inverse = inverse  # coin-margined: the account's money is in the coin
         self._closed = -1.0  # trades closed when the symbol records were last built
         self._stats: Mapping[str, SymbolStats] = MappingProxyType({})
         self.last_at: dict[str, float] = {}
@@ -718,18 +788,25 @@ class _AccountView:
         collateral), the values an add is sized against; the marked view values it at the
         open."""
         sym = self.syms[j]
-        held = [Position(p.symbol, p.side, float(pos[j, P_NOTIONAL]), float(pos[j, P_COLL]),
+        entry = float(pos[j, P_ENTRY])
+        margin = core_pos.quote_of(float(pos[j, P_COLL]), entry, self.inverse)
+        held = [Position(p.symbol, p.side, float(pos[j, P_NOTIONAL]), margin,
                          p.maintenance_margin, p.unrealised_pnl, entry=float(pos[j, P_ENTRY]))
                 if p.symbol == sym else p for p in account.positions]
         return replace(account, positions=tuple(held))
 
-    def __call__(self, t: int, pos: F64, acct: F64, flat: list[float]) -> Account:
-        cash, peak, _, day_pnl, streak, closed = acct[:A_LIQS].tolist()
+    def __call__(self, t: int, pos: F64, acct: F64, flat: list[float], price: float = 1.0
+                 ) -> Account:
+        """The account at bar ``t``'s open, in quote (what ``decide()`` counts in): a
+        coin-margined account's coin valued at ``price``, the price of the entry's market."""
+        cash, peak, _, day_pnl, streak, closed = acct.tolist()[:A_LIQS]
         if closed != self._closed:  # a trade closed: the symbol records changed
             self._closed = closed
-            self._stats = MappingProxyType({sym: SymbolStats(n, w) for sym, (n, w)
+            self._stats = MappingProxyType({sym: make_stats(n, w) for sym, (n, w)
                                             in zip(self.syms, self.stats.tolist(), strict=True)
                                             if n})
+        if self.inverse:
+            cash, peak, day_pnl = cash * price, peak * price, day_pnl * price
         if any(flat):  # open positions, marked at this open
             positions, upnl = self._marked(t, pos, flat)
             equity = cash + upnl
@@ -740,7 +817,8 @@ class _AccountView:
                             symbol_stats=self._stats, last_trade_at=self._last)
 
     def _marked(self, t: int, pos: F64, flat: list[float]) -> tuple[tuple[Position, ...], float]:
-        """The open positions marked at bar ``t``'s open, and their unrealised PnL."""
+        """The open positions marked at bar ``t``'s open (in quote), and their unrealised PnL."""
+        inv = self.inverse
         positions = []
         upnl_total = 0.0
         for j, flag in enumerate(flat):
@@ -752,10 +830,12 @@ class _AccountView:
                 px = float(self.panel.mark[t - 1, j]) if t > 0 else entry
             upnl = core_pos.pnl(side > 0, notional, entry, px)
             upnl_total += upnl
-            now = core_pos.notional_of(qty, px, 1.0, False)
-            # maintenance of the notional at the open, as the loop's cross view values it
-            positions.append(Position(self.syms[j], LONG if side > 0 else SHORT, now, coll,
-                                      core_tiers.maintenance_margin(now, mmr, cum), upnl))
+            now = core_pos.notional_of(qty, px, 1.0, inv)
+            # maintenance of the notional at the open, as the loop's cross view values it (a
+            # coin-margined position's collateral and maintenance amount are coin: at the open)
+            mm = core_tiers.maintenance_margin(now, mmr, core_pos.quote_of(cum, px, inv))
+            positions.append(Position(self.syms[j], LONG if side > 0 else SHORT, now,
+                                      core_pos.quote_of(coll, px, inv), mm, upnl))
         return tuple(positions), upnl_total
 
 
@@ -768,20 +848,23 @@ class _Book:
         self.size = market.contract_size
         self.default_mmr = policy.leverage.default_mmr
         self.cross = policy.leverage.margin_mode == "cross" and market.is_contract
+        self.inverse = market.inverse  # money in the coin, valued at the fill price
 
     def open(self, pos: F64, acct: F64, exits: F64, j: int, t: int, d: Decision, tp_r: float,
              tid: int, when: float, candles: str, equity: float) -> tuple[Any, ...]:
         """Copy an accepted decision into the position arrays (no arithmetic of the size here)
         and return its ledger entry (:data:`ENTRY_KEYS`)."""
         side = 1.0 if d.side == LONG else -1.0
-        qty = float(d.amount) * self.size
+        inv, price = self.inverse, d.entry_price
+        # base units (a unit worth its price), or an inverse position's quote face value
+        qty = d.notional if inv else float(d.amount) * self.size
         mmr, cum, liq = 0.0, 0.0, math.nan
         if self.is_contract:
             # the decision's liquidation price as it is, and the rate and amount it used for the
             # recomputation after funding: no second tier lookup that could pick another bracket
             if d.maintenance_margin_rate is not None:
                 mmr = d.maintenance_margin_rate
-                cum = d.maintenance_amount or 0.0
+                cum = core_pos.settle_of(d.maintenance_amount or 0.0, price, inv)
             else:
                 mmr = self.default_mmr
             if d.liquidation_price is not None:
@@ -793,12 +876,15 @@ class _Book:
         if stop is not None and tp_r > 0:
             tp = entry + side * tp_r * abs(entry - stop)
         notional = d.notional
-        entry_fee = core_pos.fee_on(notional, self.fee)
+        # the fee and the isolated collateral in the settle currency (the coin at the fill)
+        entry_fee = core_pos.settle_of(core_pos.fee_on(notional, self.fee), price, inv)
         pos[j] = (side, qty, entry, notional, math.nan if stop is None else stop, tp,
-                  liq, d.margin, mmr, cum, 0.0, entry_fee, tid, t)
+                  liq, core_pos.settle_of(d.margin, price, inv), mmr, cum, 0.0, entry_fee, tid, t)
         acct[A_CASH] -= entry_fee
+        # margin and risk in the settle currency too (inverse: the decision's, in coin at entry)
         return (tid, d.policy, d.symbol, candles, d.side, t, when, entry, d.amount, qty,
-                notional, d.margin, d.leverage, d.risk, stop, None if math.isnan(tp) else tp,
+                notional, pos[j, P_COLL].item(), d.leverage,
+                core_pos.settle_of(d.risk, price, inv), stop, None if math.isnan(tp) else tp,
                 d.liquidation_price, entry_fee, equity, 0, d.reasons)
 
     def add(self, pos: F64, acct: F64, j: int, d: Decision, tp_r: float, row: dict[str, Any]
@@ -810,10 +896,11 @@ class _Book:
         n0, e0 = float(pos[j, P_NOTIONAL]), float(pos[j, P_ENTRY])
         notional = n0 + d.notional
         entry = core_pos.average_entry(n0, e0, d.notional, d.entry_price)
-        entry_fee = core_pos.fee_on(d.notional, self.fee)
-        pos[j, P_QTY] += float(d.amount) * self.size
+        inv = self.inverse
+        entry_fee = core_pos.settle_of(core_pos.fee_on(d.notional, self.fee), d.entry_price, inv)
+        pos[j, P_QTY] += d.notional if inv else float(d.amount) * self.size
         pos[j, P_ENTRY], pos[j, P_NOTIONAL] = entry, notional
-        pos[j, P_COLL] += d.margin
+        pos[j, P_COLL] += core_pos.settle_of(d.margin, d.entry_price, inv)
         pos[j, P_FEE_IN] += entry_fee
         acct[A_CASH] -= entry_fee
         stop = d.stop_price
@@ -825,17 +912,20 @@ class _Book:
             assert tier is not None  # default_mmr given
             mmr = tier.maintenance_margin_rate
             cum = core_pos.maintenance_amount_quote(self.market, tier, entry)
-            pos[j, P_MMR], pos[j, P_CUM] = mmr, cum
+            pos[j, P_MMR], pos[j, P_CUM] = mmr, core_pos.settle_of(cum, entry, inv)
             if self.cross:  # the whole account's: the loop values it at every bar
                 pos[j, P_LIQ] = math.nan if d.liquidation_price is None else d.liquidation_price
             else:
-                pos[j, P_LIQ] = core_liq.venue_liquidation_price(
-                    self.market.liquidation_formula[0], side > 0.0, False, entry, notional,
-                    float(pos[j, P_COLL]), mmr, cum, self.fee)
+                pos[j, P_LIQ] = core_liq.venue_liquidation_price(  # compiled: a plain bool
+                    self.market.liquidation_formula[0], bool(side > 0.0), inv, entry, notional,
+                    core_pos.quote_of(float(pos[j, P_COLL]), entry, inv), mmr, cum, self.fee)
         row.update(adds=row.get("adds", 0) + 1, entry_price=entry,
                    amount=str(Decimal(row["amount"]) + Decimal(d.amount)),
-                   qty=float(pos[j, P_QTY]), notional=notional, margin=float(pos[j, P_COLL]),
-                   risk=_merged_risk(d, row["risk"] + d.risk), stop_price=stop if stop is not None
+                   qty=float(pos[j, P_QTY]), notional=notional,
+                   margin=float(pos[j, P_COLL]),
+                   risk=core_pos.settle_of(_merged_risk(d, core_pos.quote_of(
+                       row["risk"], d.entry_price, inv) + d.risk), d.entry_price, inv),
+                   stop_price=stop if stop is not None
                    else row["stop_price"],
                    take_profit=None if math.isnan(pos[j, P_TP]) else float(pos[j, P_TP]),
                    liquidation_price=(float(pos[j, P_LIQ]) if self.is_contract

@@ -183,8 +183,15 @@ def _pct(v: float) -> str:
     return "-" if not math.isfinite(v) else f"{v * 100:.2f}%"
 
 
+def _money(v: float) -> str:
+    """Money in the backtest's currency: two decimals, four below 1 (a coin-margined
+    backtest counts in its coin: 0.8843 BTC)."""
+    return f"{v:,.2f}" if v == 0 or abs(v) >= 1 else f"{v:,.4f}"
+
+
 METRIC_ROWS: tuple[tuple[str, str, Any], ...] = (
-    ("final equity", "final_equity", lambda v: f"{v:,.2f}"),
+    ("currency", "currency", lambda v: v or "-"),
+    ("final equity", "final_equity", _money),
     ("total return", "total_return", _pct),
     ("CAGR", "cagr", _pct),
     ("max drawdown", "max_drawdown", _pct),
@@ -199,8 +206,8 @@ METRIC_ROWS: tuple[tuple[str, str, Any], ...] = (
     ("avg notional", "avg_notional", lambda v: f"{v:,.0f}"),
     ("avg exposure (gross / equity)", "avg_exposure", lambda v: f"{v:.2f}x"),
     ("max exposure", "max_exposure", lambda v: f"{v:.2f}x"),
-    ("fees", "fees", lambda v: f"{v:,.2f}"),
-    ("funding", "funding", lambda v: f"{v:,.2f}"),
+    ("fees", "fees", _money),
+    ("funding", "funding", _money),
     ("exits", "exits", lambda v: ", ".join(f"{k} {c}" for k, c in v.items()) or "-"),
     ("skips by reason", "skips", lambda v: ", ".join(f"{k} {c}" for k, c in v.items()) or "-"),
 )

@@ -56,6 +56,7 @@ def metrics(r: BacktestResult) -> dict[str, Any]:
     wins = sum(1 for x in nets if x > 0)
     return {
         "policy": r.name,
+        "currency": r.currency,  # of every amount of money below (the markets' settle currency)
         "final_equity": final,
         "total_return": growth - 1.0,
         "cagr": cagr,

@@ -218,7 +218,9 @@ def backtest(
     tp_r: Annotated[float | None, typer.Option(
         "--tp-r", help="Take-profit at this multiple of the stop distance.")] = None,
     long_only: Annotated[bool, typer.Option("--long-only", help="No short entries.")] = False,
-    equity: Annotated[float, typer.Option(help="Starting equity (quote currency).")] = 10_000.0,
+    equity: Annotated[float, typer.Option(
+        help="Starting equity, in the markets' settle currency (USDT; BTC for a coin-margined "
+        "market such as BTC/USD:BTC).")] = 10_000.0,
     funding: Annotated[float, typer.Option(
         help="Funding rate per 8h (0.0001 = 0.01%; longs pay when positive).")] = 0.0,
     intrabar: Annotated[str, typer.Option(

@@ -115,8 +115,35 @@ def decimal_step(step: float) -> Decimal:
     return Decimal(repr(step)).normalize()
 
 
+def decimal_units(step: Decimal) -> tuple[int, int]:
+    """``step`` as whole ``units`` of ``10^-places`` (0.001: (1, 3); 0.25: (25, 2); 1E+1:
+    (10, 0)), what :func:`format_lots` multiplies in integers."""
+    _, digits, exponent = step.as_tuple()
+    units = 0
+    for d in digits:
+        units = units * 10 + d
+    assert isinstance(exponent, int), f"a lot step is a finite decimal, not {step}"
+    if exponent >= 0:
+        return units * 10**exponent, 0
+    return units, -exponent
+
+
+def format_lots(lots: int, units: int, places: int) -> str:
+    """``lots x units x 10^-places`` as a plain decimal string with no exponent and no trailing
+    zeros, exact at any size (whole numbers only, no decimal context to round)."""
+    n = lots * units
+    if n == 0:
+        return "0"
+    text = str(abs(n))
+    if places > 0:
+        if len(text) <= places:
+            text = "0" * (places + 1 - len(text)) + text
+        whole, frac = text[:-places], text[-places:].rstrip("0")
+        text = whole + "." + frac if frac else whole
+    return "-" + text if n < 0 else text
+
+
 def format_amount(lots: int, step: Decimal) -> str:
     """``lots * step`` as a plain decimal string with no exponent and no trailing zeros."""
-    value = (Decimal(lots) * step).normalize()
-    text = format(value, "f")
-    return text if text != "-0" else "0"
+    units, places = decimal_units(step)
+    return format_lots(lots, units, places)

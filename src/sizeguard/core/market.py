@@ -16,7 +16,7 @@ from typing import Any
 
 from sizeguard.core import liquidation as liq
 from sizeguard.core.lots import DECIMAL_PLACES, TICK_SIZE, decimal_step, step_from_precision
-from sizeguard.core.position import notional_of
+from sizeguard.core.position import notional_of, tier_units_of
 from sizeguard.core.tiers import Tier, tiers_from_kraken_margin_levels
 from sizeguard.errors import InvalidInput, UnknownSymbol
 
@@ -102,7 +102,7 @@ class MarketRules:
 
     def tier_units(self, notional: float, price: float) -> float:
         """A quote notional in the units of this market's tier table."""
-        return notional / price if self.tiers_in_coin else notional
+        return tier_units_of(notional, price, self.tiers_in_coin)
 
     def to_dict(self) -> dict[str, Any]:
         """The market's rules as plain JSON data (absent maximums as None), tiers included."""

@@ -6,7 +6,8 @@ amount or divides by a leverage on its own.
 
 Money is in the quote (settle) currency. Two layers:
 
-* **float kernels** (:func:`notional_of`, :func:`margin_of`, :func:`pnl`, and
+* **float kernels** (:func:`notional_of`, :func:`margin_of`, :func:`pnl`, :func:`settle_of`
+  and :func:`quote_of` (quote to coin and back for inverse contracts), and
   :func:`maintenance_margin`, which lives with the tiers): plain
   floats and bools in, a float out, in the subset numba compiles, so the backtest loop runs
   the very same functions compiled;
@@ -63,6 +64,24 @@ def fee_on(notional: float, rate: float) -> float:
     return notional * rate
 
 
+def settle_of(quote_value: float, price: float, inverse: bool) -> float:
+    """A quote amount in the settle currency at ``price``: for an inverse contract the coin,
+    ``quote / price`` (its PnL, fees, margin and funding are paid in the coin: the quote
+    :func:`pnl` at the exit price divided by it is the coin PnL ``N x (1/entry - 1/exit)``);
+    otherwise the quote itself."""
+    if inverse:
+        return quote_value / price
+    return quote_value
+
+
+def quote_of(settle_value: float, price: float, inverse: bool) -> float:
+    """A settle-currency amount valued in quote at ``price``: the inverse of :func:`settle_of`
+    (coin x price for an inverse contract; the amount itself otherwise)."""
+    if inverse:
+        return settle_value * price
+    return settle_value
+
+
 def average_entry(notional_a: float, entry_a: float, notional_b: float, entry_b: float) -> float:
     """Entry price of two fills of one position merged (an add, or a fill in parts).
 
@@ -114,6 +133,18 @@ def realised_pnl(is_long: bool, notional: float, entry: float, exit_price: float
                  fee: float) -> float:
     """What closing at ``exit_price`` adds to equity: :func:`pnl` less the exit ``fee``."""
     return pnl(is_long, notional, entry, exit_price) - fee
+
+
+def amount_in_quote(amount: float, price: float, in_coin: bool) -> float:
+    """A tier table's amount (a maintenance amount) in quote: coin-margined tables count in
+    the settle coin, valued at ``price``; the others already count in quote."""
+    return amount * price if in_coin else amount
+
+
+def tier_units_of(notional_quote: float, price: float, in_coin: bool) -> float:
+    """A quote notional in the units of a tier table: coin at ``price`` for a table counted in
+    the settle coin (ccxt's coin-margined tables), else the quote notional itself."""
+    return notional_quote / price if in_coin else notional_quote
 
 
 # ----------------------------------------------------------------- market-aware helpers
@@ -185,9 +216,7 @@ def tier_at(market: MarketRules, notional_quote: float, price: float,
 def maintenance_amount_quote(market: MarketRules, tier: Tier, price: float) -> float:
     """The tier's maintenance amount in quote: a coin amount (coin-margined tables) is valued
     at ``price``."""
-    if market.tiers_in_coin:
-        return tier.maintenance_amount * price
-    return tier.maintenance_amount
+    return amount_in_quote(tier.maintenance_amount, price, market.tiers_in_coin)
 
 
 def position_maintenance(market: MarketRules, notional_quote: float, price: float,
@@ -207,8 +236,9 @@ def taker_fee(market: MarketRules, fallback: float) -> float:
 
 
 __all__ = [
-    "Opened", "amount_for", "amount_of_lots", "average_entry", "combined_liquidation", "fee_on",
-    "fixed_face", "maintenance_amount_quote", "maintenance_margin", "margin_of", "no_tier",
-    "notional", "notional_of", "opened", "pnl", "position_maintenance", "realised_pnl",
-    "risk_to_stop", "taker_fee", "tier_at",
+    "Opened", "amount_for", "amount_in_quote", "amount_of_lots", "average_entry",
+    "combined_liquidation", "fee_on", "fixed_face", "maintenance_amount_quote",
+    "maintenance_margin", "margin_of", "no_tier", "notional", "notional_of", "opened", "pnl",
+    "position_maintenance", "quote_of", "realised_pnl", "risk_to_stop", "settle_of",
+    "taker_fee", "tier_at", "tier_units_of",
 ]
