@@ -103,6 +103,7 @@ DAY_MS = 86_400_000
 # an entry's Intent and Account, built as their dataclass builds them, at half the cost
 make_intent = constructor(Intent)
 make_account = constructor(Account)
+make_stats = constructor(SymbolStats)
 
 
 
@@ -671,25 +672,35 @@ def run_backtest(
     ts_arr = panel.timestamp
     op, hi, lo, mark = panel.open, panel.high, panel.low, panel.mark
     entry_sig, exit_sig = signals.entry, signals.exit
-    # every entry signal gathered once into Python lists (bar order, then symbol order), so
-    # that an entry costs no array indexing: bar, symbol, side, open, ATR, multiple,
-    # confidence, take-profit R, time
+    # every entry signal gathered once (bar order, then symbol order) into a list of bars and
+    # a list of tuples, so that an entry costs no array indexing: symbol, side, open, the
+    # intent's ATR, multiple and confidence (None where absent), time, take-profit R
     flat_at = np.flatnonzero(entry_sig != 0)  # (a bool array's nonzero is the fast one)
     e_t, e_j = (flat_at, np.zeros_like(flat_at)) if k == 1 else np.divmod(flat_at, k)
-    e_bar, e_sym = e_t.tolist(), e_j.tolist()
-    e_side, e_px = entry_sig[e_t, e_j].tolist(), op[e_t, e_j].tolist()
-    e_atr, e_mult = signals.atr[e_t, e_j].tolist(), signals.atr_mult[e_t, e_j].tolist()
-    e_conf, e_tp = signals.confidence[e_t, e_j].tolist(), signals.tp_r[e_t, e_j].tolist()
-    e_when = (ts_arr[e_t] / 1000.0).tolist()
+    e_bar = e_t.tolist()
+    e_atr, e_mult = signals.atr[e_t, e_j], signals.atr_mult[e_t, e_j]
+    e_conf = np.clip(signals.confidence[e_t, e_j], 0.0, 1.0)
+    e_sig = list(zip(e_j.tolist(), entry_sig[e_t, e_j].tolist(), op[e_t, e_j].tolist(),
+                     _or_none(e_atr, e_atr > 0), _or_none(e_mult, e_mult > 0),
+                     _or_none(e_conf, ~np.isnan(e_conf)), (ts_arr[e_t] / 1000.0).tolist(),
+                     signals.tp_r[e_t, e_j].tolist(), strict=True))
     n_ent, cur = len(e_bar), 0
-    books = [_Book(m, policy, float(f)) for m, f in zip(markets, fee.tolist(), strict=True)]
+    sides = pos[:, P_SIDE]  # a view: the open positions' sides as they are
+    books = [_Book(m, policy, float(f), c)
+             for m, f, c in zip(markets, fee.tolist(), panel.symbols, strict=True)]
     t, resume = 0, False
     chunk = n if progress is None else max(n // 200, 1)
+    walk_on = walk
     while True:
         stop_at = min(n, t + chunk) if progress is not None else n
-        got = int(walk(t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig, fund, fee,
-                       can_liq, formula, worst, pos, acct, stats, exits, eq_curve, gross, stop_at,
-                       allow_add, cross, inverse))
+        got = int(walk_on(t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig, fund, fee,
+                          can_liq, formula, worst, pos, acct, stats, exits, eq_curve, gross,
+                          stop_at, allow_add, cross, inverse))
+        if walk_on is walk:  # every resume passes the same arrays: skip the type dispatch
+            walk_on = _compiled(walk, (t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig,
+                                       fund, fee, can_liq, formula, worst, pos, acct, stats,
+                                       exits, eq_curve, gross, stop_at, allow_add, cross,
+                                       inverse))
         if got < 0:
             if stop_at >= n:
                 break
@@ -701,17 +712,16 @@ def run_backtest(
         # entries at the open of bar t: each one decided by core decide()
         while e_bar[cur] < t:  # the loop stops at every bar with an entry signal, in order
             cur += 1
-        flat = pos[:, P_SIDE].tolist()
+        flat = sides.tolist()
         i = cur
         while i < n_ent and e_bar[i] == t:
-            j, side, price, when = e_sym[i], e_side[i], e_px[i], e_when[i]
-            a, am, conf, tp_r = e_atr[i], e_mult[i], e_conf[i], e_tp[i]
+            j, side, price, a, am, conf, when, tp_r = e_sig[i]
             i += 1
             adding = flat[j] != 0.0
             if math.isnan(price) or (adding and not (allow_add and side * flat[j] > 0.0)):
                 continue  # in position and not adding to it: counted by the loop
             book = books[j]
-            market = book.market
+            market, symbol = book.market, book.symbol
             if not book.is_contract and side < 0:
                 skips["SPOT_NO_SHORT"] += 1
                 continue
@@ -721,10 +731,9 @@ def run_backtest(
             if account.equity <= 0.0:
                 skips["NO_EQUITY"] += 1
                 continue
-            intent = make_intent(symbol=market.symbol, side=LONG if side > 0 else SHORT, price=price,
-                                 atr=a if a > 0 else None, atr_mult=am if am > 0 else None,
-                                 confidence=min(max(conf, 0.0), 1.0) if not math.isnan(conf)
-                                 else None, regime=regime, volatility=volatility, time=when)
+            intent = make_intent(symbol=symbol, side=LONG if side > 0 else SHORT,
+                                 price=price, atr=a, atr_mult=am, confidence=conf, regime=regime,
+                                 volatility=volatility, time=when)
             try:
                 d = decide(intent, account, market, policy)
             except InvalidInput as exc:  # e.g. an ATR stop below zero on a bad candle
@@ -734,22 +743,23 @@ def run_backtest(
                 continue
             decisions += 1
             tid = -1
-            if d.accepted and adding:
+            ok = d.accepted
+            if ok and adding:
                 tid = int(pos[j, P_TRADE])
                 book.add(pos, acct, j, d, tp_r, ledger.open_row(tid))
                 adds += 1
-                view.entered(market.symbol, when)
-            elif d.accepted:
+                view.entered(symbol, when)
+            elif ok:
                 tid = len(entered)
                 entered.append(book.open(pos, acct, exits, j, t, d, tp_r, tid, when,
-                                         panel.symbols[j],
+                                         book.candles,
                                          core_pos.settle_of(account.equity, price, inverse)))
-                view.entered(market.symbol, when)
+                view.entered(symbol, when)
                 flat[j] = side
             else:
                 skips[str(d.reasons[-1]) if d.reasons else "SKIPPED"] += 1
             if record:
-                records.append(EntryRecord(t, market.symbol, intent, account, d, tid))
+                records.append(EntryRecord(t, symbol, intent, account, d, tid))
         cur = i
         resume = True
     if progress is not None:
@@ -757,6 +767,23 @@ def run_backtest(
     return BacktestResult(policy, panel.symbols, tuple(syms), ts_arr, eq_curve, gross, equity,
                           ledger, skips, decisions, int(acct[A_LIQS]), panel.timeframe_ms,
                           signals.name, records, int(acct[A_IGNORED]), warnings, adds, currency)
+
+
+def _compiled(fn: Any, args: tuple[Any, ...]) -> Any:
+    """The machine code numba compiled for ``fn`` on these arguments' types, called without
+    the dispatcher's per-call type resolution (about half of a resume's cost with the loop's
+    24 arguments); the dispatcher itself when it has no such overload."""
+    try:
+        return fn.get_overload(tuple(fn.typeof_pyval(a) for a in args))
+    except (KeyError, AttributeError):  # pragma: no cover - another numba: dispatch as usual
+        return fn
+
+
+def _or_none(values: F64, present: npt.NDArray[np.bool_]) -> list[float | None]:
+    """``values`` as a list of floats, None where not ``present``."""
+    if present.all():
+        return values.tolist()  # type: ignore[no-any-return]
+    return [v if ok else None for v, ok in zip(values.tolist(), present.tolist(), strict=True)]
 
 
 class _AccountView:
@@ -792,10 +819,10 @@ class _AccountView:
                  ) -> Account:
         """The account at bar ``t``'s open, in quote (what ``decide()`` counts in): a
         coin-margined account's coin valued at ``price``, the price of the entry's market."""
-        cash, peak, _, day_pnl, streak, closed = acct[:A_LIQS].tolist()
+        cash, peak, _, day_pnl, streak, closed = acct.tolist()[:A_LIQS]
         if closed != self._closed:  # a trade closed: the symbol records changed
             self._closed = closed
-            self._stats = MappingProxyType({sym: SymbolStats(n, w) for sym, (n, w)
+            self._stats = MappingProxyType({sym: make_stats(n, w) for sym, (n, w)
                                             in zip(self.syms, self.stats.tolist(), strict=True)
                                             if n})
         if self.inverse:
@@ -836,8 +863,10 @@ class _Book:
     """One market's constants for the entries: what copying a decision into the position
     arrays needs, prepared once per backtest instead of once per entry."""
 
-    def __init__(self, market: MarketRules, policy: Policy, fee: float) -> None:
+    def __init__(self, market: MarketRules, policy: Policy, fee: float, candles: str = ""
+                 ) -> None:
         self.market, self.fee, self.is_contract = market, fee, market.is_contract
+        self.symbol, self.candles = market.symbol, candles  # the market's and its candles' names
         self.size = market.contract_size
         self.default_mmr = policy.leverage.default_mmr
         self.cross = policy.leverage.margin_mode == "cross" and market.is_contract
@@ -847,38 +876,37 @@ class _Book:
              tid: int, when: float, candles: str, equity: float) -> tuple[Any, ...]:
         """Copy an accepted decision into the position arrays (no arithmetic of the size here)
         and return its ledger entry (:data:`ENTRY_KEYS`)."""
+        settle, inv = core_pos.settle_of, self.inverse
+        entry, notional, stop, liq_at = d.entry_price, d.notional, d.stop_price, d.liquidation_price
         side = 1.0 if d.side == LONG else -1.0
-        inv, price = self.inverse, d.entry_price
         # base units (a unit worth its price), or an inverse position's quote face value
-        qty = d.notional if inv else float(d.amount) * self.size
+        qty = notional if inv else float(d.amount) * self.size
         mmr, cum, liq = 0.0, 0.0, math.nan
         if self.is_contract:
             # the decision's liquidation price as it is, and the rate and amount it used for the
             # recomputation after funding: no second tier lookup that could pick another bracket
-            if d.maintenance_margin_rate is not None:
-                mmr = d.maintenance_margin_rate
-                cum = core_pos.settle_of(d.maintenance_amount or 0.0, price, inv)
+            rate = d.maintenance_margin_rate
+            if rate is not None:
+                mmr = rate
+                cum = settle(d.maintenance_amount or 0.0, entry, inv)
             else:
                 mmr = self.default_mmr
-            if d.liquidation_price is not None:
-                liq = d.liquidation_price
+            if liq_at is not None:
+                liq = liq_at
                 exits[tid, X_LIQ0] = liq
-        stop = d.stop_price
         tp = math.nan
-        entry = d.entry_price
         if stop is not None and tp_r > 0:
             tp = entry + side * tp_r * abs(entry - stop)
-        notional = d.notional
         # the fee and the isolated collateral in the settle currency (the coin at the fill)
-        entry_fee = core_pos.settle_of(core_pos.fee_on(notional, self.fee), price, inv)
-        pos[j] = (side, qty, entry, notional, math.nan if stop is None else stop, tp,
-                  liq, core_pos.settle_of(d.margin, price, inv), mmr, cum, 0.0, entry_fee, tid, t)
+        entry_fee = settle(core_pos.fee_on(notional, self.fee), entry, inv)
+        margin = settle(d.margin, entry, inv)
+        pos[j] = (side, qty, entry, notional, math.nan if stop is None else stop, tp, liq, margin,
+                  mmr, cum, 0.0, entry_fee, tid, t)
         acct[A_CASH] -= entry_fee
         # margin and risk in the settle currency too (inverse: the decision's, in coin at entry)
         return (tid, d.policy, d.symbol, candles, d.side, t, when, entry, d.amount, qty,
-                notional, pos[j, P_COLL].item(), d.leverage,
-                core_pos.settle_of(d.risk, price, inv), stop, None if math.isnan(tp) else tp,
-                d.liquidation_price, entry_fee, equity, 0, d.reasons)
+                notional, margin, d.leverage, settle(d.risk, entry, inv), stop,
+                None if math.isnan(tp) else tp, liq_at, entry_fee, equity, 0, d.reasons)
 
     def add(self, pos: F64, acct: F64, j: int, d: Decision, tp_r: float, row: dict[str, Any]
             ) -> None:

@@ -45,10 +45,34 @@ def _named(table: Mapping[str, float], name: str | None, field: str) -> float:
     return table[key]
 
 
-def adjust(base: float, a: Adjust, intent: Intent, account: Account, *, clamp: bool = True
-           ) -> tuple[float, list[tuple[str, float]]]:
-    """The adjusted base and each multiplier that applied (for the trace). ``clamp=False`` for
+class AdjustView:
+    """An :class:`Adjust`'s values, read once (the policy is frozen; ``core.decide.PolicyView``
+    keeps one per policy object)."""
+
+    def __init__(self, a: Adjust) -> None:
+        self.adjust = a
+        self.min = a.min
+        self.max = a.max
+        self.confidence = a.confidence
+        self.regime = a.regime
+        self.volatility = a.volatility
+        self.win_rate = a.win_rate
+        self.win_rate_min_trades = a.win_rate_min_trades
+        self.losing_streak = a.losing_streak
+        self.drawdown = a.drawdown
+
+
+# The names of the values adjust returns, in order (the trace's ``adjust`` step).
+ADJUST_KEYS = ("base", "regime", "volatility", "confidence", "before_clamp", "clamped",
+               "symbol_performance", "losing_streak", "drawdown", "adjusted")
+
+
+def adjust(base: float, adjust: Adjust | AdjustView, intent: Intent, account: Account, *,
+           clamp: bool = True) -> tuple[float, tuple[float, ...]]:
+    """The adjusted base and the values :data:`ADJUST_KEYS` names (for the trace): the base,
+    each multiplier, the value before and after the clamp, and the result. ``clamp=False`` for
     a base in money: ``a.min``/``a.max`` bound fractions only (see :class:`Adjust`)."""
+    a = adjust if isinstance(adjust, AdjustView) else AdjustView(adjust)
     regime = _named(a.regime, intent.regime, "regime")
     vol = _named(a.volatility, intent.volatility, "volatility")
     conf = at_least(a.confidence, intent.confidence) if intent.confidence is not None else 1.0
@@ -58,14 +82,13 @@ def adjust(base: float, a: Adjust, intent: Intent, account: Account, *, clamp: b
         clamped = a.min
     if clamp and a.max > 0 and clamped > a.max:
         clamped = a.max
-    stats = account.symbol_stats.get(intent.symbol)
     perf = 1.0
-    if stats is not None and stats.trades >= a.win_rate_min_trades:
-        perf = below(a.win_rate, stats.win_rate)
+    if a.win_rate:  # an empty table is 1 whatever the record
+        stats = account.symbol_stats.get(intent.symbol)
+        if stats is not None and stats.trades >= a.win_rate_min_trades:
+            perf = below(a.win_rate, stats.win_rate)
     streak = at_least(a.losing_streak, float(account.losing_streak))
-    dd = at_least(a.drawdown, account.drawdown)
+    dd = at_least(a.drawdown, account.drawdown) if a.drawdown else 1.0
     out = clamped * perf * streak * dd
-    steps = [("base", base), ("regime", regime), ("volatility", vol), ("confidence", conf),
-             ("before_clamp", value), ("clamped", clamped), ("symbol_performance", perf),
-             ("losing_streak", streak), ("drawdown", dd), ("adjusted", out)]
-    return out, steps
+    return out, (base, regime, vol, conf, value, clamped, perf, streak, dd, out)
+

@@ -23,10 +23,10 @@ from typing import Any, NamedTuple
 from sizeguard.core import liquidation as liq
 from sizeguard.core import position
 from sizeguard.core.account import Account
-from sizeguard.core.adjust import adjust
+from sizeguard.core.adjust import ADJUST_KEYS, AdjustView, adjust
 from sizeguard.core.decision import Decision, Reason, Status, TraceStep
 from sizeguard.core.intent import LONG, SHORT, Intent
-from sizeguard.core.limits import gate, margin_budget, notional_caps
+from sizeguard.core.limits import Cap, LimitsView, gate, margin_budget, notional_caps
 from sizeguard.core.lots import ceil_lots, decimal_units, floor_lots, format_lots
 from sizeguard.core.market import MarketRules
 from sizeguard.core.models import (
@@ -121,16 +121,17 @@ def _validate_account(account: Account) -> None:
 
 def _validate_stop(intent: Intent) -> None:
     i: Any = intent  # as sent (see validate)
-    given = [n for n in ("stop", "stop_pct", "stop_roe") if getattr(i, n) is not None]
-    if len(given) > 1:
+    stop, pct, roe = i.stop, i.stop_pct, i.stop_roe
+    if (stop is not None) + (pct is not None) + (roe is not None) > 1:
+        given = [n for n in ("stop", "stop_pct", "stop_roe") if getattr(i, n) is not None]
         raise InvalidInput(given[1], getattr(i, given[1]),
                            f"give the stop one way only (also got {given[0]})")
-    _finite("stop", i.stop)
-    _finite("stop_pct", i.stop_pct)
-    _finite("stop_roe", i.stop_roe)
-    if i.stop_pct is not None and i.stop_pct >= 100:
-        raise InvalidInput("stop_pct", i.stop_pct, "must be below 100 (percent of entry)")
-    if i.stop is not None:
+    _finite("stop", stop)
+    _finite("stop_pct", pct)
+    _finite("stop_roe", roe)
+    if pct is not None and pct >= 100:
+        raise InvalidInput("stop_pct", pct, "must be below 100 (percent of entry)")
+    if stop is not None:
         if i.is_long and i.stop >= i.price:
             raise InvalidInput("stop", i.stop, f"a long's stop must be below entry {i.price}")
         if not i.is_long and i.stop <= i.price:
@@ -221,10 +222,10 @@ class PolicyView:
         self.margin_model = s.model in MARGIN_MODELS
         self.atr_mult = p.stop.atr_mult
         self.default_pct = p.stop.default_pct
-        self.adjust = p.adjust
+        self.adjust = AdjustView(p.adjust)
         self.adjust_min = p.adjust.min
         self.adjust_max = p.adjust.max
-        self.limits = p.limits
+        self.limits = LimitsView(p.limits)
         self.min_notional = p.limits.min_notional
         self.default_min_cost = p.limits.default_min_cost
         self.policy_min_cost = p.limits.min_cost
@@ -281,8 +282,9 @@ class Context:
     """
 
     __slots__ = ("_last_tier", "account", "buffer", "coin_tiers", "cross", "default_tier", "fee",
-                 "fee_rt", "formula", "formula_known", "intent", "inverse", "is_contract",
-                 "is_long", "m", "market", "mb", "p", "policy", "price", "sign", "symbol", "unit")
+                 "fee_rt", "formula", "formula_known", "held", "held_known", "intent", "inverse",
+                 "is_contract", "is_long", "m", "market", "mb", "p", "policy", "price", "sign",
+                 "symbol", "unit")
 
     def __init__(self, intent: Intent, account: Account, market: MarketRules, policy: Policy):
         self.intent, self.account, self.market, self.policy = intent, account, market, policy
@@ -308,6 +310,8 @@ class Context:
         self._last_tier: TierRow | None = None  # step 7 asks about the same few notionals often
         # the venue's liquidation formula (Binance's, assumed, for a venue we know none of)
         self.formula, self.formula_known = m.formula, m.formula_known
+        self.held: Held | None = None  # the position an add joins (held_position), found once
+        self.held_known = False
 
     def tier_for(self, notional: float) -> TierRow:
         """The tier of a position of ``notional`` (quote) at the entry price."""
@@ -446,7 +450,7 @@ class Sizing:
         self.budget = NO_BUDGET
         self.notional = 0.0
         self.leverage = 1.0
-        self.caps: list[tuple[float, Reason, str]] = []
+        self.caps: list[Cap] = []
         self.tier: TierRow | None = None
         self.formatted = (-1, "")  # lots and their amount string, formatted once
 
@@ -455,7 +459,7 @@ class Sizing:
         return self.budget.kind == MARGIN
 
     def static_cap(self) -> float:
-        return min((max(c, 0.0) for c, _, _ in self.caps), default=math.inf)
+        return min((max(c.notional, 0.0) for c in self.caps), default=math.inf)
 
 
 class Log:
@@ -467,11 +471,16 @@ class Log:
         self.reasons: list[Reason] = []
         self.trace: list[TraceStep] = []
 
-    def step(self, name: str, values: Values = (), bound: Reason | None = None,
-             note: str | None = None) -> None:
-        # tuple.__new__ skips the named tuple's Python-level __new__ (a dozen steps a decision)
-        self.trace.append(tuple.__new__(TraceStep, (name, values, None if bound is None
-                                                    else str(bound), note)))
+    def step(self, name: str, keys: tuple[str, ...] = (), values: tuple[Any, ...] = (),
+             bound: Reason | None = None, note: str | None = None) -> None:
+        """Record a step: its value names (a constant tuple) and its values, in the same order
+        (the trace's (name, value) pairs are built only when read: TraceStep)."""
+        self.trace.append(TraceStep(name, (), None if bound is None else str(bound), note,
+                                    keys=keys, recorded=values))
+
+    def step_pairs(self, name: str, pairs: Values, bound: Reason | None = None) -> None:
+        """Record a step whose values come as (name, value) pairs."""
+        self.trace.append(TraceStep(name, pairs, None if bound is None else str(bound)))
 
     def reason(self, code: Reason) -> None:
         if code not in self.reasons:
@@ -537,7 +546,8 @@ def resolve_stop(ctx: Context, log: Log, planned_lev: float) -> Stop | None:
     if price <= 0 or (is_long and price >= entry) or (not is_long and price <= entry):
         raise InvalidInput("stop", price, f"the stop ({how}) lies on the wrong side of entry {entry}")
     dist = abs(entry - price) / entry
-    log.step("stop", (("stop_price", price), ("distance_pct", dist * 100), ("source", how)))
+    log.step("stop", ("stop_price", "distance_pct", "source"),
+             (price, dist * 100, how))
     return Stop(price, dist, how)
 
 
@@ -574,8 +584,8 @@ def base_size(ctx: Context, log: Log, stop: Stop | None) -> float | None:
             stats = ctx.account.symbol_stats.get(ctx.symbol)
             w = stats.win_rate if stats is not None and stats.trades >= s.min_trades else s.win_rate
             full = kelly_fraction(w, s.payoff)
-            log.step("kelly", (("win_rate", w), ("payoff", s.payoff), ("full_kelly", full),
-                               ("fraction", s.kelly_fraction)))
+            log.step("kelly", ("win_rate", "payoff", "full_kelly", "fraction"),
+                     (w, s.payoff, full, s.kelly_fraction))
             if full <= 0:
                 return None
             base = full * s.kelly_fraction
@@ -584,7 +594,8 @@ def base_size(ctx: Context, log: Log, stop: Stop | None) -> float | None:
         if i.atr is None:
             raise InvalidInput("atr", None, "the volatility_target model needs atr")
         base, unit = s.target_volatility, "target volatility fraction"
-    log.step("base_size", (("model", model), ("base", base), ("unit", unit)))
+    log.step("base_size", ("model", "base", "unit"),
+             (model, base, unit))
     return base
 
 
@@ -598,7 +609,7 @@ def adjusted(ctx: Context, log: Log, base: float) -> float:
     if money and (p.adjust_min > 0 or p.adjust_max > 0):
         note = (f"adjust.min/max ({p.adjust_min:g}, {p.adjust_max:g}) bound fractions; {model} sizes money, "
                 "so they are not applied (limits.max_margin / max_notional bound money)")
-    log.step("adjust", tuple(mults), note=note)
+    log.step("adjust", ADJUST_KEYS, mults, note=note)
     return value
 
 
@@ -610,26 +621,30 @@ def to_notional(ctx: Context, log: Log, sz: Sizing, value: float, lev0: float) -
         balance = a.equity if s.balance == "equity" else a.available_margin
         margin = value if model == "fixed_margin" else balance * value
         sz.budget, sz.notional = Budget(MARGIN, margin), margin * lev0
-        log.step("notional", (("margin", margin), ("leverage", lev0), ("notional", sz.notional)),
+        log.step("notional", ("margin", "leverage", "notional"),
+                 (margin, lev0, sz.notional),
                  note="margin x leverage")
     elif model == "fixed_notional":
         sz.budget, sz.notional = Budget(NOTIONAL, value), value
-        log.step("notional", (("notional", value),))
+        log.step("notional", ("notional",),
+                 (value,))
     elif model in ("risk", "kelly"):
         assert sz.stop is not None
         fee_in_risk = ctx.fee_to_stop(sz.stop.distance)
         risk_money = a.equity * value
         sz.budget = Budget(RISK, risk_money)
         sz.notional = notional_from_risk(risk_money, sz.stop.distance, fee_in_risk)
-        log.step("notional", (("risk_money", risk_money), ("stop_distance_pct", sz.stop.distance * 100),
-                              ("fee_round_trip_pct", fee_in_risk * 100), ("notional", sz.notional)),
+        log.step("notional", ("risk_money", "stop_distance_pct", "fee_round_trip_pct", "notional"),
+                 (risk_money, sz.stop.distance * 100, fee_in_risk * 100,
+                  sz.notional),
                  note="risk / (stop distance + entry fee + exit fee at the stop)")
     else:
         assert i.atr is not None
         vol = i.atr / ctx.price
         sz.notional = notional_for_volatility(a.equity, value, vol)
         sz.budget = Budget(NOTIONAL, sz.notional)
-        log.step("notional", (("asset_volatility_pct", vol * 100), ("notional", sz.notional)),
+        log.step("notional", ("asset_volatility_pct", "notional"),
+                 (vol * 100, sz.notional),
                  note="equity x target / (ATR / price)")
 
 
@@ -644,23 +659,25 @@ def apply_limits(ctx: Context, log: Log, sz: Sizing, lev0: float) -> Reason | No
         top = m.top_notional
         if math.isfinite(top):
             unit = ctx.price if ctx.coin_tiers else 1.0
-            sz.caps.append((top * unit * (1 - FLOAT_SLACK), Reason.CAPPED_TIER_NOTIONAL,
-                            "top of the exchange's leverage tiers"))
+            sz.caps.append(Cap(top * unit * (1 - FLOAT_SLACK), Reason.CAPPED_TIER_NOTIONAL,
+                               "top of the exchange's leverage tiers"))
     before = sz.notional
-    for cap, code, what in sz.caps:
-        if sz.notional > cap:
-            sz.notional = max(cap, 0.0)
-            log.reason(code)
-            log.step("limit", (("notional", sz.notional),), bound=code, note=what)
+    for cap in sz.caps:
+        if sz.notional > cap.notional:
+            sz.notional = max(cap.notional, 0.0)
+            log.reason(cap.code)
+            log.step("limit", ("notional",), (sz.notional,), bound=cap.code, note=cap.note)
     mb = ctx.mb
     mcap, mcode = mb.cap(lev0, ctx.fee)
     if sz.notional > mcap and mcode is not None:
         sz.notional = mcap
         log.reason(mcode)
-        log.step("limit", (("leverage", lev0), ("notional", sz.notional)), bound=mcode,
+        log.step("limit", ("leverage", "notional"),
+                 (lev0, sz.notional), bound=mcode,
                  note=f"margin budget {mb.smallest:g} (per trade {mb.per_trade:g}, "
                       f"utilisation room {mb.utilisation_room:g}, available {mb.available:g})")
-    log.step("limits", (("notional_before", before), ("notional", sz.notional)))
+    log.step("limits", ("notional_before", "notional"),
+             (before, sz.notional))
     if sz.notional <= 0:
         return log.reasons[-1] if log.reasons else Reason.ZERO_SIZE
     return None
@@ -678,6 +695,14 @@ class Held(NamedTuple):
 
 
 def held_position(ctx: Context) -> Held | None:
+    """What the intent adds to, or None when it opens a new position (found once: steps 5b,
+    7b and 8b all ask)."""
+    if not ctx.held_known:
+        ctx.held, ctx.held_known = _held_position(ctx), True
+    return ctx.held
+
+
+def _held_position(ctx: Context) -> Held | None:
     """What the intent adds to, or None when it opens a new position."""
     account = ctx.account
     if not account.has_position(ctx.symbol):
@@ -716,10 +741,10 @@ def add_within_risk(ctx: Context, log: Log, sz: Sizing) -> Reason | None:
     room = sz.budget.money - max(held_risk, 0.0)
     cap = max(notional_from_risk(room, sz.stop.distance, ctx.fee_to_stop(sz.stop.distance)), 0.0)
     bound = Reason.ADD_CAPPED_BY_RISK if sz.notional > cap else None
-    log.step("add", (("held_notional", held.notional), ("held_entry", held.entry),
-                     ("held_risk", held_risk), ("risk_budget", sz.budget.money),
-                     ("risk_room", room), ("notional_before", sz.notional),
-                     ("notional", min(sz.notional, cap))), bound=bound,
+    log.step("add", ("held_notional", "held_entry", "held_risk", "risk_budget", "risk_room",
+                     "notional_before", "notional"),
+             (held.notional, held.entry, held_risk, sz.budget.money, room, sz.notional,
+              min(sz.notional, cap)), bound=bound,
              note=None if held.entry_known else "held entry unknown: valued at this price")
     sz.budget = Budget(RISK, max(room, 0.0))
     if bound is None:
@@ -762,8 +787,8 @@ def guard_add(ctx: Context, log: Log, sz: Sizing) -> Reason | None:
     else:
         sz.notional = 0.0
     log.reason(Reason.ADD_CAPPED_BY_LIQUIDATION)
-    log.step("add_liquidation", (("notional_before", before), ("notional", sz.notional),
-                                 ("leverage", sz.leverage)),
+    log.step("add_liquidation", ("notional_before", "notional", "leverage"),
+             (before, sz.notional, sz.leverage),
              bound=Reason.ADD_CAPPED_BY_LIQUIDATION,
              note="the merged position's liquidation came before the stop plus the buffer")
     return Reason.ADD_CAPPED_BY_LIQUIDATION if sz.notional <= 0 else None
@@ -798,7 +823,7 @@ def report_add(ctx: Context, log: Log, sz: Sizing, lots: int) -> Reason | None:
             tier.maintenance_margin_rate, ctx.cum_quote(tier), ctx.formula, ctx.fee)))
         unsafe = (stop is not None and ctx.p.guard_on
                   and not _add_is_safe(ctx, held, stop, add_n, sz.leverage))
-    log.step("position_after_add", tuple(values),
+    log.step_pairs("position_after_add", tuple(values),
              bound=Reason.ADD_CAPPED_BY_LIQUIDATION if unsafe else None)
     return Reason.ADD_CAPPED_BY_LIQUIDATION if unsafe else None
 
@@ -811,7 +836,8 @@ def choose_leverage(ctx: Context, log: Log, sz: Sizing, lev0: float) -> Reason |
     across a tier boundary."""
     if not ctx.is_contract:
         sz.leverage = 1.0
-        log.step("leverage", (("leverage", 1.0),), note="spot: no leverage")
+        log.step("leverage", ("leverage",),
+                 (1.0,), note="spot: no leverage")
         return None
     p = ctx.p
     guarded = sz.stop is not None and p.guard_on
@@ -848,10 +874,10 @@ def choose_leverage(ctx: Context, log: Log, sz: Sizing, lev0: float) -> Reason |
         lev = min(lev, ctx.tier_for(sz.notional).max_leverage)
     sz.leverage = lev
     t = sz.tier = ctx.tier_for(sz.notional)
-    log.step("leverage", (("leverage", lev), ("mode", p.lev_mode), ("tier", t.tier),
-                          ("tier_max_leverage", t.max_leverage),
-                          ("maintenance_margin_rate", t.maintenance_margin_rate),
-                          ("notional", sz.notional), ("margin", sz.notional / lev)))
+    log.step("leverage", ("leverage", "mode", "tier", "tier_max_leverage", "maintenance_margin_rate",
+                          "notional", "margin"),
+             (lev, p.lev_mode, t.tier, t.max_leverage, t.maintenance_margin_rate, sz.notional,
+              sz.notional / lev))
     return None
 
 
@@ -891,9 +917,9 @@ def _guard_isolated(ctx: Context, log: Log, sz: Sizing, lev: float, margin_kept:
         return lev, False, None
     liq_now = ctx.liquidation(sz.notional, sz.notional / lev, ctx.tier_for(sz.notional))[0]
     if guard == "refuse" or safe < 1:
-        log.step("liquidation_guard", (("leverage", lev), ("liquidation_price", liq_now),
-                                       ("stop_price", sz.stop.price), ("safe_leverage", safe),
-                                       ("required_distance_pct", need * 100)),
+        log.step("liquidation_guard", ("leverage", "liquidation_price", "stop_price", "safe_leverage",
+                                       "required_distance_pct"),
+                 (lev, liq_now, sz.stop.price, safe, need * 100),
                  bound=Reason.STOP_BEYOND_LIQUIDATION,
                  note="refused" if guard == "refuse" else "not even 1x is safe")
         return lev, False, Reason.STOP_BEYOND_LIQUIDATION
@@ -914,10 +940,10 @@ def _guard_isolated(ctx: Context, log: Log, sz: Sizing, lev: float, margin_kept:
         log.reason(Reason.SHRUNK_FOR_LIQUIDATION)
         if p.lev_mode == "fixed":
             lev = _take_back(ctx, sz, lev, old, before, kept, need)
-    log.step("liquidation_guard", (("leverage_before", old), ("liquidation_price_before", liq_now),
-                                   ("stop_price", sz.stop.price), ("leverage", lev),
-                                   ("required_distance_pct", need * 100), ("notional_before", before),
-                                   ("notional", sz.notional), ("mode", guard)),
+    log.step("liquidation_guard", ("leverage_before", "liquidation_price_before", "stop_price", "leverage",
+                                   "required_distance_pct", "notional_before", "notional", "mode"),
+             (old, liq_now, sz.stop.price, lev, need * 100, before, sz.notional,
+              guard),
              bound=Reason.LEVERAGE_LOWERED_FOR_LIQUIDATION, note="liquidation came before the stop")
     return lev, True, None
 
@@ -932,14 +958,14 @@ def _guard_cross(ctx: Context, log: Log, sz: Sizing) -> tuple[bool, Reason | Non
     if sz.notional <= cap * (1 + FLOAT_SLACK):
         return False, None
     if guard == "refuse" or cap <= 0:
-        log.step("liquidation_guard", (("notional", sz.notional), ("safe_notional", cap),
-                                       ("collateral", ctx.cross_collateral()),
-                                       ("required_distance_pct", need * 100)),
+        log.step("liquidation_guard", ("notional", "safe_notional", "collateral", "required_distance_pct"),
+                 (sz.notional, cap, ctx.cross_collateral(), need * 100),
                  bound=Reason.STOP_BEYOND_LIQUIDATION,
                  note="cross margin: refused" if guard == "refuse"
                  else "cross margin: the account cannot carry any position")
         return False, Reason.STOP_BEYOND_LIQUIDATION
-    log.step("liquidation_guard", (("notional_before", sz.notional), ("notional", cap), ("mode", guard)),
+    log.step("liquidation_guard", ("notional_before", "notional", "mode"),
+             (sz.notional, cap, guard),
              bound=Reason.SHRUNK_FOR_LIQUIDATION,
              note="cross margin: only a smaller position moves liquidation")
     sz.notional = cap
@@ -970,8 +996,8 @@ def _pick_tier(ctx: Context, log: Log, sz: Sizing, lev0: float, margin_kept: flo
         return lev0
     if best_n < sz.notional * (1 - SAFETY_SLACK) and top_bound:
         log.reason(Reason.CAPPED_TIER_NOTIONAL)
-        log.step("tier", (("notional_before", sz.notional), ("notional", best_n),
-                          ("leverage", best_lev)),
+        log.step("tier", ("notional_before", "notional", "leverage"),
+                 (sz.notional, best_n, best_lev),
                  bound=Reason.CAPPED_TIER_NOTIONAL,
                  note="kept under a tier ceiling: the next tier's lower max leverage would "
                       "need more margin than the budget has")
@@ -1064,11 +1090,10 @@ def exchange_rules(ctx: Context, log: Log, sz: Sizing) -> tuple[int, Reason | No
     min_cost, cost_src = _min_cost(ctx)
     short, need = _shortfall(ctx, lots, min_amount, min_cost)
     sz.formatted = (lots, format_lots(lots, m.step_units, m.step_places))
-    log.step("exchange_rules", (("quantity", qty), ("lot_step", step), ("lots", lots),
-                                ("amount", sz.formatted[1]),
-                                ("min_amount", min_amount), ("min_cost", min_cost),
-                                ("min_cost_source", cost_src), ("max_amount", max_amount),
-                                ("max_amount_source", max_source)))
+    log.step("exchange_rules", ("quantity", "lot_step", "lots", "amount", "min_amount", "min_cost",
+                                "min_cost_source", "max_amount", "max_amount_source"),
+             (qty, step, lots, sz.formatted[1], min_amount, min_cost, cost_src, max_amount,
+              max_source))
     if not short:
         return lots, None
     if ctx.p.below_minimum == "raise" and _raise_to_minimum(
@@ -1133,7 +1158,8 @@ def _raise_to_minimum(ctx: Context, log: Log, sz: Sizing, need: int, max_amount:
     ok, why = _can_raise(ctx, sz, need)
     if ok and (need * step > max_amount * (1 + FLOAT_SLACK) or need * step * unit > ctx.m.max_cost):
         ok, why = False, "the exchange's maximum amount or cost would be broken"
-    log.step("raise_to_minimum", (("lots", need), ("ok", ok)), note=why)
+    log.step("raise_to_minimum", ("lots", "ok"),
+             (need, ok), note=why)
     if ok:
         log.reason(Reason.RAISED_TO_MINIMUM)
     return ok
@@ -1216,9 +1242,10 @@ def finish(ctx: Context, log: Log, sz: Sizing, lots: int, skip: Reason | None) -
     else:
         risk, basis = notional + fees, "notional"
     status = Status.SKIPPED if skip is not None else Status.ACCEPTED
-    log.step("decision", (("status", str(status)), ("amount", amount), ("notional", notional),
-                          ("margin", margin), ("leverage", lev), ("risk", risk), ("fees", fees),
-                          ("liquidation_price", liq_price)))
+    log.step("decision", ("status", "amount", "notional", "margin", "leverage", "risk", "fees",
+                          "liquidation_price"),
+             (str(status), amount, notional, margin, lev, risk, fees,
+              liq_price))
     # a skipped decision has no liquidation: it reports the tier step 7 settled on, if any
     tier = liq_tier if liq_tier is not None else entry_tier
     numbered = ctx.is_contract and m.has_tiers
@@ -1257,13 +1284,13 @@ def _liquidation(ctx: Context, log: Log, stop: Stop | None, notional: float, mar
         venue = ctx.m.exchange or "a market naming no exchange"
         note = f"no published liquidation formula known for {venue}: {name} assumed"
         log.reason(Reason.LIQUIDATION_FORMULA_ASSUMED)
-    log.step("liquidation", (("formula", name), ("liquidation_price", liq_price),
-                             ("collateral", collateral),
-                             ("maintenance_margin_rate", liq_tier.maintenance_margin_rate),
-                             ("maintenance_amount", ctx.cum_quote(liq_tier))), note=note)
+    log.step("liquidation", ("formula", "liquidation_price", "collateral", "maintenance_margin_rate",
+                             "maintenance_amount"),
+             (name, liq_price, collateral, liq_tier.maintenance_margin_rate,
+              ctx.cum_quote(liq_tier)), note=note)
     if stop is not None and liq_dist <= stop.distance * 100:  # the guard was off
-        log.step("liquidation_guard", (("liquidation_price", liq_price),
-                                       ("stop_price", stop.price)),
+        log.step("liquidation_guard", ("liquidation_price", "stop_price"),
+                 (liq_price, stop.price),
                  note="guard off: liquidation comes before the stop, which never fires")
     return liq_price, liq_tier, liq_dist
 
@@ -1275,9 +1302,9 @@ def decide(intent: Intent, account: Account, market: MarketRules, policy: Policy
     business "no" is a skipped Decision with reason codes."""
     validate(intent, account, market)  # 1
     ctx, log = Context(intent, account, market, policy), Log()
-    log.step("validate", (("symbol", ctx.symbol), ("side", intent.side), ("price", ctx.price),
-                          ("equity", account.equity), ("available", account.available_margin),
-                          ("taker_fee", ctx.fee), ("market_notes", ctx.m.notes)))
+    log.step("validate", ("symbol", "side", "price", "equity", "available", "taker_fee", "market_notes"),
+             (ctx.symbol, intent.side, ctx.price, account.equity, account.available_margin, ctx.fee,
+              ctx.m.notes))
     lev0 = planned_leverage(ctx, log)
     sz = Sizing(stop=resolve_stop(ctx, log, lev0))
     skip = gates(ctx, log)  # 2

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any
 
 
 class Status(StrEnum):
@@ -99,26 +99,81 @@ REASON_TEXT: dict[Reason, str] = {
 }
 
 
-class TraceStep(NamedTuple):
+class TraceStep:
     """One pipeline step: its name, the values it produced, and what bound it (if anything).
 
-    A named tuple rather than a frozen dataclass: a decision appends about a dozen, and a
-    tuple is built several times faster (bench/bench_decide.py); it is just as immutable.
+    Immutable (read-only properties). ``values`` are ``(name, value)`` pairs. The pipeline
+    records a step flat, its names (a constant tuple) and its values apart (``keys`` and
+    ``recorded``), and the pairs are built on the first read of ``values``: a decision records
+    about a dozen steps and most are only ever written to JSON (:meth:`to_dict` reads the flat
+    form), so a decision allocates two tuples a step instead of one per value.
     """
 
-    step: str
-    values: tuple[tuple[str, Any], ...] = ()
-    bound: str | None = None
-    note: str | None = None
+    __slots__ = ("_bound", "_keys", "_note", "_pairs", "_step", "_vals")
+
+    def __init__(self, step: str, values: tuple[tuple[str, Any], ...] = (),
+                 bound: str | None = None, note: str | None = None, *,
+                 keys: tuple[str, ...] = (), recorded: tuple[Any, ...] | None = None) -> None:
+        self._step = step
+        self._bound = bound
+        self._note = note
+        self._keys = keys
+        if recorded is None:
+            self._pairs: tuple[tuple[str, Any], ...] | None = tuple(values)
+            self._vals: tuple[Any, ...] = ()
+        else:
+            if len(recorded) != len(keys):
+                raise ValueError(f"step {step}: {len(keys)} names for {len(recorded)} values")
+            self._pairs = None
+            self._vals = recorded
+
+    @property
+    def step(self) -> str:
+        return self._step
+
+    @property
+    def values(self) -> tuple[tuple[str, Any], ...]:
+        pairs = self._pairs
+        if pairs is None:
+            pairs = self._pairs = tuple(zip(self._keys, self._vals, strict=True))
+        return pairs
+
+    @property
+    def bound(self) -> str | None:
+        return self._bound
+
+    @property
+    def note(self) -> str | None:
+        return self._note
+
+    def _key(self) -> tuple[str, tuple[tuple[str, Any], ...], str | None, str | None]:
+        return (self._step, self.values, self._bound, self._note)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TraceStep):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"TraceStep(step={self._step!r}, values={self.values!r}, bound={self._bound!r}, "
+                f"note={self._note!r})")
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"step": self.step}
-        for key, value in self.values:
-            out[key] = _plain(value)
-        if self.bound is not None:
-            out["bound"] = self.bound
-        if self.note is not None:
-            out["note"] = self.note
+        out: dict[str, Any] = {"step": self._step}
+        pairs = self._pairs
+        if pairs is None:
+            for key, value in zip(self._keys, self._vals, strict=True):
+                out[key] = _plain(value)
+        else:
+            for key, value in pairs:
+                out[key] = _plain(value)
+        if self._bound is not None:
+            out["bound"] = self._bound
+        if self._note is not None:
+            out["note"] = self._note
         return out
 
     @classmethod
