@@ -36,9 +36,11 @@ liquidation price is a liquidation (in the gap, before the order). Open position
 the last close when the data end (exit reason ``end``).
 
 **Cross margin** (``leverage.margin_mode = "cross"``): the contract positions share the wallet
-(the cash); :func:`_cross_liquidation` judges the account at every open and intrabar with the
-cross collateral ``decide()`` uses, and liquidates every position when one reaches its price;
-the wallet is lost whole. Spot markets are refused in a cross backtest.
+(the cash); :func:`_cross_liquidation` judges the account, while a position is open, at an
+open with orders to fill (every position at its open) and intrabar (the others at their bar's
+extreme against them) with the cross collateral ``decide()`` uses, and liquidates every
+position when one reaches its price; the wallet is lost whole. Spot markets are refused in a
+cross backtest.
 
 **Inverse** (coin-margined) markets: the account's money is in their coin (all the markets of
 one backtest settle in one coin, their base): PnL, fees, funding, collateral, equity and the
@@ -46,8 +48,8 @@ ledger's money are coin amounts (:func:`~sizeguard.core.position.settle_of` of t
 values at the fill price); ``decide()`` is given the account valued in quote at the entry's
 price; ``BacktestResult.currency`` names the coin.
 
-Limits: one position per symbol (an
-entry signal while the symbol's position is open is ignored, as vectorbt and backtrader do,
+Limits: one position per symbol (an entry signal while the symbol's position is open is
+ignored, as vectorbt and backtrader do,
 unless ``limits.allow_add``: then an entry on the position's side is an add, sized by
 ``decide()`` against the held position and merged into it at the core's average entry, with the
 add's stop for the whole position; ``adds`` counts them).
@@ -684,14 +686,21 @@ def run_backtest(
                      signals.tp_r[e_t, e_j].tolist(), strict=True))
     n_ent, cur = len(e_bar), 0
     sides = pos[:, P_SIDE]  # a view: the open positions' sides as they are
-    books = [_Book(m, policy, float(f)) for m, f in zip(markets, fee.tolist(), strict=True)]
+    books = [_Book(m, policy, float(f), c)
+             for m, f, c in zip(markets, fee.tolist(), panel.symbols, strict=True)]
     t, resume = 0, False
     chunk = n if progress is None else max(n // 200, 1)
+    walk_on = walk
     while True:
         stop_at = min(n, t + chunk) if progress is not None else n
-        got = int(walk(t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig, fund, fee,
-                       can_liq, formula, worst, pos, acct, stats, exits, eq_curve, gross, stop_at,
-                       allow_add, cross, inverse))
+        got = int(walk_on(t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig, fund, fee,
+                          can_liq, formula, worst, pos, acct, stats, exits, eq_curve, gross,
+                          stop_at, allow_add, cross, inverse))
+        if walk_on is walk:  # every resume passes the same arrays: skip the type dispatch
+            walk_on = _compiled(walk, (t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig,
+                                       fund, fee, can_liq, formula, worst, pos, acct, stats,
+                                       exits, eq_curve, gross, stop_at, allow_add, cross,
+                                       inverse))
         if got < 0:
             if stop_at >= n:
                 break
@@ -712,7 +721,7 @@ def run_backtest(
             if math.isnan(price) or (adding and not (allow_add and side * flat[j] > 0.0)):
                 continue  # in position and not adding to it: counted by the loop
             book = books[j]
-            market = book.market
+            market, symbol = book.market, book.symbol
             if not book.is_contract and side < 0:
                 skips["SPOT_NO_SHORT"] += 1
                 continue
@@ -722,7 +731,7 @@ def run_backtest(
             if account.equity <= 0.0:
                 skips["NO_EQUITY"] += 1
                 continue
-            intent = make_intent(symbol=market.symbol, side=LONG if side > 0 else SHORT,
+            intent = make_intent(symbol=symbol, side=LONG if side > 0 else SHORT,
                                  price=price, atr=a, atr_mult=am, confidence=conf, regime=regime,
                                  volatility=volatility, time=when)
             try:
@@ -734,22 +743,23 @@ def run_backtest(
                 continue
             decisions += 1
             tid = -1
-            if d.accepted and adding:
+            ok = d.accepted
+            if ok and adding:
                 tid = int(pos[j, P_TRADE])
                 book.add(pos, acct, j, d, tp_r, ledger.open_row(tid))
                 adds += 1
-                view.entered(market.symbol, when)
-            elif d.accepted:
+                view.entered(symbol, when)
+            elif ok:
                 tid = len(entered)
                 entered.append(book.open(pos, acct, exits, j, t, d, tp_r, tid, when,
-                                         panel.symbols[j],
+                                         book.candles,
                                          core_pos.settle_of(account.equity, price, inverse)))
-                view.entered(market.symbol, when)
+                view.entered(symbol, when)
                 flat[j] = side
             else:
                 skips[str(d.reasons[-1]) if d.reasons else "SKIPPED"] += 1
             if record:
-                records.append(EntryRecord(t, market.symbol, intent, account, d, tid))
+                records.append(EntryRecord(t, symbol, intent, account, d, tid))
         cur = i
         resume = True
     if progress is not None:
@@ -757,6 +767,16 @@ def run_backtest(
     return BacktestResult(policy, panel.symbols, tuple(syms), ts_arr, eq_curve, gross, equity,
                           ledger, skips, decisions, int(acct[A_LIQS]), panel.timeframe_ms,
                           signals.name, records, int(acct[A_IGNORED]), warnings, adds, currency)
+
+
+def _compiled(fn: Any, args: tuple[Any, ...]) -> Any:
+    """The machine code numba compiled for ``fn`` on these arguments' types, called without
+    the dispatcher's per-call type resolution (about half of a resume's cost with the loop's
+    24 arguments); the dispatcher itself when it has no such overload."""
+    try:
+        return fn.get_overload(tuple(fn.typeof_pyval(a) for a in args))
+    except (KeyError, AttributeError):  # pragma: no cover - another numba: dispatch as usual
+        return fn
 
 
 def _or_none(values: F64, present: npt.NDArray[np.bool_]) -> list[float | None]:
@@ -843,8 +863,10 @@ class _Book:
     """One market's constants for the entries: what copying a decision into the position
     arrays needs, prepared once per backtest instead of once per entry."""
 
-    def __init__(self, market: MarketRules, policy: Policy, fee: float) -> None:
+    def __init__(self, market: MarketRules, policy: Policy, fee: float, candles: str = ""
+                 ) -> None:
         self.market, self.fee, self.is_contract = market, fee, market.is_contract
+        self.symbol, self.candles = market.symbol, candles  # the market's and its candles' names
         self.size = market.contract_size
         self.default_mmr = policy.leverage.default_mmr
         self.cross = policy.leverage.margin_mode == "cross" and market.is_contract
@@ -854,38 +876,37 @@ class _Book:
              tid: int, when: float, candles: str, equity: float) -> tuple[Any, ...]:
         """Copy an accepted decision into the position arrays (no arithmetic of the size here)
         and return its ledger entry (:data:`ENTRY_KEYS`)."""
+        settle, inv = core_pos.settle_of, self.inverse
+        entry, notional, stop, liq_at = d.entry_price, d.notional, d.stop_price, d.liquidation_price
         side = 1.0 if d.side == LONG else -1.0
-        inv, price = self.inverse, d.entry_price
         # base units (a unit worth its price), or an inverse position's quote face value
-        qty = d.notional if inv else float(d.amount) * self.size
+        qty = notional if inv else float(d.amount) * self.size
         mmr, cum, liq = 0.0, 0.0, math.nan
         if self.is_contract:
             # the decision's liquidation price as it is, and the rate and amount it used for the
             # recomputation after funding: no second tier lookup that could pick another bracket
-            if d.maintenance_margin_rate is not None:
-                mmr = d.maintenance_margin_rate
-                cum = core_pos.settle_of(d.maintenance_amount or 0.0, price, inv)
+            rate = d.maintenance_margin_rate
+            if rate is not None:
+                mmr = rate
+                cum = settle(d.maintenance_amount or 0.0, entry, inv)
             else:
                 mmr = self.default_mmr
-            if d.liquidation_price is not None:
-                liq = d.liquidation_price
+            if liq_at is not None:
+                liq = liq_at
                 exits[tid, X_LIQ0] = liq
-        stop = d.stop_price
         tp = math.nan
-        entry = d.entry_price
         if stop is not None and tp_r > 0:
             tp = entry + side * tp_r * abs(entry - stop)
-        notional = d.notional
         # the fee and the isolated collateral in the settle currency (the coin at the fill)
-        entry_fee = core_pos.settle_of(core_pos.fee_on(notional, self.fee), price, inv)
-        pos[j] = (side, qty, entry, notional, math.nan if stop is None else stop, tp,
-                  liq, core_pos.settle_of(d.margin, price, inv), mmr, cum, 0.0, entry_fee, tid, t)
+        entry_fee = settle(core_pos.fee_on(notional, self.fee), entry, inv)
+        margin = settle(d.margin, entry, inv)
+        pos[j] = (side, qty, entry, notional, math.nan if stop is None else stop, tp, liq, margin,
+                  mmr, cum, 0.0, entry_fee, tid, t)
         acct[A_CASH] -= entry_fee
         # margin and risk in the settle currency too (inverse: the decision's, in coin at entry)
         return (tid, d.policy, d.symbol, candles, d.side, t, when, entry, d.amount, qty,
-                notional, pos[j, P_COLL].item(), d.leverage,
-                core_pos.settle_of(d.risk, price, inv), stop, None if math.isnan(tp) else tp,
-                d.liquidation_price, entry_fee, equity, 0, d.reasons)
+                notional, margin, d.leverage, settle(d.risk, entry, inv), stop,
+                None if math.isnan(tp) else tp, liq_at, entry_fee, equity, 0, d.reasons)
 
     def add(self, pos: F64, acct: F64, j: int, d: Decision, tp_r: float, row: dict[str, Any]
             ) -> None:
