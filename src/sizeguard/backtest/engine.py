@@ -36,9 +36,11 @@ liquidation price is a liquidation (in the gap, before the order). Open position
 the last close when the data end (exit reason ``end``).
 
 **Cross margin** (``leverage.margin_mode = "cross"``): the contract positions share the wallet
-(the cash); :func:`_cross_liquidation` judges the account at every open and intrabar with the
-cross collateral ``decide()`` uses, and liquidates every position when one reaches its price;
-the wallet is lost whole. Spot markets are refused in a cross backtest.
+(the cash); :func:`_cross_liquidation` judges the account, while a position is open, at an
+open with orders to fill (every position at its open) and intrabar (the others at their bar's
+extreme against them) with the cross collateral ``decide()`` uses, and liquidates every
+position when one reaches its price; the wallet is lost whole. Spot markets are refused in a
+cross backtest.
 
 **Inverse** (coin-margined) markets: the account's money is in their coin (all the markets of
 one backtest settle in one coin, their base): PnL, fees, funding, collateral, equity and the
@@ -46,8 +48,8 @@ ledger's money are coin amounts (:func:`~sizeguard.core.position.settle_of` of t
 values at the fill price); ``decide()`` is given the account valued in quote at the entry's
 price; ``BacktestResult.currency`` names the coin.
 
-Limits: one position per symbol (an
-entry signal while the symbol's position is open is ignored, as vectorbt and backtrader do,
+Limits: one position per symbol (an entry signal while the symbol's position is open is
+ignored, as vectorbt and backtrader do,
 unless ``limits.allow_add``: then an entry on the position's side is an add, sized by
 ``decide()`` against the held position and merged into it at the core's average entry, with the
 add's stop for the whole position; ``adds`` counts them).
