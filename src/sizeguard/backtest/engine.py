@@ -58,6 +58,7 @@ add's stop for the whole position; ``adds`` counts them).
 from __future__ import annotations
 
 import math
+import struct
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -91,6 +92,7 @@ F64 = npt.NDArray[np.float64]
 P_SIDE, P_QTY, P_ENTRY, P_NOTIONAL, P_STOP, P_TP, P_LIQ, P_COLL, P_MMR, P_CUM, P_FUND, \
     P_FEE_IN, P_TRADE, P_BAR = range(14)
 NP = 14
+_ROW = struct.Struct(f"={NP}d")  # one row of pos (C order, native float64)
 # account fields (acct[field])
 A_CASH, A_PEAK, A_DAY, A_DAY_PNL, A_STREAK, A_TRADES, A_LIQS, A_IGNORED = range(8)
 NA = 8
@@ -822,9 +824,11 @@ class _AccountView:
         cash, peak, _, day_pnl, streak, closed = acct.tolist()[:A_LIQS]
         if closed != self._closed:  # a trade closed: the symbol records changed
             self._closed = closed
-            self._stats = MappingProxyType({sym: make_stats(n, w) for sym, (n, w)
-                                            in zip(self.syms, self.stats.tolist(), strict=True)
-                                            if n})
+            records = {}
+            for sym, (n, w) in zip(self.syms, self.stats.tolist(), strict=True):
+                if n:
+                    records[sym] = make_stats(n, w)
+            self._stats = MappingProxyType(records)
         if self.inverse:
             cash, peak, day_pnl = cash * price, peak * price, day_pnl * price
         if any(flat):  # open positions, marked at this open
@@ -900,8 +904,9 @@ class _Book:
         # the fee and the isolated collateral in the settle currency (the coin at the fill)
         entry_fee = settle(core_pos.fee_on(notional, self.fee), entry, inv)
         margin = settle(d.margin, entry, inv)
-        pos[j] = (side, qty, entry, notional, math.nan if stop is None else stop, tp, liq, margin,
-                  mmr, cum, 0.0, entry_fee, tid, t)
+        _ROW.pack_into(pos, j * _ROW.size, side, qty, entry, notional,  # type: ignore[arg-type]
+                       math.nan if stop is None else stop, tp, liq, margin, mmr, cum, 0.0,
+                       entry_fee, tid, t)  # pos[j] = (...), without a temporary array
         acct[A_CASH] -= entry_fee
         # margin and risk in the settle currency too (inverse: the decision's, in coin at entry)
         return (tid, d.policy, d.symbol, candles, d.side, t, when, entry, d.amount, qty,
