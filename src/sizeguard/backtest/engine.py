@@ -800,10 +800,13 @@ class _AccountView:
         self._stats: Mapping[str, SymbolStats] = MappingProxyType({})
         self.last_at: dict[str, float] = {}
         self._last: Mapping[str, float] = MappingProxyType({})
+        self._key: Any = None  # the bar (and price) self._account was built for
+        self._account: Account | None = None
 
     def entered(self, symbol: str, when: float) -> None:
         self.last_at[symbol] = when
         self._last = MappingProxyType(dict(self.last_at))
+        self._key = None  # an entry changed the state: the next view is built afresh
 
     def holding(self, account: Account, pos: F64, j: int) -> Account:
         """``account`` with symbol ``j``'s position at its entry (notional, average entry,
@@ -820,7 +823,12 @@ class _AccountView:
     def __call__(self, t: int, pos: F64, acct: F64, flat: list[float], price: float = 1.0
                  ) -> Account:
         """The account at bar ``t``'s open, in quote (what ``decide()`` counts in): a
-        coin-margined account's coin valued at ``price``, the price of the entry's market."""
+        coin-margined account's coin valued at ``price``, the price of the entry's market.
+        The same object again for the next entry of the bar when nothing entered in between
+        (a refused entry changes nothing: the Account is an immutable value)."""
+        key = (t, price) if self.inverse else t
+        if key == self._key and self._account is not None:
+            return self._account
         cash, peak, _, day_pnl, streak, closed = acct.tolist()[:A_LIQS]
         if closed != self._closed:  # a trade closed: the symbol records changed
             self._closed = closed
@@ -836,9 +844,12 @@ class _AccountView:
             equity = cash + upnl
         else:
             positions, equity = (), cash
-        return make_account(equity=equity, positions=positions, peak_equity=max(peak, equity),
-                            realised_pnl_today=day_pnl, losing_streak=int(streak),
-                            symbol_stats=self._stats, last_trade_at=self._last)
+        self._key = key
+        self._account = make_account(
+            equity=equity, positions=positions, peak_equity=max(peak, equity),
+            realised_pnl_today=day_pnl, losing_streak=int(streak), symbol_stats=self._stats,
+            last_trade_at=self._last)
+        return self._account
 
     def _marked(self, t: int, pos: F64, flat: list[float]) -> tuple[tuple[Position, ...], float]:
         """The open positions marked at bar ``t``'s open (in quote), and their unrealised PnL."""
