@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -220,19 +221,20 @@ async def open_loop(port: int, requests: Requests, rate: float, total: int, seco
     busy (a late connection counts against the latency too)."""
     latencies: list[float] = []
     errors: list[str] = []
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    idle: collections.deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = \
+        collections.deque()
     opened: list[asyncio.StreamWriter] = []
     free = asyncio.Condition()
     tasks: set[asyncio.Task[None]] = set()
     n = min(total, int(rate * seconds))
 
     async def connection() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        async with free:
+        async with free:  # the longest idle first, so every connection stays in use
             if idle:
-                return idle.pop()
+                return idle.popleft()
             if len(opened) >= MAX_OPEN_CONNECTIONS:
                 await free.wait_for(lambda: bool(idle))
-                return idle.pop()
+                return idle.popleft()
         reader, writer = await asyncio.open_connection(HOST, port)
         opened.append(writer)
         return reader, writer
@@ -241,9 +243,17 @@ async def open_loop(port: int, requests: Requests, rate: float, total: int, seco
         reader, writer = await connection()
         try:
             status, body = await exchange(reader, writer, request)
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            errors.append(f"connection: {exc!r}")
-            return
+        except (OSError, asyncio.IncompleteReadError):
+            # the server closed it while it sat idle (its keep-alive timeout): a client sends
+            # again on a new connection (the time it took counts)
+            writer.close()
+            try:
+                reader, writer = await asyncio.open_connection(HOST, port)
+                opened.append(writer)
+                status, body = await exchange(reader, writer, request)
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                errors.append(f"connection: {exc!r}")
+                return
         latencies.append(time.perf_counter() - scheduled)
         check_answer(status, body, check, errors)
         async with free:
@@ -332,15 +342,16 @@ def server_pids(pgid: int) -> list[int]:
 
 
 def start_profile(pgid: int, seconds: float, where: Path) -> list[subprocess.Popen[bytes]]:
-    """py-spy on every process of the server (the workers do the work), raw format, idle
-    frames left out, for the length of the case."""
+    """py-spy on every process of the server (the workers do the work), raw format, for the
+    length of the case, sampling only the thread holding the GIL: the Python work that bounds
+    a worker (the disk's and the network's waits release the GIL and do not show)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     where.mkdir(parents=True, exist_ok=True)
     procs = []
     for pid in server_pids(pgid):
         procs.append(subprocess.Popen(
             [spy, "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "100",
-             "-f", "raw", "-o", str(where / f"server-{pid}.txt"), "--nonblocking"],
+             "-f", "raw", "-o", str(where / f"server-{pid}.txt"), "--nonblocking", "--gil"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return procs
 
@@ -349,8 +360,8 @@ IDLE = ("Condition.wait", "Event.wait", "Queue.get", "select (", "_wait_for_tsta
 
 
 def finish_profile(procs: list[subprocess.Popen[bytes]], where: Path) -> dict[str, float]:
-    """Shares of the sampled, non-idle time by where it went (a frame anywhere on the
-    stack; the first matching label wins)."""
+    """Shares of the sampled GIL time by where it went (a frame anywhere on the stack; the
+    first matching label wins)."""
     for p in procs:
         try:
             p.wait(60)
@@ -367,21 +378,36 @@ def finish_profile(procs: list[subprocess.Popen[bytes]], where: Path) -> dict[st
             if any(leaf.startswith(x) for x in IDLE):
                 continue
             total += int(count)
-            label = next((name for name, marks in WHERE if any(m in stack for m in marks)),
-                         "HTTP: uvicorn, event loop")
+            label = where_it_went(stack.split(";"))
             shares[label] = shares.get(label, 0) + int(count)
     return {k: v / total for k, v in sorted(shares.items(), key=lambda kv: -kv[1])} if total else {}
 
 
-WHERE = (  # checked in order: a frame of the first group that has one names the sample
-    ("store: COMMIT (the disk)", ("_begin (sizeguard/adapters/sql_store.py",)),
-    ("core: decide", ("decide_for_bot (",)),
-    ("trace as JSON (to_dict)", ("Decision.to_dict (",)),
-    ("store: SQL statements", ("Tx._exec (", "SqlStore.tx (", "_load_account (")),
-    ("store: the rest of the batch", ("decide_and_reserve (", "Gate._batch (")),
-    ("HTTP: FastAPI routing, dependencies, validation", ("fastapi/", "starlette/")),
-    ("HTTP: sizeguard middleware, JSON in and out", ("sizeguard/http/",)),
+STORE = (  # a frame anywhere on the stack; the first group that has one names the sample
+    ("store: BEGIN/COMMIT", ("_begin (sizeguard/adapters/sql_store.py",)),
+    ("core: decide (compiled or not)", ("decide_for_bot (",)),
+    ("store: journal row (trace JSON) and reservation", ("record_decision (",)),
+    ("store: loading the account", ("_load_account (",)),
+    ("store: other SQL (expiry, owner, idempotency)", ("Tx._exec (", "SqlStore.tx (")),
+    ("group commit: batch, answers", ("decide_and_reserve (", "Gate._batch (", "GroupCommit.")),
 )
+HTTP = (  # otherwise the innermost frame of one of these names it
+    ("HTTP: uvicorn protocol (parsing, writing)", ("HttpToolsProtocol.", "http/protocol.py",
+                                                   "RequestResponseCycle.send")),
+    ("HTTP: FastAPI/Starlette/pydantic", ("fastapi/", "starlette/", "pydantic")),
+    ("HTTP: sizeguard guard, short way, JSON", ("sizeguard/http/",)),
+)
+
+
+def where_it_went(frames: list[str]) -> str:
+    for label, marks in STORE:
+        if any(m in f for f in frames for m in marks):
+            return label
+    for f in reversed(frames):
+        for label, marks in HTTP:
+            if any(m in f for m in marks):
+                return label
+    return "event loop, the rest"
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -420,6 +446,10 @@ def main() -> None:
     ap.add_argument("--pg", default=None,
                     help="also run the cases on this PostgreSQL (postgresql://...), same run")
     ap.add_argument("--pg-workers", type=int, default=2, help="server processes on --pg")
+    ap.add_argument("--ttl", type=float, default=0.05,
+                    help="seconds a reservation is held (the account holds about rate x ttl)")
+    ap.add_argument("--sqlite-synchronous", choices=("full", "normal"), default="full",
+                    help="SQLite: every commit waits for the disk (full, the default) or not")
     ap.add_argument("--keyed", action="store_true",
                     help="every request with its own Idempotency-Key (as sizeguard.client)")
     ap.add_argument("--profile", type=Path, default=None,
@@ -428,6 +458,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true",
                     help="one JSON object per case per line on stdout (the report goes to stderr)")
     args = ap.parse_args()
+    BODY["ttl"] = args.ttl
     if args.bare_server is not None:
         bare_server(args.bare_server, args.workers)
         return
@@ -453,7 +484,8 @@ def serve_cases(args: argparse.Namespace, store_arg: str | None, workers: int,
     sizeguard = str(Path(sys.executable).with_name("sizeguard"))
     port = free_port()
     env = env_for({"SIZEGUARD_PRESET": "viper-fixed-margin", "SIZEGUARD_LIMITS__ALLOW_ADD": "true",
-                   "SIZEGUARD_MAX_BATCH": str(args.max_batch)})
+                   "SIZEGUARD_MAX_BATCH": str(args.max_batch),
+                   "SIZEGUARD_SQLITE_SYNCHRONOUS": args.sqlite_synchronous})
     serve = subprocess.Popen([sizeguard, "serve", "--host", HOST, "--port", str(port),
                               "--workers", str(workers), "--store", url],
                              env=env, start_new_session=True, stdout=subprocess.DEVNULL,
@@ -512,7 +544,8 @@ def run(args: argparse.Namespace, emit: Emitter) -> None:
     load_avg = os.getloadavg()
     print(f"sizeguard HTTP bench: {os.cpu_count()} CPUs, load {load_avg[0]:.2f}, "
           f"{args.concurrency} connections (closed loop), open loop offered "
-          f"{args.rate:g}/s, max batch {args.max_batch}, "
+          f"{args.rate:g}/s, max batch {args.max_batch}, SQLite synchronous="
+          f"{args.sqlite_synchronous}, reservations held {args.ttl:g} s, "
           f"{'an Idempotency-Key per request, ' if args.keyed else ''}"
           f"bounds {args.requests} requests / {args.seconds:g} s per case")
     print(f"{'case':40s} {'answers':>7s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} "
@@ -525,7 +558,7 @@ def run(args: argparse.Namespace, emit: Emitter) -> None:
         if "open" in cases:
             report(f"{where}, open loop {args.rate:g}/s", cases["open"])
         failed = failed or any(c["errors"] for c in cases.values())
-        emit_cases(emit, args, cases, ceiling, where)
+        emit_cases(emit, args, cases, ceiling, where, goals=cases is results[0][0][0])
     report("bare FastAPI endpoint (ceiling)", ceiling)
     for (cases, kind), _ in results:
         m = cases["closed"].get("metrics", {})
@@ -554,26 +587,31 @@ def run(args: argparse.Namespace, emit: Emitter) -> None:
 
 
 def emit_cases(emit: Emitter, args: argparse.Namespace, cases: dict[str, dict[str, Any]],
-               ceiling: dict[str, Any], where: str) -> None:
+               ceiling: dict[str, Any], where: str, goals: bool) -> None:
+    """The JSON lines of one store's cases; the goals are the first store's (SQLite, one
+    worker, by default; PostgreSQL is printed beside it)."""
     closed = cases["closed"]
+
+    def goal(text: str, met: bool) -> dict[str, Any]:
+        return {"goal": text, "met": met} if goals else {}
+
     keyed = ", Idempotency-Key" if args.keyed else ""
     where_c = f"{where}, {args.concurrency} connections{keyed}"
     emit("http", f"reserved decisions, {where_c}", closed["rate"], "decisions/s",
          baseline="bare FastAPI endpoint", baseline_value=ceiling["rate"],
          p50_ms=closed["p50"], p99_ms=closed["p99"], max_ms=closed["max"],
          cpu_ms=closed["cpu_ms"], errors=len(closed["errors"]), max_batch=args.max_batch,
-         goal=">= 2,500/s", met=closed["rate"] >= GOALS["rate"],
-         profile=closed.get("profile"))
+         profile=closed.get("profile"), **goal(">= 2,500/s", closed["rate"] >= GOALS["rate"]))
     emit("http", f"server CPU per reserved decision, {where_c}", closed["cpu_ms"], "ms",
          baseline="bare FastAPI endpoint", baseline_value=ceiling["cpu_ms"],
-         goal="<= 0.3 ms", met=closed["cpu_ms"] <= GOALS["cpu"])
+         **goal("<= 0.3 ms", closed["cpu_ms"] <= GOALS["cpu"]))
     opened = cases.get("open")
     if opened is not None:
         emit("http", f"p99 latency, open loop {args.rate:g}/s offered, {where}{keyed}",
              opened["p99"], "ms", p50_ms=opened["p50"], max_ms=opened["max"],
              achieved=opened["rate"], offered=args.rate, cpu_ms=opened["cpu_ms"],
              connections=opened.get("connections"), errors=len(opened["errors"]),
-             goal="<= 10 ms", met=opened["p99"] <= GOALS["p99"] and not opened["errors"])
+             **goal("<= 10 ms", opened["p99"] <= GOALS["p99"] and not opened["errors"]))
 
 
 if __name__ == "__main__":
