@@ -26,6 +26,7 @@ from sizeguard.core.intent import Intent
 from sizeguard.core.limits import LimitsView, notional_caps
 from sizeguard.core.lots import decimal_step, decimal_units, format_amount, format_lots
 from sizeguard.core.policy import Limits
+from sizeguard.errors import InvalidInput
 from sizing_helpers import trace_step
 
 BOOK = load_markets(None)
@@ -79,7 +80,14 @@ def test_a_decisions_trace_round_trips_through_json() -> None:
     d = decide(INTENT, ACCOUNT, BOOK[BTC], POLICY)
     back = Decision.from_dict(d.to_dict())  # floats come back rounded to 10 decimals
     assert back.to_dict() == d.to_dict() and [s.step for s in back.trace] == [s.step for s in d.trace]
-    assert dict(d.trace[1].values)["source"] == "1.5 x ATR 2000"
+    source = dict(d.trace[1].values)["source"]  # written out when read (decision.Text)
+    assert type(source) is str and source == "1.5 x ATR 2000"
+    assert d.to_dict()["trace"][1]["source"] == "1.5 x ATR 2000"
+
+
+def test_a_stop_on_the_wrong_side_names_how_it_was_given() -> None:
+    with pytest.raises(InvalidInput, match=r"the stop \(1.5 x ATR 60000\) lies on the wrong side"):
+        decide(Intent(BTC, "long", 87_669.0, atr=60_000.0), ACCOUNT, BOOK[BTC], POLICY)
 
 
 def test_cap_notes_are_written_when_read_as_before() -> None:

@@ -24,7 +24,7 @@ from sizeguard.core import liquidation as liq
 from sizeguard.core import position
 from sizeguard.core.account import Account
 from sizeguard.core.adjust import ADJUST_KEYS, AdjustView, adjust
-from sizeguard.core.decision import Decision, Reason, Status, TraceStep
+from sizeguard.core.decision import Decision, Reason, Status, Text, TraceStep
 from sizeguard.core.intent import LONG, SHORT, Intent
 from sizeguard.core.limits import Cap, LimitsView, gate, margin_budget, notional_caps
 from sizeguard.core.lots import ceil_lots, decimal_units, floor_lots, format_lots
@@ -420,7 +420,7 @@ class Stop:
 
     __slots__ = ("distance", "price", "source")
 
-    def __init__(self, price: float, distance: float, source: str) -> None:
+    def __init__(self, price: float, distance: float, source: str | Text) -> None:
         self.price = price
         self.distance = distance
         self.source = source
@@ -511,8 +511,9 @@ def planned_leverage(ctx: Context, log: Log) -> float:
     return lev
 
 
-def _stop_price(ctx: Context, planned_lev: float) -> tuple[float, str] | None:
-    """The stop price the intent (or the policy's default) asks for, and how it was given."""
+def _stop_price(ctx: Context, planned_lev: float) -> tuple[float, str | Text] | None:
+    """The stop price the intent (or the policy's default) asks for, and how it was given (a
+    Text: written out only when the trace is read)."""
     i, p = ctx.intent, ctx.p
     sign, price = ctx.sign, ctx.price
     stop = i.stop
@@ -520,18 +521,18 @@ def _stop_price(ctx: Context, planned_lev: float) -> tuple[float, str] | None:
         return stop, "price"
     pct = i.stop_pct
     if pct is not None:
-        return price * (1 - sign * pct / 100), f"{pct:g}% of entry"
+        return price * (1 - sign * pct / 100), Text("{:g}% of entry", pct)
     roe = i.stop_roe
     if roe is not None:
         d = roe / 100 / planned_lev
-        return price * (1 - sign * d), f"{roe:g}% loss on margin at {planned_lev:g}x"
+        return price * (1 - sign * d), Text("{:g}% loss on margin at {:g}x", roe, planned_lev)
     atr, mult = i.atr, i.atr_mult
     if atr is not None and (p.model != "volatility_target" or mult is not None):
         k = mult if mult is not None else p.atr_mult
-        return price - sign * k * atr, f"{k:g} x ATR {atr:g}"
+        return price - sign * k * atr, Text("{:g} x ATR {:g}", k, atr)
     if p.default_pct > 0:
         d = p.default_pct
-        return price * (1 - sign * d / 100), f"policy default {d:g}%"
+        return price * (1 - sign * d / 100), Text("policy default {:g}%", d)
     return None
 
 

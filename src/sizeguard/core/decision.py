@@ -99,6 +99,26 @@ REASON_TEXT: dict[Reason, str] = {
 }
 
 
+class Text:
+    """A text value of the trace, written out when read: a format string and its arguments
+    (``Text("{:g} x ATR {:g}", 1.5, 2000.0)`` reads "1.5 x ATR 2000"). Formatting floats costs
+    more than most steps of a decision, and most traces are never read. A :class:`TraceStep`
+    hands out the string, never this object."""
+
+    __slots__ = ("args", "template")
+
+    def __init__(self, template: str, *args: Any) -> None:
+        self.template = template
+        self.args = args
+
+    def __str__(self) -> str:
+        return self.template.format(*self.args)
+
+
+def _text(value: Any) -> Any:
+    return str(value) if isinstance(value, Text) else value
+
+
 class TraceStep:
     """One pipeline step: its name, the values it produced, and what bound it (if anything).
 
@@ -135,7 +155,8 @@ class TraceStep:
     def values(self) -> tuple[tuple[str, Any], ...]:
         pairs = self._pairs
         if pairs is None:
-            pairs = self._pairs = tuple(zip(self._keys, self._vals, strict=True))
+            pairs = self._pairs = tuple((k, _text(v))
+                                        for k, v in zip(self._keys, self._vals, strict=True))
         return pairs
 
     @property
@@ -191,6 +212,8 @@ def _typed(value: Any) -> Any:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Text):
+        return str(value)
     if isinstance(value, float):
         if math.isnan(value):
             return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ class LimitsView:
         self.max_long_positions = limits.max_long_positions
         self.max_short_positions = limits.max_short_positions
         self.max_net_exposure = limits.max_net_exposure
-        self.groups: list[tuple[str, Group]] = list(limits.groups.items())
+        self.groups: Mapping[str, Group] = limits.groups  # the mapping itself, read when used
 
 
 def _view(limits: Limits | LimitsView) -> LimitsView:
@@ -97,7 +98,7 @@ def slot_gate(intent: Intent, account: Account, limits: Limits | LimitsView
         if sym not in held and len(held) >= cap:
             code = Reason.MAX_LONG_POSITIONS if is_long else Reason.MAX_SHORT_POSITIONS
             return code, f"{len(held)} {intent.side} positions of {cap} allowed"
-    for name, group in lim.groups:
+    for name, group in lim.groups.items():
         if group.max_positions <= 0 or sym not in group.symbols:
             continue
         held = account.group_symbols(group.symbols)
@@ -200,7 +201,7 @@ def side_and_group_caps(intent: Intent, account: Account, limits: Limits | Limit
         caps.append(Cap(lim.max_net_exposure - (mine - other), Reason.CAPPED_NET_EXPOSURE,
                         "net cap {:g}: {} {:g} open against {:g}", lim.max_net_exposure,
                         intent.side, mine, other))
-    for name, group in lim.groups:
+    for name, group in lim.groups.items():
         if math.isfinite(group.max_exposure) and intent.symbol in group.symbols:
             held = account.group_exposure(group.symbols)
             caps.append(Cap(group.max_exposure - held, Reason.CAPPED_GROUP_EXPOSURE,
