@@ -39,7 +39,7 @@ the last close when the data end (exit reason ``end``).
 (the cash); :func:`_cross_liquidation` judges the account, while a position is open, at an
 open with orders to fill (every position at its open) and intrabar (the others at their bar's
 extreme against them) with the cross collateral ``decide()`` uses, and liquidates every
-position when one reaches its price; the wallet is lost whole. Spot markets are refused in a
+position when one reaches its price; the account ends at zero. Spot markets are refused in a
 cross backtest.
 
 **Inverse** (coin-margined) markets: the account's money is in their coin (all the markets of
@@ -274,8 +274,9 @@ def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: 
     positions' maintenance margin plus their unrealised PnL, the others valued at
     :func:`_cross_view` (their open, or their bar's adverse extreme). When one position reaches
     its price (by the intrabar rule: a stop inside it fills first; ``at_open``: the bar opened
-    beyond it), the account is liquidated: every cross position closes, and the wallet is lost
-    whole (what is left above bankruptcy is the exchange's clearance fee). The ledger gives each
+    beyond it), the account is liquidated: every cross position closes, and the account's margin
+    balance is lost whole, the wallet ends at zero (what is left above bankruptcy is the
+    exchange's clearance fee, a loss beyond it its insurance fund's). The ledger gives each
     other position its PnL less its maintenance margin at its view price, and the position that
     reached its price (at it) the rest. Returns whether the account was liquidated; sets every
     open cross position's ``P_LIQ`` to its price of this view."""
@@ -313,7 +314,9 @@ def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: 
             trigger, trigger_gap = j, gap
     if trigger < 0:
         return False
-    rest = -max(wallet, 0.0)  # the wallet is lost whole, never credited
+    # the margin balance is lost whole: the wallet ends at zero (below zero, when a realised
+    # loss was carried by the other positions' profit, it is brought back up to it)
+    rest = -wallet
     for i in range(k):
         if i == trigger or pos[i, P_SIDE] == 0.0 or not can_liq[i]:
             continue
