@@ -695,13 +695,14 @@ def run_backtest(
              for m, f, c in zip(markets, fee.tolist(), panel.symbols, strict=True)]
     t, resume = 0, False
     chunk = n if progress is None else max(n // 200, 1)
-    walk_on = walk
+    walk_on, direct = walk, False
     while True:
         stop_at = min(n, t + chunk) if progress is not None else n
         got = int(walk_on(t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig, fund, fee,
                           can_liq, formula, worst, pos, acct, stats, exits, eq_curve, gross,
                           stop_at, allow_add, cross, inverse))
-        if walk_on is walk:  # every resume passes the same arrays: skip the type dispatch
+        if not direct:  # every resume passes the same arrays: skip the type dispatch
+            direct = True
             walk_on = _compiled(walk, (t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig,
                                        fund, fee, can_liq, formula, worst, pos, acct, stats,
                                        exits, eq_curve, gross, stop_at, allow_add, cross,
