@@ -13,6 +13,7 @@ import pytest
 
 from conftest import shared_path
 from sizeguard.adapters.market_files import load_markets
+from sizeguard.backtest import engine
 from sizeguard.backtest.candles import Panel, align, load_many
 from sizeguard.backtest.engine import BacktestResult, run_backtest
 from sizeguard.backtest.signals import Signals, donchian, ema_cross
@@ -168,3 +169,32 @@ def test_entries_of_one_bar_share_the_account_until_one_enters() -> None:
             assert [p.symbol for p in rec.account.positions] == [before.symbol]
             fresh += 1
     assert shared > 10 and fresh > 10
+
+
+def test_resumes_look_up_the_compiled_loop_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop's compiled code is looked up once per run and then called directly; when numba
+    has none to give, the dispatcher serves every resume (and the lookup is not repeated at
+    each one: typing 24 arguments in Python costs more than the dispatch it saves)."""
+    n = 20_000
+    rng = np.random.default_rng(3)
+    close = 30_000.0 * np.exp(np.cumsum(rng.normal(0.0, 0.001, n)))
+    open_ = np.concatenate([[30_000.0], close[:-1]])
+    col = lambda a: np.ascontiguousarray(a.reshape(-1, 1))  # noqa: E731
+    panel = Panel(("BTC",), 1_600_000_000_000 + np.arange(n, dtype=np.int64) * 60_000,
+                  col(open_), col(np.maximum(open_, close) * 1.0005),
+                  col(np.minimum(open_, close) * 0.9995), col(close), col(close), 60_000)
+    sig = ema_cross(panel, 30, 120, tp_r=2.0)
+    args = (panel, sig, [BOOK["BTC/USDT:USDT"]], load_policy("ai-atr-risk"))
+    direct = run_backtest(*args)
+    assert direct.decisions > 50
+    looked = []
+
+    def nothing_compiled(fn: object, call: tuple[object, ...]) -> object:
+        looked.append(len(call))
+        return fn  # as when numba has no overload to give: the dispatcher itself
+
+    monkeypatch.setattr(engine, "_compiled", nothing_compiled)
+    served = run_backtest(*args)
+    assert len(looked) == 1 and looked[0] > 20  # once, with every argument of the first call
+    assert served.trades == direct.trades and served.decisions == direct.decisions
+    np.testing.assert_array_equal(served.equity, direct.equity)
