@@ -328,3 +328,40 @@ def test_the_short_way_answers_as_the_route_and_passes_the_rest_on(tmp_path: Any
                     'status="200"} 3') in text
     finally:
         store.close()
+
+
+def test_the_short_way_forgets_a_removed_bot_with_the_token_cache(tmp_path: Any) -> None:
+    """The short way trusts only the registry's token cache: a bot removed by another process
+    (the CLI) keeps its answers at most ``auth_cache_ttl`` seconds, then gets 401, as on the
+    route; removed through this service's own registry, at once."""
+    from fastapi.testclient import TestClient
+
+    from sizeguard.adapters.market_snapshot import FileMarketSource
+    from sizeguard.http.app import create_app
+    from sizeguard.http.settings import ServeSettings
+
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        outside = BotRegistry(store)
+        _, alpha = outside.add("alpha", account_id="default")
+        _, beta = outside.add("beta", account_id="default")
+        app = create_app(ServeSettings(preset="viper-fixed-margin", auth_cache_ttl=0.5),
+                         store=store, markets=FileMarketSource(None))
+        with TestClient(app, raise_server_exceptions=False) as client:
+            fast = app.state.fast_path
+            eth = {**BODY, "symbol": "ETH/USDT:USDT", "price": 3000.0}
+            for token in (alpha, beta):
+                assert client.post("/v1/decisions", json=BODY,
+                                   headers={"Authorization": f"Bearer {token}"}).status_code == 200
+            shortcut = fast["answered"]
+            ok = client.post("/v1/decisions", json=eth, headers={"Authorization": f"Bearer {alpha}"})
+            assert ok.status_code == 200 and fast["answered"] == shortcut + 1  # cached: short way
+            outside.remove("alpha")  # another process's registry: this one's cache does not know
+            time.sleep(0.6)
+            gone = client.post("/v1/decisions", json=eth, headers={"Authorization": f"Bearer {alpha}"})
+            assert gone.status_code == 401
+            app.state.gate.registry.remove("beta")  # this service's registry: forgotten at once
+            gone = client.post("/v1/decisions", json=eth, headers={"Authorization": f"Bearer {beta}"})
+            assert gone.status_code == 401
+    finally:
+        store.close()

@@ -39,7 +39,7 @@ the last close when the data end (exit reason ``end``).
 (the cash); :func:`_cross_liquidation` judges the account, while a position is open, at an
 open with orders to fill (every position at its open) and intrabar (the others at their bar's
 extreme against them) with the cross collateral ``decide()`` uses, and liquidates every
-position when one reaches its price; the wallet is lost whole. Spot markets are refused in a
+position when one reaches its price; the account ends at zero. Spot markets are refused in a
 cross backtest.
 
 **Inverse** (coin-margined) markets: the account's money is in their coin (all the markets of
@@ -58,6 +58,7 @@ add's stop for the whole position; ``adds`` counts them).
 from __future__ import annotations
 
 import math
+import struct
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -91,6 +92,7 @@ F64 = npt.NDArray[np.float64]
 P_SIDE, P_QTY, P_ENTRY, P_NOTIONAL, P_STOP, P_TP, P_LIQ, P_COLL, P_MMR, P_CUM, P_FUND, \
     P_FEE_IN, P_TRADE, P_BAR = range(14)
 NP = 14
+_ROW = struct.Struct(f"={NP}d")  # one row of pos (C order, native float64)
 # account fields (acct[field])
 A_CASH, A_PEAK, A_DAY, A_DAY_PNL, A_STREAK, A_TRADES, A_LIQS, A_IGNORED = range(8)
 NA = 8
@@ -272,8 +274,9 @@ def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: 
     positions' maintenance margin plus their unrealised PnL, the others valued at
     :func:`_cross_view` (their open, or their bar's adverse extreme). When one position reaches
     its price (by the intrabar rule: a stop inside it fills first; ``at_open``: the bar opened
-    beyond it), the account is liquidated: every cross position closes, and the wallet is lost
-    whole (what is left above bankruptcy is the exchange's clearance fee). The ledger gives each
+    beyond it), the account is liquidated: every cross position closes, and the account's margin
+    balance is lost whole, the wallet ends at zero (what is left above bankruptcy is the
+    exchange's clearance fee, a loss beyond it its insurance fund's). The ledger gives each
     other position its PnL less its maintenance margin at its view price, and the position that
     reached its price (at it) the rest. Returns whether the account was liquidated; sets every
     open cross position's ``P_LIQ`` to its price of this view."""
@@ -311,7 +314,9 @@ def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: 
             trigger, trigger_gap = j, gap
     if trigger < 0:
         return False
-    rest = -max(wallet, 0.0)  # the wallet is lost whole, never credited
+    # the margin balance is lost whole: the wallet ends at zero (below zero, when a realised
+    # loss was carried by the other positions' profit, it is brought back up to it)
+    rest = -wallet
     for i in range(k):
         if i == trigger or pos[i, P_SIDE] == 0.0 or not can_liq[i]:
             continue
@@ -798,10 +803,13 @@ class _AccountView:
         self._stats: Mapping[str, SymbolStats] = MappingProxyType({})
         self.last_at: dict[str, float] = {}
         self._last: Mapping[str, float] = MappingProxyType({})
+        self._key: Any = None  # the bar (and price) self._account was built for
+        self._account: Account | None = None
 
     def entered(self, symbol: str, when: float) -> None:
         self.last_at[symbol] = when
         self._last = MappingProxyType(dict(self.last_at))
+        self._key = None  # an entry changed the state: the next view is built afresh
 
     def holding(self, account: Account, pos: F64, j: int) -> Account:
         """``account`` with symbol ``j``'s position at its entry (notional, average entry,
@@ -818,13 +826,20 @@ class _AccountView:
     def __call__(self, t: int, pos: F64, acct: F64, flat: list[float], price: float = 1.0
                  ) -> Account:
         """The account at bar ``t``'s open, in quote (what ``decide()`` counts in): a
-        coin-margined account's coin valued at ``price``, the price of the entry's market."""
+        coin-margined account's coin valued at ``price``, the price of the entry's market.
+        The same object again for the next entry of the bar when nothing entered in between
+        (a refused entry changes nothing: the Account is an immutable value)."""
+        key = (t, price) if self.inverse else t
+        if key == self._key and self._account is not None:
+            return self._account
         cash, peak, _, day_pnl, streak, closed = acct.tolist()[:A_LIQS]
         if closed != self._closed:  # a trade closed: the symbol records changed
             self._closed = closed
-            self._stats = MappingProxyType({sym: make_stats(n, w) for sym, (n, w)
-                                            in zip(self.syms, self.stats.tolist(), strict=True)
-                                            if n})
+            records = {}
+            for sym, (n, w) in zip(self.syms, self.stats.tolist(), strict=True):
+                if n:
+                    records[sym] = make_stats(n, w)
+            self._stats = MappingProxyType(records)
         if self.inverse:
             cash, peak, day_pnl = cash * price, peak * price, day_pnl * price
         if any(flat):  # open positions, marked at this open
@@ -832,9 +847,12 @@ class _AccountView:
             equity = cash + upnl
         else:
             positions, equity = (), cash
-        return make_account(equity=equity, positions=positions, peak_equity=max(peak, equity),
-                            realised_pnl_today=day_pnl, losing_streak=int(streak),
-                            symbol_stats=self._stats, last_trade_at=self._last)
+        self._key = key
+        self._account = make_account(
+            equity=equity, positions=positions, peak_equity=max(peak, equity),
+            realised_pnl_today=day_pnl, losing_streak=int(streak), symbol_stats=self._stats,
+            last_trade_at=self._last)
+        return self._account
 
     def _marked(self, t: int, pos: F64, flat: list[float]) -> tuple[tuple[Position, ...], float]:
         """The open positions marked at bar ``t``'s open (in quote), and their unrealised PnL."""
@@ -900,8 +918,9 @@ class _Book:
         # the fee and the isolated collateral in the settle currency (the coin at the fill)
         entry_fee = settle(core_pos.fee_on(notional, self.fee), entry, inv)
         margin = settle(d.margin, entry, inv)
-        pos[j] = (side, qty, entry, notional, math.nan if stop is None else stop, tp, liq, margin,
-                  mmr, cum, 0.0, entry_fee, tid, t)
+        _ROW.pack_into(pos, j * _ROW.size, side, qty, entry, notional,  # type: ignore[arg-type]
+                       math.nan if stop is None else stop, tp, liq, margin, mmr, cum, 0.0,
+                       entry_fee, tid, t)  # pos[j] = (...), without a temporary array
         acct[A_CASH] -= entry_fee
         # margin and risk in the settle currency too (inverse: the decision's, in coin at entry)
         return (tid, d.policy, d.symbol, candles, d.side, t, when, entry, d.amount, qty,
