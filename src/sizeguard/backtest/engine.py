@@ -684,10 +684,10 @@ def run_backtest(
     e_t, e_j = (flat_at, np.zeros_like(flat_at)) if k == 1 else np.divmod(flat_at, k)
     e_bar = e_t.tolist()
     e_atr, e_mult = signals.atr[e_t, e_j], signals.atr_mult[e_t, e_j]
-    e_conf = np.clip(signals.confidence[e_t, e_j], 0.0, 1.0)
+    e_conf = _confidence(signals.confidence[e_t, e_j])
     e_sig = list(zip(e_j.tolist(), entry_sig[e_t, e_j].tolist(), op[e_t, e_j].tolist(),
                      _or_none(e_atr, e_atr > 0), _or_none(e_mult, e_mult > 0),
-                     _or_none(e_conf, ~np.isnan(e_conf)), (ts_arr[e_t] / 1000.0).tolist(),
+                     e_conf, (ts_arr[e_t] / 1000.0).tolist(),
                      signals.tp_r[e_t, e_j].tolist(), strict=True))
     n_ent, cur = len(e_bar), 0
     sides = pos[:, P_SIDE]  # a view: the open positions' sides as they are
@@ -790,6 +790,13 @@ def _or_none(values: F64, present: npt.NDArray[np.bool_]) -> list[float | None]:
     if present.all():
         return values.tolist()  # type: ignore[no-any-return]
     return [v if ok else None for v, ok in zip(values.tolist(), present.tolist(), strict=True)]
+
+
+def _confidence(values: F64) -> list[float | None]:
+    """Each signal's confidence for its intent: clamped to [0, 1], None where absent (NaN)."""
+    if np.isnan(values).all():
+        return [None] * values.shape[0]
+    return [min(max(c, 0.0), 1.0) if not math.isnan(c) else None for c in values.tolist()]
 
 
 class _AccountView:
