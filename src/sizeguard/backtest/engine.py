@@ -106,6 +106,7 @@ DAY_MS = 86_400_000
 make_intent = constructor(Intent)
 make_account = constructor(Account)
 make_stats = constructor(SymbolStats)
+_NONE_LEARNED: Mapping[str, float] = MappingProxyType({})  # no minimum learned from rejections
 
 
 
@@ -737,9 +738,8 @@ def run_backtest(
             if account.equity <= 0.0:
                 skips["NO_EQUITY"] += 1
                 continue
-            intent = make_intent(symbol=symbol, side=LONG if side > 0 else SHORT,
-                                 price=price, atr=a, atr_mult=am, confidence=conf, regime=regime,
-                                 volatility=volatility, time=when)
+            intent = make_intent(symbol, LONG if side > 0 else SHORT, price, atr=a, atr_mult=am,
+                                 confidence=conf, regime=regime, volatility=volatility, time=when)
             try:
                 d = decide(intent, account, market, policy)
             except InvalidInput as exc:  # e.g. an ATR stop below zero on a bad candle
@@ -859,7 +859,7 @@ class _AccountView:
         self._account = make_account(
             equity=equity, positions=positions, peak_equity=max(peak, equity),
             realised_pnl_today=day_pnl, losing_streak=int(streak), symbol_stats=self._stats,
-            last_trade_at=self._last)
+            last_trade_at=self._last, min_cost=_NONE_LEARNED)
         return self._account
 
     def _marked(self, t: int, pos: F64, flat: list[float]) -> tuple[tuple[Position, ...], float]:
