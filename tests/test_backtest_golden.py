@@ -330,3 +330,28 @@ def test_signal_fields_become_the_intents_optional_fields() -> None:
     got = [(x.intent.confidence, x.intent.atr, x.intent.atr_mult) for x in r.records]
     assert got == [(0.0, 2.0, None), (0.3, None, 2.0), (1.0, 2.0, None), (None, None, 3.0)]
     assert [x.intent.time for x in r.records] == [t * H / 1000 for t in entries]
+
+
+def test_flat_bars_carry_the_day_the_cash_and_the_peak() -> None:
+    # 1-hour bars over three days. A long stops out on day 0 (bar 2, -3.197 net), then the
+    # account is flat until the entries of bar 10 (still day 0: today's PnL is the loss) and of
+    # bar 30 (day 1: a new day, today's PnL is 0 again), the second stopped at bar 31. While
+    # flat, the equity is the cash and there is no exposure; the peak stays the first bar's.
+    n = 60
+    bars = [FLAT] * n
+    bars[2] = bars[12] = bars[31] = (100, 100, 96, 97)
+    sig = signals(n, {1: 1, 10: 1, 30: 1})
+    pol = policy(leverage=10)
+    r = run_backtest(panel(bars), sig, [MARKET], pol, record=True)
+    _, second, third = r.records
+    loss = r.trades[0]["net_pnl"]
+    assert loss < 0 and second.account.realised_pnl_today == pytest.approx(loss)
+    assert third.account.realised_pnl_today == 0.0  # day 1 (bar 30 is hour 30)
+    assert second.account.equity == pytest.approx(10_000 + loss)
+    flat = [t for t in range(n) if not any(x["entry_bar"] <= t <= x["exit_bar"] for x in r.trades)]
+    assert len(flat) > 40
+    cash = np.array([10_000 + sum(x["net_pnl"] for x in r.trades if x["exit_bar"] < t)
+                     for t in flat])
+    np.testing.assert_allclose(r.equity[flat], cash, rtol=0, atol=1e-9)
+    assert not r.gross[flat].any()
+    assert third.account.peak_equity == 10_000  # the flat bars never raised it

@@ -358,6 +358,39 @@ def _orders(t: int, pos: F64, entry: Any, exit_sig: Any) -> bool:  # pragma: no 
 _orders_at_open = numba.njit(cache=True)(_orders)
 
 
+def _flat(t: int, stop_at: int, ts: Any, op: F64, entry: Any, acct: F64, equity: F64,
+          gross: F64) -> int:  # pragma: no cover - compiled
+    """Bars from ``t`` with no position open, up to the next bar with an entry signal (returned;
+    ``stop_at`` when none): exactly what the loop does on such a bar (the day's PnL reset when
+    the day changes; the equity the cash; no exposure; the peak), in one tight loop."""
+    k = op.shape[1]
+    cash, day, t0 = acct[A_CASH], acct[A_DAY], t
+    new_day = False
+    while t < stop_at:
+        signal = False
+        for j in range(k):
+            if entry[t, j] != 0 and not math.isnan(op[t, j]):
+                signal = True
+                break
+        if signal:
+            break
+        d = float(ts[t] // DAY_MS)
+        if d != day:
+            day, new_day = d, True
+        equity[t] = cash
+        gross[t] = 0.0
+        t += 1
+    if new_day:
+        acct[A_DAY] = day
+        acct[A_DAY_PNL] = 0.0
+    if t > t0:
+        acct[A_PEAK] = max(acct[A_PEAK], cash)
+    return t
+
+
+flat_run = numba.njit(cache=True)(_flat)
+
+
 def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F64, entry: Any,
           exit_sig: Any, funding: F64, fee: F64, can_liq: Any, formula: Any, worst: bool, pos: F64,
           acct: F64, stats: Any, exits: F64, equity: F64, gross: F64,
@@ -369,7 +402,12 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
     ``cross``: the contract positions share the wallet (:func:`_cross_liquidation`).
     ``inverse``: the markets are coin-margined, every amount of money is in their coin."""
     n, k = op.shape
-    for t in range(start, stop_at):
+    t = start
+    while t < stop_at:
+        if not (resume and t == start) and not _holding(pos):  # flat: on to the next signal
+            t = flat_run(t, stop_at, ts, op, entry, acct, equity, gross)
+            if t >= stop_at:
+                break
         if not (resume and t == start):
             day = float(ts[t] // DAY_MS)
             if day != acct[A_DAY]:
@@ -450,6 +488,7 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
         equity[t] = eq
         gross[t] = g
         acct[A_PEAK] = max(acct[A_PEAK], eq)
+        t += 1
     if stop_at == n and n > 0:  # the data end: close what is open at the last close
         for j in range(k):
             if pos[j, P_SIDE] != 0.0:
