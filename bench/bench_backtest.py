@@ -306,7 +306,9 @@ def main() -> None:
     ap.add_argument("--ema", action="append", default=None,
                     help="FAST/SLOW spans of the entry signals (repeatable; default 240/960 and "
                          "60/240: a sparse and a dense entry density)")
-    ap.add_argument("--repeat", type=int, default=3, help="best of N for sizeguard and vectorbt")
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="best of N for sizeguard and vectorbt (each run is short: the best "
+                         "of 5 filters a loaded machine's disturbances better than of 3)")
     ap.add_argument("--margin-mode", choices=("isolated", "cross"), default="isolated",
                     help="sizeguard's margin mode (cross: the account judged at every bar)")
     ap.add_argument("--json", action="store_true",

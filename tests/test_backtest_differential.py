@@ -13,9 +13,10 @@ import pytest
 
 from conftest import shared_path
 from sizeguard.adapters.market_files import load_markets
+from sizeguard.backtest import engine
 from sizeguard.backtest.candles import Panel, align, load_many
 from sizeguard.backtest.engine import BacktestResult, run_backtest
-from sizeguard.backtest.signals import donchian, ema_cross
+from sizeguard.backtest.signals import Signals, donchian, ema_cross
 from sizeguard.config import load_policy
 from sizeguard.core.decide import decide
 
@@ -126,3 +127,74 @@ def test_dense_entries_every_one_matches_decide() -> None:
     assert len({rec.account.equity for rec in r.records}) == r.decisions
     assert max(rec.account.losing_streak for rec in r.records) >= 3
     assert r.records[-1].account.symbol_stats["BTC/USDT:USDT"].trades == r.decisions - 1
+
+
+def test_entries_of_one_bar_share_the_account_until_one_enters() -> None:
+    """Three symbols signal on the same bars and one slot is free: the first entry is taken,
+    the next ones are refused. A refused entry changes nothing, so the entry after it is
+    decided on the very same Account object; an accepted one changes the state, so the next
+    entry gets a new Account holding that position. Every entry still matches decide() and
+    the ledger's replay."""
+    n, k = 3_000, 3
+    rng = np.random.default_rng(11)
+    start = np.array([30_000.0, 2_000.0, 0.5])
+    close = start * np.exp(np.cumsum(rng.normal(0.0, 0.002, (n, k)), axis=0))
+    open_ = np.vstack([start, close[:-1]])
+    wick = np.abs(rng.normal(0.0, 0.001, (n, k))) * close
+    panel = Panel(("BTC", "ETH", "ADA"), 1_600_000_000_000 + np.arange(n, dtype=np.int64) * 60_000,
+                  open_, np.maximum(open_, close) + wick, np.minimum(open_, close) - wick, close,
+                  close, 60_000)
+    entry = np.zeros((n, k), np.int8)
+    entry[20::60] = 1  # every symbol on the same bars
+    exit_ = np.zeros((n, k), np.int8)
+    exit_[50::60] = 1  # EXIT_LONG: flat again before the next round
+    atr = np.full((n, k), np.nan)
+    atr[:] = start * 0.004
+    sig = Signals(entry, exit_, atr, np.full((n, k), np.nan), np.full((n, k), 2.0),
+                  np.full((n, k), np.nan), "same-bars")
+    markets = [BOOK["BTC/USDT:USDT"], BOOK["ETH/USDT:USDT"], BOOK["ADA/USDT:USDT"]]
+    r = run_backtest(panel, sig, markets, load_policy("ai-atr-risk", sets=["limits.max_positions=1"]),
+                     record=True)
+    assert check(r, panel) == r.decisions
+    assert r.skips["MAX_POSITIONS"] > 0
+    shared = fresh = 0
+    for before, rec in zip(r.records, r.records[1:], strict=False):
+        if rec.bar != before.bar:
+            continue
+        if before.trade < 0:  # refused: nothing changed, the same object serves
+            assert rec.account is before.account
+            shared += 1
+        else:  # accepted: the next entry sees the position it opened
+            assert rec.account is not before.account
+            assert [p.symbol for p in rec.account.positions] == [before.symbol]
+            fresh += 1
+    assert shared > 10 and fresh > 10
+
+
+def test_resumes_look_up_the_compiled_loop_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop's compiled code is looked up once per run and then called directly; when numba
+    has none to give, the dispatcher serves every resume (and the lookup is not repeated at
+    each one: typing 24 arguments in Python costs more than the dispatch it saves)."""
+    n = 20_000
+    rng = np.random.default_rng(3)
+    close = 30_000.0 * np.exp(np.cumsum(rng.normal(0.0, 0.001, n)))
+    open_ = np.concatenate([[30_000.0], close[:-1]])
+    col = lambda a: np.ascontiguousarray(a.reshape(-1, 1))  # noqa: E731
+    panel = Panel(("BTC",), 1_600_000_000_000 + np.arange(n, dtype=np.int64) * 60_000,
+                  col(open_), col(np.maximum(open_, close) * 1.0005),
+                  col(np.minimum(open_, close) * 0.9995), col(close), col(close), 60_000)
+    sig = ema_cross(panel, 30, 120, tp_r=2.0)
+    args = (panel, sig, [BOOK["BTC/USDT:USDT"]], load_policy("ai-atr-risk"))
+    direct = run_backtest(*args)
+    assert direct.decisions > 50
+    looked = []
+
+    def nothing_compiled(fn: object, call: tuple[object, ...]) -> object:
+        looked.append(len(call))
+        return fn  # as when numba has no overload to give: the dispatcher itself
+
+    monkeypatch.setattr(engine, "_compiled", nothing_compiled)
+    served = run_backtest(*args)
+    assert len(looked) == 1 and looked[0] > 20  # once, with every argument of the first call
+    assert served.trades == direct.trades and served.decisions == direct.decisions
+    np.testing.assert_array_equal(served.equity, direct.equity)

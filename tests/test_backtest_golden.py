@@ -9,6 +9,7 @@ A signal in ``entry[t]`` acts at the open of bar t (it was known at the close of
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from sizeguard.backtest.candles import Panel
 from sizeguard.backtest.engine import run_backtest
 from sizeguard.backtest.signals import EXIT_LONG, Signals
 from sizeguard.core.market import MarketRules
-from sizeguard.core.policy import Policy, policy_from_dict
+from sizeguard.core.policy import Policy, Stop, policy_from_dict
 from sizeguard.core.tiers import Tier
 
 H = 3_600_000
@@ -312,3 +313,20 @@ def test_invalid_entries_are_counted_not_fatal() -> None:
     r = run_backtest(p, signals(4, {1: 1}, atr=80.0), [MARKET], policy())
     assert not r.trades and r.skips["INVALID_INPUT"] == 1
     assert "stop" in r.warnings[0] and r.equity[-1] == 10_000.0
+
+
+def test_signal_fields_become_the_intents_optional_fields() -> None:
+    # what each entry's Intent carries: confidence clamped to [0, 1] (NaN: none), an ATR and a
+    # multiple only when > 0 (else none: the policy's multiple, or no ATR stop at all)
+    n = 12
+    entries = {1: 1, 4: 1, 7: 1, 10: 1}
+    sig = signals(n, entries, exits={3: 1, 6: 1, 9: 1})
+    sig.confidence[[1, 4, 7, 10], 0] = [-0.5, 0.3, 1.7, math.nan]
+    sig.atr[[1, 4, 7, 10], 0] = [2.0, 0.0, 2.0, math.nan]
+    sig.atr_mult[[1, 4, 7, 10], 0] = [math.nan, 2.0, -1.0, 3.0]
+    pol = replace(policy(), stop=Stop(atr_mult=1.5, default_pct=2.0))
+    r = run_backtest(panel([FLAT] * n), sig, [MARKET], pol, record=True)
+    assert r.decisions == 4
+    got = [(x.intent.confidence, x.intent.atr, x.intent.atr_mult) for x in r.records]
+    assert got == [(0.0, 2.0, None), (0.3, None, 2.0), (1.0, 2.0, None), (None, None, 3.0)]
+    assert [x.intent.time for x in r.records] == [t * H / 1000 for t in entries]

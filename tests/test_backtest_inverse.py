@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -242,3 +243,19 @@ def test_inverse_add_merges_contracts_at_the_harmonic_entry() -> None:
                                                                         - 1 / 9_000))
     assert t["gross_pnl"] == pytest.approx(10_000 * (1 / 9_000 - 1 / 10_000))
     assert t["net_pnl"] == pytest.approx(0.107) and r.equity[-1] == pytest.approx(1.107)
+
+
+@pytest.mark.parametrize("command", ["backtest", "sweep"])
+def test_cli_asks_for_the_equity_of_a_coin_margined_account(command: str, tmp_path: Path) -> None:
+    """A coin-margined account is kept in the coin: the linear default (10,000) would start the
+    run with 10,000 BTC. Without --equity the command refuses (exit 2, one line naming the
+    option, the market and the coin; the candles' gap warnings aside) and writes nothing."""
+    report = tmp_path / "r.html"
+    args = [command, "--candles", str(shared_path("ohlcv", "bitstamp", "BTC_USD-1d.csv")),
+            "--markets", str(shared_path("markets", "binancecoinm.json")),
+            "--symbol", "BTC/USD:BTC", "--preset", "ai-atr-risk", "--report", str(report)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2, r.output
+    (line,) = [x for x in r.stderr.splitlines() if not x.startswith("warning: ")]  # candle gaps
+    assert line.startswith("error: ") and "--equity" in line and "BTC/USD:BTC" in line and "BTC" in line
+    assert not report.exists()

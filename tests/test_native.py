@@ -26,22 +26,42 @@ import json, random, sys
 from sizeguard import Account, Intent, InvalidInput, _native, decide
 from sizeguard.adapters.market_files import load_markets
 from sizeguard.config import load_policy
+from sizeguard.core.account import Position
 book = load_markets(None)
 markets = list(book.values())
 presets = ["ai-atr-risk", "viper-fixed-margin", "viper-50x", "quantum-4x30", "kraken-micro"]
 guards = ["lower_leverage", "shrink", "refuse", "off"]
+# every path of the pipeline: cross margin, adds, raises to the minimum, auto and fractional
+# leverage, fees left out of the risk, limit orders, Kelly and volatility targeting
+extras = [[], ['leverage.margin_mode="cross"'], ["limits.allow_add=true"],
+          ['execution.below_minimum="raise"'], ['leverage.mode="auto"'],
+          ["leverage.integer=false"], ["sizing.fees_in_risk=false"],
+          ['execution.order_type="limit"'], ['sizing.model="kelly"'],
+          ['sizing.model="volatility_target"', "sizing.target_volatility=0.02"]]
 rng = random.Random(int(sys.argv[1]))
 out = []
 for k in range(int(sys.argv[2])):
     m = rng.choice(markets)
-    policy = load_policy(rng.choice(presets), sets=[f'liquidation.guard="{rng.choice(guards)}"'])
+    try:
+        policy = load_policy(rng.choice(presets), sets=[
+            f'liquidation.guard="{rng.choice(guards)}"', *rng.choice(extras)])
+    except Exception as exc:  # a preset refusing an extra is an answer too
+        out.append(type(exc).__name__)
+        continue
     side = "short" if m.is_contract and rng.random() < 0.5 else "long"
     price = 10 ** rng.uniform(-2, 5)
     stop = {"stop_pct": rng.uniform(0.2, 20)} if rng.random() < 0.5 else {
         "atr": price * rng.uniform(0.002, 0.08)}
+    equity = 10 ** rng.uniform(1, 6)
+    held = ()
+    if rng.random() < 0.4:  # an open position: on this symbol (an add) or another
+        n = equity * rng.uniform(0.1, 3)
+        held = (Position(m.symbol if rng.random() < 0.7 else "X/Y", side, n,
+                         n / rng.uniform(1, 20), n * 0.01, rng.uniform(-0.05, 0.05) * n,
+                         entry=price * rng.uniform(0.9, 1.1) if rng.random() < 0.8 else 0.0),)
     try:
         d = decide(Intent(m.symbol, side, price, confidence=rng.random(), **stop),
-                   Account(equity=10 ** rng.uniform(1, 6)), m, policy)
+                   Account(equity=equity, positions=held), m, policy)
         out.append(d.to_dict())
     except InvalidInput as exc:
         out.append(str(exc))

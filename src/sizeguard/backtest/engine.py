@@ -58,6 +58,7 @@ add's stop for the whole position; ``adds`` counts them).
 from __future__ import annotations
 
 import math
+import struct
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -91,6 +92,7 @@ F64 = npt.NDArray[np.float64]
 P_SIDE, P_QTY, P_ENTRY, P_NOTIONAL, P_STOP, P_TP, P_LIQ, P_COLL, P_MMR, P_CUM, P_FUND, \
     P_FEE_IN, P_TRADE, P_BAR = range(14)
 NP = 14
+_ROW = struct.Struct(f"={NP}d")  # one row of pos (C order, native float64)
 # account fields (acct[field])
 A_CASH, A_PEAK, A_DAY, A_DAY_PNL, A_STREAK, A_TRADES, A_LIQS, A_IGNORED = range(8)
 NA = 8
@@ -104,6 +106,7 @@ DAY_MS = 86_400_000
 make_intent = constructor(Intent)
 make_account = constructor(Account)
 make_stats = constructor(SymbolStats)
+_NONE_LEARNED: Mapping[str, float] = MappingProxyType({})  # no minimum learned from rejections
 
 
 
@@ -682,10 +685,10 @@ def run_backtest(
     e_t, e_j = (flat_at, np.zeros_like(flat_at)) if k == 1 else np.divmod(flat_at, k)
     e_bar = e_t.tolist()
     e_atr, e_mult = signals.atr[e_t, e_j], signals.atr_mult[e_t, e_j]
-    e_conf = np.clip(signals.confidence[e_t, e_j], 0.0, 1.0)
+    e_conf = _confidence(signals.confidence[e_t, e_j])
     e_sig = list(zip(e_j.tolist(), entry_sig[e_t, e_j].tolist(), op[e_t, e_j].tolist(),
                      _or_none(e_atr, e_atr > 0), _or_none(e_mult, e_mult > 0),
-                     _or_none(e_conf, ~np.isnan(e_conf)), (ts_arr[e_t] / 1000.0).tolist(),
+                     e_conf, (ts_arr[e_t] / 1000.0).tolist(),
                      signals.tp_r[e_t, e_j].tolist(), strict=True))
     n_ent, cur = len(e_bar), 0
     sides = pos[:, P_SIDE]  # a view: the open positions' sides as they are
@@ -693,13 +696,14 @@ def run_backtest(
              for m, f, c in zip(markets, fee.tolist(), panel.symbols, strict=True)]
     t, resume = 0, False
     chunk = n if progress is None else max(n // 200, 1)
-    walk_on = walk
+    walk_on, direct = walk, False
     while True:
         stop_at = min(n, t + chunk) if progress is not None else n
         got = int(walk_on(t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig, fund, fee,
                           can_liq, formula, worst, pos, acct, stats, exits, eq_curve, gross,
                           stop_at, allow_add, cross, inverse))
-        if walk_on is walk:  # every resume passes the same arrays: skip the type dispatch
+        if not direct:  # every resume passes the same arrays: skip the type dispatch
+            direct = True
             walk_on = _compiled(walk, (t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig,
                                        fund, fee, can_liq, formula, worst, pos, acct, stats,
                                        exits, eq_curve, gross, stop_at, allow_add, cross,
@@ -734,9 +738,8 @@ def run_backtest(
             if account.equity <= 0.0:
                 skips["NO_EQUITY"] += 1
                 continue
-            intent = make_intent(symbol=symbol, side=LONG if side > 0 else SHORT,
-                                 price=price, atr=a, atr_mult=am, confidence=conf, regime=regime,
-                                 volatility=volatility, time=when)
+            intent = make_intent(symbol, LONG if side > 0 else SHORT, price, atr=a, atr_mult=am,
+                                 confidence=conf, regime=regime, volatility=volatility, time=when)
             try:
                 d = decide(intent, account, market, policy)
             except InvalidInput as exc:  # e.g. an ATR stop below zero on a bad candle
@@ -789,6 +792,13 @@ def _or_none(values: F64, present: npt.NDArray[np.bool_]) -> list[float | None]:
     return [v if ok else None for v, ok in zip(values.tolist(), present.tolist(), strict=True)]
 
 
+def _confidence(values: F64) -> list[float | None]:
+    """Each signal's confidence for its intent: clamped to [0, 1], None where absent (NaN)."""
+    if np.isnan(values).all():
+        return [None] * values.shape[0]
+    return [min(max(c, 0.0), 1.0) if not math.isnan(c) else None for c in values.tolist()]
+
+
 class _AccountView:
     """Builds the Account decide() sees at a bar's open (equity marked at the open prices),
     reusing the immutable symbol-record and last-entry maps while they are unchanged."""
@@ -801,10 +811,13 @@ class _AccountView:
         self._stats: Mapping[str, SymbolStats] = MappingProxyType({})
         self.last_at: dict[str, float] = {}
         self._last: Mapping[str, float] = MappingProxyType({})
+        self._key: Any = None  # the bar (and price) self._account was built for
+        self._account: Account | None = None
 
     def entered(self, symbol: str, when: float) -> None:
         self.last_at[symbol] = when
         self._last = MappingProxyType(dict(self.last_at))
+        self._key = None  # an entry changed the state: the next view is built afresh
 
     def holding(self, account: Account, pos: F64, j: int) -> Account:
         """``account`` with symbol ``j``'s position at its entry (notional, average entry,
@@ -821,13 +834,20 @@ class _AccountView:
     def __call__(self, t: int, pos: F64, acct: F64, flat: list[float], price: float = 1.0
                  ) -> Account:
         """The account at bar ``t``'s open, in quote (what ``decide()`` counts in): a
-        coin-margined account's coin valued at ``price``, the price of the entry's market."""
+        coin-margined account's coin valued at ``price``, the price of the entry's market.
+        The same object again for the next entry of the bar when nothing entered in between
+        (a refused entry changes nothing: the Account is an immutable value)."""
+        key = (t, price) if self.inverse else t
+        if key == self._key and self._account is not None:
+            return self._account
         cash, peak, _, day_pnl, streak, closed = acct.tolist()[:A_LIQS]
         if closed != self._closed:  # a trade closed: the symbol records changed
             self._closed = closed
-            self._stats = MappingProxyType({sym: make_stats(n, w) for sym, (n, w)
-                                            in zip(self.syms, self.stats.tolist(), strict=True)
-                                            if n})
+            records = {}
+            for sym, (n, w) in zip(self.syms, self.stats.tolist(), strict=True):
+                if n:
+                    records[sym] = make_stats(n, w)
+            self._stats = MappingProxyType(records)
         if self.inverse:
             cash, peak, day_pnl = cash * price, peak * price, day_pnl * price
         if any(flat):  # open positions, marked at this open
@@ -835,9 +855,12 @@ class _AccountView:
             equity = cash + upnl
         else:
             positions, equity = (), cash
-        return make_account(equity=equity, positions=positions, peak_equity=max(peak, equity),
-                            realised_pnl_today=day_pnl, losing_streak=int(streak),
-                            symbol_stats=self._stats, last_trade_at=self._last)
+        self._key = key
+        self._account = make_account(
+            equity=equity, positions=positions, peak_equity=max(peak, equity),
+            realised_pnl_today=day_pnl, losing_streak=int(streak), symbol_stats=self._stats,
+            last_trade_at=self._last, min_cost=_NONE_LEARNED)
+        return self._account
 
     def _marked(self, t: int, pos: F64, flat: list[float]) -> tuple[tuple[Position, ...], float]:
         """The open positions marked at bar ``t``'s open (in quote), and their unrealised PnL."""
@@ -903,8 +926,9 @@ class _Book:
         # the fee and the isolated collateral in the settle currency (the coin at the fill)
         entry_fee = settle(core_pos.fee_on(notional, self.fee), entry, inv)
         margin = settle(d.margin, entry, inv)
-        pos[j] = (side, qty, entry, notional, math.nan if stop is None else stop, tp, liq, margin,
-                  mmr, cum, 0.0, entry_fee, tid, t)
+        _ROW.pack_into(pos, j * _ROW.size, side, qty, entry, notional,  # type: ignore[arg-type]
+                       math.nan if stop is None else stop, tp, liq, margin, mmr, cum, 0.0,
+                       entry_fee, tid, t)  # pos[j] = (...), without a temporary array
         acct[A_CASH] -= entry_fee
         # margin and risk in the settle currency too (inverse: the decision's, in coin at entry)
         return (tid, d.policy, d.symbol, candles, d.side, t, when, entry, d.amount, qty,

@@ -34,7 +34,7 @@ from typer.core import TyperGroup
 from sizeguard.adapters.market_files import attach_tiers, load_markets
 from sizeguard.cli.render import clean_floats
 from sizeguard.config.settings import Resolved, env_from_os, resolve
-from sizeguard.core.market import MarketBook
+from sizeguard.core.market import MarketBook, MarketRules
 from sizeguard.core.policy import Policy, with_changes
 from sizeguard.errors import ExchangeError, InvalidInput, SizeguardError, StoreError
 
@@ -216,6 +216,24 @@ def side_value(side: str) -> str:
     if found is None:
         raise InvalidInput("--side", side, "must be long or short (buy and sell are accepted)")
     return found
+
+
+DEFAULT_EQUITY = 10_000.0  # a backtest's starting equity when --equity is not given
+
+
+def starting_equity(equity: float | None, markets: Sequence[MarketRules]) -> float:
+    """``--equity``, or the default of 10,000 for an account kept in a quote currency. A
+    coin-margined market keeps the account in its coin, where 10,000 would mean 10,000 BTC: the
+    user must say how much."""
+    if equity is not None:
+        positive("--equity", equity)
+        return equity
+    for m in markets:
+        if m.inverse:
+            raise InvalidInput("--equity", "not given", f"{m.symbol} keeps the account in "
+                               f"{m.settle}: give the starting equity in {m.settle}, e.g. "
+                               "--equity 1")
+    return DEFAULT_EQUITY
 
 
 def positive(option: str, value: float | None) -> None:

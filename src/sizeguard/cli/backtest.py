@@ -24,7 +24,7 @@ from rich.table import Table
 from sizeguard.adapters.market_files import attach_tiers, load_markets
 from sizeguard.backtest import METHODS, STRATEGIES
 from sizeguard.backtest.markets import choose_markets
-from sizeguard.cli.app import app, positive, writable_output
+from sizeguard.cli.app import app, positive, starting_equity, writable_output
 from sizeguard.cli.render import Record, print_fitting, with_percent
 from sizeguard.config.loader import PRESETS
 from sizeguard.config.settings import load_policy
@@ -218,9 +218,9 @@ def backtest(
     tp_r: Annotated[float | None, typer.Option(
         "--tp-r", help="Take-profit at this multiple of the stop distance.")] = None,
     long_only: Annotated[bool, typer.Option("--long-only", help="No short entries.")] = False,
-    equity: Annotated[float, typer.Option(
-        help="Starting equity, in the markets' settle currency (USDT; BTC for a coin-margined "
-        "market such as BTC/USD:BTC).")] = 10_000.0,
+    equity: Annotated[float | None, typer.Option(
+        help="Starting equity, in the markets' settle currency (default 10,000 USDT; a "
+        "coin-margined market such as BTC/USD:BTC needs it, in BTC).")] = None,
     funding: Annotated[float, typer.Option(
         help="Funding rate per 8h (0.0001 = 0.01%; longs pay when positive).")] = 0.0,
     intrabar: Annotated[str, typer.Option(
@@ -245,7 +245,8 @@ def backtest(
     try:  # every input and output checked before the first bar runs
         strategy = strategy_for(strategy, signals_file)
         choice("--intrabar", intrabar, ("worst", "ordered"))
-        positive("--equity", equity)
+        if equity is not None:
+            positive("--equity", equity)
         if mc_paths < 0:
             raise InvalidInput("--montecarlo", mc_paths, "must be >= 0 paths")
         for option, value in (("--fast", fast), ("--slow", slow), ("--channel", channel)):
@@ -256,14 +257,15 @@ def backtest(
         writable_output("--plot", plot, (".svg",))
         panel, book, chosen, notes = _load(candles, symbol, markets, tiers)
         plans = _plans(preset or [], config or [], set_ or [], book, chosen)
+        start = starting_equity(equity, [m for _, ms in plans for m in ms])
         sig = build_signals(panel, strategy, fast=fast, slow=slow, n=channel, tp_r=tp_r,
                             signals_file=signals_file, allow_short=not long_only)
         show = progress if progress is not None else panel.n_bars * len(plans) > PROGRESS_BARS
-        results = run_many(panel, sig, plans, equity=equity, funding=funding,
+        results = run_many(panel, sig, plans, equity=start, funding=funding,
                            intrabar=intrabar, show_progress=show)
         if report is not None:
             mcs = [simulate([t["return_on_equity"] for t in r.trades], n_paths=mc_paths,
-                            method="block", initial=equity, policy=r.name)
+                            method="block", initial=start, policy=r.name)
                    for r in results if mc_paths > 0 and r.trades]
             write_report(results, report, montecarlo=mcs,
                          notes=[*notes, f"Intrabar rule: {intrabar}; funding {funding:g} per 8h."])

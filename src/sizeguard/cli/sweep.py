@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sizeguard.backtest import STRATEGIES
-from sizeguard.cli.app import app, clean_floats, fail, writable_output
+from sizeguard.cli.app import app, clean_floats, fail, starting_equity, writable_output
 from sizeguard.cli.render import with_percent
 from sizeguard.config.settings import load_policy
 from sizeguard.errors import InvalidInput, SizeguardError
@@ -119,7 +119,9 @@ def sweep(
     tp_r: Annotated[float | None, typer.Option(
         "--tp-r", min=0.0, help="Take-profit at this multiple of the stop distance.")] = None,
     long_only: Annotated[bool, typer.Option("--long-only", help="No short entries.")] = False,
-    equity: Annotated[float, typer.Option(min=0.0, help="Starting equity.")] = 10_000.0,
+    equity: Annotated[float | None, typer.Option(
+        min=0.0, help="Starting equity (default 10,000; a coin-margined market needs it, in "
+        "its coin).")] = None,
     funding: Annotated[float, typer.Option(help="Funding rate per 8h.")] = 0.0,
     intrabar: Annotated[str, typer.Option(help="worst or ordered.")] = "worst",
     mc_paths: Annotated[int, typer.Option(
@@ -171,7 +173,8 @@ given.
         bases = [load_policy(p, None, set_ or []) for p in preset or []] + \
                 [load_policy(None, c, set_ or []) for c in config or []]
         sets = _candle_sets(candles, symbol, markets, tiers)
-        options = sw.EngineOptions(equity=equity, funding=funding, intrabar=intrabar, tp_r=tp_r,
+        start = starting_equity(equity, [m for cs in sets for m in cs.markets])
+        options = sw.EngineOptions(equity=start, funding=funding, intrabar=intrabar, tp_r=tp_r,
                                    long_only=long_only, mc_paths=mc_paths, ruin=ruin, seed=seed)
         cells, fold_plan = _cells(sets, bases or [load_policy(None, None, set_ or [])], params,
                                   strategies, options, folds)
