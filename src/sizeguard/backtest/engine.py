@@ -833,8 +833,11 @@ def _or_none(values: F64, present: npt.NDArray[np.bool_]) -> list[float | None]:
 
 def _confidence(values: F64) -> list[float | None]:
     """Each signal's confidence for its intent: clamped to [0, 1], None where absent (NaN)."""
-    if np.isnan(values).all():
+    present = ~np.isnan(values)
+    if not present.any():
         return [None] * values.shape[0]
+    if ((values[present] >= 0.0) & (values[present] <= 1.0)).all():  # nothing to clamp
+        return _or_none(values, present)
     return [min(max(c, 0.0), 1.0) if not math.isnan(c) else None for c in values.tolist()]
 
 
