@@ -48,9 +48,13 @@ def test_a_serving_app_freezes_what_its_start_made(tmp_path: Path, collector: No
         assert gc.get_threshold()[0] == GC_YOUNG
         assert client.get("/healthz").status_code == 200
         made = object(), [1], {"a": []}  # made after the start: still the collector's
-        assert gc.is_tracked(made) and gc.get_freeze_count() == frozen
+        assert gc.is_tracked(made) and any(o is made for o in gc.get_objects())
+        # nothing is frozen after the start (a frozen object freed by its last reference
+        # leaves the count)
+        assert gc.get_freeze_count() <= frozen
         text = client.get("/metrics").text
-        assert f"sizeguard_gc_frozen_objects {frozen:g}" in text
+        line = next(ln for ln in text.splitlines() if ln.startswith("sizeguard_gc_frozen_objects "))
+        assert 10_000 < float(line.split()[1]) <= frozen
 
 
 def test_settle_heap_collects_before_it_freezes(collector: None) -> None:
