@@ -366,10 +366,15 @@ def _flat(t: int, stop_at: int, ts: Any, op: F64, entry: Any, acct: F64, equity:
           gross: F64) -> int:  # pragma: no cover - compiled
     """Bars from ``t`` with no position open, up to the next bar with an entry signal (returned;
     ``stop_at`` when none): exactly what the loop does on such a bar (the day's PnL reset when
-    the day changes; the equity the cash; no exposure; the peak), in one tight loop."""
+    the day changes; the equity the cash; no exposure: ``gross`` is left at the zero the run
+    starts it with, untouched pages stay unmapped; the peak), in one tight loop."""
     k = op.shape[1]
     cash, day, t0 = acct[A_CASH], acct[A_DAY], t
     new_day = False
+    # the day's bounds in ms: the same day as ts // DAY_MS exactly when day_lo <= ts < day_hi
+    # (integers), so the division runs once a day instead of once a bar
+    day_lo = int(day) * DAY_MS
+    day_hi = day_lo + DAY_MS
     while t < stop_at:
         signal = False
         for j in range(k):
@@ -378,11 +383,14 @@ def _flat(t: int, stop_at: int, ts: Any, op: F64, entry: Any, acct: F64, equity:
                 break
         if signal:
             break
-        d = float(ts[t] // DAY_MS)
-        if d != day:
-            day, new_day = d, True
+        now = ts[t]
+        if now < day_lo or now >= day_hi:
+            d = float(now // DAY_MS)
+            if d != day:
+                day, new_day = d, True
+            day_lo = int(d) * DAY_MS
+            day_hi = day_lo + DAY_MS
         equity[t] = cash
-        gross[t] = 0.0
         t += 1
     if new_day:
         acct[A_DAY] = day
@@ -908,9 +916,13 @@ class _AccountView:
         cash, peak, _, day_pnl, streak, closed = acct.tolist()[:A_LIQS]
         if closed != self._closed:  # a trade closed: the symbol records changed
             self._closed = closed
-            self._stats = MappingProxyType({
-                sym: make_stats(n, w)
-                for sym, (n, w) in zip(self.syms, self.stats.tolist(), strict=True) if n})
+            rows = self.stats.tolist()
+            if len(rows) == 1:  # one symbol (most backtests): no loop
+                n, w = rows[0]
+                self._stats = MappingProxyType({self.syms[0]: make_stats(n, w)} if n else {})
+            else:
+                self._stats = MappingProxyType({sym: make_stats(n, w) for sym, (n, w)
+                                                in zip(self.syms, rows, strict=True) if n})
         if self.inverse:
             cash, peak, day_pnl = cash * price, peak * price, day_pnl * price
         self._key = key
