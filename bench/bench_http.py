@@ -215,10 +215,12 @@ MAX_OPEN_CONNECTIONS = 256
 
 
 async def open_loop(port: int, requests: Requests, rate: float, total: int, seconds: float,
-                    check: bool) -> dict[str, Any]:
+                    check: bool, timeline: list[tuple[float, float]] | None = None
+                    ) -> dict[str, Any]:
     """Requests scheduled ``rate`` a second (request i at start + i / rate), each latency
     measured from its scheduled time; a pool of keep-alive connections, grown when all are
-    busy (a late connection counts against the latency too)."""
+    busy (a late connection counts against the latency too). ``timeline``: gets (scheduled
+    offset, latency) seconds of each answer."""
     latencies: list[float] = []
     errors: list[str] = []
     idle: collections.deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = \
@@ -255,6 +257,8 @@ async def open_loop(port: int, requests: Requests, rate: float, total: int, seco
                 errors.append(f"connection: {exc!r}")
                 return
         latencies.append(time.perf_counter() - scheduled)
+        if timeline is not None:
+            timeline.append((scheduled - start, latencies[-1]))
         check_answer(status, body, check, errors)
         async with free:
             idle.append((reader, writer))
@@ -320,8 +324,13 @@ def run_load(port: int, token: str | None, args: argparse.Namespace, check: bool
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     requests = Requests(port, token, args.keyed and token is not None)
     if rate > 0:
-        return asyncio.run(open_loop(port, requests, rate, total or args.requests * 4,
-                                     args.seconds, check))
+        timeline: list[tuple[float, float]] | None = [] if args.timeline else None
+        out = asyncio.run(open_loop(port, requests, rate, total or args.requests * 4,
+                                    args.seconds, check, timeline))
+        if timeline is not None and total is None:
+            with Path(args.timeline).open("a") as f:
+                f.writelines(f"{t:.6f} {lat * 1e3:.3f}\n" for t, lat in sorted(timeline))
+        return out
     return asyncio.run(load(port, requests, total or args.requests, args.seconds,
                             args.concurrency, check))
 
@@ -454,6 +463,8 @@ def main() -> None:
                     help="every request with its own Idempotency-Key (as sizeguard.client)")
     ap.add_argument("--profile", type=Path, default=None,
                     help="py-spy the server during the closed loop; raw samples to this dir")
+    ap.add_argument("--timeline", type=Path, default=None,
+                    help="open loop: append 'scheduled offset s, latency ms' per answer to FILE")
     ap.add_argument("--bare-server", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true",
                     help="one JSON object per case per line on stdout (the report goes to stderr)")

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +16,7 @@ from sizeguard.adapters.sql_store import SqlStore
 from sizeguard.config import load_policy
 from sizeguard.core.account import Account
 from sizeguard.core.decide import decide
-from sizeguard.core.decision import Decision, Reason, Status, TraceStep
+from sizeguard.core.decision import Decision, Reason, Status, TraceStep, _plain
 from sizeguard.core.intent import Intent
 
 store_url = storefix.store_url
@@ -85,3 +86,14 @@ def test_the_store_hands_back_a_decision_and_the_reservation_keeps_its_price(
     # a fill at another price is valued against the decided one: 10% higher, 10% more notional
     pos = storefix.fill(store, first.reservation, 55000.0)
     assert abs(pos.notional - first.reservation.notional * 1.1) < 1e-9
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False)
+       | st.integers(-(2**63), 2**63).map(float)
+       | st.sampled_from([0.0, -0.0, 2.0**53, -(2.0**53) - 2, 1e22, 1e300, -1e300, 5e-324]))
+def test_plain_float_is_round_to_ten_places(x: float) -> None:
+    """A trace's float as it is written (journal, answer): ``round(x, 10)``, bit for bit and
+    sign of zero included; integer-valued floats skip the rounding, which changes nothing."""
+    got = _plain(x)
+    want = round(x, 10)
+    assert type(got) is float and got == want and math.copysign(1, got) == math.copysign(1, want)

@@ -400,6 +400,10 @@ def test_markets_state_health_metrics_docs(server: Server, url: str) -> None:
     assert 'sizeguard_decisions_total{status="accepted",reserve="true"} 1' in text
     assert 'sizeguard_http_requests_total{method="POST",route="/v1/decisions",status="200"} 1' in text
     assert "sizeguard_http_request_duration_seconds_bucket" in text
+    # the served process froze what its start made out of the collector's reach
+    frozen = [ln for ln in text.splitlines() if ln.startswith("sizeguard_gc_frozen_objects ")]
+    assert len(frozen) == 1 and float(frozen[0].split()[1]) > 10_000, frozen
+    assert 'sizeguard_gc_collections_total{generation="2"}' in text
     assert httpx.get(server.url + "/docs").status_code == 200
     spec = httpx.get(server.url + "/openapi.json").json()
     assert {"/v1/decisions", "/v1/orders", "/v1/fills", "/v1/closes", "/v1/positions",

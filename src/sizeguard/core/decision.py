@@ -219,6 +219,8 @@ def _plain(value: Any) -> Any:
             return None
         if math.isinf(value):
             return None
+        if value.is_integer():  # round(value, 10) is value itself; round costs ~0.5 us a float
+            return value
         return round(value, 10)
     if isinstance(value, StrEnum):
         return str(value)

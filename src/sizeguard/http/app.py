@@ -4,6 +4,7 @@ render. Dependencies (settings, store, markets, exchange factory, policy) are in
 """
 
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -116,11 +117,31 @@ def check_enumerations(gate: Gate, data: Mapping[str, Any]) -> None:
                                    "allowed": allowed}])
 
 
+GC_YOUNG = 20_000  # allocations between two young collections (CPython's default: 700)
+
+
+def settle_heap() -> None:
+    """The garbage collector of a serving process: what the start made (modules, the app, its
+    routes and models: ~80,000 objects) is collected once and then frozen out of the
+    collector's reach (``gc.freeze``), so a full collection scans only what requests made
+    since; and the young generation is collected every ``GC_YOUNG`` allocations instead of 700
+    (a decision allocates hundreds: a young collection every request or two, each traversing
+    every request then in flight). Before, a full collection held the interpreter 20-95 ms,
+    several times a minute under load (every request in flight waited that long: the open
+    loop's p99), and the collector took ~30-60 us of CPU per decision."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
+
+
 def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None = None,
                markets: MarketSource | None = None, registry: BotRegistry | None = None,
                exchange_factory: ExchangeFactory | None = None, policy: Policy | None = None,
-               owns_store: bool | None = None) -> FastAPI:
-    """The application over the given dependencies (each defaults from ``settings``)."""
+               owns_store: bool | None = None, freeze_heap: bool = False) -> FastAPI:
+    """The application over the given dependencies (each defaults from ``settings``).
+
+    ``freeze_heap``: :func:`settle_heap` once started (what ``sizeguard serve``'s processes do;
+    an application embedded in another program leaves that program's collector alone)."""
     settings = settings or ServeSettings()
     own_store = owns_store if owns_store is not None else store is None
     redact.install()  # no log line of this process carries a password, token or key
@@ -156,6 +177,8 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
         markets.markets()  # load once, before the first request
+        if freeze_heap:
+            settle_heap()
         async with anyio.create_task_group() as tasks:
             if settings.prune_interval > 0:
                 tasks.start_soon(prune_every, settings.prune_interval)
@@ -377,7 +400,7 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
                                "auth": dict(auth_failures),
                                "group_commit": {"batches": gate.group.batches,
                                                 "items": gate.group.items}},
-                              await store_gauges())
+                              {**await store_gauges(), **gc_gauges()})
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     # after the API's routes, so a request to /v1/... matches without trying the console's
@@ -386,6 +409,18 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
     return app
 
 
+def gc_gauges() -> dict[str, tuple[str, dict[str, float]]]:
+    """The process's garbage collector: objects frozen out of its reach, collections by
+    generation."""
+    return {
+        "sizeguard_gc_frozen_objects": ("Objects the collector no longer scans (frozen at start).",
+                                        {"": float(gc.get_freeze_count())}),
+        "sizeguard_gc_collections_total": (
+            "Garbage collections of this process by generation.",
+            {f'generation="{g}"': float(st["collections"]) for g, st in enumerate(gc.get_stats())}),
+    }
+
+
 def app_from_env() -> FastAPI:
     """The application from ``SIZEGUARD_*`` (``sizeguard serve`` sets them for its workers)."""
-    return create_app(ServeSettings())
+    return create_app(ServeSettings(), freeze_heap=True)
