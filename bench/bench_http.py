@@ -514,6 +514,7 @@ def serve_cases(args: argparse.Namespace, store_arg: str | None, workers: int,
         if args.rate > 0:
             time.sleep(0.5)
             out["open"] = measured(port, token, args, True, serve.pid, rate=args.rate)
+            out["open"]["metrics"] = scrape(port)
     finally:
         stop(serve)
         if schema is not None:
@@ -578,6 +579,12 @@ def run(args: argparse.Namespace, emit: Emitter) -> None:
             items = m.get("sizeguard_group_commit_decisions_total", 0.0)
             print(f"group commit, {kind} (one worker's counters): {items:.0f} decisions in "
                   f"{batches:.0f} transactions, {items / batches:.1f} per commit")
+            o = cases.get("open", {}).get("metrics", {})
+            ob = o.get("sizeguard_group_commit_batches_total", 0.0) - batches
+            if ob > 0 and kind == "SQLite" and args.workers == 1:  # cumulative: the open loop's share
+                oi = o.get("sizeguard_group_commit_decisions_total", 0.0) - items
+                print(f"group commit, {kind}, open loop: {oi:.0f} decisions in {ob:.0f} "
+                      f"transactions, {oi / ob:.1f} per commit")
         for label, share in cases["closed"].get("profile", {}).items():
             print(f"  profile, {kind}: {share:6.1%}  {label}")
     service = results[0][0][0]["closed"]
