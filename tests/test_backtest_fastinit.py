@@ -99,3 +99,54 @@ def test_what_it_cannot_reproduce_gets_the_class_back() -> None:
 
     for cls in (Plain, WithInitVar, KwOnly, NotADataclass):
         assert constructor(cls) is cls
+
+
+@given(equity=money, available=opt, peak=opt, day=money, streak=st.integers(0, 50),
+       n=st.integers(0, 9), halted=st.none() | st.just("ops"))
+def test_a_flat_account_equals_the_dataclass(equity: float, available: float | None,
+                                             peak: float | None, day: float, streak: int,
+                                             n: int, halted: str | None) -> None:
+    # positions held at (): __post_init__ ran once, on a prototype; every object gets its slots
+    make = constructor(Account, {"positions": ()})
+    stats = MappingProxyType({"BTC": SymbolStats(n + 1, n)})
+    built = make(equity, available, peak, day, streak, stats, halted=halted)
+    real = Account(equity, available, (), peak, day, streak, stats, halted=halted)
+    same(built, real)
+    assert built.margin_in_use == 0.0 and not built.positions_suspect
+    assert not built.has_position("BTC")
+    # the aggregate dict is each object's own, as a run of __post_init__ gives
+    assert make(1.0)._by_symbol is not make(1.0)._by_symbol  # noqa: SLF001
+    with pytest.raises(TypeError):
+        make(1.0, positions=())  # no longer a parameter
+    # what the engine builds with it, positional (its fields in order, less positions)
+    same(engine.make_flat_account(equity, None, peak, day, streak, stats, stats, stats),
+         Account(equity, None, (), peak, day, streak, stats, stats, stats))
+
+
+def test_fixed_fields_it_cannot_honour_are_refused() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Scaled:
+        x: float
+        y: float = 0.0
+        total: float = dataclasses.field(init=False, default=0.0)
+
+        def __post_init__(self) -> None:  # reads y, which is not held
+            object.__setattr__(self, "total", self.x + self.y)
+
+    with pytest.raises(TypeError, match="reads more than"):
+        constructor(Scaled, {"x": 1.0})
+    with pytest.raises(TypeError, match="no init fields"):
+        constructor(Scaled, {"total": 1.0})
+    make = constructor(Scaled, {"x": 1.0, "y": 2.0})
+    same(make(), Scaled(1.0, 2.0))
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Normalised:
+        x: float
+        y: float = 0.0
+
+        def __post_init__(self) -> None:  # writes an init field: not reproducible by copying
+            object.__setattr__(self, "y", abs(self.x))
+
+    with pytest.raises(TypeError, match="sets an init field"):
+        constructor(Normalised, {"x": -1.0})

@@ -57,10 +57,12 @@ add's stop for the whole position; ``adds`` counts them).
 
 from __future__ import annotations
 
+import gc
 import math
 import struct
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -105,6 +107,8 @@ DAY_MS = 86_400_000
 # an entry's Intent and Account, built as their dataclass builds them, at half the cost
 make_intent = constructor(Intent)
 make_account = constructor(Account)
+# a flat account's (no position: what most entries see), its aggregates computed once
+make_flat_account = constructor(Account, {"positions": ()})
 make_stats = constructor(SymbolStats)
 _NONE_LEARNED: Mapping[str, float] = MappingProxyType({})  # no minimum learned from rejections
 
@@ -362,10 +366,15 @@ def _flat(t: int, stop_at: int, ts: Any, op: F64, entry: Any, acct: F64, equity:
           gross: F64) -> int:  # pragma: no cover - compiled
     """Bars from ``t`` with no position open, up to the next bar with an entry signal (returned;
     ``stop_at`` when none): exactly what the loop does on such a bar (the day's PnL reset when
-    the day changes; the equity the cash; no exposure; the peak), in one tight loop."""
+    the day changes; the equity the cash; no exposure: ``gross`` is left at the zero the run
+    starts it with, untouched pages stay unmapped; the peak), in one tight loop."""
     k = op.shape[1]
     cash, day, t0 = acct[A_CASH], acct[A_DAY], t
     new_day = False
+    # the day's bounds in ms: the same day as ts // DAY_MS exactly when day_lo <= ts < day_hi
+    # (integers), so the division runs once a day instead of once a bar
+    day_lo = int(day) * DAY_MS
+    day_hi = day_lo + DAY_MS
     while t < stop_at:
         signal = False
         for j in range(k):
@@ -374,11 +383,14 @@ def _flat(t: int, stop_at: int, ts: Any, op: F64, entry: Any, acct: F64, equity:
                 break
         if signal:
             break
-        d = float(ts[t] // DAY_MS)
-        if d != day:
-            day, new_day = d, True
+        now = ts[t]
+        if now < day_lo or now >= day_hi:
+            d = float(now // DAY_MS)
+            if d != day:
+                day, new_day = d, True
+            day_lo = int(d) * DAY_MS
+            day_hi = day_lo + DAY_MS
         equity[t] = cash
-        gross[t] = 0.0
         t += 1
     if new_day:
         acct[A_DAY] = day
@@ -736,82 +748,101 @@ def run_backtest(
     t, resume = 0, False
     chunk = n if progress is None else max(n // 200, 1)
     walk_on, direct = walk, False
-    while True:
-        stop_at = min(n, t + chunk) if progress is not None else n
-        got = int(walk_on(t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig, fund, fee,
-                          can_liq, formula, worst, pos, acct, stats, exits, eq_curve, gross,
-                          stop_at, allow_add, cross, inverse))
-        if not direct:  # every resume passes the same arrays: skip the type dispatch
-            direct = True
-            walk_on = _compiled(walk, (t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig,
-                                       fund, fee, can_liq, formula, worst, pos, acct, stats,
-                                       exits, eq_curve, gross, stop_at, allow_add, cross,
-                                       inverse))
-        if got < 0:
-            if stop_at >= n:
-                break
-            if progress is not None:
-                progress(stop_at, n)
-            t, resume = stop_at, False
-            continue
-        t = got
-        # entries at the open of bar t: each one decided by core decide()
-        while e_bar[cur] < t:  # the loop stops at every bar with an entry signal, in order
-            cur += 1
-        flat = sides.tolist()
-        i = cur
-        while i < n_ent and e_bar[i] == t:
-            j, side, price, a, am, conf, when, tp_r = e_sig[i]
-            i += 1
-            adding = flat[j] != 0.0
-            if math.isnan(price) or (adding and not (allow_add and side * flat[j] > 0.0)):
-                continue  # in position and not adding to it: counted by the loop
-            book = books[j]
-            market, symbol = book.market, book.symbol
-            if not book.is_contract and side < 0:
-                skips["SPOT_NO_SHORT"] += 1
+    with _collector_paused():  # nothing the entries allocate forms a cycle
+        while True:
+            stop_at = min(n, t + chunk) if progress is not None else n
+            got = int(walk_on(t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig, fund, fee,
+                              can_liq, formula, worst, pos, acct, stats, exits, eq_curve, gross,
+                              stop_at, allow_add, cross, inverse))
+            if not direct:  # every resume passes the same arrays: skip the type dispatch
+                direct = True
+                walk_on = _compiled(walk, (t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig,
+                                           fund, fee, can_liq, formula, worst, pos, acct, stats,
+                                           exits, eq_curve, gross, stop_at, allow_add, cross,
+                                           inverse))
+            if got < 0:
+                if stop_at >= n:
+                    break
+                if progress is not None:
+                    progress(stop_at, n)
+                t, resume = stop_at, False
                 continue
-            account = view(t, pos, acct, flat, price)
-            if adding:
-                account = view.holding(account, pos, j)
-            if account.equity <= 0.0:
-                skips["NO_EQUITY"] += 1
-                continue
-            intent = make_intent(symbol, LONG if side > 0 else SHORT, price, atr=a, atr_mult=am,
-                                 confidence=conf, regime=regime, volatility=volatility, time=when)
-            try:
-                d = decide(intent, account, market, policy)
-            except InvalidInput as exc:  # e.g. an ATR stop below zero on a bad candle
-                skips["INVALID_INPUT"] += 1
-                if len(warnings) < 10:
-                    warnings.append(f"bar {t} ({panel.symbols[j]}): {exc}")
-                continue
-            decisions += 1
-            tid = -1
-            ok = d.accepted
-            if ok and adding:
-                tid = int(pos[j, P_TRADE])
-                book.add(pos, acct, j, d, tp_r, ledger.open_row(tid))
-                adds += 1
-                view.entered(symbol, when)
-            elif ok:
-                tid = len(entered)
-                entered.append(book.open(pos, acct, exits, j, t, d, tp_r, tid, when,
-                                         book.candles,
-                                         core_pos.settle_of(account.equity, price, inverse)))
-                view.entered(symbol, when)
-                flat[j] = side
-            else:
-                skips[str(d.reasons[-1]) if d.reasons else "SKIPPED"] += 1
-            if record:
-                records.append(EntryRecord(t, symbol, intent, account, d, tid))
-        cur = i
-        resume = True
+            t = got
+            # entries at the open of bar t: each one decided by core decide()
+            while e_bar[cur] < t:  # the loop stops at every bar with an entry signal, in order
+                cur += 1
+            flat = sides.tolist()
+            i = cur
+            while i < n_ent and e_bar[i] == t:
+                j, side, price, a, am, conf, when, tp_r = e_sig[i]
+                i += 1
+                adding = flat[j] != 0.0
+                if math.isnan(price) or (adding and not (allow_add and side * flat[j] > 0.0)):
+                    continue  # in position and not adding to it: counted by the loop
+                book = books[j]
+                market, symbol = book.market, book.symbol
+                if not book.is_contract and side < 0:
+                    skips["SPOT_NO_SHORT"] += 1
+                    continue
+                account = view(t, pos, acct, flat, price)
+                if adding:
+                    account = view.holding(account, pos, j)
+                if account.equity <= 0.0:
+                    skips["NO_EQUITY"] += 1
+                    continue
+                intent = make_intent(symbol, LONG if side > 0 else SHORT, price, atr=a, atr_mult=am,
+                                     confidence=conf, regime=regime, volatility=volatility, time=when)
+                try:
+                    d = decide(intent, account, market, policy)
+                except InvalidInput as exc:  # e.g. an ATR stop below zero on a bad candle
+                    skips["INVALID_INPUT"] += 1
+                    if len(warnings) < 10:
+                        warnings.append(f"bar {t} ({panel.symbols[j]}): {exc}")
+                    continue
+                decisions += 1
+                tid = -1
+                ok = d.accepted
+                if ok and adding:
+                    tid = int(pos[j, P_TRADE])
+                    book.add(pos, acct, j, d, tp_r, ledger.open_row(tid))
+                    adds += 1
+                    view.entered(symbol, when)
+                elif ok:
+                    tid = len(entered)
+                    entered.append(book.open(pos, acct, exits, j, t, d, tp_r, tid, when,
+                                             account.equity, price))
+                    view.entered(symbol, when)
+                    flat[j] = side
+                else:
+                    skips[str(d.reasons[-1]) if d.reasons else "SKIPPED"] += 1
+                if record:
+                    records.append(EntryRecord(t, symbol, intent, account, d, tid))
+            cur = i
+            resume = True
     if progress is not None:
         progress(n, n)
     return BacktestResult(policy, panel.symbols, tuple(syms), ts_arr, eq_curve, gross, equity,
                           ledger, skips, decisions, int(acct[A_LIQS]), panel.timeframe_ms,
                           signals.name, records, int(acct[A_IGNORED]), warnings, adds, currency)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector held off while the bars and entries run, then back on (when
+    it was). An entry allocates a dozen container objects that outlive it (its Intent, Account,
+    decision and ledger tuple), none of them in a reference cycle, so the collector's passes,
+    triggered by allocation counts alone, find nothing to free: they took 3-5% of a dense run
+    (2,617 entries per 1M bars), and now and then a full pass over every object of the process
+    (about 200,000 with numba and numpy loaded, several ms). A cycle made meanwhile is still
+    collected, at the first pass after the run."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _compiled(fn: Any, args: tuple[Any, ...]) -> Any:
@@ -858,7 +889,7 @@ class _AccountView:
 
     def entered(self, symbol: str, when: float) -> None:
         self.last_at[symbol] = when
-        self._last = MappingProxyType(dict(self.last_at))
+        self._last = MappingProxyType(self.last_at.copy())
         self._key = None  # an entry changed the state: the next view is built afresh
 
     def holding(self, account: Account, pos: F64, j: int) -> Account:
@@ -885,23 +916,26 @@ class _AccountView:
         cash, peak, _, day_pnl, streak, closed = acct.tolist()[:A_LIQS]
         if closed != self._closed:  # a trade closed: the symbol records changed
             self._closed = closed
-            records = {}
-            for sym, (n, w) in zip(self.syms, self.stats.tolist(), strict=True):
-                if n:
-                    records[sym] = make_stats(n, w)
-            self._stats = MappingProxyType(records)
+            rows = self.stats.tolist()
+            if len(rows) == 1:  # one symbol (most backtests): no loop
+                n, w = rows[0]
+                self._stats = MappingProxyType({self.syms[0]: make_stats(n, w)} if n else {})
+            else:
+                self._stats = MappingProxyType({sym: make_stats(n, w) for sym, (n, w)
+                                                in zip(self.syms, rows, strict=True) if n})
         if self.inverse:
             cash, peak, day_pnl = cash * price, peak * price, day_pnl * price
+        self._key = key
         if any(flat):  # open positions, marked at this open
             positions, upnl = self._marked(t, pos, flat)
             equity = cash + upnl
-        else:
-            positions, equity = (), cash
-        self._key = key
-        self._account = make_account(
-            equity=equity, positions=positions, peak_equity=max(peak, equity),
-            realised_pnl_today=day_pnl, losing_streak=int(streak), symbol_stats=self._stats,
-            last_trade_at=self._last, min_cost=_NONE_LEARNED)
+            self._account = make_account(
+                equity=equity, positions=positions, peak_equity=max(peak, equity),
+                realised_pnl_today=day_pnl, losing_streak=int(streak), symbol_stats=self._stats,
+                last_trade_at=self._last, min_cost=_NONE_LEARNED)
+        else:  # the same Account as above with positions=() (its fields in order, less those)
+            self._account = make_flat_account(cash, None, max(peak, cash), day_pnl, int(streak),
+                                              self._stats, self._last, _NONE_LEARNED)
         return self._account
 
     def _marked(self, t: int, pos: F64, flat: list[float]) -> tuple[tuple[Position, ...], float]:
@@ -941,14 +975,12 @@ class _Book:
         self.inverse = market.inverse  # money in the coin, valued at the fill price
 
     def open(self, pos: F64, acct: F64, exits: F64, j: int, t: int, d: Decision, tp_r: float,
-             tid: int, when: float, candles: str, equity: float) -> tuple[Any, ...]:
+             tid: int, when: float, equity: float, price: float) -> tuple[Any, ...]:
         """Copy an accepted decision into the position arrays (no arithmetic of the size here)
-        and return its ledger entry (:data:`ENTRY_KEYS`)."""
-        settle, inv = core_pos.settle_of, self.inverse
+        and return its ledger entry (:data:`ENTRY_KEYS`). ``equity``: the account's at entry,
+        in quote at ``price`` (the ledger keeps it in the settle currency)."""
         entry, notional, stop, liq_at = d.entry_price, d.notional, d.stop_price, d.liquidation_price
         side = 1.0 if d.side == LONG else -1.0
-        # base units (a unit worth its price), or an inverse position's quote face value
-        qty = notional if inv else float(d.amount) * self.size
         mmr, cum, liq = 0.0, 0.0, math.nan
         if self.is_contract:
             # the decision's liquidation price as it is, and the rate and amount it used for the
@@ -956,7 +988,7 @@ class _Book:
             rate = d.maintenance_margin_rate
             if rate is not None:
                 mmr = rate
-                cum = settle(d.maintenance_amount or 0.0, entry, inv)
+                cum = d.maintenance_amount or 0.0
             else:
                 mmr = self.default_mmr
             if liq_at is not None:
@@ -965,17 +997,23 @@ class _Book:
         tp = math.nan
         if stop is not None and tp_r > 0:
             tp = entry + side * tp_r * abs(entry - stop)
-        # the fee and the isolated collateral in the settle currency (the coin at the fill)
-        entry_fee = settle(core_pos.fee_on(notional, self.fee), entry, inv)
-        margin = settle(d.margin, entry, inv)
+        entry_fee, margin, risk = core_pos.fee_on(notional, self.fee), d.margin, d.risk
+        if self.inverse:
+            # the fee, the collateral, the maintenance amount, margin and risk in the settle
+            # currency (the coin at the fill); the quantity is the quote face value
+            settle = core_pos.settle_of
+            qty, cum = notional, settle(cum, entry, True)
+            entry_fee, margin = settle(entry_fee, entry, True), settle(margin, entry, True)
+            risk, equity = settle(risk, entry, True), settle(equity, price, True)
+        else:  # linear or spot: the settle currency is the quote; base units (worth the price)
+            qty = float(d.amount) * self.size
         _ROW.pack_into(pos, j * _ROW.size, side, qty, entry, notional,  # type: ignore[arg-type]
                        math.nan if stop is None else stop, tp, liq, margin, mmr, cum, 0.0,
                        entry_fee, tid, t)  # pos[j] = (...), without a temporary array
         acct[A_CASH] -= entry_fee
-        # margin and risk in the settle currency too (inverse: the decision's, in coin at entry)
-        return (tid, d.policy, d.symbol, candles, d.side, t, when, entry, d.amount, qty,
-                notional, margin, d.leverage, settle(d.risk, entry, inv), stop,
-                None if math.isnan(tp) else tp, liq_at, entry_fee, equity, 0, d.reasons)
+        return (tid, d.policy, d.symbol, self.candles, d.side, t, when, entry, d.amount, qty,
+                notional, margin, d.leverage, risk, stop, None if math.isnan(tp) else tp, liq_at,
+                entry_fee, equity, 0, d.reasons)
 
     def add(self, pos: F64, acct: F64, j: int, d: Decision, tp_r: float, row: dict[str, Any]
             ) -> None:
