@@ -330,6 +330,61 @@ def test_the_short_way_answers_as_the_route_and_passes_the_rest_on(tmp_path: Any
         store.close()
 
 
+def test_the_front_answers_before_starlette_as_the_application_does(tmp_path: Any) -> None:
+    """The short way runs in front of Starlette's and FastAPI's middleware (GateApp.front):
+    its answer carries the route's headers; the guard's refusals of POST /v1/decisions are
+    answered there and counted once; a request it passes on is counted once with its route;
+    a defect on the short way is answered 500 problem+json (as the application's last-resort
+    handler answers it), logged and counted, and the next request is answered again."""
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        client, token = _app(store)
+        with client:
+            app = client.app
+            fast = app.state.fast_path  # type: ignore[attr-defined]
+            auth = {"Authorization": f"Bearer {token}"}
+            routed = client.post("/v1/decisions", json=BODY, headers=auth)
+            eth = {**BODY, "symbol": "ETH/USDT:USDT", "price": 3000.0}
+            short = client.post("/v1/decisions", json=eth, headers=auth)
+            assert routed.status_code == short.status_code == 200 and fast["answered"] == 1
+            for name in ("content-type", "content-length"):
+                assert (name in routed.headers) == (name in short.headers)
+            assert routed.headers["content-type"] == short.headers["content-type"]
+            assert int(short.headers["content-length"]) == len(short.content)
+            malformed = client.post("/v1/decisions", content=b'{"symbol": ', headers={
+                **auth, "Content-Type": "application/json"})
+            assert malformed.status_code == 400
+            assert malformed.headers["content-type"].startswith("application/problem+json")
+            huge = client.post("/v1/decisions", content=b"x" * 70_000, headers={
+                **auth, "Content-Type": "application/json"})
+            assert huge.status_code == 413
+            gate = app.state.gate  # type: ignore[attr-defined]
+
+            async def broken(*_: Any) -> Any:
+                raise RuntimeError("a defect")
+
+            real, gate.decide_async = gate.decide_async, broken
+            try:
+                failed = client.post("/v1/decisions", json=eth, headers=auth)
+            finally:
+                gate.decide_async = real
+            assert failed.status_code == 500
+            assert failed.headers["content-type"].startswith("application/problem+json")
+            assert failed.json()["title"] == "internal error"
+            again = client.post("/v1/decisions", json=eth, headers=auth)
+            assert again.status_code == 200 and fast["answered"] == 2
+            text = client.get("/metrics").text
+            counted = [line for line in text.splitlines()
+                       if line.startswith('sizeguard_http_requests_total{method="POST"')]
+            assert counted == [  # once each (the guard refuses before a route is matched)
+                'sizeguard_http_requests_total{method="POST",route="/v1/decisions",status="200"} 3',
+                'sizeguard_http_requests_total{method="POST",route="/v1/decisions",status="500"} 1',
+                'sizeguard_http_requests_total{method="POST",route="unmatched",status="400"} 1',
+                'sizeguard_http_requests_total{method="POST",route="unmatched",status="413"} 1']
+    finally:
+        store.close()
+
+
 def test_the_short_way_forgets_a_removed_bot_with_the_token_cache(tmp_path: Any) -> None:
     """The short way trusts only the registry's token cache: a bot removed by another process
     (the CLI) keeps its answers at most ``auth_cache_ttl`` seconds, then gets 401, as on the

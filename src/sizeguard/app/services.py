@@ -9,7 +9,6 @@ units of work, never inside one (a locked transaction must not wait on a network
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import uuid
 from collections.abc import Callable, Sequence
@@ -104,9 +103,9 @@ def decide_and_reserve(store: StateStore, account_id: str, requests: Sequence[Re
                                          snapshot_id=req.snapshot_id, ttl=req.ttl,
                                          claim=req.claim)
             if decision.accepted:
-                account = dataclasses.replace(account, positions=(*account.positions, Position(
+                account = account.with_position(Position(
                     decision.symbol, decision.side, decision.notional, decision.margin,
-                    entry=decision.entry_price)))
+                    entry=decision.entry_price))
             if req.on_answer is not None:
                 req.on_answer(done)
             out.append(done)

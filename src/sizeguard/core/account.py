@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 
 
@@ -68,10 +68,12 @@ class Account:
     _positions_suspect: bool = field(init=False, repr=False, compare=False, default=False)
 
     def __post_init__(self) -> None:
-        margin = gross = 0.0
-        by_symbol: dict[str, float] = {}
-        suspect = False
-        for p in self.positions:
+        self._aggregate(self.positions, 0.0, 0.0, {}, False)
+
+    def _aggregate(self, positions: tuple[Position, ...], margin: float, gross: float,
+                   by_symbol: dict[str, float], suspect: bool) -> None:
+        """Set the aggregates: those given, grown by ``positions`` (in order)."""
+        for p in positions:
             try:
                 n = abs(p.notional)
                 margin += p.margin
@@ -87,6 +89,19 @@ class Account:
         object.__setattr__(self, "_gross", gross)
         object.__setattr__(self, "_by_symbol", by_symbol)
         object.__setattr__(self, "_positions_suspect", suspect)
+
+    def with_position(self, position: Position) -> Account:
+        """This account holding ``position`` too (last): equal to
+        ``dataclasses.replace(self, positions=(*self.positions, position))``, aggregates
+        included, without recomputing them over every position it already holds (a batch of
+        reservations adds one at a time to an account holding dozens)."""
+        new = object.__new__(Account)
+        for name in _FIELDS:
+            object.__setattr__(new, name, getattr(self, name))
+        object.__setattr__(new, "positions", (*self.positions, position))
+        new._aggregate((position,), self._margin_in_use, self._gross, dict(self._by_symbol),
+                       self._positions_suspect)
+        return new
 
     @property
     def positions_suspect(self) -> bool:
@@ -134,3 +149,7 @@ class Account:
         peak = self.peak_equity if self.peak_equity is not None else self.equity
         peak = max(peak, self.equity)
         return 1.0 - self.equity / peak if peak > 0 else 0.0
+
+
+# the fields an Account is made of (with_position copies them; its aggregates it grows)
+_FIELDS = tuple(f.name for f in fields(Account) if f.init)

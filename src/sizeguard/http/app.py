@@ -19,6 +19,7 @@ from fastapi.responses import PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sizeguard import redact
 from sizeguard.adapters.bots import Bot, BotRegistry
@@ -28,9 +29,10 @@ from sizeguard.app import bootstrap
 from sizeguard.core.policy import Policy
 from sizeguard.errors import SizeguardError
 from sizeguard.http.admin import install_admin
+from sizeguard.http.fastpath import PATH as DECISIONS
 from sizeguard.http.fastpath import FastDecisions
 from sizeguard.http.guard import BodyGuard, GuardedRoute
-from sizeguard.http.metrics import Metrics, MetricsMiddleware
+from sizeguard.http.metrics import FRONT, Metrics, MetricsMiddleware
 from sizeguard.http.models import (
     CloseRequest,
     DecisionOut,
@@ -81,6 +83,44 @@ def respond(answer: Answer) -> Response:
 
 def problem_response(p: Problem) -> Response:
     return respond((p.status, p.body(), p.headers))
+
+
+class GateApp(FastAPI):
+    """FastAPI with a pure-ASGI *front* for ``POST /v1/decisions``: the metrics, the guard and
+    the short way (:mod:`sizeguard.http.fastpath`) run before Starlette's and FastAPI's outer
+    middleware (error handling, telemetry, body limit), so a decision the short way answers
+    skips them. A request it passes on enters the whole application, where the same three
+    middlewares pass it on untouched (``FRONT``): it is counted, guarded and answered once.
+    An exception on the front before its response started is answered by ``last_resort``,
+    as the application's own last-resort handler answers it behind Starlette's."""
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        front = self.front
+        if (front is not None and scope["type"] == "http" and scope.get("path") == DECISIONS
+                and scope.get("method") == "POST" and FRONT not in scope):
+            scope["app"] = self
+            await front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def behind_front(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The front passes a request on: the whole application, its middlewares told."""
+        scope[FRONT] = True
+        await super().__call__(scope, receive, send)
+
+
+async def last_resort(scope: Scope, exc: BaseException, send: Send) -> None:
+    """A defect: answered 500 as problem+json and logged with its traceback."""
+    log.error("%s %s failed: %s", scope.get("method"), scope.get("path"), type(exc).__name__,
+              exc_info=exc)
+    await problem_response(Problem(500, "internal error", "the request could not be answered; "
+                                   "it was logged"))(scope, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
 
 
 _VOCABULARY: dict[str, frozenset[str]] = {}
@@ -187,7 +227,7 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
         if own_store:
             store.close()
 
-    app = FastAPI(title="sizeguard", version="1", description=DESCRIPTION, lifespan=lifespan,
+    app = GateApp(title="sizeguard", version="1", description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, openapi_url="/openapi.json", redoc_url=None)
     app.router.route_class = GuardedRoute  # routes take the body the guard parsed
     app.state.gate = gate
@@ -203,12 +243,16 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
         return decisions_route[0]
 
     app.state.fast_path = {"answered": 0}
-    app.add_middleware(FastDecisions, gate=gate, registry=registry, respond=respond,
-                       check=check_enumerations, route=route_of_decisions,
-                       stats=app.state.fast_path)
+    fast = {"gate": gate, "registry": registry, "respond": respond, "check": check_enumerations,
+            "route": route_of_decisions, "stats": app.state.fast_path}
+    app.add_middleware(FastDecisions, **fast)
     # the guard runs inside the metrics, so its 408/413/400 answers are counted too
     app.add_middleware(BodyGuard, max_body=settings.max_body, body_timeout=settings.body_timeout)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # the same three in front of Starlette for POST /v1/decisions (see GateApp)
+    app.front = MetricsMiddleware(
+        BodyGuard(FastDecisions(app.behind_front, **fast), max_body=settings.max_body,
+                  body_timeout=settings.body_timeout), metrics, last_resort=last_resort)
 
     # -- errors -------------------------------------------------------------------------
     @app.exception_handler(RequestValidationError)

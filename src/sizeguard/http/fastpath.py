@@ -3,8 +3,11 @@
 dependency machinery (a third of the service's time per decision went there).
 
 An ASGI middleware inside the guard (:mod:`sizeguard.http.guard`: the body is already read,
-bounded and strictly parsed). It answers only a request it can answer exactly as the route
-would, with the route's own functions:
+bounded and strictly parsed). In the service it runs in the *front*
+(:class:`sizeguard.http.app.GateApp`): the metrics, the guard and this, before Starlette's and
+FastAPI's own middleware; a request it passes on enters the whole application unchanged.
+It answers only a request it can answer exactly as the route would, with the route's own
+functions:
 
 * one ``Authorization: Bearer <token>`` whose bot is in the registry's cache (a trading bot of
   this service's account), at most one ``Idempotency-Key`` of at most 200 characters;
@@ -29,6 +32,7 @@ from pydantic import ValidationError
 
 from sizeguard.errors import SizeguardError
 from sizeguard.http.guard import PARSED
+from sizeguard.http.metrics import FRONT
 from sizeguard.http.models import DecisionRequest
 from sizeguard.http.problems import Problem, problem_for
 
@@ -67,7 +71,7 @@ class FastDecisions:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope.get("method") != "POST"
-                or scope.get("path") != PATH or PARSED not in scope):
+                or scope.get("path") != PATH or PARSED not in scope or FRONT in scope):
             await self.app(scope, receive, send)
             return
         taken = self._take(scope)

@@ -28,6 +28,7 @@ import anyio.to_thread
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+from sizeguard.http.metrics import FRONT
 from sizeguard.http.problems import PROBLEM, Problem, dumps
 from sizeguard.http.strict import BodyError, check_text, loads
 
@@ -64,7 +65,7 @@ class BodyGuard:
         self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or FRONT in scope:
             await self.app(scope, receive, send)
             return
         try:

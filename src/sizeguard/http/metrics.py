@@ -101,27 +101,44 @@ def _extra(extra: dict[str, dict[str, int]]) -> dict[str, tuple[str, dict[str, i
     return out
 
 
-class MetricsMiddleware:
-    """Counts every HTTP request by method, route template and status, with its duration."""
+# set on a request the front (:class:`sizeguard.http.app.GateApp`) already counted, guarded and
+# offered to the short way: the same middlewares inside Starlette's stack pass it on untouched
+FRONT = "sizeguard.front"
+LastResort = Callable[[Scope, BaseException, Send], Awaitable[None]]
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+
+class MetricsMiddleware:
+    """Counts every HTTP request by method, route template and status, with its duration.
+
+    ``last_resort`` (the front's: outside Starlette's error middleware): answers an exception
+    raised before the response started, as the application's last-resort handler does."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics,
+                 last_resort: LastResort | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.last_resort = last_resort
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or FRONT in scope:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = [500]
+        status = [500, 0]  # the status sent, whether the response started
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = int(message["status"])
+                status[1] = 1
             await send(message)
 
         try:
             await self.app(scope, receive, sending)
+        except Exception as exc:
+            if self.last_resort is None or status[1]:
+                raise
+            status[0] = 500
+            await self.last_resort(scope, exc, send)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
