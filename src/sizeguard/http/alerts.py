@@ -121,6 +121,18 @@ class Alerter:
         return stop
 
     # -- wiring -----------------------------------------------------------------------------
+    def _observed(self, on_answer: Callable[..., None] | None, args: tuple[Any, ...],
+                  answer: Any) -> Any:
+        """After a gate call answered (sync or async alike): the store is back, and the answer
+        is checked for alerts; a failing check never breaks the answer."""
+        self.answered()
+        if on_answer is not None:
+            try:
+                on_answer(args[0].name, answer[1])
+            except Exception as exc:
+                log.warning("alert check failed: %s", type(exc).__name__)
+        return answer
+
     def install(self, gate: Any) -> None:
         """Observe ``gate``'s decide (in a thread or on the event loop), order and health
         answers (instance attributes, so the routes, which look them up at call time, go
@@ -134,13 +146,7 @@ class Alerter:
                 except Exception as exc:
                     self.failed(exc)
                     raise
-                self.answered()
-                if on_answer is not None:
-                    try:
-                        on_answer(args[0].name, answer[1])
-                    except Exception as exc:  # never break the answer
-                        log.warning("alert check failed: %s", type(exc).__name__)
-                return answer
+                return self._observed(on_answer, args, answer)
             return wrapped
 
         def watch_async(fn: Callable[..., Awaitable[Any]], on_answer: Callable[..., None]
@@ -152,12 +158,7 @@ class Alerter:
                 except Exception as exc:
                     self.failed(exc)
                     raise
-                self.answered()
-                try:
-                    on_answer(args[0].name, answer[1])
-                except Exception as exc:  # never break the answer
-                    log.warning("alert check failed: %s", type(exc).__name__)
-                return answer
+                return self._observed(on_answer, args, answer)
             return wrapped
 
         gate.decide = watch(gate.decide, self.decision)
