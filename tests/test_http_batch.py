@@ -420,3 +420,116 @@ def test_the_short_way_forgets_a_removed_bot_with_the_token_cache(tmp_path: Any)
             assert gone.status_code == 401
     finally:
         store.close()
+
+
+class _Span:
+    """A span that keeps its name and attributes (OpenTelemetry's API only; no SDK here)."""
+
+    def __init__(self, name: str, attributes: dict[str, Any] | None) -> None:
+        from opentelemetry import trace
+
+        self._inner = trace.NonRecordingSpan(trace.INVALID_SPAN_CONTEXT)
+        self.name = name
+        self.attributes = dict(attributes or {})
+        self.ended = False
+
+    def set_attributes(self, attributes: dict[str, Any]) -> None:
+        self.attributes.update(attributes)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = value
+
+    def update_name(self, name: str) -> None:
+        self.name = name
+
+    def end(self, end_time: int | None = None) -> None:
+        self.ended = True
+
+    def __getattr__(self, name: str) -> Any:  # the rest of a span: what a non-recording one does
+        return getattr(self._inner, name)
+
+
+def _recording_provider(spans: list[Any]) -> Any:
+    from opentelemetry import trace
+
+    class Tracer(trace.NoOpTracer):  # not a no-op tracer to FastAPI: only its provider's type counts
+        def start_span(self, name: str, context: Any = None, kind: Any = None,
+                       attributes: Any = None, *args: Any, **kwargs: Any) -> Any:
+            span = _Span(name, attributes)
+            spans.append(span)
+            return span
+
+    class Provider(trace.TracerProvider):
+        def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
+            return Tracer()
+
+    return Provider()
+
+
+def test_with_tracing_configured_a_decision_gets_the_routes_span(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With OpenTelemetry configured (FastAPI's own telemetry), the short way stands aside: a
+    reserving decision goes through FastAPI and gets its server span, with the route and the
+    status, as every other request does (before, the short way answered it with no span)."""
+    from opentelemetry import trace
+
+    spans: list[Any] = []
+    provider = _recording_provider(spans)
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        client, token = _app(store)
+        with client:
+            fast = client.app.state.fast_path  # type: ignore[attr-defined]
+            auth = {"Authorization": f"Bearer {token}"}
+            assert client.post("/v1/decisions", json=BODY, headers=auth).status_code == 200
+            eth = {**BODY, "symbol": "ETH/USDT:USDT", "price": 3000.0}
+            again = client.post("/v1/decisions", json=eth, headers=auth)
+            assert again.status_code == 200 and again.json()["reservation"]
+            assert fast["answered"] == 0
+            server = [s for s in spans if s.attributes.get("http.route") == "/v1/decisions"]
+            assert len(server) == 2 and all(s.ended for s in server)
+            assert [s.attributes["http.response.status_code"] for s in server] == [200, 200]
+    finally:
+        store.close()
+    monkeypatch.undo()  # telemetry off again: the short way answers
+    store = open_store(f"sqlite:///{tmp_path / 't.db'}")
+    try:
+        client, token = _app(store)
+        with client:
+            fast = client.app.state.fast_path  # type: ignore[attr-defined]
+            auth = {"Authorization": f"Bearer {token}"}
+            for body in (BODY, {**BODY, "symbol": "ETH/USDT:USDT", "price": 3000.0}):
+                assert client.post("/v1/decisions", json=body, headers=auth).status_code == 200
+            assert fast["answered"] == 1
+    finally:
+        store.close()
+
+
+def test_opentelemetrys_own_fastapi_middleware_also_sets_the_short_way_aside(tmp_path: Any) -> None:
+    """OpenTelemetry's FastAPI instrumentation (a middleware of its own) counts as tracing
+    configured, as FastAPI's own telemetry does."""
+    from sizeguard.adapters.market_snapshot import FileMarketSource
+    from sizeguard.http.app import create_app
+    from sizeguard.http.settings import ServeSettings
+
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        client, _ = _app(store)
+        app = client.app
+        assert not app.traced()  # type: ignore[attr-defined]
+
+        class OpenTelemetryMiddleware:  # what the instrumentation adds, by its module
+            def __init__(self, app: Any) -> None:
+                self.app = app
+
+            async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+                await self.app(scope, receive, send)
+
+        OpenTelemetryMiddleware.__module__ = "opentelemetry.instrumentation.asgi"
+        instrumented = create_app(ServeSettings(preset="viper-fixed-margin"), store=store,
+                                  markets=FileMarketSource(None))
+        instrumented.add_middleware(OpenTelemetryMiddleware)
+        assert instrumented.traced()  # type: ignore[attr-defined]
+    finally:
+        store.close()

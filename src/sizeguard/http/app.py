@@ -85,6 +85,9 @@ def problem_response(p: Problem) -> Response:
     return respond((p.status, p.body(), p.headers))
 
 
+TRACED_EVERY = 1.0  # seconds between two checks whether OpenTelemetry is configured
+
+
 class GateApp(FastAPI):
     """FastAPI with a pure-ASGI *front* for ``POST /v1/decisions``: the metrics, the guard and
     the short way (:mod:`sizeguard.http.fastpath`) run before Starlette's and FastAPI's outer
@@ -95,11 +98,29 @@ class GateApp(FastAPI):
     as the application's own last-resort handler answers it behind Starlette's."""
 
     front: ASGIApp | None = None
+    _traced_at: tuple[bool, float] = (False, -1.0)
+
+    def traced(self) -> bool:
+        """Whether OpenTelemetry is configured for this application (FastAPI's own telemetry,
+        or OpenTelemetry's FastAPI instrumentation in its middleware): then the short way
+        stands aside, and every decision goes through FastAPI and gets its span. Checked at
+        most every :data:`TRACED_EVERY` seconds (it costs a few microseconds)."""
+        now = time.monotonic()
+        on, at = self._traced_at
+        if now - at < TRACED_EVERY and at >= 0:
+            return on
+        native = getattr(self, "_native_telemetry", None)  # FastAPI >= 0.13x
+        on = bool(native is not None and native.enabled()) or any(
+            str(getattr(m.cls, "__module__", "")).startswith("opentelemetry")
+            for m in self.user_middleware)
+        self._traced_at = (on, now)
+        return on
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         front = self.front
         if (front is not None and scope["type"] == "http" and scope.get("path") == DECISIONS
-                and scope.get("method") == "POST" and FRONT not in scope):
+                and scope.get("method") == "POST" and FRONT not in scope
+                and not self.traced()):
             scope["app"] = self
             await front(scope, receive, send)
         else:
@@ -244,7 +265,8 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
 
     app.state.fast_path = {"answered": 0}
     fast = {"gate": gate, "registry": registry, "respond": respond, "check": check_enumerations,
-            "route": route_of_decisions, "stats": app.state.fast_path}
+            "route": route_of_decisions, "stats": app.state.fast_path,
+            "stand_aside": app.traced}
     app.add_middleware(FastDecisions, **fast)
     # the guard runs inside the metrics, so its 408/413/400 answers are counted too
     app.add_middleware(BodyGuard, max_body=settings.max_body, body_timeout=settings.body_timeout)

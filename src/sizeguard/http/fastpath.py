@@ -60,7 +60,8 @@ class FastDecisions:
 
     def __init__(self, app: ASGIApp, *, gate: Gate, registry: BotRegistry,
                  respond: Callable[[Answer], Response], check: Callable[[Gate, Any], None],
-                 route: Callable[[], Any], stats: dict[str, int]) -> None:
+                 route: Callable[[], Any], stats: dict[str, int],
+                 stand_aside: Callable[[], bool] = lambda: False) -> None:
         self.app = app
         self.gate = gate
         self.registry = registry
@@ -68,10 +69,12 @@ class FastDecisions:
         self.check = check
         self.route = route
         self.stats = stats  # {"answered": decisions answered here}
+        self.stand_aside = stand_aside  # True: FastAPI answers everything (tracing is on)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope.get("method") != "POST"
-                or scope.get("path") != PATH or PARSED not in scope or FRONT in scope):
+                or scope.get("path") != PATH or PARSED not in scope or FRONT in scope
+                or self.stand_aside()):
             await self.app(scope, receive, send)
             return
         taken = self._take(scope)
