@@ -533,3 +533,70 @@ def test_opentelemetrys_own_fastapi_middleware_also_sets_the_short_way_aside(tmp
         assert instrumented.traced()  # type: ignore[attr-defined]
     finally:
         store.close()
+
+
+def test_the_short_ways_answer_has_the_routes_status_headers_and_body() -> None:
+    """The short way sends its answer as two ASGI messages built without a Response: the
+    same status, headers (in the same order) and body as the route's Response."""
+    import asyncio
+
+    from sizeguard.http.app import respond, send_answer
+
+    answers: list[Any] = [
+        (200, {"status": "accepted", "amount": "0.002", "x": float("nan")}, {}),
+        (200, {"status": "accepted"}, {"Idempotent-Replayed": "true"}),
+        (503, {"title": "state store unavailable"}, {"Retry-After": "2"}),
+        (422, {"field": "price"}, {}),
+        (200, {"a": 1}, {"Content-Type": "application/json; charset=utf-8"}),
+    ]
+    for answer in answers:
+        sent: list[Any] = []
+
+        async def send(message: Any, sent: list[Any] = sent) -> None:
+            sent.append(message)
+
+        asyncio.run(send_answer(answer, send))
+        routed: list[Any] = []
+
+        async def send_routed(message: Any, routed: list[Any] = routed) -> None:
+            routed.append(message)
+
+        async def nothing() -> Any:
+            return {"type": "http.disconnect"}
+
+        asyncio.run(respond(answer)({"type": "http"}, nothing, send_routed))
+        assert sent == routed
+
+
+def test_an_accounts_held_rows_read_again_give_the_same_positions(
+        store_url: str, clock: storefix.FakeClock) -> None:
+    """The store reads an account's open positions and live reservations every batch; a row
+    read again unchanged gives the same (immutable) Position back, and the account equals
+    one built from new objects; a row that changed (a fill) or left (a release, an expiry)
+    does not come back."""
+    from sizeguard.core import decide as core_decide
+
+    store = open_store(store_url, clock)
+    try:
+        store.ensure_account("a", exchange="paper", equity=10_000.0)
+        for i in range(3):
+            storefix.reserve(store, "a", lambda acc, i=i: core_decide.decide(
+                Intent(f"C{i:02d}/USDT:USDT", "long", 50000.0), acc,
+                BOOK[f"C{i:02d}/USDT:USDT"], POLICY), client_order_id=f"c{i}", ttl=60.0)
+        first = store.account("a")
+        second = store.account("a")
+        assert len(first.positions) == 3 and first == second
+        assert all(p is q for p, q in zip(first.positions, second.positions, strict=True))
+        held = store.reservations("a")
+        store.release_reservation(held[0].id, "test")
+        storefix.fill(store, held[1], 50100.0, book=BOOK)
+        clock.advance(30.0)
+        third = store.account("a")
+        assert [p.symbol for p in third.positions] == [held[1].symbol, held[2].symbol]
+        assert third.positions[0] is not second.positions[1]  # filled: a position now
+        assert third.positions[0].entry == 50100.0
+        assert third.positions[1] is second.positions[2]
+        clock.advance(31.0)  # the last reservation expired
+        assert [p.symbol for p in store.account("a").positions] == [held[1].symbol]
+    finally:
+        store.close()
