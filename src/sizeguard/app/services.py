@@ -10,7 +10,7 @@ units of work, never inside one (a locked transaction must not wait on a network
 from __future__ import annotations
 
 import functools
-import uuid
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -35,7 +35,7 @@ from sizeguard.ports import (
 
 
 def new_client_order_id() -> str:
-    return f"sg{uuid.uuid4().hex[:22]}"
+    return f"sg{os.urandom(11).hex()}"  # 22 random hex digits
 
 
 # --------------------------------------------------------------------------- decide + reserve
