@@ -36,7 +36,8 @@ decisions ``accepted`` with a reservation). Printed per case: answers/s, p50/p99
 the server's CPU time per answer (all its processes, from /proc: the machine's other load does
 not inflate it), i.e. what one core could serve if the disk and the lock did not bind first,
 and the goals. ``--profile DIR``: py-spy samples the server during the closed loop (raw
-flamegraph files in DIR, and the top frames printed); needs py-spy.
+flamegraph files in DIR, and the top frames printed), and again during the open loop (in
+DIR/sqlite-open, DIR/pg-open); needs py-spy.
 """
 
 from __future__ import annotations
@@ -513,7 +514,9 @@ def serve_cases(args: argparse.Namespace, store_arg: str | None, workers: int,
         out["closed"]["metrics"] = scrape(port)
         if args.rate > 0:
             time.sleep(0.5)
-            out["open"] = measured(port, token, args, True, serve.pid, rate=args.rate)
+            out["open"] = measured(port, token, args, True, serve.pid, rate=args.rate,
+                                   profile=profile.with_name(profile.name + "-open")
+                                   if profile else None)
             out["open"]["metrics"] = scrape(port)
     finally:
         stop(serve)
@@ -585,8 +588,9 @@ def run(args: argparse.Namespace, emit: Emitter) -> None:
                 oi = o.get("sizeguard_group_commit_decisions_total", 0.0) - items
                 print(f"group commit, {kind}, open loop: {oi:.0f} decisions in {ob:.0f} "
                       f"transactions, {oi / ob:.1f} per commit")
-        for label, share in cases["closed"].get("profile", {}).items():
-            print(f"  profile, {kind}: {share:6.1%}  {label}")
+        for case in ("closed", "open"):
+            for label, share in cases.get(case, {}).get("profile", {}).items():
+                print(f"  profile, {kind}, {case} loop: {share:6.1%}  {label}")
     service = results[0][0][0]["closed"]
     ratio = service["rate"] / ceiling["rate"] if ceiling["rate"] else 0.0
     print(f"service / ceiling: {ratio:.1%} of the rate; server CPU per answer "
@@ -629,6 +633,7 @@ def emit_cases(emit: Emitter, args: argparse.Namespace, cases: dict[str, dict[st
              opened["p99"], "ms", p50_ms=opened["p50"], max_ms=opened["max"],
              achieved=opened["rate"], offered=args.rate, cpu_ms=opened["cpu_ms"],
              connections=opened.get("connections"), errors=len(opened["errors"]),
+             profile=opened.get("profile"),
              **goal("<= 10 ms", opened["p99"] <= GOALS["p99"] and not opened["errors"]))
 
 

@@ -600,3 +600,21 @@ def test_an_accounts_held_rows_read_again_give_the_same_positions(
         assert [p.symbol for p in store.account("a").positions] == [held[1].symbol]
     finally:
         store.close()
+
+
+def test_ids_sort_by_their_second_and_keep_their_lengths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Client order ids (24 characters, as exchanges allow) and the store's ids begin with
+    their second, so a later second's ids sort after (the indexes grow at their end), and
+    their random part keeps them unique."""
+    from sizeguard.adapters import sql_store
+    from sizeguard.app import services
+
+    now = [1_790_000_000.5]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    first = [services.new_client_order_id() for _ in range(1000)]
+    res = [sql_store._new_id("res") for _ in range(1000)]  # noqa: SLF001
+    now[0] += 1.0
+    later, res_later = services.new_client_order_id(), sql_store._new_id("res")  # noqa: SLF001
+    assert len(set(first)) == len(set(res)) == 1000
+    assert all(len(c) == 24 and c.startswith("sg") and c < later for c in first)
+    assert all(len(r) == 28 and r.startswith("res_") and r < res_later for r in res)

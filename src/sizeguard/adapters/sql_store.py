@@ -196,7 +196,10 @@ def utc_day(ts: float) -> str:
 
 
 def _new_id(prefix: str) -> str:
-    return f"{prefix}_{os.urandom(10).hex()}"  # 20 random hex digits (uuid4's cost, a fifth)
+    """``prefix_`` + the second (8 hex digits) + 64 random bits (16): ids of one second sort
+    together, so an insert lands in the index's last pages instead of a random one (a commit
+    writes fewer pages), and stay unique by their random part."""
+    return f"{prefix}_{int(time.time()):08x}{os.urandom(8).hex()}"
 
 
 def _jsonable(value: Any) -> Any:

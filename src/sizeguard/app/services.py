@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -35,7 +36,10 @@ from sizeguard.ports import (
 
 
 def new_client_order_id() -> str:
-    return f"sg{os.urandom(11).hex()}"  # 22 random hex digits
+    """``sg`` + the second (8 hex digits) + 56 random bits (14): 24 characters, as
+    exchanges allow; ids of one second sort together, so the store's indexes of client order
+    ids grow at their end (a commit writes fewer pages than for random ids)."""
+    return f"sg{int(time.time()):08x}{os.urandom(7).hex()}"
 
 
 # --------------------------------------------------------------------------- decide + reserve
