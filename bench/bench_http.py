@@ -452,6 +452,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="server processes")
     ap.add_argument("--max-batch", type=int, default=64,
                     help="decisions per group commit (1: one transaction per decision)")
+    ap.add_argument("--batch-delay", type=float, default=None,
+                    help="SIZEGUARD_BATCH_DELAY: seconds the group commit waits for more "
+                         "decisions before a small batch while they keep coming (default: "
+                         "the service's)")
     ap.add_argument("--store", default=None, help="postgresql://... (default: a fresh SQLite file)")
     ap.add_argument("--pg", default=None,
                     help="also run the cases on this PostgreSQL (postgresql://...), same run")
@@ -497,7 +501,9 @@ def serve_cases(args: argparse.Namespace, store_arg: str | None, workers: int,
     port = free_port()
     env = env_for({"SIZEGUARD_PRESET": "viper-fixed-margin", "SIZEGUARD_LIMITS__ALLOW_ADD": "true",
                    "SIZEGUARD_MAX_BATCH": str(args.max_batch),
-                   "SIZEGUARD_SQLITE_SYNCHRONOUS": args.sqlite_synchronous})
+                   "SIZEGUARD_SQLITE_SYNCHRONOUS": args.sqlite_synchronous,
+                   **({"SIZEGUARD_BATCH_DELAY": str(args.batch_delay)}
+                      if args.batch_delay is not None else {})})
     serve = subprocess.Popen([sizeguard, "serve", "--host", HOST, "--port", str(port),
                               "--workers", str(workers), "--store", url],
                              env=env, start_new_session=True, stdout=subprocess.DEVNULL,

@@ -618,3 +618,40 @@ def test_ids_sort_by_their_second_and_keep_their_lengths(monkeypatch: pytest.Mon
     assert len(set(first)) == len(set(res)) == 1000
     assert all(len(c) == 24 and c.startswith("sg") and c < later for c in first)
     assert all(len(r) == 28 and r.startswith("res_") and r < res_later for r in res)
+
+
+def test_the_committer_waits_for_more_only_while_decisions_keep_coming(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``delay``: before a small batch the committer waits once for more decisions, but only
+    while they keep coming (its last batch ended less than BUSY ago): a decision after a
+    quiet moment is not kept waiting, nor is a batch already large, nor anything when the
+    delay is 0; threads leading their own batch never wait."""
+    import asyncio
+
+    from sizeguard.http import batch as batch_module
+
+    clock = [100.0]
+    slept: list[float] = []
+    monkeypatch.setattr(batch_module, "_monotonic", lambda: clock[0])
+    monkeypatch.setattr(batch_module, "_sleep", slept.append)
+    group: GroupCommit[int, int] = GroupCommit(lambda items: [i * 10 for i in items],
+                                               delay=0.0005)
+    group._gather()  # noqa: SLF001  # never committed: a quiet moment
+    assert slept == []
+    group._last = clock[0] - batch_module.BUSY / 2  # noqa: SLF001  # decisions keep coming
+    group._gather()  # noqa: SLF001
+    assert slept == [0.0005]
+    clock[0] += batch_module.BUSY  # quiet again
+    group._gather()  # noqa: SLF001
+    assert slept == [0.0005]
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(*(group.submit_async(i) for i in range(6))))
+
+    assert asyncio.run(main()) == [i * 10 for i in range(6)]
+    assert group.submit(7) == 70  # a thread's own batch
+    assert group.items == 7
+    idle: GroupCommit[int, int] = GroupCommit(list, delay=0.0)
+    idle._last = clock[0]  # noqa: SLF001
+    assert asyncio.run(idle.submit_async(1)) == 1
+    assert slept.count(0.0005) <= 3  # at most once per committed batch
