@@ -143,6 +143,7 @@ fee_on = numba.njit(cache=True)(_native.python_source(core_pos.fee_on))
 mm_of = numba.njit(cache=True)(core_tiers.maintenance_margin)
 settle_of = numba.njit(cache=True)(_native.python_source(core_pos.settle_of))
 quote_of = numba.njit(cache=True)(_native.python_source(core_pos.quote_of))
+cross_collateral = numba.njit(cache=True)(_native.python_source(core_pos.cross_collateral))
 
 
 def _close(pos: F64, acct: F64, stats: Any, exits: F64, j: int, t: int, price: float,
@@ -241,18 +242,18 @@ def _cross_view(pos: F64, j: int, t: int, op: F64, hi: F64, lo: F64, mark: F64,
 cross_view = numba.njit(cache=True)(_cross_view)
 
 
-def _short_of_maintenance(pos: F64, j: int, price: float, inverse: bool
-                          ) -> float:  # pragma: no cover - compiled
-    """What position ``j`` takes from the cross wallet at ``price``: its maintenance margin
-    there less its unrealised PnL (Binance's ``TMM - UPNL`` term of one position), in the
-    settle currency (COIN-M: the notional in coin at ``price``, the maintenance amount in coin)."""
+def _maintenance_at(pos: F64, j: int, price: float, inverse: bool
+                    ) -> tuple[float, float]:  # pragma: no cover - compiled
+    """Position ``j``'s maintenance margin and unrealised PnL at ``price`` (its terms of the
+    cross collateral, :func:`~sizeguard.core.position.cross_collateral`), in the settle
+    currency (COIN-M: the notional in coin at ``price``, the maintenance amount in coin)."""
     value = settle_of(notional_of(pos[j, P_QTY], price, 1.0, inverse), price, inverse)
-    return (mm_of(value, pos[j, P_MMR], pos[j, P_CUM])
-            - settle_of(pnl(pos[j, P_SIDE] > 0.0, pos[j, P_NOTIONAL], pos[j, P_ENTRY], price),
-                        price, inverse))
+    return (mm_of(value, pos[j, P_MMR], pos[j, P_CUM]),
+            settle_of(pnl(pos[j, P_SIDE] > 0.0, pos[j, P_NOTIONAL], pos[j, P_ENTRY], price),
+                      price, inverse))
 
 
-short_of_maintenance = numba.njit(cache=True)(_short_of_maintenance)
+maintenance_at = numba.njit(cache=True)(_maintenance_at)
 
 
 def _position_liq(pos: F64, j: int, formula: int, collateral: float, fee: float,
@@ -275,7 +276,8 @@ def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: 
     policy share the wallet, ``acct[A_CASH]``).
 
     Each position's liquidation price is the core kernel's with the cross collateral of
-    :meth:`sizeguard.core.decide.Context.cross_collateral`: the wallet less the other cross
+    :func:`sizeguard.core.position.cross_collateral` (the one ``decide()`` uses): the wallet
+    less the other cross
     positions' maintenance margin plus their unrealised PnL, the others valued at
     :func:`_cross_view` (their open, or their bar's adverse extreme). When one position reaches
     its price (by the intrabar rule: a stop inside it fills first; ``at_open``: the bar opened
@@ -286,11 +288,12 @@ def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: 
     reached its price (at it) the rest. Returns whether the account was liquidated; sets every
     open cross position's ``P_LIQ`` to its price of this view."""
     k = pos.shape[0]
-    total = 0.0
+    mm = np.zeros(k)  # each position's terms of the cross collateral at its view price
+    upnl = np.zeros(k)
     for i in range(k):
         if pos[i, P_SIDE] != 0.0 and can_liq[i]:
-            total += short_of_maintenance(pos, i, cross_view(pos, i, t, op, hi, lo, mark,
-                                                             at_open), inverse)
+            mm[i], upnl[i] = maintenance_at(pos, i, cross_view(pos, i, t, op, hi, lo, mark,
+                                                               at_open), inverse)
     wallet = acct[A_CASH]
     trigger = -1
     trigger_gap = True
@@ -298,9 +301,8 @@ def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: 
         side = pos[j, P_SIDE]
         if side == 0.0 or not can_liq[j]:
             continue
-        own = short_of_maintenance(pos, j, cross_view(pos, j, t, op, hi, lo, mark, at_open),
-                                   inverse)
-        lp = position_liq(pos, j, formula[j], wallet - (total - own), fee[j], inverse)
+        lp = position_liq(pos, j, formula[j], cross_collateral(wallet, mm, upnl, j), fee[j],
+                          inverse)
         pos[j, P_LIQ] = lp
         o = op[t, j]
         if math.isnan(o):  # no bar: its price did not move
@@ -326,7 +328,7 @@ def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: 
         if i == trigger or pos[i, P_SIDE] == 0.0 or not can_liq[i]:
             continue
         price = cross_view(pos, i, t, op, hi, lo, mark, at_open)
-        share = -short_of_maintenance(pos, i, price, inverse)
+        share = upnl[i] - mm[i]
         rest -= share
         close_position(pos, acct, stats, exits, i, t, price, R_LIQ, fee[i], share, inverse)
     close_position(pos, acct, stats, exits, trigger, t, pos[trigger, P_LIQ], R_LIQ, fee[trigger],
