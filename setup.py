@@ -37,6 +37,9 @@ COMPILED = [
     "src/sizeguard/core/models.py",
     "src/sizeguard/core/liquidation.py",
     "src/sizeguard/core/position.py",
+    # the backtest's entry side: between the numba loop's stops, it reads the decision's fields
+    # natively (no numba here: the loop and its kernels stay numba's, from the core's source)
+    "src/sizeguard/backtest/entries.py",
 ]
 
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sizeguard.backtest import engine
+from sizeguard.backtest import entries
 from sizeguard.backtest.fastinit import constructor
 from sizeguard.core.account import Account, Position, SymbolStats
 from sizeguard.core.intent import LONG, SHORT, Intent
@@ -75,9 +75,9 @@ def test_intent_equals_the_dataclass(price: float, atr: float | None, conf: floa
 
 def test_the_engine_builds_entries_with_it() -> None:
     # what run_backtest calls is the generated builder, not the class (else the speed is gone)
-    assert engine.make_intent is not Intent and engine.make_account is not Account
+    assert entries.make_intent is not Intent and entries.make_account is not Account
     with pytest.raises(TypeError):
-        engine.make_account()  # equity is required, as Account(...) requires it
+        entries.make_account()  # equity is required, as Account(...) requires it
 
 
 def test_what_it_cannot_reproduce_gets_the_class_back() -> None:
@@ -119,7 +119,7 @@ def test_a_flat_account_equals_the_dataclass(equity: float, available: float | N
     with pytest.raises(TypeError):
         make(1.0, positions=())  # no longer a parameter
     # what the engine builds with it, positional (its fields in order, less positions)
-    same(engine.make_flat_account(equity, None, peak, day, streak, stats, stats, stats),
+    same(entries.make_flat_account(equity, None, peak, day, streak, stats, stats, stats),
          Account(equity, None, (), peak, day, streak, stats, stats, stats))
 
 
