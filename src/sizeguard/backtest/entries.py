@@ -23,7 +23,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Final
 
-from sizeguard.backtest.fastinit import constructor
+from sizeguard.backtest.fastinit import COPY, MAKE, MISSING, PARAM, constructor, plan
 from sizeguard.core import liquidation as core_liq
 from sizeguard.core import position as core_pos
 from sizeguard.core import tiers as core_tiers
@@ -72,12 +72,68 @@ X_LIQ0: Final = 7
 NX: Final = 8
 
 _ROW: Final = struct.Struct(f"={NP}d")  # one row of pos (C order, native float64)
-# an entry's Intent and Account, built as their dataclass builds them, at half the cost
-make_intent: Final = constructor(Intent)
-make_account: Final = constructor(Account)
+# this module is the mypyc build (not its .py source): see Builder
+NATIVE: Final = not __file__.endswith(".py")
+
+
+class Builder:
+    """Builds a frozen slotted dataclass exactly as its ``__init__`` does, faster
+    (:mod:`sizeguard.backtest.fastinit`: the same slots set to the same values). Compiled, it
+    writes each slot with ``object.__setattr__``, which mypyc turns into the C set-attribute
+    of the slot's descriptor; as Python, it calls fastinit's generated constructor."""
+
+    def __init__(self, cls: type[Any], fixed: Mapping[str, Any] | None = None) -> None:
+        how = plan(cls, fixed)
+        self.cls = cls
+        self.params = how.params
+        self.defaults = how.defaults
+        # (name, kind, value): kind PARAM takes the next value given (its default when fewer
+        # are given), the others as the plan says
+        self.slots: tuple[tuple[str, int, Any], ...] = tuple(
+            (name, PARAM if name in how.params else kind, value)
+            for name, kind, value in how.slots)
+        self.post_init = how.post_init
+        self.make = constructor(cls, fixed)
+        self.native = NATIVE
+
+    def build(self, values: tuple[Any, ...]) -> Any:
+        """A new object from ``values``, the parameters in order (positional; those left out
+        take their defaults)."""
+        if not self.native:
+            return self.make(*values)
+        obj = object.__new__(self.cls)
+        given = len(values)
+        i = 0
+        for name, kind, held in self.slots:
+            value = held
+            if kind == PARAM:
+                value = values[i] if i < given else self._default(i)
+                i += 1
+            elif kind == COPY:
+                value = held.copy()
+            elif kind == MAKE:
+                value = held()
+            object.__setattr__(obj, name, value)
+        if self.post_init:
+            obj.__post_init__()
+        return obj
+
+    def _default(self, i: int) -> Any:
+        default = self.defaults[i]
+        if default is MISSING:
+            raise TypeError(f"{self.cls.__name__}() missing argument {self.params[i]!r}")
+        return default() if callable(default) else default
+
+
+# an entry's Intent and Account, built as their dataclass builds them, at a fraction of the cost
+INTENT: Final = Builder(Intent)
+ACCOUNT: Final = Builder(Account)
 # a flat account's (no position: what most entries see), its aggregates computed once
-make_flat_account: Final = constructor(Account, {"positions": ()})
-make_stats: Final = constructor(SymbolStats)
+FLAT_ACCOUNT: Final = Builder(Account, {"positions": ()})
+STATS: Final = Builder(SymbolStats)
+make_intent: Final = INTENT.make
+make_account: Final = ACCOUNT.make
+make_flat_account: Final = FLAT_ACCOUNT.make
 _NONE_LEARNED: Final[Mapping[str, float]] = MappingProxyType({})  # no minimum learned yet
 _NO_STATS: Final[Mapping[str, SymbolStats]] = MappingProxyType({})
 
@@ -138,25 +194,24 @@ class AccountView:
             rows: list[list[int]] = self.stats.tolist()
             if len(rows) == 1:  # one symbol (most backtests): no loop
                 n, w = rows[0]
-                self._stats = MappingProxyType({self.syms[0]: make_stats(n, w)} if n else {})
+                self._stats = MappingProxyType({self.syms[0]: STATS.build((n, w))} if n else {})
             else:
-                self._stats = MappingProxyType({sym: make_stats(row[0], row[1]) for sym, row
+                self._stats = MappingProxyType({sym: STATS.build((row[0], row[1])) for sym, row
                                                 in zip(self.syms, rows, strict=True) if row[0]})
         if self.inverse:
             cash, peak, day_pnl = cash * price, peak * price, day_pnl * price
         self._key = key
+        built: Account
         if any(flat):  # open positions, marked at this open
             positions, upnl = self._marked(t, pos, flat)
             equity = cash + upnl
-            account = make_account(
-                equity=equity, positions=positions, peak_equity=max(peak, equity),
-                realised_pnl_today=day_pnl, losing_streak=int(streak), symbol_stats=self._stats,
-                last_trade_at=self._last, min_cost=_NONE_LEARNED)
+            built = ACCOUNT.build((equity, None, positions, max(peak, equity), day_pnl,
+                                   int(streak), self._stats, self._last, _NONE_LEARNED))
         else:  # the same Account as above with positions=() (its fields in order, less those)
-            account = make_flat_account(cash, None, max(peak, cash), day_pnl, int(streak),
-                                        self._stats, self._last, _NONE_LEARNED)
-        self._account = account
-        return account
+            built = FLAT_ACCOUNT.build((cash, None, max(peak, cash), day_pnl, int(streak),
+                                        self._stats, self._last, _NONE_LEARNED))
+        self._account = built
+        return built
 
     def _marked(self, t: int, pos: Any, flat: list[float]) -> tuple[tuple[Position, ...], float]:
         """The open positions marked at bar ``t``'s open (in quote), and their unrealised PnL."""
@@ -384,8 +439,10 @@ def _bar_entries(t: int, i: int, decide: Decide, out: Entries, view: AccountView
         if account.equity <= 0.0:
             skips["NO_EQUITY"] += 1
             continue
-        intent = make_intent(symbol, LONG if side > 0 else SHORT, price, atr=a, atr_mult=am,
-                             confidence=conf, regime=regime, volatility=volatility, time=when)
+        # Intent(symbol, side, price, atr=a, atr_mult=am, confidence=conf, regime=regime,
+        # volatility=volatility, time=when): every field, in order
+        intent = INTENT.build((symbol, LONG if side > 0 else SHORT, price, None, None, a, am,
+                               None, conf, regime, volatility, None, None, when))
         try:
             d = decide(intent, account, book.market, policy)
         except InvalidInput as exc:  # e.g. an ATR stop below zero on a bad candle
