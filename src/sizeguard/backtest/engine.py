@@ -380,62 +380,63 @@ def _orders(t: int, pos: F64, entry: Any, exit_sig: Any) -> bool:  # pragma: no 
 _orders_at_open = numba.njit(cache=True)(_orders)
 
 
-def _flat(t: int, stop_at: int, ts: Any, op: F64, entry: Any, acct: F64, equity: F64,
-          gross: F64) -> int:  # pragma: no cover - compiled
+def _flat(t: int, stop_at: int, ts: Any, op: F64, entry: Any, signal_bars: Any, acct: F64,
+          equity: F64) -> int:  # pragma: no cover - compiled
     """Bars from ``t`` with no position open, up to the next bar with an entry signal (returned;
     ``stop_at`` when none): exactly what the loop does on such a bar (the day's PnL reset when
     the day changes; the equity the cash; no exposure: ``gross`` is left at the zero the run
-    starts it with, untouched pages stay unmapped; the peak), in one tight loop."""
+    starts it with, untouched pages stay unmapped; the peak), in one pass the compiler turns
+    into vector code. ``signal_bars``: the bars with an entry signal, in order."""
     k = op.shape[1]
-    cash, day, t0 = acct[A_CASH], acct[A_DAY], t
-    new_day = False
-    # the day's bounds in ms: the same day as ts // DAY_MS exactly when day_lo <= ts < day_hi
-    # (integers), so the division runs once a day instead of once a bar
-    day_lo = int(day) * DAY_MS
-    day_hi = day_lo + DAY_MS
-    while t < stop_at:
-        signal = False
+    end = stop_at
+    i = np.searchsorted(signal_bars, t)
+    while i < signal_bars.shape[0] and signal_bars[i] < stop_at:
+        b = signal_bars[i]
         for j in range(k):
-            if entry[t, j] != 0 and not math.isnan(op[t, j]):
-                signal = True
+            if entry[b, j] != 0 and not math.isnan(op[b, j]):  # a NaN open: no trade there
+                end = b
                 break
-        if signal:
+        if end == b:
             break
-        now = ts[t]
-        if now < day_lo or now >= day_hi:
-            d = float(now // DAY_MS)
-            if d != day:
-                day, new_day = d, True
-            day_lo = int(d) * DAY_MS
-            day_hi = day_lo + DAY_MS
-        equity[t] = cash
-        t += 1
-    if new_day:
-        acct[A_DAY] = day
+        i += 1
+    if end <= t:
+        return t
+    # the day changed on some bar exactly when a timestamp leaves the day's bounds (in ms);
+    # the day is then the last bar's, whatever the order of the timestamps
+    cash = acct[A_CASH]
+    low = high = ts[t]
+    for u in range(t, end):
+        equity[u] = cash
+        now = ts[u]
+        low = min(low, now)
+        high = max(high, now)
+    day_lo = int(acct[A_DAY]) * DAY_MS
+    if low < day_lo or high >= day_lo + DAY_MS:
+        acct[A_DAY] = float(ts[end - 1] // DAY_MS)
         acct[A_DAY_PNL] = 0.0
-    if t > t0:
-        acct[A_PEAK] = max(acct[A_PEAK], cash)
-    return t
+    acct[A_PEAK] = max(acct[A_PEAK], cash)
+    return end
 
 
 flat_run = numba.njit(cache=True)(_flat)
 
 
 def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F64, entry: Any,
-          exit_sig: Any, funding: F64, fee: F64, can_liq: Any, formula: Any, worst: bool, pos: F64,
-          acct: F64, stats: Any, exits: F64, equity: F64, gross: F64,
+          exit_sig: Any, signal_bars: Any, funding: F64, fee: F64, can_liq: Any, formula: Any,
+          worst: bool, pos: F64, acct: F64, stats: Any, exits: F64, equity: F64, gross: F64,
           stop_at: int, adding: bool, cross: bool, inverse: bool
           ) -> int:  # pragma: no cover - compiled
     """Walk bars from ``start``; return the bar where entries wait for a decision (its exits
     done), or -1 when the data (or ``stop_at``) end. ``resume``: bar ``start``'s open is done.
     ``adding``: an entry on the side of the open position waits for a decision too (an add).
     ``cross``: the contract positions share the wallet (:func:`_cross_liquidation`).
-    ``inverse``: the markets are coin-margined, every amount of money is in their coin."""
+    ``inverse``: the markets are coin-margined, every amount of money is in their coin.
+    ``signal_bars``: the bars with an entry signal (any symbol), in order."""
     n, k = op.shape
     t = start
     while t < stop_at:
         if not (resume and t == start) and not _holding(pos):  # flat: on to the next signal
-            t = flat_run(t, stop_at, ts, op, entry, acct, equity, gross)
+            t = flat_run(t, stop_at, ts, op, entry, signal_bars, acct, equity)
             if t >= stop_at:
                 break
         if not (resume and t == start):
@@ -759,7 +760,7 @@ def run_backtest(
         # decide: this module's, looked up now (a caller may wrap it, as the bench does)
         run_entries(walk, _compiled, decide, out, view, books, policy, e_t.tolist(), e_sig,
                     panel.symbols, regime, volatility, progress, ts_arr, op, hi, lo, mark,
-                    entry_sig, exit_sig, fund, fee, can_liq, formula, worst, pos, acct, stats,
+                    entry_sig, exit_sig, e_t, fund, fee, can_liq, formula, worst, pos, acct, stats,
                     exits, eq_curve, gross, allow_add, cross, inverse)
         del e_sig  # freed before the collector's next pass (see _collector_paused)
     return BacktestResult(policy, panel.symbols, tuple(syms), ts_arr, eq_curve, gross, equity,

@@ -372,9 +372,9 @@ def run_entries(walk: Any, direct: Callable[[Any, tuple[Any, ...]], Any], decide
                 regime: str | None, volatility: str | None,
                 progress: Callable[[int, int], None] | None,
                 ts: Any, op: Any, hi: Any, lo: Any, mark: Any, entry_sig: Any, exit_sig: Any,
-                fund: Any, fee: Any, can_liq: Any, formula: Any, worst: bool, pos: Any, acct: Any,
-                stats: Any, exits: Any, eq_curve: Any, gross: Any, allow_add: bool, cross: bool,
-                inverse: bool) -> None:
+                signal_bars: Any, fund: Any, fee: Any, can_liq: Any, formula: Any, worst: bool,
+                pos: Any, acct: Any, stats: Any, exits: Any, eq_curve: Any, gross: Any,
+                allow_add: bool, cross: bool, inverse: bool) -> None:
     """Run the compiled loop ``walk`` over the bars and decide every entry it stops at (one
     bar's entries in symbol order, each by ``decide``), until the data end. ``e_bar`` and
     ``e_sig``: every entry signal, in bar order (then symbol order); ``names``: the candles'
@@ -388,14 +388,15 @@ def run_entries(walk: Any, direct: Callable[[Any, tuple[Any, ...]], Any], decide
     t, resume = 0, False
     while True:
         stop_at = min(n, t + chunk) if progress is not None else n
-        got = int(walk_on(t, resume, ts, op, hi, lo, mark, entry_sig, exit_sig, fund, fee,
-                          can_liq, formula, worst, pos, acct, stats, exits, eq_curve, gross,
-                          stop_at, allow_add, cross, inverse))
+        got = int(walk_on(t, resume, ts, op, hi, lo, mark, entry_sig, exit_sig, signal_bars,
+                          fund, fee, can_liq, formula, worst, pos, acct, stats, exits, eq_curve,
+                          gross, stop_at, allow_add, cross, inverse))
         if not resolved:  # every resume passes the same arrays: skip the type dispatch
             resolved = True
-            walk_on = direct(walk, (t, resume, ts, op, hi, lo, mark, entry_sig, exit_sig, fund,
-                                    fee, can_liq, formula, worst, pos, acct, stats, exits,
-                                    eq_curve, gross, stop_at, allow_add, cross, inverse))
+            walk_on = direct(walk, (t, resume, ts, op, hi, lo, mark, entry_sig, exit_sig,
+                                    signal_bars, fund, fee, can_liq, formula, worst, pos, acct,
+                                    stats, exits, eq_curve, gross, stop_at, allow_add, cross,
+                                    inverse))
         if got < 0:
             if stop_at >= n:
                 break
