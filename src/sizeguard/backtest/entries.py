@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import struct
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
 from types import MappingProxyType
@@ -356,8 +356,9 @@ class Entries:
     entry tuples, the skips, the decision count, the adds, the first refusals as warnings and
     (``record``) each decision with what it was taken against."""
 
-    def __init__(self, ledger: Any, record: Callable[..., Any] | None) -> None:
+    def __init__(self, ledger: Any, record: Callable[..., Any] | None, allow_add: bool) -> None:
         self.ledger = ledger  # engine.Ledger: entries (a list) and open_row (an add's row)
+        self.allow_add = allow_add  # an entry on the held position's side is an add
         self.record = record  # engine.EntryRecord, when the entries are recorded
         self.records: list[Any] = []
         self.skips: Counter[str] = Counter()
@@ -366,50 +367,26 @@ class Entries:
         self.adds = 0
 
 
-def run_entries(walk: Any, direct: Callable[[Any, tuple[Any, ...]], Any], decide: Decide,
-                out: Entries, view: AccountView, books: list[Book], policy: Policy,
-                e_bar: list[int], e_sig: list[Signal], names: Sequence[str],
-                regime: str | None, volatility: str | None,
-                progress: Callable[[int, int], None] | None,
-                ts: Any, op: Any, hi: Any, lo: Any, mark: Any, entry_sig: Any, exit_sig: Any,
-                signal_bars: Any, fund: Any, fee: Any, can_liq: Any, formula: Any, worst: bool,
-                pos: Any, acct: Any, stats: Any, exits: Any, eq_curve: Any, gross: Any,
-                allow_add: bool, cross: bool, inverse: bool) -> None:
-    """Run the compiled loop ``walk`` over the bars and decide every entry it stops at (one
-    bar's entries in symbol order, each by ``decide``), until the data end. ``e_bar`` and
-    ``e_sig``: every entry signal, in bar order (then symbol order); ``names``: the candles'
-    symbols (for the warnings); ``direct`` gives the machine code of ``walk`` for its
-    arguments (each resume passes the same arrays)."""
-    n = int(ts.shape[0])
-    chunk = n if progress is None else max(n // 200, 1)
+def run_entries(steps: Iterator[int], n: int, decide: Decide, out: Entries, view: AccountView,
+                books: list[Book], policy: Policy, e_bar: list[int], e_sig: list[Signal],
+                names: Sequence[str], regime: str | None, volatility: str | None,
+                progress: Callable[[int, int], None] | None, pos: Any, acct: Any, exits: Any
+                ) -> None:
+    """Step the compiled loop (``steps``: :func:`~sizeguard.backtest.engine.walking` over the
+    ``n`` bars) and decide every entry it stops at (one bar's entries in symbol order, each by
+    ``decide``), until the data end. ``e_bar`` and ``e_sig``: every entry signal, in bar order
+    (then symbol order); ``names``: the candles' symbols (for the warnings)."""
     cur = 0
     sides = pos[:, P_SIDE]  # a view: the open positions' sides as they are
-    walk_on, resolved = walk, False
-    t, resume = 0, False
-    while True:
-        stop_at = min(n, t + chunk) if progress is not None else n
-        got = int(walk_on(t, resume, ts, op, hi, lo, mark, entry_sig, exit_sig, signal_bars,
-                          fund, fee, can_liq, formula, worst, pos, acct, stats, exits, eq_curve,
-                          gross, stop_at, allow_add, cross, inverse))
-        if not resolved:  # every resume passes the same arrays: skip the type dispatch
-            resolved = True
-            walk_on = direct(walk, (t, resume, ts, op, hi, lo, mark, entry_sig, exit_sig,
-                                    signal_bars, fund, fee, can_liq, formula, worst, pos, acct,
-                                    stats, exits, eq_curve, gross, stop_at, allow_add, cross,
-                                    inverse))
-        if got < 0:
-            if stop_at >= n:
-                break
+    for t in steps:
+        if t < 0:  # the end of a chunk of bars
             if progress is not None:
-                progress(stop_at, n)
-            t, resume = stop_at, False
+                progress(-1 - t, n)
             continue
-        t = got
         while e_bar[cur] < t:  # the loop stops at every bar with an entry signal, in order
             cur += 1
         cur = _bar_entries(t, cur, decide, out, view, books, policy, e_bar, e_sig, names,
-                           regime, volatility, pos, acct, exits, sides.tolist(), allow_add)
-        resume = True
+                           regime, volatility, pos, acct, exits, sides.tolist(), out.allow_add)
     if progress is not None:
         progress(n, n)
 
