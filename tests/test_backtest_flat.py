@@ -5,10 +5,15 @@ exactly when some bar of the stretch lies in another day than the account's."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from sizeguard.adapters.market_files import load_markets
 from sizeguard.backtest import engine
-from sizeguard.backtest.engine import DAY_MS
+from sizeguard.backtest.candles import Panel
+from sizeguard.backtest.engine import DAY_MS, run_backtest
 from sizeguard.backtest.entries import A_CASH, A_DAY, A_DAY_PNL, A_PEAK, NA
+from sizeguard.backtest.signals import ema_cross
+from sizeguard.config import load_policy
 
 
 def _run(days: list[float], entry_at: list[int], day: float = 5.0,
@@ -23,7 +28,9 @@ def _run(days: list[float], entry_at: list[int], day: float = 5.0,
     acct = np.zeros(NA)
     acct[A_CASH], acct[A_PEAK], acct[A_DAY], acct[A_DAY_PNL] = 1_000.0, 1_200.0, day, -30.0
     equity = np.full(n, np.nan)
-    end = engine.flat_run(0, n, ts, op, entry, np.flatnonzero(entry[:, 0]), acct, equity)
+    gross = np.full(n, np.nan)
+    end = engine.flat_run(0, n, ts, op, entry, np.flatnonzero(entry[:, 0]), acct, equity, gross)
+    assert gross.tolist()[:end] == [0.0] * end and np.isnan(gross[end:]).all()  # no exposure
     return int(end), acct, equity
 
 
@@ -62,5 +69,36 @@ def test_the_peak_follows_the_cash() -> None:
     acct[A_CASH], acct[A_PEAK], acct[A_DAY] = 1_500.0, 1_200.0, 5.0
     equity = np.full(n, np.nan)
     engine.flat_run(0, n, ts, np.full((n, 1), 1.0), np.zeros((n, 1), np.int8),
-                    np.zeros(0, np.int64), acct, equity)
+                    np.zeros(0, np.int64), acct, equity, np.empty(n))
     assert acct[A_PEAK] == 1_500.0 and equity.tolist() == [1_500.0] * 3
+
+
+@pytest.mark.parametrize("sets", [[], ["limits.allow_add=true"], ['leverage.margin_mode="cross"']])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_every_bar_of_the_curves_is_written(monkeypatch: pytest.MonkeyPatch, sets: list[str],
+                                            chunked: bool) -> None:
+    # the run allocates the equity and exposure curves without filling them: the loop writes
+    # every bar (flat stretches, bars in position, entry bars, chunk ends, the last bar)
+    marker = 7.777e77
+    real_empty = np.empty
+    monkeypatch.setattr(np, "empty", lambda shape, *a, **kw: np.full(shape, marker)
+                        if isinstance(shape, int) else real_empty(shape, *a, **kw))
+    rng = np.random.default_rng(5)
+    n, k = 6_000, 2
+    close = np.array([30_000.0, 2_000.0]) * np.exp(np.cumsum(rng.normal(0, 0.003, (n, k)), 0))
+    open_ = np.vstack([close[:1], close[:-1]])
+    high, low = np.maximum(open_, close) * 1.002, np.minimum(open_, close) * 0.998
+    for a in (open_, high, low, close):
+        a[1_000:1_500, 1] = np.nan  # a hole in the second symbol
+    mark = close.copy()
+    mark[1_000:1_500, 1] = close[999, 1]
+    ts = 1_600_000_000_000 + np.arange(n, dtype=np.int64) * 300_000
+    panel = Panel(("BTC", "ETH"), ts, open_, high, low, close, mark, 300_000)
+    book = load_markets(None)
+    result = run_backtest(panel, ema_cross(panel, 10, 40, tp_r=2.0),
+                          [book["BTC/USDT:USDT"], book["ETH/USDT:USDT"]],
+                          load_policy("ai-atr-risk", None, sets),
+                          progress=(lambda done, total: None) if chunked else None)
+    assert result.decisions > 20
+    assert not (result.equity == marker).any() and not (result.gross == marker).any()
+    assert not np.isnan(result.equity).any() and not np.isnan(result.gross).any()

@@ -381,12 +381,11 @@ _orders_at_open = numba.njit(cache=True)(_orders)
 
 
 def _flat(t: int, stop_at: int, ts: Any, op: F64, entry: Any, signal_bars: Any, acct: F64,
-          equity: F64) -> int:  # pragma: no cover - compiled
+          equity: F64, gross: F64) -> int:  # pragma: no cover - compiled
     """Bars from ``t`` with no position open, up to the next bar with an entry signal (returned;
     ``stop_at`` when none): exactly what the loop does on such a bar (the day's PnL reset when
-    the day changes; the equity the cash; no exposure: ``gross`` is left at the zero the run
-    starts it with, untouched pages stay unmapped; the peak), in one pass the compiler turns
-    into vector code. ``signal_bars``: the bars with an entry signal, in order."""
+    the day changes; the equity the cash; no exposure; the peak), in one pass the compiler
+    turns into vector code. ``signal_bars``: the bars with an entry signal, in order."""
     k = op.shape[1]
     end = stop_at
     i = np.searchsorted(signal_bars, t)
@@ -407,6 +406,7 @@ def _flat(t: int, stop_at: int, ts: Any, op: F64, entry: Any, signal_bars: Any, 
     low = high = ts[t]
     for u in range(t, end):
         equity[u] = cash
+        gross[u] = 0.0
         now = ts[u]
         low = min(low, now)
         high = max(high, now)
@@ -436,7 +436,7 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
     t = start
     while t < stop_at:
         if not (resume and t == start) and not _holding(pos):  # flat: on to the next signal
-            t = flat_run(t, stop_at, ts, op, entry, signal_bars, acct, equity)
+            t = flat_run(t, stop_at, ts, op, entry, signal_bars, acct, equity, gross)
             if t >= stop_at:
                 break
         if not (resume and t == start):
@@ -764,8 +764,9 @@ def run_backtest(
     stats = np.zeros((k, 2), np.int64)
     max_trades = int(np.count_nonzero(signals.entry)) + 1
     exits = np.full((max_trades, NX), np.nan)
-    eq_curve = np.full(n, np.nan)
-    gross = np.zeros(n)
+    # every bar's equity and exposure are written by the loop (a flat stretch's too): no fill
+    eq_curve = np.empty(n)
+    gross = np.empty(n)
     ledger = Ledger(panel.timestamp, exits)
     allow_add = bool(policy.limits.allow_add)
     out = Entries(ledger, EntryRecord if record else None, allow_add)
