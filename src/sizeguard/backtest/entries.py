@@ -23,7 +23,8 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Final
 
-from sizeguard.backtest.fastinit import COPY, MAKE, MISSING, PARAM, constructor, plan
+from sizeguard.backtest import fastinit
+from sizeguard.backtest.fastinit import constructor, plan
 from sizeguard.core import liquidation as core_liq
 from sizeguard.core import position as core_pos
 from sizeguard.core import tiers as core_tiers
@@ -72,8 +73,24 @@ X_LIQ0: Final = 7
 NX: Final = 8
 
 _ROW: Final = struct.Struct(f"={NP}d")  # one row of pos (C order, native float64)
+_ROW_SIZE: Final = _ROW.size
 # this module is the mypyc build (not its .py source): see Builder
 NATIVE: Final = not __file__.endswith(".py")
+# Names imported from a Python module are looked up in this module's dict at every use once
+# compiled: the constants used per entry are held here as final (native) values.
+_LONG: Final = LONG
+_SHORT: Final = SHORT
+_NAN: Final = math.nan
+_MISSING: Final = fastinit.MISSING
+_PROXY: Final = MappingProxyType
+_NEW: Final = object.__new__
+# fastinit's slot kinds (Plan.slots)
+PARAM: Final = 0
+HELD: Final = 1
+COPY: Final = 2
+MAKE: Final = 3
+if (PARAM, HELD, COPY, MAKE) != (fastinit.PARAM, fastinit.HELD, fastinit.COPY, fastinit.MAKE):
+    raise ImportError("sizeguard.backtest.fastinit's slot kinds changed")
 
 
 class Builder:
@@ -101,7 +118,7 @@ class Builder:
         take their defaults)."""
         if not self.native:
             return self.make(*values)
-        obj = object.__new__(self.cls)
+        obj = _NEW(self.cls)
         given = len(values)
         i = 0
         for name, kind, held in self.slots:
@@ -120,7 +137,7 @@ class Builder:
 
     def _default(self, i: int) -> Any:
         default = self.defaults[i]
-        if default is MISSING:
+        if default is _MISSING:
             raise TypeError(f"{self.cls.__name__}() missing argument {self.params[i]!r}")
         return default() if callable(default) else default
 
@@ -155,13 +172,13 @@ class AccountView:
         self._closed = -1.0  # trades closed when the symbol records were last built
         self._stats: Mapping[str, SymbolStats] = _NO_STATS
         self.last_at: dict[str, float] = {}
-        self._last: Mapping[str, float] = MappingProxyType({})
+        self._last: Mapping[str, float] = _PROXY({})
         self._key: object = None  # the bar (and price) self._account was built for
         self._account: Account | None = None
 
     def entered(self, symbol: str, when: float) -> None:
         self.last_at[symbol] = when
-        self._last = MappingProxyType(self.last_at.copy())
+        self._last = _PROXY(self.last_at.copy())
         self._key = None  # an entry changed the state: the next view is built afresh
 
     def holding(self, account: Account, pos: Any, j: int) -> Account:
@@ -194,22 +211,23 @@ class AccountView:
             rows: list[list[int]] = self.stats.tolist()
             if len(rows) == 1:  # one symbol (most backtests): no loop
                 n, w = rows[0]
-                self._stats = MappingProxyType({self.syms[0]: STATS.build((n, w))} if n else {})
+                self._stats = _PROXY({self.syms[0]: STATS.build((n, w))} if n else {})
             else:
-                self._stats = MappingProxyType({sym: STATS.build((row[0], row[1])) for sym, row
+                self._stats = _PROXY({sym: STATS.build((row[0], row[1])) for sym, row
                                                 in zip(self.syms, rows, strict=True) if row[0]})
         if self.inverse:
             cash, peak, day_pnl = cash * price, peak * price, day_pnl * price
         self._key = key
         built: Account
-        if any(flat):  # open positions, marked at this open
+        if _holding(flat):  # open positions, marked at this open
             positions, upnl = self._marked(t, pos, flat)
             equity = cash + upnl
             built = ACCOUNT.build((equity, None, positions, max(peak, equity), day_pnl,
-                                   int(streak), self._stats, self._last, _NONE_LEARNED))
+                                   int(streak), self._stats, self._last, _NONE_LEARNED, None,
+                                   None))
         else:  # the same Account as above with positions=() (its fields in order, less those)
             built = FLAT_ACCOUNT.build((cash, None, max(peak, cash), day_pnl, int(streak),
-                                        self._stats, self._last, _NONE_LEARNED))
+                                        self._stats, self._last, _NONE_LEARNED, None, None))
         self._account = built
         return built
 
@@ -233,9 +251,17 @@ class AccountView:
             # maintenance of the notional at the open, as the loop's cross view values it (a
             # coin-margined position's collateral and maintenance amount are coin: at the open)
             mm = core_tiers.maintenance_margin(now, mmr, core_pos.quote_of(cum, px, inv))
-            positions.append(Position(self.syms[j], LONG if side > 0 else SHORT, now,
+            positions.append(Position(self.syms[j], _LONG if side > 0 else _SHORT, now,
                                       core_pos.quote_of(coll, px, inv), mm, upnl))
         return tuple(positions), upnl_total
+
+
+def _holding(flat: list[float]) -> bool:
+    """Whether any symbol holds a position (``any(flat)``, without the builtins' lookup)."""
+    for side in flat:  # noqa: SIM110 - compiled: a loop over the list's items
+        if side != 0.0:
+            return True
+    return False
 
 
 class Book:
@@ -259,8 +285,8 @@ class Book:
         ``equity``: the account's at entry, in quote at ``price`` (the ledger keeps it in the
         settle currency)."""
         entry, notional, stop, liq_at = d.entry_price, d.notional, d.stop_price, d.liquidation_price
-        side = 1.0 if d.side == LONG else -1.0
-        mmr, cum, liq = 0.0, 0.0, math.nan
+        side = 1.0 if d.side == _LONG else -1.0
+        mmr, cum, liq = 0.0, 0.0, _NAN
         if self.is_contract:
             # the decision's liquidation price as it is, and the rate and amount it used for the
             # recomputation after funding: no second tier lookup that could pick another bracket
@@ -274,7 +300,7 @@ class Book:
             if liq_at is not None:
                 liq = liq_at
                 exits[tid, X_LIQ0] = liq
-        tp = math.nan
+        tp = _NAN
         if stop is not None and tp_r > 0:
             tp = entry + side * tp_r * abs(entry - stop)
         entry_fee, margin, risk = core_pos.fee_on(notional, self.fee), d.margin, d.risk
@@ -288,8 +314,8 @@ class Book:
             equity = core_pos.settle_of(equity, price, True)
         else:  # linear or spot: the settle currency is the quote; base units (worth the price)
             qty = float(d.amount) * self.size
-        _ROW.pack_into(pos, j * _ROW.size, side, qty, entry, notional,
-                       math.nan if stop is None else stop, tp, liq, margin, mmr, cum, 0.0,
+        _ROW.pack_into(pos, j * _ROW_SIZE, side, qty, entry, notional,
+                       _NAN if stop is None else stop, tp, liq, margin, mmr, cum, 0.0,
                        entry_fee, tid, t)  # pos[j] = (...), without a temporary array
         acct[A_CASH] -= entry_fee
         return (tid, d.policy, d.symbol, self.candles, d.side, t, when, entry, d.amount, qty,
@@ -323,7 +349,7 @@ class Book:
             cum = core_pos.maintenance_amount_quote(self.market, tier, entry)
             pos[j, P_MMR], pos[j, P_CUM] = mmr, core_pos.settle_of(cum, entry, inv)
             if self.cross:  # the whole account's: the loop values it at every bar
-                pos[j, P_LIQ] = math.nan if d.liquidation_price is None else d.liquidation_price
+                pos[j, P_LIQ] = _NAN if d.liquidation_price is None else d.liquidation_price
             else:
                 pos[j, P_LIQ] = core_liq.venue_liquidation_price(
                     self.formula, side > 0.0, inv, entry, notional,
@@ -419,7 +445,7 @@ def _bar_entries(t: int, i: int, decide: Decide, out: Entries, view: AccountView
             continue
         # Intent(symbol, side, price, atr=a, atr_mult=am, confidence=conf, regime=regime,
         # volatility=volatility, time=when): every field, in order
-        intent = INTENT.build((symbol, LONG if side > 0 else SHORT, price, None, None, a, am,
+        intent = INTENT.build((symbol, _LONG if side > 0 else _SHORT, price, None, None, a, am,
                                None, conf, regime, volatility, None, None, when))
         try:
             d = decide(intent, account, book.market, policy)
