@@ -1,4 +1,5 @@
-"""Build hook: compile the decision pipeline with mypyc where a C compiler exists.
+"""Build hook: compile the decision pipeline (and the backtest's entry side) with mypyc where a
+C compiler exists.
 
 The metadata lives in pyproject.toml; this file only adds the compiled modules. The same typed
 source runs as pure Python wherever the build finds no compiler (or mypyc), or when
