@@ -287,7 +287,8 @@ position_liq = numba.njit(cache=True)(_position_liq)
 
 def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: F64, hi: F64,
                        lo: F64, mark: F64, fee: F64, can_liq: Any, formula: Any, worst: bool,
-                       at_open: bool, inverse: bool) -> bool:  # pragma: no cover - compiled
+                       at_open: bool, inverse: bool, mm: F64, upnl: F64
+                       ) -> bool:  # pragma: no cover - compiled
     """Account-level liquidation of the cross positions (all contract positions of a cross
     policy share the wallet, ``acct[A_CASH]``).
 
@@ -302,10 +303,11 @@ def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: 
     exchange's clearance fee, a loss beyond it its insurance fund's). The ledger gives each
     other position its PnL less its maintenance margin at its view price, and the position that
     reached its price (at it) the rest. Returns whether the account was liquidated; sets every
-    open cross position's ``P_LIQ`` to its price of this view."""
+    open cross position's ``P_LIQ`` to its price of this view. ``mm`` and ``upnl``: room for
+    each position's maintenance margin and unrealised PnL."""
     k = pos.shape[0]
-    mm = np.zeros(k)  # each position's terms of the cross collateral at its view price
-    upnl = np.zeros(k)
+    mm[:] = 0.0  # each position's terms of the cross collateral at its view price
+    upnl[:] = 0.0
     for i in range(k):
         if pos[i, P_SIDE] != 0.0 and can_liq[i]:
             mm[i], upnl[i] = maintenance_at(pos, i, cross_view(pos, i, t, op, hi, lo, mark,
@@ -434,6 +436,8 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
     ``signal_bars``: the bars with an entry signal (any symbol), in order."""
     n, k = op.shape
     t = start
+    # the cross collateral's terms of each position (a scratch for _cross_liquidation)
+    mm, upnl = np.empty(k if cross else 0), np.empty(k if cross else 0)
     while t < stop_at:
         if not (resume and t == start) and not _holding(pos):  # flat: on to the next signal
             t = flat_run(t, stop_at, ts, op, entry, signal_bars, acct, equity, gross)
@@ -448,7 +452,7 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
                 # a gap past the account's price comes before any order at the open (without
                 # orders the intrabar judgement, which values the others at their worst, does)
                 cross_liquidation(pos, acct, stats, exits, t, op, hi, lo, mark, fee, can_liq,
-                                  formula, worst, True, inverse)
+                                  formula, worst, True, inverse, mm, upnl)
             pending = False
             for j in range(k):
                 o = op[t, j]
@@ -478,7 +482,7 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
         # intrabar: the stop, the liquidation or the take-profit, along the paths the bar allows
         if cross and _holding(pos):
             cross_liquidation(pos, acct, stats, exits, t, op, hi, lo, mark, fee, can_liq,
-                              formula, worst, False, inverse)
+                              formula, worst, False, inverse, mm, upnl)
         for j in range(k):
             side = pos[j, P_SIDE]
             if side == 0.0:
