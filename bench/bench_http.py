@@ -36,7 +36,8 @@ decisions ``accepted`` with a reservation). Printed per case: answers/s, p50/p99
 the server's CPU time per answer (all its processes, from /proc: the machine's other load does
 not inflate it), i.e. what one core could serve if the disk and the lock did not bind first,
 and the goals. ``--profile DIR``: py-spy samples the server during the closed loop (raw
-flamegraph files in DIR, and the top frames printed); needs py-spy.
+flamegraph files in DIR, and the top frames printed), and again during the open loop (in
+DIR/sqlite-open, DIR/pg-open); needs py-spy.
 """
 
 from __future__ import annotations
@@ -451,6 +452,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="server processes")
     ap.add_argument("--max-batch", type=int, default=64,
                     help="decisions per group commit (1: one transaction per decision)")
+    ap.add_argument("--batch-delay", type=float, default=None,
+                    help="SIZEGUARD_BATCH_DELAY: seconds the group commit waits for more "
+                         "decisions before a small batch while they keep coming (default: "
+                         "the service's)")
     ap.add_argument("--store", default=None, help="postgresql://... (default: a fresh SQLite file)")
     ap.add_argument("--pg", default=None,
                     help="also run the cases on this PostgreSQL (postgresql://...), same run")
@@ -496,7 +501,9 @@ def serve_cases(args: argparse.Namespace, store_arg: str | None, workers: int,
     port = free_port()
     env = env_for({"SIZEGUARD_PRESET": "viper-fixed-margin", "SIZEGUARD_LIMITS__ALLOW_ADD": "true",
                    "SIZEGUARD_MAX_BATCH": str(args.max_batch),
-                   "SIZEGUARD_SQLITE_SYNCHRONOUS": args.sqlite_synchronous})
+                   "SIZEGUARD_SQLITE_SYNCHRONOUS": args.sqlite_synchronous,
+                   **({"SIZEGUARD_BATCH_DELAY": str(args.batch_delay)}
+                      if args.batch_delay is not None else {})})
     serve = subprocess.Popen([sizeguard, "serve", "--host", HOST, "--port", str(port),
                               "--workers", str(workers), "--store", url],
                              env=env, start_new_session=True, stdout=subprocess.DEVNULL,
@@ -513,7 +520,9 @@ def serve_cases(args: argparse.Namespace, store_arg: str | None, workers: int,
         out["closed"]["metrics"] = scrape(port)
         if args.rate > 0:
             time.sleep(0.5)
-            out["open"] = measured(port, token, args, True, serve.pid, rate=args.rate)
+            out["open"] = measured(port, token, args, True, serve.pid, rate=args.rate,
+                                   profile=profile.with_name(profile.name + "-open")
+                                   if profile else None)
             out["open"]["metrics"] = scrape(port)
     finally:
         stop(serve)
@@ -585,8 +594,9 @@ def run(args: argparse.Namespace, emit: Emitter) -> None:
                 oi = o.get("sizeguard_group_commit_decisions_total", 0.0) - items
                 print(f"group commit, {kind}, open loop: {oi:.0f} decisions in {ob:.0f} "
                       f"transactions, {oi / ob:.1f} per commit")
-        for label, share in cases["closed"].get("profile", {}).items():
-            print(f"  profile, {kind}: {share:6.1%}  {label}")
+        for case in ("closed", "open"):
+            for label, share in cases.get(case, {}).get("profile", {}).items():
+                print(f"  profile, {kind}, {case} loop: {share:6.1%}  {label}")
     service = results[0][0][0]["closed"]
     ratio = service["rate"] / ceiling["rate"] if ceiling["rate"] else 0.0
     print(f"service / ceiling: {ratio:.1%} of the rate; server CPU per answer "
@@ -629,6 +639,7 @@ def emit_cases(emit: Emitter, args: argparse.Namespace, cases: dict[str, dict[st
              opened["p99"], "ms", p50_ms=opened["p50"], max_ms=opened["max"],
              achieved=opened["rate"], offered=args.rate, cpu_ms=opened["cpu_ms"],
              connections=opened.get("connections"), errors=len(opened["errors"]),
+             profile=opened.get("profile"),
              **goal("<= 10 ms", opened["p99"] <= GOALS["p99"] and not opened["errors"]))
 
 

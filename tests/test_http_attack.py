@@ -274,6 +274,27 @@ def test_slow_headers_are_cut_off(served: tuple[Server, str, str]) -> None:
     assert data == b"" and took < 5, (data, took)
 
 
+def test_slow_headers_of_a_later_request_on_a_kept_connection_are_cut_off(
+        served: tuple[Server, str, str]) -> None:
+    """The headers' deadline holds for every request of a keep-alive connection, however long
+    it sat idle or served before (one timer per connection looks at the deadline): a request
+    answered, an idle pause past the header timeout, a second answered at once, then headers
+    that never end are closed within the timeout."""
+    server, _, _ = served
+    get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection((HOST, server.port), timeout=15) as s:
+        s.sendall(get)
+        assert _read_answer(s).startswith(b"HTTP/1.1 200 ")
+        time.sleep(1.5)  # idle past the 1 s header timeout: within the keep-alive time
+        s.sendall(get)
+        assert _read_answer(s).startswith(b"HTTP/1.1 200 ")
+        time.sleep(0.5)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        start = time.monotonic()
+        assert _read_answer(s) == b""  # closed
+        assert time.monotonic() - start < 3
+
+
 def test_malformed_and_oversized_requests_get_a_problem(served: tuple[Server, str, str]) -> None:
     """uvicorn answered a request it cannot parse in plain text, and buffered headers of any
     size; both are problem+json now (400, 431) and close the connection."""

@@ -420,3 +420,238 @@ def test_the_short_way_forgets_a_removed_bot_with_the_token_cache(tmp_path: Any)
             assert gone.status_code == 401
     finally:
         store.close()
+
+
+class _Span:
+    """A span that keeps its name and attributes (OpenTelemetry's API only; no SDK here)."""
+
+    def __init__(self, name: str, attributes: dict[str, Any] | None) -> None:
+        from opentelemetry import trace
+
+        self._inner = trace.NonRecordingSpan(trace.INVALID_SPAN_CONTEXT)
+        self.name = name
+        self.attributes = dict(attributes or {})
+        self.ended = False
+
+    def set_attributes(self, attributes: dict[str, Any]) -> None:
+        self.attributes.update(attributes)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = value
+
+    def update_name(self, name: str) -> None:
+        self.name = name
+
+    def end(self, end_time: int | None = None) -> None:
+        self.ended = True
+
+    def __getattr__(self, name: str) -> Any:  # the rest of a span: what a non-recording one does
+        return getattr(self._inner, name)
+
+
+def _recording_provider(spans: list[Any]) -> Any:
+    from opentelemetry import trace
+
+    class Tracer(trace.NoOpTracer):  # not a no-op tracer to FastAPI: only its provider's type counts
+        def start_span(self, name: str, context: Any = None, kind: Any = None,
+                       attributes: Any = None, *args: Any, **kwargs: Any) -> Any:
+            span = _Span(name, attributes)
+            spans.append(span)
+            return span
+
+    class Provider(trace.TracerProvider):
+        def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
+            return Tracer()
+
+    return Provider()
+
+
+def test_with_tracing_configured_a_decision_gets_the_routes_span(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With OpenTelemetry configured (FastAPI's own telemetry), the short way stands aside: a
+    reserving decision goes through FastAPI and gets its server span, with the route and the
+    status, as every other request does (before, the short way answered it with no span)."""
+    from opentelemetry import trace
+
+    spans: list[Any] = []
+    provider = _recording_provider(spans)
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        client, token = _app(store)
+        with client:
+            fast = client.app.state.fast_path  # type: ignore[attr-defined]
+            auth = {"Authorization": f"Bearer {token}"}
+            assert client.post("/v1/decisions", json=BODY, headers=auth).status_code == 200
+            eth = {**BODY, "symbol": "ETH/USDT:USDT", "price": 3000.0}
+            again = client.post("/v1/decisions", json=eth, headers=auth)
+            assert again.status_code == 200 and again.json()["reservation"]
+            assert fast["answered"] == 0
+            server = [s for s in spans if s.attributes.get("http.route") == "/v1/decisions"]
+            assert len(server) == 2 and all(s.ended for s in server)
+            assert [s.attributes["http.response.status_code"] for s in server] == [200, 200]
+    finally:
+        store.close()
+    monkeypatch.undo()  # telemetry off again: the short way answers
+    store = open_store(f"sqlite:///{tmp_path / 't.db'}")
+    try:
+        client, token = _app(store)
+        with client:
+            fast = client.app.state.fast_path  # type: ignore[attr-defined]
+            auth = {"Authorization": f"Bearer {token}"}
+            for body in (BODY, {**BODY, "symbol": "ETH/USDT:USDT", "price": 3000.0}):
+                assert client.post("/v1/decisions", json=body, headers=auth).status_code == 200
+            assert fast["answered"] == 1
+    finally:
+        store.close()
+
+
+def test_opentelemetrys_own_fastapi_middleware_also_sets_the_short_way_aside(tmp_path: Any) -> None:
+    """OpenTelemetry's FastAPI instrumentation (a middleware of its own) counts as tracing
+    configured, as FastAPI's own telemetry does."""
+    from sizeguard.adapters.market_snapshot import FileMarketSource
+    from sizeguard.http.app import create_app
+    from sizeguard.http.settings import ServeSettings
+
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        client, _ = _app(store)
+        app = client.app
+        assert not app.traced()  # type: ignore[attr-defined]
+
+        class OpenTelemetryMiddleware:  # what the instrumentation adds, by its module
+            def __init__(self, app: Any) -> None:
+                self.app = app
+
+            async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+                await self.app(scope, receive, send)
+
+        OpenTelemetryMiddleware.__module__ = "opentelemetry.instrumentation.asgi"
+        instrumented = create_app(ServeSettings(preset="viper-fixed-margin"), store=store,
+                                  markets=FileMarketSource(None))
+        instrumented.add_middleware(OpenTelemetryMiddleware)
+        assert instrumented.traced()  # type: ignore[attr-defined]
+    finally:
+        store.close()
+
+
+def test_the_short_ways_answer_has_the_routes_status_headers_and_body() -> None:
+    """The short way sends its answer as two ASGI messages built without a Response: the
+    same status, headers (in the same order) and body as the route's Response."""
+    import asyncio
+
+    from sizeguard.http.app import respond, send_answer
+
+    answers: list[Any] = [
+        (200, {"status": "accepted", "amount": "0.002", "x": float("nan")}, {}),
+        (200, {"status": "accepted"}, {"Idempotent-Replayed": "true"}),
+        (503, {"title": "state store unavailable"}, {"Retry-After": "2"}),
+        (422, {"field": "price"}, {}),
+        (200, {"a": 1}, {"Content-Type": "application/json; charset=utf-8"}),
+    ]
+    for answer in answers:
+        sent: list[Any] = []
+
+        async def send(message: Any, sent: list[Any] = sent) -> None:
+            sent.append(message)
+
+        asyncio.run(send_answer(answer, send))
+        routed: list[Any] = []
+
+        async def send_routed(message: Any, routed: list[Any] = routed) -> None:
+            routed.append(message)
+
+        async def nothing() -> Any:
+            return {"type": "http.disconnect"}
+
+        asyncio.run(respond(answer)({"type": "http"}, nothing, send_routed))
+        assert sent == routed
+
+
+def test_an_accounts_held_rows_read_again_give_the_same_positions(
+        store_url: str, clock: storefix.FakeClock) -> None:
+    """The store reads an account's open positions and live reservations every batch; a row
+    read again unchanged gives the same (immutable) Position back, and the account equals
+    one built from new objects; a row that changed (a fill) or left (a release, an expiry)
+    does not come back."""
+    from sizeguard.core import decide as core_decide
+
+    store = open_store(store_url, clock)
+    try:
+        store.ensure_account("a", exchange="paper", equity=10_000.0)
+        for i in range(3):
+            storefix.reserve(store, "a", lambda acc, i=i: core_decide.decide(
+                Intent(f"C{i:02d}/USDT:USDT", "long", 50000.0), acc,
+                BOOK[f"C{i:02d}/USDT:USDT"], POLICY), client_order_id=f"c{i}", ttl=60.0)
+        first = store.account("a")
+        second = store.account("a")
+        assert len(first.positions) == 3 and first == second
+        assert all(p is q for p, q in zip(first.positions, second.positions, strict=True))
+        held = store.reservations("a")
+        store.release_reservation(held[0].id, "test")
+        storefix.fill(store, held[1], 50100.0, book=BOOK)
+        clock.advance(30.0)
+        third = store.account("a")
+        assert [p.symbol for p in third.positions] == [held[1].symbol, held[2].symbol]
+        assert third.positions[0] is not second.positions[1]  # filled: a position now
+        assert third.positions[0].entry == 50100.0
+        assert third.positions[1] is second.positions[2]
+        clock.advance(31.0)  # the last reservation expired
+        assert [p.symbol for p in store.account("a").positions] == [held[1].symbol]
+    finally:
+        store.close()
+
+
+def test_ids_sort_by_their_second_and_keep_their_lengths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Client order ids (24 characters, as exchanges allow) and the store's ids begin with
+    their second, so a later second's ids sort after (the indexes grow at their end), and
+    their random part keeps them unique."""
+    from sizeguard.adapters import sql_store
+    from sizeguard.app import services
+
+    now = [1_790_000_000.5]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    first = [services.new_client_order_id() for _ in range(1000)]
+    res = [sql_store._new_id("res") for _ in range(1000)]  # noqa: SLF001
+    now[0] += 1.0
+    later, res_later = services.new_client_order_id(), sql_store._new_id("res")  # noqa: SLF001
+    assert len(set(first)) == len(set(res)) == 1000
+    assert all(len(c) == 24 and c.startswith("sg") and c < later for c in first)
+    assert all(len(r) == 28 and r.startswith("res_") and r < res_later for r in res)
+
+
+def test_the_committer_waits_for_more_only_while_decisions_keep_coming(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``delay``: before a small batch the committer waits once for more decisions, but only
+    while they keep coming (its last batch ended less than BUSY ago): a decision after a
+    quiet moment is not kept waiting, nor is a batch already large, nor anything when the
+    delay is 0; threads leading their own batch never wait."""
+    import asyncio
+
+    from sizeguard.http import batch as batch_module
+
+    clock = [100.0]
+    slept: list[float] = []
+    monkeypatch.setattr(batch_module, "_monotonic", lambda: clock[0])
+    monkeypatch.setattr(batch_module, "_sleep", slept.append)
+    group: GroupCommit[int, int] = GroupCommit(lambda items: [i * 10 for i in items],
+                                               delay=0.0005)
+    group._gather()  # noqa: SLF001  # never committed: a quiet moment
+    assert slept == []
+    group._last = clock[0] - batch_module.BUSY / 2  # noqa: SLF001  # decisions keep coming
+    group._gather()  # noqa: SLF001
+    assert slept == [0.0005]
+    clock[0] += batch_module.BUSY  # quiet again
+    group._gather()  # noqa: SLF001
+    assert slept == [0.0005]
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(*(group.submit_async(i) for i in range(6))))
+
+    assert asyncio.run(main()) == [i * 10 for i in range(6)]
+    assert group.submit(7) == 70  # a thread's own batch
+    assert group.items == 7
+    idle: GroupCommit[int, int] = GroupCommit(list, delay=0.0)
+    idle._last = clock[0]  # noqa: SLF001
+    assert asyncio.run(idle.submit_async(1)) == 1
+    assert slept.count(0.0005) <= 3  # at most once per committed batch

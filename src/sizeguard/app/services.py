@@ -10,7 +10,8 @@ units of work, never inside one (a locked transaction must not wait on a network
 from __future__ import annotations
 
 import functools
-import uuid
+import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -35,7 +36,10 @@ from sizeguard.ports import (
 
 
 def new_client_order_id() -> str:
-    return f"sg{uuid.uuid4().hex[:22]}"
+    """``sg`` + the second (8 hex digits) + 56 random bits (14): 24 characters, as
+    exchanges allow; ids of one second sort together, so the store's indexes of client order
+    ids grow at their end (a commit writes fewer pages than for random ids)."""
+    return f"sg{int(time.time()):08x}{os.urandom(7).hex()}"
 
 
 # --------------------------------------------------------------------------- decide + reserve

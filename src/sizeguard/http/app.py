@@ -81,8 +81,37 @@ def respond(answer: Answer) -> Response:
                     media_type=PROBLEM if status >= 400 else "application/json")
 
 
+_JSON = b"application/json"
+_PROBLEM = PROBLEM.encode("latin-1")
+
+
+def raw_headers(answer: Answer, body: bytes) -> list[tuple[bytes, bytes]]:
+    """The headers :func:`respond`'s ``Response`` sends for ``answer`` (its own, then the
+    content length and type, each unless given), built without one."""
+    status, _, headers = answer
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()] \
+        if headers else []
+    if not headers or "content-length" not in {k.lower() for k in headers}:
+        raw.append((b"content-length", str(len(body)).encode("latin-1")))
+    if not headers or "content-type" not in {k.lower() for k in headers}:
+        raw.append((b"content-type", _PROBLEM if status >= 400 else _JSON))
+    return raw
+
+
+async def send_answer(answer: Answer, send: Send) -> None:
+    """Send ``answer`` as :func:`respond` does (the same status, headers and body), as two
+    ASGI messages: the short way's answer, without a ``Response`` object."""
+    body = dumps(answer[1])
+    await send({"type": "http.response.start", "status": answer[0],
+                "headers": raw_headers(answer, body)})
+    await send({"type": "http.response.body", "body": body})
+
+
 def problem_response(p: Problem) -> Response:
     return respond((p.status, p.body(), p.headers))
+
+
+TRACED_EVERY = 1.0  # seconds between two checks whether OpenTelemetry is configured
 
 
 class GateApp(FastAPI):
@@ -95,11 +124,29 @@ class GateApp(FastAPI):
     as the application's own last-resort handler answers it behind Starlette's."""
 
     front: ASGIApp | None = None
+    _traced_at: tuple[bool, float] = (False, -1.0)
+
+    def traced(self) -> bool:
+        """Whether OpenTelemetry is configured for this application (FastAPI's own telemetry,
+        or OpenTelemetry's FastAPI instrumentation in its middleware): then the short way
+        stands aside, and every decision goes through FastAPI and gets its span. Checked at
+        most every :data:`TRACED_EVERY` seconds (it costs a few microseconds)."""
+        now = time.monotonic()
+        on, at = self._traced_at
+        if now - at < TRACED_EVERY and at >= 0:
+            return on
+        native = getattr(self, "_native_telemetry", None)  # FastAPI >= 0.13x
+        on = bool(native is not None and native.enabled()) or any(
+            str(getattr(m.cls, "__module__", "")).startswith("opentelemetry")
+            for m in self.user_middleware)
+        self._traced_at = (on, now)
+        return on
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         front = self.front
         if (front is not None and scope["type"] == "http" and scope.get("path") == DECISIONS
-                and scope.get("method") == "POST" and FRONT not in scope):
+                and scope.get("method") == "POST" and FRONT not in scope
+                and not self.traced()):
             scope["app"] = self
             await front(scope, receive, send)
         else:
@@ -243,8 +290,9 @@ def create_app(settings: ServeSettings | None = None, *, store: SqlStore | None 
         return decisions_route[0]
 
     app.state.fast_path = {"answered": 0}
-    fast = {"gate": gate, "registry": registry, "respond": respond, "check": check_enumerations,
-            "route": route_of_decisions, "stats": app.state.fast_path}
+    fast = {"gate": gate, "registry": registry, "respond": send_answer, "check": check_enumerations,
+            "route": route_of_decisions, "stats": app.state.fast_path,
+            "stand_aside": app.traced}
     app.add_middleware(FastDecisions, **fast)
     # the guard runs inside the metrics, so its 408/413/400 answers are counted too
     app.add_middleware(BodyGuard, max_body=settings.max_body, body_timeout=settings.body_timeout)

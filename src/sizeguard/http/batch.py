@@ -6,7 +6,10 @@ a whole account at one decision per fsync. Here one thread at a time *leads*: it
 request waiting at that moment (up to ``max_batch``) and runs them, in arrival order, in one
 transaction (:func:`sizeguard.app.services.decide_and_reserve`), so each sees the reservations
 of those before it, and one commit makes all of them durable. Requests arriving meanwhile wait
-for the next batch. Alone, a request is a batch of one: no waiting, no timer.
+for the next batch. Alone, a request is a batch of one: no waiting, no timer. While requests
+keep coming, the committer (below) waits ``delay`` (``SIZEGUARD_BATCH_DELAY``, 0.5 ms) before
+a batch of fewer than :data:`GATHER`, so that a commit's own cost (the transaction, the account,
+the fsync: ~0.35 ms of CPU on SQLite) is paid for more than one or two decisions.
 
 Two ways in:
 
@@ -23,10 +26,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+GATHER = 4  # the committer waits for more (``delay``) only before a batch smaller than this
+BUSY = 0.005  # ... and only when its last batch ended less than this many seconds ago
+_monotonic = time.monotonic
+_sleep = time.sleep
 R = TypeVar("R")
 
 
@@ -57,9 +65,12 @@ def _settle(slots: list[_Slot[Any, Any]]) -> None:
 
 
 class GroupCommit(Generic[T, R]):
-    def __init__(self, run: Callable[[Sequence[T]], Sequence[R]], max_batch: int = 64) -> None:
+    def __init__(self, run: Callable[[Sequence[T]], Sequence[R]], max_batch: int = 64,
+                 delay: float = 0.0) -> None:
         self._run = run
         self._max = max_batch
+        self._delay = delay  # see _gather
+        self._last = -1.0  # when the committer's last batch ended (monotonic)
         self._lock = threading.Lock()
         self._queue: list[_Slot[T, R]] = []
         self._leading = False
@@ -126,6 +137,8 @@ class GroupCommit(Generic[T, R]):
         """Run batches while the requests waiting next are the committer's to lead (event-loop
         requests, when this is the committer); then hand the lead on, or release it."""
         while True:
+            if committer and self._delay > 0:
+                self._gather()
             with self._lock:
                 batch, self._queue = self._queue[:self._max], self._queue[self._max:]
             try:
@@ -147,6 +160,8 @@ class GroupCommit(Generic[T, R]):
                     nxt.lead = True  # a waiting thread leads its own batch
                 elif not committer:
                     self._hand_to_committer()
+            if committer:
+                self._last = _monotonic()
             self._answer(batch)
             if nxt is None:
                 return
@@ -156,6 +171,16 @@ class GroupCommit(Generic[T, R]):
                 return
             if not committer:
                 return
+
+    def _gather(self) -> None:
+        """(the committer, before a batch) While decisions keep coming (the last batch ended
+        less than ``BUSY`` ago) and fewer than ``GATHER`` wait, wait ``delay`` for more: a
+        commit's own cost (the transaction, the account, the fsync) is paid once for them. A
+        decision after a quiet moment does not wait."""
+        with self._lock:
+            waiting = len(self._queue)
+        if waiting < GATHER and _monotonic() - self._last < BUSY:
+            _sleep(self._delay)
 
     @staticmethod
     def _answer(batch: list[_Slot[T, R]]) -> None:

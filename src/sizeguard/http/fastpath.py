@@ -37,8 +37,6 @@ from sizeguard.http.models import DecisionRequest
 from sizeguard.http.problems import Problem, problem_for
 
 if TYPE_CHECKING:
-    from fastapi import Response
-
     from sizeguard.adapters.bots import BotRegistry
     from sizeguard.http.service import Answer, Gate
 
@@ -54,13 +52,15 @@ MAX_KEY = 200  # the route's Idempotency-Key bound (a longer one is the route's 
 
 
 class FastDecisions:
-    """See the module docstring. ``respond`` renders an answer as the routes do; ``check``
+    """See the module docstring. ``respond`` sends an answer as the routes do; ``check``
     is the route's enumeration check; ``route`` the route object (for the metrics' label);
     ``stats["answered"]`` counts the decisions answered here."""
 
     def __init__(self, app: ASGIApp, *, gate: Gate, registry: BotRegistry,
-                 respond: Callable[[Answer], Response], check: Callable[[Gate, Any], None],
-                 route: Callable[[], Any], stats: dict[str, int]) -> None:
+                 respond: Callable[[Answer, Send], Awaitable[None]],
+                 check: Callable[[Gate, Any], None],
+                 route: Callable[[], Any], stats: dict[str, int],
+                 stand_aside: Callable[[], bool] = lambda: False) -> None:
         self.app = app
         self.gate = gate
         self.registry = registry
@@ -68,10 +68,12 @@ class FastDecisions:
         self.check = check
         self.route = route
         self.stats = stats  # {"answered": decisions answered here}
+        self.stand_aside = stand_aside  # True: FastAPI answers everything (tracing is on)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope.get("method") != "POST"
-                or scope.get("path") != PATH or PARSED not in scope or FRONT in scope):
+                or scope.get("path") != PATH or PARSED not in scope or FRONT in scope
+                or self.stand_aside()):
             await self.app(scope, receive, send)
             return
         taken = self._take(scope)
@@ -88,7 +90,7 @@ class FastDecisions:
                 log.warning("POST %s: %s: %s", PATH, type(exc).__name__, exc)
             answer = (problem.status, problem.body(), problem.headers)
         self.stats["answered"] += 1
-        await self.respond(answer)(scope, receive, send)
+        await self.respond(answer, send)
 
     def _take(self, scope: Scope) -> tuple[Any, dict[str, Any], str | None] | None:
         """The bot, the validated body and the key, or None: FastAPI answers this one."""

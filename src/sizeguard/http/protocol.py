@@ -44,20 +44,27 @@ def _problem(status: int, reason: bytes, title: str, detail: str, field: str) ->
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """HttpToolsProtocol closing a connection whose request headers do not arrive in time or
     pass :data:`MAX_HEADER_BYTES` (431), and answering a request it cannot parse with a
-    problem+json 400 (uvicorn's is plain text)."""
+    problem+json 400 (uvicorn's is plain text).
+
+    The headers' deadline is a number set when a request (or the connection) begins and
+    cleared when its headers are complete; one timer per connection looks at it when it is
+    due and sets itself again for a later deadline, so a request costs no timer of its own
+    (a keep-alive connection answering requests back to back sets one every
+    ``SIZEGUARD_HEADER_TIMEOUT`` seconds at most)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._header_deadline: float | None = None  # reading headers until then
         self._header_timeout = header_timeout()
         self._header_bytes = 0
 
     def data_received(self, data: bytes) -> None:
-        if self._header_timer is not None:
+        if self._header_deadline is not None:
             self._header_bytes += len(data)
         super().data_received(data)
         # still reading headers after this much: refuse (the parser would buffer them all)
-        if self._header_timer is not None and self._header_bytes > MAX_HEADER_BYTES \
+        if self._header_deadline is not None and self._header_bytes > MAX_HEADER_BYTES \
                 and not self.transport.is_closing():
             self._disarm()
             self.transport.write(_problem(
@@ -72,17 +79,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _arm(self) -> None:
-        self._disarm()
-        self._header_timer = self.loop.call_later(self._header_timeout, self._headers_late)
+        deadline = self.loop.time() + self._header_timeout
+        self._header_deadline = deadline
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_at(deadline, self._headers_due)
 
     def _disarm(self) -> None:
+        self._header_deadline = None
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
 
-    def _headers_late(self) -> None:
+    def _headers_due(self) -> None:
         self._header_timer = None
-        if not self.transport.is_closing():
+        deadline = self._header_deadline
+        if deadline is None:  # between requests: the keep-alive timeout watches the connection
+            return
+        if self.loop.time() < deadline:  # a later request's headers: look again then
+            self._header_timer = self.loop.call_at(deadline, self._headers_due)
+        elif not self.transport.is_closing():
             self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -98,7 +113,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._arm()
 
     def on_headers_complete(self) -> None:
-        self._disarm()
+        self._header_deadline = None  # the timer, when due, finds nothing to do
         self._header_bytes = 0
         super().on_headers_complete()
 

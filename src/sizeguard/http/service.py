@@ -133,7 +133,7 @@ class Gate:
         self._live_lock = threading.Lock()
         self._local = threading.local()
         self.group: GroupCommit[_Item, Reserved | InvalidInput | Answer | Problem] = \
-            GroupCommit(self._batch, max_batch=settings.max_batch)
+            GroupCommit(self._batch, max_batch=settings.max_batch, delay=settings.batch_delay)
 
     # -- helpers ------------------------------------------------------------------------
     @property

@@ -32,6 +32,9 @@ class ServeSettings(BaseSettings):
     reservation_ttl: float = Field(default=300.0, gt=0)  # seconds a reservation is held by default
     auth_cache_ttl: float = Field(default=2.0, ge=0)  # seconds a bot row is cached per process
     max_batch: int = Field(default=64, ge=1, le=1024)  # decisions per group commit
+    # seconds the group commit waits for more decisions before a small batch while decisions
+    # keep coming (never for a decision alone after a quiet moment); 0: never waits
+    batch_delay: float = Field(default=0.0005, ge=0, le=0.05)
     threads: int = Field(default=16, ge=1, le=256)  # worker threads per process (store connections)
     log_level: str = "info"
     access_log: bool = True

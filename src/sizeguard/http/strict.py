@@ -84,6 +84,11 @@ def _short(text: str) -> str:
     return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
 
 
+# json.loads with these hooks, built once (json.loads builds a decoder on every call)
+_DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_int=_int, parse_float=_float,
+                            parse_constant=_constant)
+
+
 def loads(body: bytes) -> Any:
     """The parsed body, or :class:`BodyError` naming what is wrong where."""
     try:
@@ -92,8 +97,9 @@ def loads(body: bytes) -> Any:
         raise BodyError(400, "body", f"not UTF-8 (byte {exc.start}: {body[exc.start:exc.start + 1]!r})"
                         ) from None
     try:
-        value = json.loads(text, object_pairs_hook=_pairs, parse_int=_int, parse_float=_float,
-                           parse_constant=_constant)
+        if text.startswith("\ufeff"):  # as json.loads refuses it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise BodyError(400, "body", f"not JSON: {exc.msg} at line {exc.lineno} column "
                         f"{exc.colno}") from None
