@@ -1,4 +1,5 @@
-"""Build hook: compile the decision pipeline with mypyc where a C compiler exists.
+"""Build hook: compile the decision pipeline (and the backtest's entry side) with mypyc where a
+C compiler exists.
 
 The metadata lives in pyproject.toml; this file only adds the compiled modules. The same typed
 source runs as pure Python wherever the build finds no compiler (or mypyc), or when
@@ -37,6 +38,9 @@ COMPILED = [
     "src/sizeguard/core/models.py",
     "src/sizeguard/core/liquidation.py",
     "src/sizeguard/core/position.py",
+    # the backtest's entry side: between the numba loop's stops, it reads the decision's fields
+    # natively (no numba here: the loop and its kernels stay numba's, from the core's source)
+    "src/sizeguard/backtest/entries.py",
 ]
 
 

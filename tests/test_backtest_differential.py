@@ -171,10 +171,11 @@ def test_entries_of_one_bar_share_the_account_until_one_enters() -> None:
     assert shared > 10 and fresh > 10
 
 
-def test_resumes_look_up_the_compiled_loop_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The loop's compiled code is looked up once per run and then called directly; when numba
-    has none to give, the dispatcher serves every resume (and the lookup is not repeated at
-    each one: typing 24 arguments in Python costs more than the dispatch it saves)."""
+def test_the_loop_is_one_generator_stepped_at_each_entry_bar(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled loop is started once per run and stepped from one entry bar to the next
+    (a generator: no argument conversion at each step); with progress reports it also stops
+    at each chunk's end, and the results are the same."""
     n = 20_000
     rng = np.random.default_rng(3)
     close = 30_000.0 * np.exp(np.cumsum(rng.normal(0.0, 0.001, n)))
@@ -185,16 +186,21 @@ def test_resumes_look_up_the_compiled_loop_once(monkeypatch: pytest.MonkeyPatch)
                   col(np.minimum(open_, close) * 0.9995), col(close), col(close), 60_000)
     sig = ema_cross(panel, 30, 120, tp_r=2.0)
     args = (panel, sig, [BOOK["BTC/USDT:USDT"]], load_policy("ai-atr-risk"))
+    started: list[int] = []
+    real = engine.walking
+
+    def counted(*call: object) -> object:
+        started.append(len(call))
+        return real(*call)
+
+    monkeypatch.setattr(engine, "walking", counted)
     direct = run_backtest(*args)
-    assert direct.decisions > 50
-    looked = []
-
-    def nothing_compiled(fn: object, call: tuple[object, ...]) -> object:
-        looked.append(len(call))
-        return fn  # as when numba has no overload to give: the dispatcher itself
-
-    monkeypatch.setattr(engine, "_compiled", nothing_compiled)
-    served = run_backtest(*args)
-    assert len(looked) == 1 and looked[0] > 20  # once, with every argument of the first call
-    assert served.trades == direct.trades and served.decisions == direct.decisions
-    np.testing.assert_array_equal(served.equity, direct.equity)
+    assert direct.decisions > 50 and len(started) == 1
+    reports: list[tuple[int, int]] = []
+    chunked = run_backtest(*args, progress=lambda done, total: reports.append((done, total)))
+    assert len(started) == 2
+    done = [d for d, total in reports if total == n]
+    assert len(done) == len(reports) > 100 and done == sorted(done) and done[-1] == n
+    assert done[0] == n // 200  # a chunk of bars from the first
+    assert chunked.trades == direct.trades and chunked.decisions == direct.decisions
+    np.testing.assert_array_equal(chunked.equity, direct.equity)

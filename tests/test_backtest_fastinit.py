@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sizeguard.backtest import engine
+from sizeguard.backtest import entries
 from sizeguard.backtest.fastinit import constructor
 from sizeguard.core.account import Account, Position, SymbolStats
 from sizeguard.core.intent import LONG, SHORT, Intent
@@ -75,9 +75,9 @@ def test_intent_equals_the_dataclass(price: float, atr: float | None, conf: floa
 
 def test_the_engine_builds_entries_with_it() -> None:
     # what run_backtest calls is the generated builder, not the class (else the speed is gone)
-    assert engine.make_intent is not Intent and engine.make_account is not Account
+    assert entries.make_intent is not Intent and entries.make_account is not Account
     with pytest.raises(TypeError):
-        engine.make_account()  # equity is required, as Account(...) requires it
+        entries.make_account()  # equity is required, as Account(...) requires it
 
 
 def test_what_it_cannot_reproduce_gets_the_class_back() -> None:
@@ -119,7 +119,7 @@ def test_a_flat_account_equals_the_dataclass(equity: float, available: float | N
     with pytest.raises(TypeError):
         make(1.0, positions=())  # no longer a parameter
     # what the engine builds with it, positional (its fields in order, less positions)
-    same(engine.make_flat_account(equity, None, peak, day, streak, stats, stats, stats),
+    same(entries.make_flat_account(equity, None, peak, day, streak, stats, stats, stats),
          Account(equity, None, (), peak, day, streak, stats, stats, stats))
 
 
@@ -150,3 +150,68 @@ def test_fixed_fields_it_cannot_honour_are_refused() -> None:
 
     with pytest.raises(TypeError, match="sets an init field"):
         constructor(Normalised, {"x": -1.0})
+
+
+@pytest.fixture(params=[True, False], ids=["slot-writes", "generated"])
+def native(request: pytest.FixtureRequest) -> bool:
+    """Both ways a Builder builds: writing each slot (what the compiled module does; plain
+    object.__setattr__ as Python) and fastinit's generated constructor."""
+    return bool(request.param)
+
+
+def _builder(cls: type[Any], native: bool, fixed: dict[str, Any] | None = None
+             ) -> entries.Builder:
+    b = entries.Builder(cls, fixed)
+    b.native = native
+    return b
+
+
+@given(equity=money, available=opt, pos=positions, peak=opt, day=money,
+       streak=st.integers(0, 50), n=st.integers(0, 9), halted=st.none() | st.just("ops"))
+def test_builder_account_equals_the_dataclass(equity: float, available: float | None,
+                                              pos: tuple[Position, ...], peak: float | None,
+                                              day: float, streak: int, n: int,
+                                              halted: str | None) -> None:
+    stats = MappingProxyType({"BTC": SymbolStats(n + 1, n)})
+    real = Account(equity, available, pos, peak, day, streak, stats, halted=halted)
+    flat = Account(equity, available, (), peak, day, streak, stats, stats, stats)
+    for native in (True, False):
+        every = (equity, available, pos, peak, day, streak, stats, MappingProxyType({}),
+                 MappingProxyType({}), None, halted)
+        same(_builder(Account, native).build(every), real)
+        same(_builder(Account, native, {"positions": ()}).build(
+            (equity, available, peak, day, streak, stats, stats, stats)), flat)
+
+
+def test_builder_defaults_and_fresh_objects(native: bool) -> None:
+    # the parameters left out take their defaults (a default factory runs for each object);
+    # a held dict is each object's own copy, as a run of __post_init__ gives
+    build = _builder(Account, native).build
+    same(build((5.0,)), Account(5.0))
+    assert build((5.0,)).symbol_stats is not build((5.0,)).symbol_stats  # the factory ran
+    flat = _builder(Account, native, {"positions": ()}).build
+    assert flat((1.0,))._by_symbol is not flat((1.0,))._by_symbol  # noqa: SLF001
+    same(flat((1.0,)), Account(1.0))
+    with pytest.raises(TypeError):
+        build(())  # equity is required, as Account(...) requires it
+    same(_builder(SymbolStats, native).build((3, 1)), SymbolStats(3, 1))
+
+
+@given(price=st.floats(0.01, 1e6), atr=opt, conf=st.none() | st.floats(0, 1),
+       when=st.none() | st.floats(0, 2e9), side=st.sampled_from([LONG, SHORT]))
+def test_builder_intent_equals_the_dataclass(price: float, atr: float | None,
+                                             conf: float | None, when: float | None,
+                                             side: str) -> None:
+    # as the engine builds it: every field, in order
+    for native in (True, False):
+        built = _builder(Intent, native).build(("BTC", side, price, None, None, atr, 1.5, None,
+                                                conf, "trend", None, None, None, when))
+        same(built, Intent("BTC", side, price, atr=atr, atr_mult=1.5, confidence=conf,
+                           regime="trend", time=when))
+
+
+def test_the_compiled_module_writes_the_slots() -> None:
+    # the compiled build's Builders write the slots; the Python source's call the generated
+    # constructors (its own faster way)
+    assert entries.INTENT.native is entries.NATIVE and entries.ACCOUNT.native is entries.NATIVE
+    assert entries.NATIVE is not str(entries.__file__).endswith(".py")

@@ -80,6 +80,67 @@ def _decide_many(pure: bool, seed: int = 7, n: int = 1500) -> dict[str, object]:
     return result
 
 
+# Backtests two symbols of random-walk bars (longs and shorts, adds, isolated and cross margin,
+# funding) and prints every ledger row, the equity curve and the skips as JSON, with the build.
+_BACKTEST = """
+import json, sys
+import numpy as np
+from sizeguard import _native
+from sizeguard.adapters.market_files import load_markets
+from sizeguard.backtest.candles import Panel
+from sizeguard.backtest.engine import run_backtest
+from sizeguard.backtest.signals import ema_cross
+from sizeguard.config import load_policy
+book = load_markets(None)
+rng = np.random.default_rng(int(sys.argv[1]))
+n, k = 20_000, 2
+close = np.array([30_000.0, 2_000.0]) * np.exp(np.cumsum(rng.normal(0, 0.002, (n, k)), axis=0))
+open_ = np.vstack([close[:1], close[:-1]])
+wick = np.abs(rng.normal(0, 0.001, (n, k, 2))) * close[:, :, None]
+high, low = np.maximum(open_, close) + wick[:, :, 0], np.minimum(open_, close) - wick[:, :, 1]
+ts = 1_600_000_000_000 + np.arange(n, dtype=np.int64) * 60_000
+panel = Panel(("BTC", "ETH"), ts, open_, high, low, close, close.copy(), 60_000)
+signals = ema_cross(panel, 20, 80, tp_r=2.0)
+# more entries on the side of the last cross, now and then (adds, when allowed)
+entry = signals.entry
+last = np.maximum.accumulate(np.where(entry != 0, np.arange(n)[:, None], 0), axis=0)
+again = np.take_along_axis(entry, last, axis=0) * (rng.random((n, k)) < 0.01)
+entry[:] = np.where(entry != 0, entry, again)
+markets = [book["BTC/USDT:USDT"], book["ETH/USDT:USDT"]]
+out = []
+for sets in ([], ["limits.allow_add=true"], ['leverage.margin_mode="cross"']):
+    policy = load_policy("ai-atr-risk", None, sets)
+    r = run_backtest(panel, signals, markets, policy, funding_rate=0.0001)
+    out.append({"trades": r.trades, "equity": r.equity.tolist(), "skips": dict(r.skips),
+                "decisions": r.decisions, "adds": r.adds, "liquidations": r.liquidations})
+print(json.dumps({"compiled": _native.compiled(), "runs": out}))
+"""
+
+
+def _backtest(pure: bool) -> dict[str, object]:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env.pop("SIZEGUARD_PURE", None)
+    if pure:
+        env["SIZEGUARD_PURE"] = "1"
+    done = subprocess.run([sys.executable, "-c", _BACKTEST, "11"], capture_output=True,
+                          text=True, env=env, check=True, timeout=300)
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def test_compiled_and_pure_python_backtest_identically() -> None:
+    # the entry side (backtest/entries.py) is compiled with the core: the same ledgers, equity
+    # curves, skips and counts, to the last bit
+    if os.environ.get("SIZEGUARD_PURE") == "1" or not _native.usable():
+        pytest.skip("no current compiled build beside the sources (pure Python only)")
+    compiled, pure = _backtest(pure=False), _backtest(pure=True)
+    assert compiled["compiled"] is True and pure["compiled"] is False
+    runs = compiled["runs"]
+    assert isinstance(runs, list) and all(run["decisions"] > 50 for run in runs)
+    assert runs[1]["adds"] > 0 and runs[0]["trades"] != runs[2]["trades"]
+    assert compiled["runs"] == pure["runs"]
+
+
 def test_compiled_and_pure_python_decide_identically() -> None:
     if os.environ.get("SIZEGUARD_PURE") == "1" or not _native.usable():
         pytest.skip("no current compiled build beside the sources (pure Python only)")
@@ -92,30 +153,72 @@ def test_pure_is_forced_by_the_environment() -> None:
     assert _decide_many(pure=True, n=1)["compiled"] is False
 
 
-def test_a_build_older_than_its_source_is_never_used(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_native, "CORE", tmp_path)
+def _fake_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, past: float) -> str:
+    """A package in ``tmp_path`` with every compiled module's source and (empty) build, all
+    written at ``past``; returns the extension suffix."""
+    monkeypatch.setattr(_native, "PACKAGE", tmp_path)
     monkeypatch.setattr(_native, "ROOT", tmp_path)
     monkeypatch.delenv("SIZEGUARD_PURE", raising=False)
     suffix = _native.SUFFIXES[0]
-    past = time.time() - 60
     for name in _native.COMPILED:
-        (tmp_path / f"{name}.py").write_text("")
-        os.utime(tmp_path / f"{name}.py", (past, past))
-        (tmp_path / f"{name}{suffix}").write_text("")
+        source = tmp_path.joinpath(*name.split(".")).with_suffix(".py")
+        source.parent.mkdir(parents=True, exist_ok=True)
+        source.write_text("")
+        os.utime(source, (past, past))
+        source.with_name(source.stem + suffix).write_text("")
+    return suffix
+
+
+def test_a_build_older_than_its_source_is_never_used(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    past = time.time() - 60
+    suffix = _fake_build(tmp_path, monkeypatch, past)
     assert not _native.usable()  # shims without the group's shared library cannot run
     shared = tmp_path / f"0123__mypyc{suffix}"
     shared.write_text("")
     assert _native.usable()
+    decide = tmp_path / "core" / "decide.py"
     later = time.time() + 10  # edited well after the build
-    os.utime(tmp_path / "decide.py", (later, later))
+    os.utime(decide, (later, later))
     assert not _native.usable()
     soon = past + _native.SLACK_S / 2  # written with its build by an installer: still current
-    os.utime(tmp_path / "decide.py", (soon, soon))
+    os.utime(decide, (soon, soon))
     assert _native.usable()
-    os.utime(tmp_path / "decide.py", (past, past))
-    (tmp_path / f"limits{suffix}").unlink()  # an incomplete build
+    os.utime(decide, (past, past))
+    (tmp_path / "core" / f"limits{suffix}").unlink()  # an incomplete build
     assert not _native.usable()
+
+
+def test_the_backtest_entry_side_is_part_of_the_build(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # compiled with the core beyond core/: an edit of it (or its build missing) sends the whole
+    # group back to the source, and its module is then imported from its .py file
+    assert "backtest.entries" in _native.COMPILED
+    past = time.time() - 60
+    suffix = _fake_build(tmp_path, monkeypatch, past)
+    (tmp_path / f"0123__mypyc{suffix}").write_text("")
+    assert _native.usable()
+    entries = tmp_path / "backtest" / "entries.py"
+    later = time.time() + 10
+    os.utime(entries, (later, later))
+    assert not _native.usable()
+    os.utime(entries, (past, past))
+    (tmp_path / "backtest" / f"entries{suffix}").unlink()
+    assert not _native.usable()
+    finder = _native._SourceFirst(_native.COMPILED)  # noqa: SLF001 - the stale build's finder
+    spec = finder.find_spec("sizeguard.backtest.entries")
+    assert spec is not None and spec.origin == str(entries)
+    assert finder.find_spec("sizeguard.backtest.engine") is None  # never compiled: untouched
+
+
+def test_a_stale_entry_side_is_not_imported() -> None:
+    # in a process whose build is stale (or pure), the entry side runs from its source
+    code = ("import sizeguard.backtest.entries as e, sizeguard._native as n; "
+            "print(e.__file__.endswith('.py'), n.compiled())")
+    env = {**os.environ, "PYTHONPATH": str(SRC), "SIZEGUARD_PURE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True, timeout=60).stdout.split()
+    assert out == ["True", "False"]
 
 
 def test_the_numba_kernels_are_python_functions_from_their_source() -> None:

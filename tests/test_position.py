@@ -11,15 +11,19 @@ import sys
 from dataclasses import replace
 
 import numba
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from sizeguard import _native
 from sizeguard.core import position as pos
+from sizeguard.core.account import Account, Position
+from sizeguard.core.decide import Context
+from sizeguard.core.intent import Intent
 from sizeguard.core.models import fee_rate_to_stop, notional_from_risk, risk_of_notional
 from sizeguard.core.tiers import Tier, maintenance_margin
-from sizing_helpers import market
+from sizing_helpers import market, policy
 
 # a Binance COIN-M style inverse contract: 100 USD face value, tiers in BTC
 INVERSE = replace(market(), symbol="BTC/USD:BTC", linear=False, inverse=True,
@@ -213,3 +217,41 @@ def test_average_entry_by_hand() -> None:
     # inverse: 100 contracts of 1 USD at 100 and 100 at 200 (N 100 each):
     # 200 / (100/100 + 100/200) = 200 / 1.5 = 133.33 (the harmonic mean)
     assert pos.average_entry(100.0, 100.0, 100.0, 200.0) == pytest.approx(400.0 / 3.0)
+
+
+# two cross positions: maintenance 10 and 25, unrealised PnL -30 and +40, wallet 1,000
+CROSS_MM, CROSS_UPNL = (10.0, 25.0), (-30.0, 40.0)
+
+
+@pytest.mark.parametrize(("skip", "expected"), [
+    (-1, 975.0),   # a new position: 1,000 - (10 + 25) + (-30 + 40)
+    (0, 1_015.0),  # position 0 backed: the other's terms only, 1,000 - 25 + 40
+    (1, 960.0),    # position 1 backed: 1,000 - 10 - 30
+])
+def test_cross_collateral_by_hand(skip: int, expected: float) -> None:
+    assert pos.cross_collateral(1_000.0, CROSS_MM, CROSS_UPNL, skip) == expected
+    assert pos.cross_collateral(1_000.0, list(CROSS_MM), list(CROSS_UPNL), skip) == expected
+    # the backtest loop runs the Python source compiled with numba, on numpy arrays
+    kernel = numba.njit(_native.python_source(pos.cross_collateral))
+    assert kernel(1_000.0, np.array(CROSS_MM), np.array(CROSS_UPNL), skip) == expected
+
+
+def test_cross_collateral_without_positions_is_the_wallet() -> None:
+    assert pos.cross_collateral(1_000.0, (), (), -1) == 1_000.0
+
+
+def _collateral(account: Account) -> float:
+    cross = policy(leverage={"value": 10, "max": 20, "margin_mode": "cross"})
+    return Context(Intent("TST/USDT:USDT", "long", 100.0, stop=95.0), account, market(),
+                   cross).cross_collateral()
+
+
+def test_decide_backs_a_cross_position_with_the_kernel() -> None:
+    # Context.cross_collateral is the kernel's: the wallet given, or the equity less the uPnL
+    held = tuple(Position(s, "long", 1_000.0, 100.0, maintenance_margin=m, unrealised_pnl=u)
+                 for s, m, u in zip(("A/USDT:USDT", "B/USDT:USDT"), CROSS_MM, CROSS_UPNL,
+                                    strict=True))
+    given_wallet = Account(equity=2_000.0, positions=held, wallet_balance=1_000.0)
+    assert _collateral(given_wallet) == 975.0
+    # no wallet given: 2,000 - 10 = 1,990 of wallet; 1,990 - 35 + 10 = 1,965
+    assert _collateral(replace(given_wallet, wallet_balance=None)) == 1_965.0

@@ -1,8 +1,9 @@
 """Which build of the decision core runs: compiled (mypyc, see setup.py) or pure Python.
 
-The compiled modules are built from the same typed source and give identical results. They are
-used only when every one of them is newer than its source: after an edit (or a checkout) the
-whole group falls back to the Python source until the next build, so a stale build never runs.
+The compiled modules (the decision core and the backtest's entry side) are built from the same
+typed source and give identical results. They are used only when every one of them is newer
+than its source: after an edit (or a checkout) the whole group falls back to the Python source
+until the next build, so a stale build never runs.
 ``SIZEGUARD_PURE=1`` forces the Python source (the test suite runs on both builds).
 
 The float kernels the backtest hands to numba (``core/lots.py``, ``liquidation.py``,
@@ -26,26 +27,32 @@ from typing import Any, TypeVar, cast
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Compiled together by setup.py (keep the two lists the same).
-COMPILED = ("decide", "limits", "adjust", "tolerances", "decision", "lots", "models", "liquidation",
-            "position")
+# Compiled together by setup.py (keep the two lists the same), by module name within sizeguard.
+COMPILED = ("core.decide", "core.limits", "core.adjust", "core.tolerances", "core.decision",
+            "core.lots", "core.models", "core.liquidation", "core.position", "backtest.entries")
 # The modules whose functions numba compiles (the backtest loop, and the tests that hold the
 # two to the same numbers), in import order: :func:`source` loads them from their .py files.
 KERNELS = ("lots", "models", "liquidation", "position")
 # Compiled by an earlier build, no longer: a library of theirs left in a work tree must not
 # shadow the source (tiers: a compiled frozen Tier cannot be unpickled on another process).
-RETIRED = ("tiers",)
-CORE = Path(__file__).resolve().parent / "core"
-ROOT = CORE.parent.parent  # where mypyc puts the group's shared library (<hash>__mypyc.<suffix>)
+RETIRED = ("core.tiers",)
+PACKAGE = Path(__file__).resolve().parent  # src/sizeguard
+CORE = PACKAGE / "core"
+ROOT = PACKAGE.parent  # where mypyc puts the group's shared library (<hash>__mypyc.<suffix>)
 SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 # An installer writes a wheel's sources and builds within moments of each other, in any order;
 # a source edited after the build is newer by more than this.
 SLACK_S = 2.0
 
 
+def _path(name: str, suffix: str) -> Path:
+    """Where module ``name`` (``"core.decide"``) of the package has its ``suffix`` file."""
+    return PACKAGE.joinpath(*name.split(".")).with_name(name.rpartition(".")[2] + suffix)
+
+
 def _built(name: str) -> Path | None:
     for suffix in SUFFIXES:
-        path = CORE / (name + suffix)
+        path = _path(name, suffix)
         if path.exists():
             return path
     return None
@@ -71,7 +78,7 @@ def usable() -> bool:
             if built is None:
                 return False
             when = max(built.stat().st_mtime, shared)
-            if (CORE / f"{name}.py").stat().st_mtime > when + SLACK_S:
+            if _path(name, ".py").stat().st_mtime > when + SLACK_S:
                 return False
     except OSError:
         return False
@@ -79,17 +86,18 @@ def usable() -> bool:
 
 
 class _SourceFirst:
-    """A meta-path finder that loads the named core modules from their ``.py`` source."""
+    """A meta-path finder that loads the named modules (``"core.decide"``) of the package from
+    their ``.py`` source."""
 
     def __init__(self, names: Sequence[str]) -> None:
         self.names = frozenset(names)
 
     def find_spec(self, fullname: str, path: Sequence[str] | None = None,
                   target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
-        package, _, name = fullname.rpartition(".")
-        if package != "sizeguard.core" or name not in self.names:
+        package, _, name = fullname.partition(".")
+        if package != "sizeguard" or name not in self.names:
             return None
-        return importlib.util.spec_from_file_location(fullname, CORE / f"{name}.py")
+        return importlib.util.spec_from_file_location(fullname, _path(name, ".py"))
 
 
 def compiled() -> bool:

@@ -59,14 +59,11 @@ from __future__ import annotations
 
 import gc
 import math
-import struct
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from decimal import Decimal
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numba
@@ -75,43 +72,61 @@ import numpy.typing as npt
 
 from sizeguard import _native
 from sizeguard.backtest.candles import Panel
-from sizeguard.backtest.fastinit import constructor
+from sizeguard.backtest.entries import (  # the arrays' fields and the entry side
+    A_CASH,
+    A_DAY,
+    A_DAY_PNL,
+    A_IGNORED,
+    A_LIQS,
+    A_PEAK,
+    A_STREAK,
+    A_TRADES,
+    NA,
+    NP,
+    NX,
+    P_COLL,
+    P_CUM,
+    P_ENTRY,
+    P_FEE_IN,
+    P_FUND,
+    P_LIQ,
+    P_MMR,
+    P_NOTIONAL,
+    P_QTY,
+    P_SIDE,
+    P_STOP,
+    P_TP,
+    P_TRADE,
+    X_BAR,
+    X_FEE,
+    X_FUNDING,
+    X_GROSS,
+    X_LIQ0,
+    X_NET,
+    X_PRICE,
+    X_REASON,
+    AccountView,
+    Book,
+    Entries,
+    run_entries,
+)
 from sizeguard.backtest.signals import EXIT_LONG, EXIT_SHORT, Signals
 from sizeguard.core import liquidation as core_liq
 from sizeguard.core import position as core_pos
 from sizeguard.core import tiers as core_tiers
-from sizeguard.core.account import Account, Position, SymbolStats
+from sizeguard.core.account import Account
 from sizeguard.core.decide import decide
 from sizeguard.core.decision import Decision
-from sizeguard.core.intent import LONG, SHORT, Intent
+from sizeguard.core.intent import Intent
 from sizeguard.core.market import MarketRules
 from sizeguard.core.policy import Policy
 from sizeguard.errors import InvalidInput
 
 F64 = npt.NDArray[np.float64]
 
-# position fields (pos[j, field])
-P_SIDE, P_QTY, P_ENTRY, P_NOTIONAL, P_STOP, P_TP, P_LIQ, P_COLL, P_MMR, P_CUM, P_FUND, \
-    P_FEE_IN, P_TRADE, P_BAR = range(14)
-NP = 14
-_ROW = struct.Struct(f"={NP}d")  # one row of pos (C order, native float64)
-# account fields (acct[field])
-A_CASH, A_PEAK, A_DAY, A_DAY_PNL, A_STREAK, A_TRADES, A_LIQS, A_IGNORED = range(8)
-NA = 8
-# ledger fields written by the loop (exits[trade, field])
-X_BAR, X_PRICE, X_FEE, X_FUNDING, X_GROSS, X_NET, X_REASON, X_LIQ0 = range(8)
-NX = 8
 REASONS = {1: "stop", 2: "take_profit", 3: "liquidation", 4: "signal", 5: "end"}
 R_STOP, R_TP, R_LIQ, R_SIGNAL, R_END = 1, 2, 3, 4, 5
 DAY_MS = 86_400_000
-# an entry's Intent and Account, built as their dataclass builds them, at half the cost
-make_intent = constructor(Intent)
-make_account = constructor(Account)
-# a flat account's (no position: what most entries see), its aggregates computed once
-make_flat_account = constructor(Account, {"positions": ()})
-make_stats = constructor(SymbolStats)
-_NONE_LEARNED: Mapping[str, float] = MappingProxyType({})  # no minimum learned from rejections
-
 
 
 def _drop_stale_cache() -> None:
@@ -143,6 +158,8 @@ fee_on = numba.njit(cache=True)(_native.python_source(core_pos.fee_on))
 mm_of = numba.njit(cache=True)(core_tiers.maintenance_margin)
 settle_of = numba.njit(cache=True)(_native.python_source(core_pos.settle_of))
 quote_of = numba.njit(cache=True)(_native.python_source(core_pos.quote_of))
+# (numpy arrays here where the core passes sequences)
+cross_collateral: Any = numba.njit(cache=True)(_native.python_source(core_pos.cross_collateral))
 
 
 def _close(pos: F64, acct: F64, stats: Any, exits: F64, j: int, t: int, price: float,
@@ -241,18 +258,18 @@ def _cross_view(pos: F64, j: int, t: int, op: F64, hi: F64, lo: F64, mark: F64,
 cross_view = numba.njit(cache=True)(_cross_view)
 
 
-def _short_of_maintenance(pos: F64, j: int, price: float, inverse: bool
-                          ) -> float:  # pragma: no cover - compiled
-    """What position ``j`` takes from the cross wallet at ``price``: its maintenance margin
-    there less its unrealised PnL (Binance's ``TMM - UPNL`` term of one position), in the
-    settle currency (COIN-M: the notional in coin at ``price``, the maintenance amount in coin)."""
+def _maintenance_at(pos: F64, j: int, price: float, inverse: bool
+                    ) -> tuple[float, float]:  # pragma: no cover - compiled
+    """Position ``j``'s maintenance margin and unrealised PnL at ``price`` (its terms of the
+    cross collateral, :func:`~sizeguard.core.position.cross_collateral`), in the settle
+    currency (COIN-M: the notional in coin at ``price``, the maintenance amount in coin)."""
     value = settle_of(notional_of(pos[j, P_QTY], price, 1.0, inverse), price, inverse)
-    return (mm_of(value, pos[j, P_MMR], pos[j, P_CUM])
-            - settle_of(pnl(pos[j, P_SIDE] > 0.0, pos[j, P_NOTIONAL], pos[j, P_ENTRY], price),
-                        price, inverse))
+    return (mm_of(value, pos[j, P_MMR], pos[j, P_CUM]),
+            settle_of(pnl(pos[j, P_SIDE] > 0.0, pos[j, P_NOTIONAL], pos[j, P_ENTRY], price),
+                      price, inverse))
 
 
-short_of_maintenance = numba.njit(cache=True)(_short_of_maintenance)
+maintenance_at = numba.njit(cache=True)(_maintenance_at)
 
 
 def _position_liq(pos: F64, j: int, formula: int, collateral: float, fee: float,
@@ -270,12 +287,14 @@ position_liq = numba.njit(cache=True)(_position_liq)
 
 def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: F64, hi: F64,
                        lo: F64, mark: F64, fee: F64, can_liq: Any, formula: Any, worst: bool,
-                       at_open: bool, inverse: bool) -> bool:  # pragma: no cover - compiled
+                       at_open: bool, inverse: bool, mm: F64, upnl: F64
+                       ) -> bool:  # pragma: no cover - compiled
     """Account-level liquidation of the cross positions (all contract positions of a cross
     policy share the wallet, ``acct[A_CASH]``).
 
     Each position's liquidation price is the core kernel's with the cross collateral of
-    :meth:`sizeguard.core.decide.Context.cross_collateral`: the wallet less the other cross
+    :func:`sizeguard.core.position.cross_collateral` (the one ``decide()`` uses): the wallet
+    less the other cross
     positions' maintenance margin plus their unrealised PnL, the others valued at
     :func:`_cross_view` (their open, or their bar's adverse extreme). When one position reaches
     its price (by the intrabar rule: a stop inside it fills first; ``at_open``: the bar opened
@@ -284,13 +303,15 @@ def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: 
     exchange's clearance fee, a loss beyond it its insurance fund's). The ledger gives each
     other position its PnL less its maintenance margin at its view price, and the position that
     reached its price (at it) the rest. Returns whether the account was liquidated; sets every
-    open cross position's ``P_LIQ`` to its price of this view."""
+    open cross position's ``P_LIQ`` to its price of this view. ``mm`` and ``upnl``: room for
+    each position's maintenance margin and unrealised PnL."""
     k = pos.shape[0]
-    total = 0.0
+    mm[:] = 0.0  # each position's terms of the cross collateral at its view price
+    upnl[:] = 0.0
     for i in range(k):
         if pos[i, P_SIDE] != 0.0 and can_liq[i]:
-            total += short_of_maintenance(pos, i, cross_view(pos, i, t, op, hi, lo, mark,
-                                                             at_open), inverse)
+            mm[i], upnl[i] = maintenance_at(pos, i, cross_view(pos, i, t, op, hi, lo, mark,
+                                                               at_open), inverse)
     wallet = acct[A_CASH]
     trigger = -1
     trigger_gap = True
@@ -298,9 +319,8 @@ def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: 
         side = pos[j, P_SIDE]
         if side == 0.0 or not can_liq[j]:
             continue
-        own = short_of_maintenance(pos, j, cross_view(pos, j, t, op, hi, lo, mark, at_open),
-                                   inverse)
-        lp = position_liq(pos, j, formula[j], wallet - (total - own), fee[j], inverse)
+        lp = position_liq(pos, j, formula[j], cross_collateral(wallet, mm, upnl, j), fee[j],
+                          inverse)
         pos[j, P_LIQ] = lp
         o = op[t, j]
         if math.isnan(o):  # no bar: its price did not move
@@ -326,7 +346,7 @@ def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: 
         if i == trigger or pos[i, P_SIDE] == 0.0 or not can_liq[i]:
             continue
         price = cross_view(pos, i, t, op, hi, lo, mark, at_open)
-        share = -short_of_maintenance(pos, i, price, inverse)
+        share = upnl[i] - mm[i]
         rest -= share
         close_position(pos, acct, stats, exits, i, t, price, R_LIQ, fee[i], share, inverse)
     close_position(pos, acct, stats, exits, trigger, t, pos[trigger, P_LIQ], R_LIQ, fee[trigger],
@@ -362,62 +382,65 @@ def _orders(t: int, pos: F64, entry: Any, exit_sig: Any) -> bool:  # pragma: no 
 _orders_at_open = numba.njit(cache=True)(_orders)
 
 
-def _flat(t: int, stop_at: int, ts: Any, op: F64, entry: Any, acct: F64, equity: F64,
-          gross: F64) -> int:  # pragma: no cover - compiled
+def _flat(t: int, stop_at: int, ts: Any, op: F64, entry: Any, signal_bars: Any, acct: F64,
+          equity: F64, gross: F64) -> int:  # pragma: no cover - compiled
     """Bars from ``t`` with no position open, up to the next bar with an entry signal (returned;
     ``stop_at`` when none): exactly what the loop does on such a bar (the day's PnL reset when
-    the day changes; the equity the cash; no exposure: ``gross`` is left at the zero the run
-    starts it with, untouched pages stay unmapped; the peak), in one tight loop."""
+    the day changes; the equity the cash; no exposure; the peak), in one pass the compiler
+    turns into vector code. ``signal_bars``: the bars with an entry signal, in order."""
     k = op.shape[1]
-    cash, day, t0 = acct[A_CASH], acct[A_DAY], t
-    new_day = False
-    # the day's bounds in ms: the same day as ts // DAY_MS exactly when day_lo <= ts < day_hi
-    # (integers), so the division runs once a day instead of once a bar
-    day_lo = int(day) * DAY_MS
-    day_hi = day_lo + DAY_MS
-    while t < stop_at:
-        signal = False
+    end = stop_at
+    i = np.searchsorted(signal_bars, t)
+    while i < signal_bars.shape[0] and signal_bars[i] < stop_at:
+        b = signal_bars[i]
         for j in range(k):
-            if entry[t, j] != 0 and not math.isnan(op[t, j]):
-                signal = True
+            if entry[b, j] != 0 and not math.isnan(op[b, j]):  # a NaN open: no trade there
+                end = b
                 break
-        if signal:
+        if end == b:
             break
-        now = ts[t]
-        if now < day_lo or now >= day_hi:
-            d = float(now // DAY_MS)
-            if d != day:
-                day, new_day = d, True
-            day_lo = int(d) * DAY_MS
-            day_hi = day_lo + DAY_MS
-        equity[t] = cash
-        t += 1
-    if new_day:
-        acct[A_DAY] = day
+        i += 1
+    if end <= t:
+        return t
+    # the day changed on some bar exactly when a timestamp leaves the day's bounds (in ms);
+    # the day is then the last bar's, whatever the order of the timestamps
+    cash = acct[A_CASH]
+    low = high = ts[t]
+    for u in range(t, end):
+        equity[u] = cash
+        gross[u] = 0.0
+        now = ts[u]
+        low = min(low, now)
+        high = max(high, now)
+    day_lo = int(acct[A_DAY]) * DAY_MS
+    if low < day_lo or high >= day_lo + DAY_MS:
+        acct[A_DAY] = float(ts[end - 1] // DAY_MS)
         acct[A_DAY_PNL] = 0.0
-    if t > t0:
-        acct[A_PEAK] = max(acct[A_PEAK], cash)
-    return t
+    acct[A_PEAK] = max(acct[A_PEAK], cash)
+    return end
 
 
 flat_run = numba.njit(cache=True)(_flat)
 
 
 def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F64, entry: Any,
-          exit_sig: Any, funding: F64, fee: F64, can_liq: Any, formula: Any, worst: bool, pos: F64,
-          acct: F64, stats: Any, exits: F64, equity: F64, gross: F64,
+          exit_sig: Any, signal_bars: Any, funding: F64, fee: F64, can_liq: Any, formula: Any,
+          worst: bool, pos: F64, acct: F64, stats: Any, exits: F64, equity: F64, gross: F64,
           stop_at: int, adding: bool, cross: bool, inverse: bool
           ) -> int:  # pragma: no cover - compiled
     """Walk bars from ``start``; return the bar where entries wait for a decision (its exits
     done), or -1 when the data (or ``stop_at``) end. ``resume``: bar ``start``'s open is done.
     ``adding``: an entry on the side of the open position waits for a decision too (an add).
     ``cross``: the contract positions share the wallet (:func:`_cross_liquidation`).
-    ``inverse``: the markets are coin-margined, every amount of money is in their coin."""
+    ``inverse``: the markets are coin-margined, every amount of money is in their coin.
+    ``signal_bars``: the bars with an entry signal (any symbol), in order."""
     n, k = op.shape
     t = start
+    # the cross collateral's terms of each position (a scratch for _cross_liquidation)
+    mm, upnl = np.empty(k if cross else 0), np.empty(k if cross else 0)
     while t < stop_at:
         if not (resume and t == start) and not _holding(pos):  # flat: on to the next signal
-            t = flat_run(t, stop_at, ts, op, entry, acct, equity, gross)
+            t = flat_run(t, stop_at, ts, op, entry, signal_bars, acct, equity, gross)
             if t >= stop_at:
                 break
         if not (resume and t == start):
@@ -429,7 +452,7 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
                 # a gap past the account's price comes before any order at the open (without
                 # orders the intrabar judgement, which values the others at their worst, does)
                 cross_liquidation(pos, acct, stats, exits, t, op, hi, lo, mark, fee, can_liq,
-                                  formula, worst, True, inverse)
+                                  formula, worst, True, inverse, mm, upnl)
             pending = False
             for j in range(k):
                 o = op[t, j]
@@ -459,7 +482,7 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
         # intrabar: the stop, the liquidation or the take-profit, along the paths the bar allows
         if cross and _holding(pos):
             cross_liquidation(pos, acct, stats, exits, t, op, hi, lo, mark, fee, can_liq,
-                              formula, worst, False, inverse)
+                              formula, worst, False, inverse, mm, upnl)
         for j in range(k):
             side = pos[j, P_SIDE]
             if side == 0.0:
@@ -512,6 +535,36 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
 
 
 walk = numba.njit(cache=True)(_walk)
+
+
+def _walking(ts: Any, op: F64, hi: F64, lo: F64, mark: F64, entry: Any, exit_sig: Any,
+             signal_bars: Any, funding: F64, fee: F64, can_liq: Any, formula: Any, worst: bool,
+             pos: F64, acct: F64, stats: Any, exits: F64, equity: F64, gross: F64, chunk: int,
+             adding: bool, cross: bool, inverse: bool) -> Iterator[int]:  # pragma: no cover
+    """The whole walk as a generator: yields each bar where entries wait for a decision (its
+    exits done), and ``-1 - bar`` at the end of each ``chunk`` of bars before the last (for a
+    progress report). The caller writes the decisions into the arrays before asking for the
+    next step, which resumes the bar where it stopped. Resuming a generator costs no
+    argument conversion (a call of :func:`walk` from Python converts its 18 arrays, about
+    1 us: once per entry bar)."""
+    n = op.shape[0]
+    t, resume = 0, False
+    while True:
+        stop_at = min(n, t + chunk)
+        got = walk(t, resume, ts, op, hi, lo, mark, entry, exit_sig, signal_bars, funding, fee,
+                   can_liq, formula, worst, pos, acct, stats, exits, equity, gross, stop_at,
+                   adding, cross, inverse)
+        if got < 0:
+            if stop_at >= n:
+                return
+            yield -1 - stop_at
+            t, resume = stop_at, False
+        else:
+            yield got
+            t, resume = got, True
+
+
+walking = numba.njit(cache=True)(_walking)
 
 
 @dataclass(frozen=True)
@@ -715,16 +768,13 @@ def run_backtest(
     stats = np.zeros((k, 2), np.int64)
     max_trades = int(np.count_nonzero(signals.entry)) + 1
     exits = np.full((max_trades, NX), np.nan)
-    eq_curve = np.full(n, np.nan)
-    gross = np.zeros(n)
+    # every bar's equity and exposure are written by the loop (a flat stretch's too): no fill
+    eq_curve = np.empty(n)
+    gross = np.empty(n)
     ledger = Ledger(panel.timestamp, exits)
-    entered = ledger.entries
-    skips: Counter[str] = Counter()
-    records: list[EntryRecord] = []
-    warnings: list[str] = []
-    view = _AccountView(panel, syms, stats, inverse)
-    decisions = adds = 0
     allow_add = bool(policy.limits.allow_add)
+    out = Entries(ledger, EntryRecord if record else None, allow_add)
+    view = AccountView(panel.open, panel.mark, syms, stats, inverse)
     worst = intrabar == "worst"
     ts_arr = panel.timestamp
     op, hi, lo, mark = panel.open, panel.high, panel.low, panel.mark
@@ -734,96 +784,25 @@ def run_backtest(
     # intent's ATR, multiple and confidence (None where absent), time, take-profit R
     flat_at = np.flatnonzero(entry_sig != 0)  # (a bool array's nonzero is the fast one)
     e_t, e_j = (flat_at, np.zeros_like(flat_at)) if k == 1 else np.divmod(flat_at, k)
-    e_bar = e_t.tolist()
     e_atr, e_mult = signals.atr[e_t, e_j], signals.atr_mult[e_t, e_j]
-    e_conf = _confidence(signals.confidence[e_t, e_j])
     e_sig = list(zip(e_j.tolist(), entry_sig[e_t, e_j].tolist(), op[e_t, e_j].tolist(),
                      _or_none(e_atr, e_atr > 0), _or_none(e_mult, e_mult > 0),
-                     e_conf, (ts_arr[e_t] / 1000.0).tolist(),
+                     _confidence(signals.confidence[e_t, e_j]), (ts_arr[e_t] / 1000.0).tolist(),
                      signals.tp_r[e_t, e_j].tolist(), strict=True))
-    n_ent, cur = len(e_bar), 0
-    sides = pos[:, P_SIDE]  # a view: the open positions' sides as they are
-    books = [_Book(m, policy, float(f), c)
+    books = [Book(m, policy, float(f), c)
              for m, f, c in zip(markets, fee.tolist(), panel.symbols, strict=True)]
-    t, resume = 0, False
-    chunk = n if progress is None else max(n // 200, 1)
-    walk_on, direct = walk, False
     with _collector_paused():  # nothing the entries allocate forms a cycle
-        while True:
-            stop_at = min(n, t + chunk) if progress is not None else n
-            got = int(walk_on(t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig, fund, fee,
-                              can_liq, formula, worst, pos, acct, stats, exits, eq_curve, gross,
-                              stop_at, allow_add, cross, inverse))
-            if not direct:  # every resume passes the same arrays: skip the type dispatch
-                direct = True
-                walk_on = _compiled(walk, (t, resume, ts_arr, op, hi, lo, mark, entry_sig, exit_sig,
-                                           fund, fee, can_liq, formula, worst, pos, acct, stats,
-                                           exits, eq_curve, gross, stop_at, allow_add, cross,
-                                           inverse))
-            if got < 0:
-                if stop_at >= n:
-                    break
-                if progress is not None:
-                    progress(stop_at, n)
-                t, resume = stop_at, False
-                continue
-            t = got
-            # entries at the open of bar t: each one decided by core decide()
-            while e_bar[cur] < t:  # the loop stops at every bar with an entry signal, in order
-                cur += 1
-            flat = sides.tolist()
-            i = cur
-            while i < n_ent and e_bar[i] == t:
-                j, side, price, a, am, conf, when, tp_r = e_sig[i]
-                i += 1
-                adding = flat[j] != 0.0
-                if math.isnan(price) or (adding and not (allow_add and side * flat[j] > 0.0)):
-                    continue  # in position and not adding to it: counted by the loop
-                book = books[j]
-                market, symbol = book.market, book.symbol
-                if not book.is_contract and side < 0:
-                    skips["SPOT_NO_SHORT"] += 1
-                    continue
-                account = view(t, pos, acct, flat, price)
-                if adding:
-                    account = view.holding(account, pos, j)
-                if account.equity <= 0.0:
-                    skips["NO_EQUITY"] += 1
-                    continue
-                intent = make_intent(symbol, LONG if side > 0 else SHORT, price, atr=a, atr_mult=am,
-                                     confidence=conf, regime=regime, volatility=volatility, time=when)
-                try:
-                    d = decide(intent, account, market, policy)
-                except InvalidInput as exc:  # e.g. an ATR stop below zero on a bad candle
-                    skips["INVALID_INPUT"] += 1
-                    if len(warnings) < 10:
-                        warnings.append(f"bar {t} ({panel.symbols[j]}): {exc}")
-                    continue
-                decisions += 1
-                tid = -1
-                ok = d.accepted
-                if ok and adding:
-                    tid = int(pos[j, P_TRADE])
-                    book.add(pos, acct, j, d, tp_r, ledger.open_row(tid))
-                    adds += 1
-                    view.entered(symbol, when)
-                elif ok:
-                    tid = len(entered)
-                    entered.append(book.open(pos, acct, exits, j, t, d, tp_r, tid, when,
-                                             account.equity, price))
-                    view.entered(symbol, when)
-                    flat[j] = side
-                else:
-                    skips[str(d.reasons[-1]) if d.reasons else "SKIPPED"] += 1
-                if record:
-                    records.append(EntryRecord(t, symbol, intent, account, d, tid))
-            cur = i
-            resume = True
-    if progress is not None:
-        progress(n, n)
+        steps = walking(ts_arr, op, hi, lo, mark, entry_sig, exit_sig, e_t, fund, fee, can_liq,
+                        formula, worst, pos, acct, stats, exits, eq_curve, gross,
+                        n if progress is None else max(n // 200, 1), allow_add, cross, inverse)
+        # decide: this module's, looked up now (a caller may wrap it, as the bench does)
+        run_entries(steps, n, decide, out, view, books, policy, e_t.tolist(), e_sig,
+                    panel.symbols, regime, volatility, progress, pos, acct, exits)
+        del e_sig, steps  # freed before the collector's next pass (see _collector_paused)
     return BacktestResult(policy, panel.symbols, tuple(syms), ts_arr, eq_curve, gross, equity,
-                          ledger, skips, decisions, int(acct[A_LIQS]), panel.timeframe_ms,
-                          signals.name, records, int(acct[A_IGNORED]), warnings, adds, currency)
+                          ledger, out.skips, out.decisions, int(acct[A_LIQS]),
+                          panel.timeframe_ms, signals.name, out.records, int(acct[A_IGNORED]),
+                          out.warnings, out.adds, currency)
 
 
 @contextmanager
@@ -834,7 +813,8 @@ def _collector_paused() -> Iterator[None]:
     triggered by allocation counts alone, find nothing to free: they took 3-5% of a dense run
     (2,617 entries per 1M bars), and now and then a full pass over every object of the process
     (about 200,000 with numba and numpy loaded, several ms). A cycle made meanwhile is still
-    collected, at the first pass after the run."""
+    collected, at the first pass after the run. That pass examines what the run left alive
+    (about 0.2 us an object): the caller frees the entry signals' tuples before it."""
     if not gc.isenabled():
         yield
         return
@@ -843,16 +823,6 @@ def _collector_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
-
-
-def _compiled(fn: Any, args: tuple[Any, ...]) -> Any:
-    """The machine code numba compiled for ``fn`` on these arguments' types, called without
-    the dispatcher's per-call type resolution (about half of a resume's cost with the loop's
-    24 arguments); the dispatcher itself when it has no such overload."""
-    try:
-        return fn.get_overload(tuple(fn.typeof_pyval(a) for a in args))
-    except (KeyError, AttributeError):  # pragma: no cover - another numba: dispatch as usual
-        return fn
 
 
 def _or_none(values: F64, present: npt.NDArray[np.bool_]) -> list[float | None]:
@@ -870,204 +840,6 @@ def _confidence(values: F64) -> list[float | None]:
     if ((values[present] >= 0.0) & (values[present] <= 1.0)).all():  # nothing to clamp
         return _or_none(values, present)
     return [min(max(c, 0.0), 1.0) if not math.isnan(c) else None for c in values.tolist()]
-
-
-class _AccountView:
-    """Builds the Account decide() sees at a bar's open (equity marked at the open prices),
-    reusing the immutable symbol-record and last-entry maps while they are unchanged."""
-
-    def __init__(self, panel: Panel, syms: Sequence[str], stats: Any, inverse: bool = False
-                 ) -> None:
-        self.panel, self.syms, self.stats = panel, list(syms), stats
-        self.inverse = inverse  # coin-margined: the account's money is in the coin
-        self._closed = -1.0  # trades closed when the symbol records were last built
-        self._stats: Mapping[str, SymbolStats] = MappingProxyType({})
-        self.last_at: dict[str, float] = {}
-        self._last: Mapping[str, float] = MappingProxyType({})
-        self._key: Any = None  # the bar (and price) self._account was built for
-        self._account: Account | None = None
-
-    def entered(self, symbol: str, when: float) -> None:
-        self.last_at[symbol] = when
-        self._last = MappingProxyType(self.last_at.copy())
-        self._key = None  # an entry changed the state: the next view is built afresh
-
-    def holding(self, account: Account, pos: F64, j: int) -> Account:
-        """``account`` with symbol ``j``'s position at its entry (notional, average entry,
-        collateral), the values an add is sized against; the marked view values it at the
-        open."""
-        sym = self.syms[j]
-        entry = float(pos[j, P_ENTRY])
-        margin = core_pos.quote_of(float(pos[j, P_COLL]), entry, self.inverse)
-        held = [Position(p.symbol, p.side, float(pos[j, P_NOTIONAL]), margin,
-                         p.maintenance_margin, p.unrealised_pnl, entry=float(pos[j, P_ENTRY]))
-                if p.symbol == sym else p for p in account.positions]
-        return replace(account, positions=tuple(held))
-
-    def __call__(self, t: int, pos: F64, acct: F64, flat: list[float], price: float = 1.0
-                 ) -> Account:
-        """The account at bar ``t``'s open, in quote (what ``decide()`` counts in): a
-        coin-margined account's coin valued at ``price``, the price of the entry's market.
-        The same object again for the next entry of the bar when nothing entered in between
-        (a refused entry changes nothing: the Account is an immutable value)."""
-        key = (t, price) if self.inverse else t
-        if key == self._key and self._account is not None:
-            return self._account
-        cash, peak, _, day_pnl, streak, closed = acct.tolist()[:A_LIQS]
-        if closed != self._closed:  # a trade closed: the symbol records changed
-            self._closed = closed
-            rows = self.stats.tolist()
-            if len(rows) == 1:  # one symbol (most backtests): no loop
-                n, w = rows[0]
-                self._stats = MappingProxyType({self.syms[0]: make_stats(n, w)} if n else {})
-            else:
-                self._stats = MappingProxyType({sym: make_stats(n, w) for sym, (n, w)
-                                                in zip(self.syms, rows, strict=True) if n})
-        if self.inverse:
-            cash, peak, day_pnl = cash * price, peak * price, day_pnl * price
-        self._key = key
-        if any(flat):  # open positions, marked at this open
-            positions, upnl = self._marked(t, pos, flat)
-            equity = cash + upnl
-            self._account = make_account(
-                equity=equity, positions=positions, peak_equity=max(peak, equity),
-                realised_pnl_today=day_pnl, losing_streak=int(streak), symbol_stats=self._stats,
-                last_trade_at=self._last, min_cost=_NONE_LEARNED)
-        else:  # the same Account as above with positions=() (its fields in order, less those)
-            self._account = make_flat_account(cash, None, max(peak, cash), day_pnl, int(streak),
-                                              self._stats, self._last, _NONE_LEARNED)
-        return self._account
-
-    def _marked(self, t: int, pos: F64, flat: list[float]) -> tuple[tuple[Position, ...], float]:
-        """The open positions marked at bar ``t``'s open (in quote), and their unrealised PnL."""
-        inv = self.inverse
-        positions = []
-        upnl_total = 0.0
-        for j, flag in enumerate(flat):
-            if flag == 0.0:
-                continue
-            side, qty, entry, notional, _, _, _, coll, mmr, cum = pos[j, :P_FUND].tolist()
-            px = float(self.panel.open[t, j])
-            if math.isnan(px):
-                px = float(self.panel.mark[t - 1, j]) if t > 0 else entry
-            upnl = core_pos.pnl(side > 0, notional, entry, px)
-            upnl_total += upnl
-            now = core_pos.notional_of(qty, px, 1.0, inv)
-            # maintenance of the notional at the open, as the loop's cross view values it (a
-            # coin-margined position's collateral and maintenance amount are coin: at the open)
-            mm = core_tiers.maintenance_margin(now, mmr, core_pos.quote_of(cum, px, inv))
-            positions.append(Position(self.syms[j], LONG if side > 0 else SHORT, now,
-                                      core_pos.quote_of(coll, px, inv), mm, upnl))
-        return tuple(positions), upnl_total
-
-
-class _Book:
-    """One market's constants for the entries: what copying a decision into the position
-    arrays needs, prepared once per backtest instead of once per entry."""
-
-    def __init__(self, market: MarketRules, policy: Policy, fee: float, candles: str = ""
-                 ) -> None:
-        self.market, self.fee, self.is_contract = market, fee, market.is_contract
-        self.symbol, self.candles = market.symbol, candles  # the market's and its candles' names
-        self.size = market.contract_size
-        self.default_mmr = policy.leverage.default_mmr
-        self.cross = policy.leverage.margin_mode == "cross" and market.is_contract
-        self.inverse = market.inverse  # money in the coin, valued at the fill price
-
-    def open(self, pos: F64, acct: F64, exits: F64, j: int, t: int, d: Decision, tp_r: float,
-             tid: int, when: float, equity: float, price: float) -> tuple[Any, ...]:
-        """Copy an accepted decision into the position arrays (no arithmetic of the size here)
-        and return its ledger entry (:data:`ENTRY_KEYS`). ``equity``: the account's at entry,
-        in quote at ``price`` (the ledger keeps it in the settle currency)."""
-        entry, notional, stop, liq_at = d.entry_price, d.notional, d.stop_price, d.liquidation_price
-        side = 1.0 if d.side == LONG else -1.0
-        mmr, cum, liq = 0.0, 0.0, math.nan
-        if self.is_contract:
-            # the decision's liquidation price as it is, and the rate and amount it used for the
-            # recomputation after funding: no second tier lookup that could pick another bracket
-            rate = d.maintenance_margin_rate
-            if rate is not None:
-                mmr = rate
-                cum = d.maintenance_amount or 0.0
-            else:
-                mmr = self.default_mmr
-            if liq_at is not None:
-                liq = liq_at
-                exits[tid, X_LIQ0] = liq
-        tp = math.nan
-        if stop is not None and tp_r > 0:
-            tp = entry + side * tp_r * abs(entry - stop)
-        entry_fee, margin, risk = core_pos.fee_on(notional, self.fee), d.margin, d.risk
-        if self.inverse:
-            # the fee, the collateral, the maintenance amount, margin and risk in the settle
-            # currency (the coin at the fill); the quantity is the quote face value
-            settle = core_pos.settle_of
-            qty, cum = notional, settle(cum, entry, True)
-            entry_fee, margin = settle(entry_fee, entry, True), settle(margin, entry, True)
-            risk, equity = settle(risk, entry, True), settle(equity, price, True)
-        else:  # linear or spot: the settle currency is the quote; base units (worth the price)
-            qty = float(d.amount) * self.size
-        _ROW.pack_into(pos, j * _ROW.size, side, qty, entry, notional,  # type: ignore[arg-type]
-                       math.nan if stop is None else stop, tp, liq, margin, mmr, cum, 0.0,
-                       entry_fee, tid, t)  # pos[j] = (...), without a temporary array
-        acct[A_CASH] -= entry_fee
-        return (tid, d.policy, d.symbol, self.candles, d.side, t, when, entry, d.amount, qty,
-                notional, margin, d.leverage, risk, stop, None if math.isnan(tp) else tp, liq_at,
-                entry_fee, equity, 0, d.reasons)
-
-    def add(self, pos: F64, acct: F64, j: int, d: Decision, tp_r: float, row: dict[str, Any]
-            ) -> None:
-        """Merge an accepted add into the open position: the core's average entry, the summed
-        amount, notional and collateral, the add's stop for the whole position, and the
-        liquidation of the merged position (the core's kernel, its tier's rate)."""
-        side = pos[j, P_SIDE]
-        n0, e0 = float(pos[j, P_NOTIONAL]), float(pos[j, P_ENTRY])
-        notional = n0 + d.notional
-        entry = core_pos.average_entry(n0, e0, d.notional, d.entry_price)
-        inv = self.inverse
-        entry_fee = core_pos.settle_of(core_pos.fee_on(d.notional, self.fee), d.entry_price, inv)
-        pos[j, P_QTY] += d.notional if inv else float(d.amount) * self.size
-        pos[j, P_ENTRY], pos[j, P_NOTIONAL] = entry, notional
-        pos[j, P_COLL] += core_pos.settle_of(d.margin, d.entry_price, inv)
-        pos[j, P_FEE_IN] += entry_fee
-        acct[A_CASH] -= entry_fee
-        stop = d.stop_price
-        if stop is not None:
-            pos[j, P_STOP] = stop
-            pos[j, P_TP] = entry + side * tp_r * abs(entry - stop) if tp_r > 0 else pos[j, P_TP]
-        if self.is_contract:
-            tier = core_pos.tier_at(self.market, notional, entry, self.default_mmr)
-            assert tier is not None  # default_mmr given
-            mmr = tier.maintenance_margin_rate
-            cum = core_pos.maintenance_amount_quote(self.market, tier, entry)
-            pos[j, P_MMR], pos[j, P_CUM] = mmr, core_pos.settle_of(cum, entry, inv)
-            if self.cross:  # the whole account's: the loop values it at every bar
-                pos[j, P_LIQ] = math.nan if d.liquidation_price is None else d.liquidation_price
-            else:
-                pos[j, P_LIQ] = core_liq.venue_liquidation_price(  # compiled: a plain bool
-                    self.market.liquidation_formula[0], bool(side > 0.0), inv, entry, notional,
-                    core_pos.quote_of(float(pos[j, P_COLL]), entry, inv), mmr, cum, self.fee)
-        row.update(adds=row.get("adds", 0) + 1, entry_price=entry,
-                   amount=str(Decimal(row["amount"]) + Decimal(d.amount)),
-                   qty=float(pos[j, P_QTY]), notional=notional,
-                   margin=float(pos[j, P_COLL]),
-                   risk=core_pos.settle_of(_merged_risk(d, core_pos.quote_of(
-                       row["risk"], d.entry_price, inv) + d.risk), d.entry_price, inv),
-                   stop_price=stop if stop is not None
-                   else row["stop_price"],
-                   take_profit=None if math.isnan(pos[j, P_TP]) else float(pos[j, P_TP]),
-                   liquidation_price=(float(pos[j, P_LIQ]) if self.is_contract
-                                      and not math.isnan(pos[j, P_LIQ]) else None),
-                   entry_fee=row["entry_fee"] + entry_fee,
-                   reasons=row["reasons"] + " | " + " ".join(str(r) for r in d.reasons))
-
-
-def _merged_risk(d: Decision, fallback: float) -> float:
-    """The whole position's risk to its stop after an add, as the decision's trace gives it."""
-    for step in d.trace:
-        if step.step == "position_after_add":
-            return float(dict(step.values).get("risk", fallback))
-    return fallback
 
 
 def position_liquidation_prices(pos: F64) -> F64:

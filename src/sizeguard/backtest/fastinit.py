@@ -20,7 +20,7 @@ import dataclasses
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from types import MemberDescriptorType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
@@ -68,17 +68,27 @@ def _derived(cls: type[Any], fixed: dict[str, Any], fields: Sequence[dataclasses
             if not f.init and hasattr(proto, f.name)}
 
 
-def _held(ns: dict[str, Any], name: str, value: Any) -> str:
-    """The expression giving a slot a value held for every object: the value itself, or a
-    fresh copy of a dict, list or set (each object its own, as a run of the code gives)."""
-    ns[f"_fixed_{name}"] = value
-    if type(value) in (dict, list, set):
-        ns[f"_copy_{name}"] = type(value)
-        return f"_copy_{name}(_fixed_{name})"
-    return f"_fixed_{name}"
+class Plan(NamedTuple):
+    """How an object of a class is built, slot by slot (:func:`plan`), in the slots' order:
+    each slot is a parameter (``PARAM``: the next value given), a value held for every object
+    (``HELD``), a fresh copy of a held dict, list or set (``COPY``), or a default factory's
+    result (``MAKE``, ``value`` the factory; a parameter's factory when it is not given)."""
+
+    cls: type[Any]
+    params: tuple[str, ...]  # the parameters, in order (the init fields less the fixed ones)
+    defaults: tuple[Any, ...]  # each parameter's default (_MISSING: none; a factory: MAKE)
+    slots: tuple[tuple[str, int, Any], ...]  # (name, how, value) per slot set
+    post_init: bool  # __post_init__ runs on each object (not run once on a prototype)
 
 
-def _constructor(cls: type[T], fixed: dict[str, Any]) -> Callable[..., T]:
+PARAM, HELD, COPY, MAKE = 0, 1, 2, 3
+MISSING: Any = _MISSING
+
+
+def plan(cls: type[Any], fixed: Mapping[str, Any] | None = None) -> Plan:
+    """How :func:`constructor` builds ``cls`` (``fixed`` as there); a TypeError when it cannot
+    reproduce the class's ``__init__``."""
+    fixed = dict(fixed or {})
     if not dataclasses.is_dataclass(cls) or "__slots__" not in cls.__dict__:
         raise TypeError(f"{cls.__name__} is not a slotted dataclass")
     fields = dataclasses.fields(cls)
@@ -89,40 +99,64 @@ def _constructor(cls: type[T], fixed: dict[str, Any]) -> Callable[..., T]:
     if set(fixed) - set(params):
         raise TypeError(f"{cls.__name__} has no init fields {sorted(set(fixed) - set(params))}")
     derived = _derived(cls, fixed, fields) if fixed else None
+    names: list[str] = []
+    defaults: list[Any] = []
+    slots: list[tuple[str, int, Any]] = []
+    for f in fields:
+        if not isinstance(cls.__dict__.get(f.name), MemberDescriptorType):
+            raise TypeError(f"{cls.__name__}.{f.name} is not a slot")
+        if f.name in fixed or (derived is not None and not f.init):
+            held = fixed if f.name in fixed else derived or {}
+            if f.name not in held:  # __post_init__ left it empty
+                continue
+            value = held[f.name]
+            slots.append((f.name, COPY if type(value) in (dict, list, set) else HELD, value))
+        elif f.init:
+            names.append(f.name)
+            if f.default_factory is not dataclasses.MISSING:
+                defaults.append(f.default_factory)
+                slots.append((f.name, MAKE, f.default_factory))  # when not given
+            else:
+                defaults.append(_MISSING if f.default is dataclasses.MISSING else f.default)
+                slots.append((f.name, PARAM, None))
+        elif f.default_factory is not dataclasses.MISSING:
+            slots.append((f.name, MAKE, f.default_factory))
+        elif f.default is not dataclasses.MISSING:
+            slots.append((f.name, HELD, f.default))
+        # else: init=False without a default: __init__ leaves the slot empty, so do we
+    return Plan(cls, tuple(names), tuple(defaults), tuple(slots),
+                hasattr(cls, "__post_init__") and derived is None)
+
+
+def _constructor(cls: type[T], fixed: dict[str, Any]) -> Callable[..., T]:
+    built = plan(cls, fixed)
     ns: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_MISSING": _MISSING}
     args, body = [], ["    self = _new(_cls)"]
-    for f in fields:
-        slot: Any = cls.__dict__.get(f.name)
-        if not isinstance(slot, MemberDescriptorType):
-            raise TypeError(f"{cls.__name__}.{f.name} is not a slot")
-        ns[f"_set_{f.name}"] = slot.__set__
-        if f.name in fixed:
-            value = _held(ns, f.name, fixed[f.name])
-        elif derived is not None and not f.init:
-            if f.name not in derived:  # __post_init__ left it empty
-                continue
-            value = _held(ns, f.name, derived[f.name])
-        elif f.default_factory is not dataclasses.MISSING:
-            ns[f"_make_{f.name}"] = f.default_factory
-            if f.init:
-                args.append(f"{f.name}=_MISSING")
-                value = f"_make_{f.name}() if {f.name} is _MISSING else {f.name}"
+    given = dict(zip(built.params, built.defaults, strict=True))
+    for name, how, value in built.slots:
+        ns[f"_set_{name}"] = cls.__dict__[name].__set__
+        ns[f"_value_{name}"] = value
+        if how == HELD:
+            expr = f"_value_{name}"
+        elif how == COPY:
+            ns[f"_copy_{name}"] = type(value)
+            expr = f"_copy_{name}(_value_{name})"
+        elif name in given:  # a parameter: with its default, or its default factory's result
+            default = given[name]
+            if how == MAKE:
+                args.append(f"{name}=_MISSING")
+                expr = f"_value_{name}() if {name} is _MISSING else {name}"
+            elif default is _MISSING:
+                args.append(name)
+                expr = name
             else:
-                value = f"_make_{f.name}()"
-        elif f.init:
-            if f.default is dataclasses.MISSING:
-                args.append(f.name)
-            else:
-                ns[f"_default_{f.name}"] = f.default
-                args.append(f"{f.name}=_default_{f.name}")
-            value = f.name
-        elif f.default is not dataclasses.MISSING:
-            ns[f"_default_{f.name}"] = f.default
-            value = f"_default_{f.name}"
-        else:  # init=False without a default: __init__ leaves the slot empty, so do we
-            continue
-        body.append(f"    _set_{f.name}(self, {value})")
-    if hasattr(cls, "__post_init__") and derived is None:
+                ns[f"_default_{name}"] = default
+                args.append(f"{name}=_default_{name}")
+                expr = name
+        else:  # a default factory, not a parameter
+            expr = f"_value_{name}()"
+        body.append(f"    _set_{name}(self, {expr})")
+    if built.post_init:
         body.append("    self.__post_init__()")
     body.append("    return self")
     src = f"def make({', '.join(args)}):\n" + "\n".join(body) + "\n"

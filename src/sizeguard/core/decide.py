@@ -405,10 +405,14 @@ class Context:
                                                  self.cross_collateral(), self.fee)
 
     def cross_collateral(self) -> float:
+        """The collateral a new cross position is backed by (core.position.cross_collateral):
+        the wallet (given, or the equity less the positions' unrealised PnL) less every held
+        position's maintenance margin plus their unrealised PnL."""
         a = self.account
-        upnl = sum(p.unrealised_pnl for p in a.positions)
-        wallet = a.wallet_balance if a.wallet_balance is not None else a.equity - upnl
-        return wallet - sum(p.maintenance_margin for p in a.positions) + upnl
+        held = a.positions
+        upnl = [p.unrealised_pnl for p in held]
+        wallet = a.wallet_balance if a.wallet_balance is not None else a.equity - sum(upnl)
+        return position.cross_collateral(wallet, [p.maintenance_margin for p in held], upnl, -1)
 
     def unit_value(self) -> float:
         """Quote value of one amount unit (a contract, or one base unit for spot)."""

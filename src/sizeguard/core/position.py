@@ -26,6 +26,7 @@ from then on the position's quote notional is fixed like any inverse one's.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -127,6 +128,23 @@ def pnl(is_long: bool, notional: float, entry: float, exit_price: float) -> floa
     """
     move = (exit_price - entry) / entry
     return notional * move if is_long else -notional * move
+
+
+def cross_collateral(wallet: float, maintenance: Sequence[float], unrealised: Sequence[float],
+                     skip: int) -> float:
+    """The collateral backing a cross-margin position (Binance's ``WB - TMM + UPNL``): the
+    ``wallet`` balance less the maintenance margin of the account's other cross positions plus
+    their unrealised PnL. ``maintenance[i]`` and ``unrealised[i]`` are position ``i``'s, in
+    one currency (a list, a tuple, or a numpy array in the compiled backtest loop); position
+    ``skip`` is the one backed (its own terms left out; ``-1``: a new position, every held one
+    counts). A position not held is given zeros."""
+    total_mm = 0.0
+    total_upnl = 0.0
+    for i in range(len(maintenance)):
+        if i != skip:
+            total_mm += maintenance[i]
+            total_upnl += unrealised[i]
+    return wallet - total_mm + total_upnl
 
 
 def realised_pnl(is_long: bool, notional: float, entry: float, exit_price: float,
@@ -237,7 +255,7 @@ def taker_fee(market: MarketRules, fallback: float) -> float:
 
 __all__ = [
     "Opened", "amount_for", "amount_in_quote", "amount_of_lots", "average_entry",
-    "combined_liquidation", "fee_on", "fixed_face", "maintenance_amount_quote",
+    "combined_liquidation", "cross_collateral", "fee_on", "fixed_face", "maintenance_amount_quote",
     "maintenance_margin", "margin_of", "no_tier", "notional", "notional_of", "opened", "pnl",
     "position_maintenance", "quote_of", "realised_pnl", "risk_to_stop", "settle_of",
     "taker_fee", "tier_at", "tier_units_of",
