@@ -655,3 +655,26 @@ def test_the_committer_waits_for_more_only_while_decisions_keep_coming(
     idle._last = clock[0]  # noqa: SLF001
     assert asyncio.run(idle.submit_async(1)) == 1
     assert slept.count(0.0005) <= 3  # at most once per committed batch
+
+
+def test_queries_sent_together_fail_as_one_and_leave_the_store_usable(
+        store_url: str, clock: storefix.FakeClock) -> None:
+    """``Tx.many`` (the account's load: one round trip on PostgreSQL, in pipeline mode) answers
+    each query's rows in order; a query that fails fails the transaction with the store's
+    error, and the next transaction works."""
+    from sizeguard.errors import StoreError
+
+    store = open_store(store_url, clock)
+    try:
+        store.ensure_account("a", exchange="paper", equity=10_000.0)
+        with store.tx("a") as tx:
+            got = tx.many((("SELECT 1", ()), ("SELECT id FROM accounts WHERE id = ?", ("a",)),
+                           ("SELECT id FROM accounts WHERE id = ?", ("b",))))
+        assert got == [[(1,)], [("a",)], []]
+        with pytest.raises(StoreError), store.tx("a") as tx:
+            tx.many((("SELECT 1", ()), ("SELECT * FROM no_such_table", ()), ("SELECT 2", ())))
+        assert store.account("a").equity == 10_000.0
+        with pytest.raises(InvalidInput, match="no such account"):
+            store.account("b")
+    finally:
+        store.close()

@@ -254,6 +254,10 @@ class Tx:
         cur = self._exec(sql, params)
         return int(cur.rowcount or 0)
 
+    def many(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
+        """The rows of each query, in order (PostgreSQL: sent together, one round trip)."""
+        return self._store._many(self._conn, queries)  # noqa: SLF001 - the store's own driver
+
 
 class _Rollback(Exception):
     """Thrown into a unit of work's transaction to end it without committing."""
@@ -482,6 +486,11 @@ class SqlStore:
     def _lock_joined(self, tx: Tx, account_id: str) -> None:
         """Lock ``account_id`` inside an open transaction (SQLite's write lock already covers it)."""
 
+    def _many(self, conn: Any, queries: Sequence[tuple[str, Sequence[Any]]]
+              ) -> list[list[tuple[Any, ...]]]:
+        return [[tuple(r) for r in conn.execute(self.sql(q), tuple(p)).fetchall()]
+                for q, p in queries]
+
     def unit_of_work(self, account_id: str | None = None) -> SqlUnitOfWork:
         """One transaction for several store calls (``with uow: ...; uow.commit()``); the
         account row is locked for its whole length when ``account_id`` is given."""
@@ -585,32 +594,37 @@ class SqlStore:
         return row
 
     def _load_account(self, tx: Tx, account_id: str, now: float) -> Account:
-        exchange, _quote, equity, peak, streak, halted, _presets = self._require_account(
-            tx, account_id)
         # the entry price lets an add value the position it joins (0: an older reservation)
-        positions = self._positions(tx.rows(
-            "SELECT 'p' || id, symbol, side, notional, margin, entry_price FROM positions WHERE "
-            "account_id = ? AND status = 'open' ORDER BY opened_at, id", (account_id,)),
-            tx.rows(
-            "SELECT 'r' || id, symbol, side, notional, margin, entry_price FROM reservations "
-            "WHERE account_id = ? AND status = 'held' AND expires_at > ? ORDER BY created_at, id",
-            (account_id, now)))
-        pnl = tx.one("SELECT realised FROM daily_pnl WHERE account_id = ? AND day = ?",
-                     (account_id, utc_day(now)))
+        acct, held, reserved, pnl, stats_rows, mins_rows = tx.many((
+            ("SELECT exchange, quote, equity, peak_equity, losing_streak, halted, presets "
+             "FROM accounts WHERE id = ?", (account_id,)),
+            ("SELECT 'p' || id, symbol, side, notional, margin, entry_price FROM positions "
+             "WHERE account_id = ? AND status = 'open' ORDER BY opened_at, id", (account_id,)),
+            ("SELECT 'r' || id, symbol, side, notional, margin, entry_price FROM reservations "
+             "WHERE account_id = ? AND status = 'held' AND expires_at > ? ORDER BY created_at, id",
+             (account_id, now)),
+            ("SELECT realised FROM daily_pnl WHERE account_id = ? AND day = ?",
+             (account_id, utc_day(now))),
+            ("SELECT symbol, trades, wins, last_trade_at FROM symbol_stats WHERE account_id = ?",
+             (account_id,)),
+            ("SELECT symbol, min_cost FROM learned_minimums WHERE exchange = "
+             "(SELECT exchange FROM accounts WHERE id = ?) AND min_cost > 0", (account_id,))))
+        if not acct:
+            raise InvalidInput("account", account_id, "no such account in the store "
+                               "(create it with an equity first)")
+        _exchange, _quote, equity, peak, streak, halted, _presets = acct[0]
+        positions = self._positions(held, reserved)
         stats: dict[str, SymbolStats] = {}
         last: dict[str, float] = {}
-        for symbol, trades, wins, at in tx.rows(
-                "SELECT symbol, trades, wins, last_trade_at FROM symbol_stats WHERE account_id = ?",
-                (account_id,)):
+        for symbol, trades, wins, at in stats_rows:
             stats[symbol] = SymbolStats(int(trades), int(wins))
             if at is not None:
                 last[symbol] = float(at)
-        mins = {s: float(c) for s, c in tx.rows(
-            "SELECT symbol, min_cost FROM learned_minimums WHERE exchange = ? AND min_cost > 0",
-            (exchange,))}
+        mins = {s: float(c) for s, c in mins_rows}
         return Account(equity=float(equity), positions=tuple(positions), peak_equity=float(peak),
-                       realised_pnl_today=float(pnl[0]) if pnl else 0.0, losing_streak=int(streak),
-                       symbol_stats=stats, last_trade_at=last, min_cost=mins, halted=halted)
+                       realised_pnl_today=float(pnl[0][0]) if pnl else 0.0,
+                       losing_streak=int(streak), symbol_stats=stats, last_trade_at=last,
+                       min_cost=mins, halted=halted)
 
     def _positions(self, *tables: list[tuple[Any, ...]]) -> list[Position]:
         """The account's positions from its rows (key, symbol, side, notional, margin, entry),
@@ -1133,6 +1147,14 @@ class PostgresStore(SqlStore):
 
     def _lock_joined(self, tx: Tx, account_id: str) -> None:
         tx.run("SELECT id FROM accounts WHERE id = ? FOR UPDATE", (account_id,))
+
+    def _many(self, conn: Any, queries: Sequence[tuple[str, Sequence[Any]]]
+              ) -> list[list[tuple[Any, ...]]]:
+        """The queries in pipeline mode: sent together, their results read after one round
+        trip (the account's load is six queries inside the account's lock)."""
+        with conn.pipeline():
+            cursors = [conn.execute(self.sql(q), tuple(p)) for q, p in queries]
+            return [[tuple(r) for r in cur.fetchall()] for cur in cursors]
 
     def _lock_migrations(self, tx: Tx) -> None:
         # a migration may wait for another process's and may take long: no time bounds here
