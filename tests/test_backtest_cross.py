@@ -220,17 +220,34 @@ def scenarios(draw: Any) -> tuple[list[Bar], list[Bar], Signals, float]:
     return a, b, sig, draw(st.sampled_from([2000.0, 5000.0, 9000.0]))
 
 
-def _cash_flows(r: BacktestResult, t: int) -> tuple[float, list[dict[str, Any]]]:
+def _closed_at_open(tr: dict[str, Any], p: Panel | None, markets: tuple[str, ...], t: int
+                    ) -> bool:
+    """Whether trade ``tr`` closed at bar ``t``'s open: a signal exit, or a stop or
+    take-profit the bar opened at or beyond (it fills at the open, before the bar's extremes)."""
+    if tr["exit_bar"] != t:
+        return False
+    if tr["exit_reason"] == "signal":
+        return True
+    if p is None or tr["exit_reason"] not in ("stop", "take_profit"):
+        return False
+    o = float(p.open[t, markets.index(tr["symbol"])])
+    if tr["exit_reason"] == "stop":
+        return _beyond(tr, o, tr["stop_price"])
+    return not _beyond(tr, o, tr["take_profit"]) or o == tr["take_profit"]
+
+
+def _cash_flows(r: BacktestResult, t: int, p: Panel | None = None
+                ) -> tuple[float, list[dict[str, Any]]]:
     """The wallet at bar t's intrabar phase and the positions open through it, rebuilt from the
     ledger (no funding): the start, every entry fee up to bar t, every trade closed before bar t
-    and every one closed at bar t's open (signal exits)."""
+    and every one closed at bar t's open (signal exits; with the panel ``p``, stops and
+    take-profits the bar opened beyond too)."""
     cash = r.initial_equity
     open_ = []
     for tr in r.trades:
         if tr["entry_bar"] <= t:
             cash -= tr["entry_fee"]
-        if tr["entry_bar"] <= t and (tr["exit_bar"] < t or (tr["exit_bar"] == t and
-                                                            tr["exit_reason"] == "signal")):
+        if tr["entry_bar"] <= t and (tr["exit_bar"] < t or _closed_at_open(tr, p, r.markets, t)):
             cash += tr["gross_pnl"] - tr["exit_fee"]
         elif tr["entry_bar"] <= t <= tr["exit_bar"]:
             open_.append(tr)
@@ -251,7 +268,7 @@ def _liquidation_prices(r: BacktestResult, p: Panel, t: int, inverse: bool) -> d
     its bar's extreme against it. Money in the settle currency (``inverse``: the coin, the
     notional's coin value and the PnL at the price; the kernel takes the collateral in quote
     at entry)."""
-    cash, open_ = _cash_flows(r, t)
+    cash, open_ = _cash_flows(r, t, p)
     short: dict[int, float] = {}
     for tr in open_:
         j = r.markets.index(tr["symbol"])
@@ -298,7 +315,7 @@ def test_cross_account_properties(sc: tuple[list[Bar], list[Bar], Signals, float
         by_bar.setdefault(tr["exit_bar"], []).append(tr)
     for t in range(len(a)):
         closed = by_bar.get(t, [])
-        _, open_ = _cash_flows(r, t)
+        _, open_ = _cash_flows(r, t, p)
         lps = _liquidation_prices(r, p, t, inverse)
         if any(tr["exit_reason"] == "liquidation" for tr in closed):
             assert all(tr["exit_reason"] == "liquidation" and tr["exit_bar"] == t
@@ -307,7 +324,7 @@ def test_cross_account_properties(sc: tuple[list[Bar], list[Bar], Signals, float
                 p.low[t, r.markets.index(tr["symbol"])] if tr["side"] == "long"
                 else p.high[t, r.markets.index(tr["symbol"])]), lps[tr["trade"]])]
             assert reached, (t, open_, lps)
-            cash, _ = _cash_flows(r, t)
+            cash, _ = _cash_flows(r, t, p)
             assert sum(tr["gross_pnl"] for tr in open_) == pytest.approx(-cash, abs=1e-9)
             shares = [tr["gross_pnl"] == pytest.approx(-_short(tr, tr["exit_price"], inverse))
                       for tr in open_]
@@ -350,19 +367,38 @@ def test_a_take_profit_the_bar_opened_beyond_fills_before_its_liquidation_price(
     assert a["exit_price"] == pytest.approx(106.0) and r.liquidations == 0
 
 
-@pytest.mark.xfail(strict=True, reason="known: the intrabar judgement values every other cross "
-                   "position at its bar's adverse extreme, even one its take-profit closed at "
-                   "the bar's open (a gap beyond it) before that extreme could come")
-def test_a_position_closed_at_the_open_does_not_weigh_on_the_others() -> None:
-    # A and B long at 100 (stop 97, take-profit 106). Bar 2 opens A at 107, beyond its
-    # take-profit: A closes at the open (at 106). Its low, 80, comes after: B alone, flat at
-    # 100, is far from its price (about 81) and stays open to the end.
+@pytest.mark.parametrize(("bar_a", "reason", "price"), [
+    ((107, 108, 80, 90), "take_profit", 106.0),  # opened beyond the take-profit: filled at it
+    ((95, 96, 80, 90), "stop", 95.0),            # opened beyond the stop: filled at the open
+])
+def test_a_position_closed_at_the_open_does_not_weigh_on_the_others(
+        bar_a: Bar, reason: str, price: float) -> None:
+    # Regression: the intrabar judgement valued every other position at its bar's adverse
+    # extreme, even one a gap beyond its stop or take-profit had closed at the open, before that
+    # extreme came: A's low, 80, left B (flat at 100) with a wallet of about -30 and a price of
+    # about 101, and liquidated the account. A and B long at 100 (stop 97, take-profit 106).
+    # Bar 2 opens A beyond its stop or take-profit: the account is judged at the open (A's
+    # price about 81, B's open far from its own), A closes there, and B, alone, stays open to
+    # the end (with A's loss at 95: wallet 990 - 250 - 4.75 = 735.25, B's price
+    # 100 (1 - 735.25 / 5,000) / 0.995 = 85.73).
     sig = signals(4, {(1, 0): 1, (1, 1): 1}, atr=2.0)
     sig.tp_r[:] = 2.0
-    r = run("cross", [FLAT, FLAT, (107, 108, 80, 90), FLAT], [FLAT] * 4, sig=sig)
+    r = run("cross", [FLAT, FLAT, bar_a, FLAT], [FLAT] * 4, sig=sig)
     a, b = r.trades
-    assert a["exit_bar"] == 2 and a["exit_reason"] == "take_profit"
+    assert a["exit_bar"] == 2 and a["exit_reason"] == reason
+    assert a["exit_price"] == pytest.approx(price)
     assert b["exit_reason"] == "end" and r.liquidations == 0
+    assert r.equity[-1] == pytest.approx(990.0 + a["gross_pnl"] - a["exit_fee"] - 5.0)
+
+
+def test_a_gap_beyond_the_stop_and_the_price_at_the_open_liquidates_the_account() -> None:
+    # the stop gapped at the open is judged with the account at the open first: A opening at
+    # 60, beyond its stop and its price (about 81 with B at its open), liquidates the account
+    sig = signals(4, {(1, 0): 1, (1, 1): 1}, atr=2.0)
+    r = run("cross", [FLAT, FLAT, (60, 61, 59, 60), FLAT], [FLAT] * 4, sig=sig)
+    a, b = r.trades
+    assert a["exit_reason"] == b["exit_reason"] == "liquidation" and r.liquidations == 2
+    assert r.equity[2] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_a_liquidated_account_ends_at_zero_when_its_wallet_went_below_it() -> None:

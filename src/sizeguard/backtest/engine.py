@@ -37,8 +37,9 @@ the last close when the data end (exit reason ``end``).
 
 **Cross margin** (``leverage.margin_mode = "cross"``): the contract positions share the wallet
 (the cash); :func:`_cross_liquidation` judges the account, while a position is open, at an
-open with orders to fill (every position at its open) and intrabar (the others at their bar's
-extreme against them) with the cross collateral ``decide()`` uses, and liquidates every
+open with orders to fill (every position at its open; a stop or take-profit the bar opened
+beyond is one: those positions then close at the open) and intrabar (the others still open at
+their bar's extreme against them) with the cross collateral ``decide()`` uses, and liquidates every
 position when one reaches its price; the account ends at zero. Spot markets are refused in a
 cross backtest.
 
@@ -357,6 +358,44 @@ def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: 
 cross_liquidation = numba.njit(cache=True)(_cross_liquidation)
 
 
+def _gapped(t: int, pos: F64, op: F64) -> bool:  # pragma: no cover - compiled
+    """Whether bar ``t`` opened at or beyond an open position's stop or take-profit (an order
+    that fills at the open)."""
+    for j in range(pos.shape[0]):
+        side, o = pos[j, P_SIDE], op[t, j]
+        if side == 0.0 or math.isnan(o):
+            continue
+        s = 1.0 if side > 0.0 else -1.0
+        stop, tp = pos[j, P_STOP], pos[j, P_TP]
+        if (not math.isnan(stop) and s * (o - stop) <= 0.0) or (
+                not math.isnan(tp) and s * (o - tp) >= 0.0):
+            return True
+    return False
+
+
+gapped = numba.njit(cache=True)(_gapped)
+
+
+def _close_gaps(t: int, pos: F64, acct: F64, stats: Any, exits: F64, op: F64, fee: F64,
+                inverse: bool) -> None:  # pragma: no cover - compiled
+    """Close at bar ``t``'s open every position the bar opened at or beyond its stop (filled
+    at the open) or its take-profit (filled at it, never better): what the intrabar rule gives
+    them, before the bar's extremes."""
+    for j in range(pos.shape[0]):
+        side, o = pos[j, P_SIDE], op[t, j]
+        if side == 0.0 or math.isnan(o):
+            continue
+        s = 1.0 if side > 0.0 else -1.0
+        stop, tp = pos[j, P_STOP], pos[j, P_TP]
+        if not math.isnan(stop) and s * (o - stop) <= 0.0:
+            close_position(pos, acct, stats, exits, j, t, o, R_STOP, fee[j], 0.0, inverse)
+        elif not math.isnan(tp) and s * (o - tp) >= 0.0:
+            close_position(pos, acct, stats, exits, j, t, tp, R_TP, fee[j], 0.0, inverse)
+
+
+close_gaps = numba.njit(cache=True)(_close_gaps)
+
+
 def _held(pos: F64) -> bool:  # pragma: no cover - compiled
     """Whether any position is open (the account has nothing to judge otherwise)."""
     for j in range(pos.shape[0]):  # noqa: SIM110 - numba compiles the loop, not any()
@@ -481,8 +520,16 @@ def _walk(start: int, resume: bool, ts: Any, op: F64, hi: F64, lo: F64, mark: F6
                 return t
         # intrabar: the stop, the liquidation or the take-profit, along the paths the bar allows
         if cross and _holding(pos):
-            cross_liquidation(pos, acct, stats, exits, t, op, hi, lo, mark, fee, can_liq,
-                              formula, worst, False, inverse, mm, upnl)
+            # a stop or take-profit the bar opened beyond fills at the open, before the bar's
+            # extremes: the account judged at the open first (a gap beyond a price), then those
+            # positions closed, and only the others judged intrabar
+            if gapped(t, pos, op) and not cross_liquidation(
+                    pos, acct, stats, exits, t, op, hi, lo, mark, fee, can_liq, formula, worst,
+                    True, inverse, mm, upnl):
+                close_gaps(t, pos, acct, stats, exits, op, fee, inverse)
+            if _holding(pos):
+                cross_liquidation(pos, acct, stats, exits, t, op, hi, lo, mark, fee, can_liq,
+                                  formula, worst, False, inverse, mm, upnl)
         for j in range(k):
             side = pos[j, P_SIDE]
             if side == 0.0:
