@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,7 +17,7 @@ from sizeguard.adapters.sql_store import SqlStore
 from sizeguard.config import load_policy
 from sizeguard.core.account import Account
 from sizeguard.core.decide import decide
-from sizeguard.core.decision import Decision, Reason, Status, TraceStep, _plain
+from sizeguard.core.decision import Decision, Reason, Status, TraceStep, _plain, _round10
 from sizeguard.core.intent import Intent
 
 store_url = storefix.store_url
@@ -97,3 +98,39 @@ def test_plain_float_is_round_to_ten_places(x: float) -> None:
     got = _plain(x)
     want = round(x, 10)
     assert type(got) is float and got == want and math.copysign(1, got) == math.copysign(1, want)
+
+
+def _near_ties(k: int) -> list[float]:
+    """The float nearest k + 1/2 ten-billionths and its two neighbours: where rounding to 10
+    decimals is decided by the bits the product x * 1e10 loses."""
+    x = (k + 0.5) / 1e10
+    return [x, math.nextafter(x, math.inf), math.nextafter(x, -math.inf)]
+
+
+# the edges of _round10's cases: the fast path's 2**52 / 1e10, the 2**20 where a value is its own
+# rounding, the smallest subnormal, the halves of ten-billionths
+EDGES = [0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1e-10, 5e-11, 1.5e-10, 2.5e-10,
+         2.675, 0.125, 4503599627370496.0 / 1e10, 2251799813685248.0 / 1e10, 2.0**20,
+         2.0**20 - 2.0**-32, 2.0**52, 1e308]
+
+
+@settings(max_examples=3000)
+@given(st.floats(allow_nan=False, allow_infinity=False)
+       | st.floats(-2.0**21, 2.0**21)
+       | st.floats(-1e-6, 1e-6)
+       | st.builds(lambda b: struct.unpack("<d", struct.pack("<Q", b))[0],
+                   st.integers(0, 2**64 - 1)).filter(math.isfinite)
+       | st.integers(-(2**52), 2**52).flatmap(lambda k: st.sampled_from(_near_ties(k)))
+       | st.integers(-(2**31), 2**31).map(lambda m: (2 * m + 1) / 2048)  # true ties: 11 decimals
+       | st.sampled_from(EDGES).flatmap(lambda x: st.sampled_from(
+           [x, -x, math.nextafter(x, math.inf), math.nextafter(x, -math.inf)])))
+def test_round10_is_round_bit_for_bit(x: float) -> None:
+    """The fast rounding of a decision's floats gives exactly ``round(x, 10)``: the same bits
+    (sign of zero included) for every finite float, huge, tiny, subnormal or on a half."""
+    got = _round10(x)
+    assert got is not None and struct.pack("<d", got) == struct.pack("<d", round(x, 10))
+
+
+def test_round10_writes_no_nan_or_infinity() -> None:
+    assert _round10(math.nan) is None and _round10(math.inf) is None
+    assert _round10(-math.inf) is None and _plain(math.nan) is None

@@ -186,8 +186,9 @@ class TraceStep:
         out: dict[str, Any] = {"step": self._step}
         pairs = self._pairs
         if pairs is None:
-            for key, value in zip(self._keys, self._vals, strict=True):
-                out[key] = _plain(value)
+            keys, vals = self._keys, self._vals  # the same length (checked when recorded)
+            for i in range(len(keys)):
+                out[keys[i]] = _plain(vals[i])
         else:
             for key, value in pairs:
                 out[key] = _plain(value)
@@ -212,21 +213,58 @@ def _typed(value: Any) -> Any:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, float):
+        return _round10(value)
+    if type(value) is str:  # the common case after floats; a StrEnum is a str, not this
+        return value
     if isinstance(value, Text):
         return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            return None
-        if value.is_integer():  # round(value, 10) is value itself; round costs ~0.5 us a float
-            return value
-        return round(value, 10)
     if isinstance(value, StrEnum):
         return str(value)
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     return value
+
+
+def _round10(value: float) -> float | None:
+    """``round(value, 10)``, bit for bit, without its decimal conversion (~0.4 us a float);
+    None for NaN and infinity (JSON has neither).
+
+    ``round`` rounds the exact binary value to 10 decimals, half to even, and reads that
+    decimal back as the nearest double. Here, for ``|value * 1e10| < 2**52``: ``p`` is that
+    product rounded, so within half an ulp of p (at most 1/4) of the exact one; ``n`` is p
+    rounded to an integer, half to even (adding and removing 2**52, where the ulp is 1), and
+    ``d = p - n`` is exact. Unless d is +-1/2, |d| is at least an ulp of p short of a half (p,
+    n and 1/2 are multiples of it), so the exact product rounds to n too. On a half, the exact
+    product's error ``e`` decides (Dekker's product: 1e10 has 24 significant bits, so the split
+    halves multiply exactly): none is a true tie (n is the even side), else the product goes
+    the way e points. Then ``n / 1e10`` (two exact doubles, one correctly rounded division) is
+    the double nearest the decimal n x 10**-10, as ``round`` reads it back. From 2**20 up an ulp
+    exceeds 2e-10, so the decimal lies within a quarter ulp and reads back as the value itself;
+    in between (|value| from about 450,360 to 2**20) ``round`` does it. The steps assume
+    IEEE doubles without fused multiply-adds (x86-64 builds have none), and
+    tests/test_decision_record.py holds them to ``round`` over arbitrary floats, on both builds."""
+    p = value * 1e10
+    if -4503599627370496.0 < p < 4503599627370496.0:
+        if p >= 0.0:
+            n = (p + 4503599627370496.0) - 4503599627370496.0
+        else:
+            n = (p - 4503599627370496.0) + 4503599627370496.0
+        d = p - n
+        if abs(d) == 0.5:
+            c = 134217729.0 * value  # Veltkamp's split of value: 26 + 27 bits
+            high = c - (c - value)
+            e = (high * 1e10 - p) + (value - high) * 1e10  # exact product - p
+            if (e > 0.0 and d > 0.0) or (e < 0.0 and d < 0.0):
+                n += d + d
+        if n == 0.0:
+            return math.copysign(0.0, value)
+        return n / 1e10
+    if math.isnan(value) or math.isinf(value):
+        return None
+    if value >= 1048576.0 or value <= -1048576.0:
+        return value
+    return round(value, 10)
 
 
 @dataclass(frozen=True, slots=True)
