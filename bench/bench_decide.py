@@ -12,6 +12,10 @@ equity 8,930.41, BTC 87,669 long, ATR 2,000, confidence 0.52):
   market without leverage tiers, with the liquidation guard off.
 * ``decide, tiers + guard``: the same with Binance's 2026 BTC brackets attached and the
   guard on; on this case it lowers the leverage from 30x to 21x, so step 7 does real work.
+* ``to_dict, tiered decision``: that decision's JSON dict (``Decision.to_dict``, its trace
+  included), what the HTTP service answers and the journal stores; the decision is made once.
+* ``to_dict, an add``: the dict of an add to an open BTC long (or a reservation held for one)
+  under ``limits.allow_add``, whose trace has the add's extra steps.
 
 Each case runs ``repeat`` batches of ``number`` calls after a warm-up; each batch is timed with
 ``time.perf_counter_ns`` (wall) and ``time.process_time_ns`` (CPU of this process), and the
@@ -38,7 +42,7 @@ from benchjson import json_output
 from sizeguard._native import compiled
 from sizeguard.adapters.market_files import load_markets
 from sizeguard.config import load_policy
-from sizeguard.core.account import Account
+from sizeguard.core.account import Account, Position
 from sizeguard.core.decide import decide
 from sizeguard.core.intent import Intent
 
@@ -69,10 +73,17 @@ def cases() -> list[tuple[str, Callable[[], object]]]:
     assert plain.accepted and plain.leverage == 30.0 and plain.tier is None
     assert tiered.accepted and tiered.leverage == 21.0 and tiered.tier == 1
     assert abs(bare_formula() - 0.014) < 1e-12
+    adding = load_policy("ai-atr-risk", sets=["limits.allow_add=true"])
+    held = Account(equity=EQUITY, positions=(
+        Position(SYMBOL, "long", 600.0, 30.0, 2.4, 5.0, entry=86_000.0),))
+    add = decide(intent, held, market, adding)
+    assert add.accepted and any(s.step.startswith("add") for s in add.trace), add.trace
     return [
         ("bare formula", bare_formula),
         ("decide, no tiers, guard off", lambda: decide(intent, account, bare_market, unguarded)),
         ("decide, tiers + guard", lambda: decide(intent, account, market, guarded)),
+        ("to_dict, tiered decision", tiered.to_dict),
+        ("to_dict, an add", add.to_dict),
     ]
 
 
