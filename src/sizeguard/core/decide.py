@@ -414,12 +414,13 @@ class Context:
         the wallet (given, or the equity less the positions' unrealised PnL) less every held
         position's maintenance margin plus their unrealised PnL."""
         a = self.account
-        sums = a.held_sums()  # added once per account (and per reservation added)
-        if sums is not None and (a.wallet_balance is not None or _SUM_ADDS_IN_ORDER):
-            mm, pnl = sums  # each a sum in order from 0.0, as the walk below adds them
-            wallet = a.wallet_balance if a.wallet_balance is not None else a.equity - pnl
-            return position.cross_collateral(wallet, [mm], [pnl], -1)
         held = a.positions
+        if held:
+            sums = a.held_sums()  # added once per account (and per reservation added)
+            if sums is not None and (a.wallet_balance is not None or _SUM_ADDS_IN_ORDER):
+                mm, pnl = sums  # each a sum in order from 0.0, as the walk below adds them
+                wallet = a.wallet_balance if a.wallet_balance is not None else a.equity - pnl
+                return position.cross_collateral(wallet, [mm], [pnl], -1)
         upnl = [p.unrealised_pnl for p in held]
         wallet = a.wallet_balance if a.wallet_balance is not None else a.equity - sum(upnl)
         return position.cross_collateral(wallet, [p.maintenance_margin for p in held], upnl, -1)
