@@ -1,6 +1,6 @@
 """Median microseconds of one sizing decision, beside a bare risk-formula baseline, in one run.
 
-    .venv/bin/python bench/bench_decide.py [--number N] [--repeat R]
+    .venv/bin/python bench/bench_decide.py [--number N] [--repeat R] [--held 0,25,50,125]
 
 Cases (all offline, on the built-in example markets, the ai-atr-risk reference case of DESIGN.md:
 equity 8,930.41, BTC 87,669 long, ATR 2,000, confidence 0.52):
@@ -20,6 +20,18 @@ equity 8,930.41, BTC 87,669 long, ATR 2,000, confidence 0.52):
 Each case runs ``repeat`` batches of ``number`` calls after a warm-up; each batch is timed with
 ``time.perf_counter_ns`` (wall) and ``time.process_time_ns`` (CPU of this process), and the
 printed figures are the median batch's time per call, with the ratio to the baseline.
+
+``--held N,...`` adds a case per N (after the others; the goal and ratios are unchanged): an
+*add* decided against an account holding N reservations on the same symbol and side, as the
+HTTP service's shared account holds them (bench/bench_http.py: viper-fixed-margin, 100
+notional a trade at 50x, adding allowed, the built-in BTC market with its tiers and the
+guard on). Every one of them is joined by the add (steps 5b, 7b and 8b), so this shows how a
+decision's cost grows with the reservations held. ``add to N held`` decides again and again on
+one account; ``batch of 8, add to N held`` is the service's group commit: the account built
+afresh with the N held (as loaded from the store), then 8 decisions, each reserving (the
+account grown by ``with_position``), timed per decision, the account's construction included.
+The account merges the held position once (``Account.held_fold``) and grows it by each
+reservation, so neither case walks the N positions per decision.
 """
 
 from __future__ import annotations
@@ -85,6 +97,38 @@ def cases() -> list[tuple[str, Callable[[], object]]]:
         ("to_dict, tiered decision", tiered.to_dict),
         ("to_dict, an add", add.to_dict),
     ]
+
+
+BATCH = 8  # decisions per batch in the "batch" case (the HTTP bench's group commits ~8)
+
+
+def held_cases(counts: list[int]) -> list[tuple[str, Callable[[], object], int]]:
+    """An add to ``n`` held reservations (same symbol and side), per ``n`` in ``counts``: (name,
+    function, decisions per call)."""
+    market = load_markets(None)[SYMBOL]
+    policy = load_policy("viper-fixed-margin", sets=["limits.allow_add=true"])
+    intent = Intent(SYMBOL, "long", PRICE)
+    out: list[tuple[str, Callable[[], object], int]] = []
+    for n in counts:
+        held = tuple(Position(SYMBOL, "long", 100.0, 2.0, 0.4, 0.0, entry=PRICE + 7.0 * (k % 13))
+                     for k in range(n))
+        account = Account(equity=EQUITY, positions=held)
+        d = decide(intent, account, market, policy)
+        assert d.accepted and 80.0 < d.notional <= 100.0, (n, d.notional, d.reasons)
+        out.append((f"decide, add to {n} held", lambda i=intent, a=account, m=market,
+                    p=policy: decide(i, a, m, p), 1))
+
+        def batch(i: Intent = intent, h: tuple[Position, ...] = held, m: object = market,
+                  p: object = policy) -> object:
+            a = Account(equity=EQUITY, positions=h)  # loaded afresh, as a batch does
+            for _ in range(BATCH):
+                d = decide(i, a, m, p)  # type: ignore[arg-type]
+                a = a.with_position(Position(d.symbol, d.side, d.notional, d.margin,
+                                             entry=d.entry_price))
+            return a
+
+        out.append((f"batch of {BATCH}, add to {n} held", batch, BATCH))
+    return out
 
 
 # nautilus_trader's FixedRiskSizer on the same trade (its formula only: no tiers, guard or
@@ -169,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--number", type=int, default=5_000, help="calls per batch")
     parser.add_argument("--repeat", type=int, default=15, help="batches per case")
+    parser.add_argument("--held", type=lambda t: [int(x) for x in t.split(",") if x],
+                        default=[], help="also time an add to N held reservations of the same "
+                        "symbol and side, per N (comma-separated)")
     parser.add_argument("--json", action="store_true", help="one JSON object per case per line "
                         "on stdout (the report goes to stderr)")
     args = parser.parse_args(argv)
@@ -178,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         naut = next((r for r in RESULTS if r[0].startswith(NAUTILUS)), None)
         for name, wall, cpu in RESULTS:  # every case beside the first (the baseline)
             extra = {} if name == base[0] else {"baseline": base[0], "baseline_value": base[2]}
+            if name.startswith("decide, add to"):
+                extra["build"] = BUILD
             if "tiers + guard" in name:
                 if naut is not None:
                     extra = {"baseline": naut[0], "baseline_value": naut[2]}
@@ -201,6 +250,9 @@ def report(args: argparse.Namespace) -> int:
         results.append((f"{NAUTILUS} (formula)", *naut))
     else:
         print(f"({NAUTILUS}: not installed; bench/setup-nautilus makes its environment)\n")
+    for name, fn, per in held_cases(args.held):
+        wall, cpu = median_us(fn, max(1, args.number // per), args.repeat)
+        results.append((name, wall / per, cpu / per))
     RESULTS[:] = results
     base_wall, base_cpu = results[0][1], results[0][2]
     print(f"{'case':32s} {'wall us':>9s} {'x base':>7s} {'cpu us':>9s} {'x base':>7s}")

@@ -59,9 +59,17 @@ for k in range(int(sys.argv[2])):
         held = (Position(m.symbol if rng.random() < 0.7 else "X/Y", side, n,
                          n / rng.uniform(1, 20), n * 0.01, rng.uniform(-0.05, 0.05) * n,
                          entry=price * rng.uniform(0.9, 1.1) if rng.random() < 0.8 else 0.0),)
+    account = Account(equity=equity, positions=held)
+    if held and rng.random() < 0.5:  # more held on it (reservations), added one at a time
+        account.held_fold(held[0].symbol, side)
+        for _ in range(rng.randrange(1, 9)):
+            n = equity * rng.uniform(0.01, 0.3)
+            account = account.with_position(Position(
+                held[0].symbol, side, n, n / rng.uniform(1, 20), n * 0.01, 0.0,
+                entry=price * rng.uniform(0.9, 1.1) if rng.random() < 0.9 else 0.0))
     try:
         d = decide(Intent(m.symbol, side, price, confidence=rng.random(), **stop),
-                   Account(equity=equity, positions=held), m, policy)
+                   account, m, policy)
         out.append(d.to_dict())
     except InvalidInput as exc:
         out.append(str(exc))

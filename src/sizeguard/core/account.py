@@ -6,6 +6,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
+from typing import Final
+
+from sizeguard.core.position import average_entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,43 @@ def _empty_floats() -> Mapping[str, float]:
     return MappingProxyType({})
 
 
+# The positions an add joins, merged in order (Account.held_fold): notional, average entry,
+# margin, and how many were merged (0: none)
+Fold = tuple[float, float, float, int]
+_NONE_HELD: Final[Fold] = (0.0, 0.0, 0.0, 0)
+
+
+def _grow(fold: Fold, p: Position) -> Fold | None:
+    """``fold`` joined by ``p`` (of its symbol and side), with the operations, in the order,
+    of the walk in core.decide (``_held_position``) over positions of known entry: a position
+    of zero notional left out, the first one's values as they are, the others added with
+    :func:`~sizeguard.core.position.average_entry`. None where the walk must be taken: an
+    unknown entry (valued at the intent's price), a value not a float, an error."""
+    n, margin, entry = p.notional, p.margin, p.entry
+    if type(n) is not float or type(margin) is not float or type(entry) is not float:
+        return None
+    if n == 0:
+        return fold
+    if not entry > 0:
+        return None
+    n = abs(n)
+    if not fold[3]:
+        return (n, entry, margin, 1)
+    try:
+        return (fold[0] + n, average_entry(fold[0], fold[1], n, entry), fold[2] + margin,
+                fold[3] + 1)
+    except ArithmeticError:  # the walk raises it again
+        return None
+
+
+def _add_sums(sums: tuple[float, float, bool], p: Position) -> tuple[float, float, bool]:
+    """``sums`` (maintenance margin, unrealised PnL, all floats) with ``p``'s added."""
+    mm, upnl = p.maintenance_margin, p.unrealised_pnl
+    if not sums[2] or type(mm) is not float or type(upnl) is not float:
+        return (0.0, 0.0, False)
+    return (sums[0] + mm, sums[1] + upnl, True)
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     """Equity and everything the gates, multipliers and limits look at. Money in quote currency.
@@ -66,6 +106,13 @@ class Account:
     _by_symbol: dict[str, float] = field(init=False, repr=False, compare=False,
                                          default_factory=dict)
     _positions_suspect: bool = field(init=False, repr=False, compare=False, default=False)
+    # held_fold's answers by (symbol, side), computed when first asked (None: not yet) and
+    # grown by with_position, so an add's cost does not grow with the reservations it joins
+    _folds: dict[tuple[str, str], Fold | None] | None = field(
+        init=False, repr=False, compare=False, default=None)
+    # held_sums's answer (None: not asked yet), grown by with_position
+    _sums: tuple[float, float, bool] | None = field(init=False, repr=False, compare=False,
+                                                    default=None)
 
     def __post_init__(self) -> None:
         self._aggregate(self.positions, 0.0, 0.0, {}, False)
@@ -101,7 +148,56 @@ class Account:
         object.__setattr__(new, "positions", (*self.positions, position))
         new._aggregate((position,), self._margin_in_use, self._gross, dict(self._by_symbol),
                        self._positions_suspect)
+        folds = self._folds
+        grown: dict[tuple[str, str], Fold | None] | None = None
+        if folds:  # those asked of this account, grown by the position (the others: if asked)
+            grown = dict(folds)
+            try:
+                key = (position.symbol, position.side)
+                fold = grown.get(key)
+                if fold is not None:  # (None: not asked, or walked: so it stays)
+                    grown[key] = _grow(fold, position)
+            except TypeError:  # an unhashable symbol: nothing kept, asked again if needed
+                grown = None
+        object.__setattr__(new, "_folds", grown)
+        sums = self._sums
+        if sums is not None:
+            sums = _add_sums(sums, position)
+        object.__setattr__(new, "_sums", sums)
         return new
+
+    def held_sums(self) -> tuple[float, float] | None:
+        """The maintenance margin and the unrealised PnL of every position (and reservation),
+        each added in order from 0.0 (as a cross position's collateral counts them); None
+        when one is not a float (the caller adds them itself). Computed once per account,
+        grown by :meth:`with_position`."""
+        sums = self._sums
+        if sums is None:
+            sums = (0.0, 0.0, True)
+            for p in self.positions:
+                sums = _add_sums(sums, p)
+            object.__setattr__(self, "_sums", sums)
+        return (sums[0], sums[1]) if sums[2] else None
+
+    def held_fold(self, symbol: str, side: str) -> Fold | None:
+        """The positions (and reservations) on ``symbol`` and ``side`` merged, in order, as an
+        add joins them: (notional, average entry, margin, how many; (0.0, 0.0, 0.0, 0) when
+        none of non-zero notional is held). None when one has an unknown entry (the decision
+        values it at the intent's price) or a value that is not a float: the caller walks the
+        positions itself. Computed once per account, grown by :meth:`with_position`."""
+        folds = self._folds
+        if folds is None:
+            folds = {}
+            object.__setattr__(self, "_folds", folds)
+        key = (symbol, side)
+        if key in folds:
+            return folds[key]
+        fold: Fold | None = _NONE_HELD
+        for p in self.positions:
+            if fold is not None and p.symbol == symbol and p.side == side:
+                fold = _grow(fold, p)
+        folds[key] = fold
+        return fold
 
     @property
     def positions_suspect(self) -> bool:

@@ -18,7 +18,8 @@ in :mod:`sizeguard.core.tolerances`.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+import sys
+from typing import Any, Final, NamedTuple
 
 from sizeguard.core import liquidation as liq
 from sizeguard.core import position
@@ -249,6 +250,10 @@ class PolicyView:
 # Views by the identity of the (frozen) object they were read from; each keeps its object, so
 # an id is never reused while its view is here. Bounded: a long run over many markets or
 # policies starts over rather than grow.
+# builtins.sum adds floats one by one, in order, before Python 3.12 (which compensates): the
+# sum Account.held_sums keeps is then sum()'s
+_SUM_ADDS_IN_ORDER: Final = sys.version_info < (3, 12)
+
 _MARKET_VIEWS: dict[int, MarketView] = {}
 _POLICY_VIEWS: dict[int, PolicyView] = {}
 _MAX_VIEWS = 256
@@ -410,6 +415,12 @@ class Context:
         position's maintenance margin plus their unrealised PnL."""
         a = self.account
         held = a.positions
+        if held:
+            sums = a.held_sums()  # added once per account (and per reservation added)
+            if sums is not None and (a.wallet_balance is not None or _SUM_ADDS_IN_ORDER):
+                mm, pnl = sums  # each a sum in order from 0.0, as the walk below adds them
+                wallet = a.wallet_balance if a.wallet_balance is not None else a.equity - pnl
+                return position.cross_collateral(wallet, [mm], [pnl], -1)
         upnl = [p.unrealised_pnl for p in held]
         wallet = a.wallet_balance if a.wallet_balance is not None else a.equity - sum(upnl)
         return position.cross_collateral(wallet, [p.maintenance_margin for p in held], upnl, -1)
@@ -713,6 +724,10 @@ def _held_position(ctx: Context) -> Held | None:
     if not account.has_position(ctx.symbol):
         return None
     side = ctx.intent.side
+    fold = account.held_fold(ctx.symbol, side)
+    if fold is not None:  # every entry known: merged once per account (and per reservation)
+        return Held(fold[0], fold[1], fold[2], True) if fold[3] else None
+    # the walk (the fold's reference): an unknown entry is valued at this price
     held: Held | None = None
     for p in account.positions:
         if p.symbol != ctx.symbol or p.side != side or p.notional == 0:
