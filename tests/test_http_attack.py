@@ -14,6 +14,7 @@ What was measured before the guard, and is refused now:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import select
 import socket
@@ -27,6 +28,8 @@ import httpx
 import pytest
 
 from httpfix import BTC, HOST, Server, add_bot, auth, serving
+
+from sizeguard.http.guard import BodyGuard
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -262,6 +265,68 @@ def test_a_content_length_longer_than_the_body_times_out(served: tuple[Server, s
     data, took = _raw(server, _head(full, len(raw) + 100) + raw, read_timeout=15)
     assert data.startswith(b"HTTP/1.1 408 "), data[:300]
     assert took < 5, took
+
+
+def test_a_late_body_after_bodies_read_in_time_still_times_out(
+        served: tuple[Server, str, str]) -> None:
+    """The bodies' time limits are watched by one timer per event loop (no timer per request):
+    a timer set for an earlier body, already read, finds the late one's later deadline and
+    sets itself again; the late body gets its 408 on time, and a second late one after it."""
+    server, full, _ = served
+    raw = json.dumps(BUY).encode()
+    data, _ = _raw(server, _head(full, len(raw)) + raw)  # read at once: its deadline passes unused
+    assert data.startswith(b"HTTP/1.1 "), data[:300]
+    time.sleep(0.5)
+    for _ in range(2):
+        data, took = _raw(server, _head(full, len(raw) + 100) + raw, read_timeout=15)
+        assert data.startswith(b"HTTP/1.1 408 "), data[:300]
+        assert b'"field":"body"' in data
+        assert took < 5, took
+
+
+def test_the_bodys_time_limit_in_process_and_other_cancellations() -> None:
+    """The guard's body deadline, in process: a body that never comes is a 408 problem; a
+    cancellation that is not the deadline's (the server stopping) stays a cancellation and is
+    not answered; on a second event loop the guard watches that loop's bodies."""
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the body never arrived")
+
+    guard = BodyGuard(inner, max_body=1000, body_timeout=0.05)
+    scope = {"type": "http", "method": "POST", "path": "/v1/decisions", "query_string": b"",
+             "headers": [(b"content-length", b"10"), (b"content-type", b"application/json")]}
+
+    async def run() -> None:
+        never = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            await never.wait()
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        await guard(dict(scope), receive, send)
+        assert sent[0]["status"] == 408 and b'"field":"body"' in sent[1]["body"]
+        assert (asyncio.current_task() or pytest.fail()).cancelling() == 0
+        other: list[dict[str, Any]] = []
+
+        async def send_other(message: Any) -> None:
+            other.append(message)
+
+        task = asyncio.create_task(guard(dict(scope), receive, send_other))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert other == []
+        await asyncio.sleep(0.1)  # its deadline passes: nothing left to cancel
+        assert guard._watch is not None and not guard._watch.reading
+        assert not guard._watch.cancelled
+
+    asyncio.run(run())
+    asyncio.run(run())  # a new event loop
 
 
 def test_slow_headers_are_cut_off(served: tuple[Server, str, str]) -> None:

@@ -291,6 +291,23 @@ def test_a_failed_batch_keeps_no_claim_so_a_retry_decides(store_url: str,
         store.close()
 
 
+def test_the_short_way_reads_the_request_models_own_fields() -> None:
+    """The short way takes the validated model's own dict instead of model_dump(): the same
+    keys in the same order with the same values and types, as long as every field is a plain
+    value (a nested model would make them differ; this test would say so)."""
+    from sizeguard.http.models import DecisionRequest
+    bodies = [{"symbol": "BTC/USDT:USDT", "side": "LONG", "price": 50000, "reserve": True},
+              {"symbol": "ETH/USDT:USDT", "side": "short", "price": 3000.5, "equity": 10000,
+               "available": 0, "stop": 3100, "stop_pct": 1.5, "atr": 20, "atr_mult": 2,
+               "stop_roe": 30, "confidence": 0.5, "regime": "trend", "volatility": "high",
+               "preset": "viper-fixed-margin", "leverage": 5, "reserve": True, "ttl": 0.05}]
+    for body in bodies:
+        model = DecisionRequest.model_validate(body)
+        own, dumped = model.__dict__, model.model_dump()
+        assert list(own.items()) == list(dumped.items())
+        assert [type(v) for v in own.values()] == [type(v) for v in dumped.values()]
+
+
 def test_the_short_way_answers_as_the_route_and_passes_the_rest_on(tmp_path: Any) -> None:
     """A cached bot's reserving decision on an open account is answered by the short way
     (sizeguard.http.fastpath) with the same answer the route gives; the metrics count it under

@@ -117,7 +117,9 @@ class FastDecisions:
         if not isinstance(parsed, dict):
             return None
         try:
-            data = DecisionRequest.model_validate(parsed).model_dump()
+            # its fields are plain values (no nested model), so the model's own dict is
+            # what model_dump() copies out (a test holds them equal)
+            data = DecisionRequest.model_validate(parsed).__dict__
             self.check(self.gate, data)
             if not self.gate.answers_on_the_loop(data):
                 return None

@@ -56,6 +56,57 @@ def _is_json(content_type: str | None) -> bool:
                                                                  or sub.endswith("+json"))
 
 
+class _Deadlines:
+    """The time limits of the bodies being read on one event loop, watched by one timer.
+
+    ``asyncio.timeout`` sets and cancels a timer per request (~5 us each on uvloop); here a
+    request only enters its task and deadline in a dict. The timer runs at the earliest
+    deadline it knows of and cancels every task whose deadline has passed (it can only be
+    waiting for its body then), or sets itself again for the next one; with nothing being
+    read it is not set. The task, cancelled, asks :meth:`expired` whether the cancellation
+    was its time limit, as ``asyncio.timeout`` does (another cancellation stays one)."""
+
+    __slots__ = ("loop", "reading", "timer", "cancelled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.reading: dict[asyncio.Task[Any], tuple[float, int]] = {}  # deadline, cancelling
+        self.timer: asyncio.TimerHandle | None = None
+        self.cancelled: set[asyncio.Task[Any]] = set()  # cancelled here, not yet told
+
+    def add(self, task: asyncio.Task[Any], timeout: float) -> None:
+        deadline = self.loop.time() + timeout
+        self.reading[task] = (deadline, task.cancelling())
+        if self.timer is None:
+            self.timer = self.loop.call_at(deadline, self._due)
+
+    def remove(self, task: asyncio.Task[Any]) -> None:
+        self.reading.pop(task, None)
+        if self.cancelled:
+            self.cancelled.discard(task)
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        """True when this cancellation of ``task`` is its deadline's alone (then undone)."""
+        if task not in self.cancelled:
+            return False
+        self.cancelled.discard(task)
+        return task.uncancel() <= self.reading[task][1]
+
+    def _due(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        later: float | None = None
+        for task, (deadline, _) in self.reading.items():
+            if deadline <= now:
+                if task not in self.cancelled:
+                    self.cancelled.add(task)
+                    task.cancel()
+            elif later is None or deadline < later:
+                later = deadline
+        if later is not None:
+            self.timer = self.loop.call_at(later, self._due)
+
+
 class BodyGuard:
     """See the module docstring."""
 
@@ -63,6 +114,7 @@ class BodyGuard:
         self.app = app
         self.max_body = max_body
         self.body_timeout = body_timeout
+        self._watch: _Deadlines | None = None  # the bodies being read (this loop's)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or FRONT in scope:
@@ -119,22 +171,31 @@ class BodyGuard:
 
     async def _read(self, receive: Receive, length: int | None) -> bytes | None:
         body = bytearray()
-        try:  # asyncio's own timeout: a fraction of anyio's cancel scope per request
-            async with asyncio.timeout(self.body_timeout):
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return None
-                    body += message.get("body", b"")
-                    if len(body) > self.max_body:
-                        raise self._too_large(None)
-                    if not message.get("more_body", False):
-                        return bytes(body)
-        except TimeoutError:
+        task = asyncio.current_task()
+        assert task is not None
+        watch = self._watch
+        if watch is None or watch.loop is not task.get_loop():
+            watch = self._watch = _Deadlines(task.get_loop())
+        watch.add(task, self.body_timeout)
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                body += message.get("body", b"")
+                if len(body) > self.max_body:
+                    raise self._too_large(None)
+                if not message.get("more_body", False):
+                    return bytes(body)
+        except asyncio.CancelledError:
+            if not watch.expired(task):
+                raise
             raise Problem(
                 408, "request timeout", f"the body did not arrive within {self.body_timeout:g} s"
                 + (f" ({len(body)} of {length} bytes)" if length is not None else ""),
                 errors=[{"field": "body", "reason": "incomplete"}]) from None
+        finally:
+            watch.remove(task)
 
     @staticmethod
     async def _parse(body: bytes) -> Any:
