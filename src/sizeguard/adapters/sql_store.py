@@ -259,6 +259,22 @@ class Tx:
         return self._store._many(self._conn, queries)  # noqa: SLF001 - the store's own driver
 
 
+class _Joined:
+    """The transaction already open on this thread, as :meth:`SqlStore.tx` joins it: its
+    exceptions pass through, and it ends with the transaction that opened it."""
+
+    __slots__ = ("tx",)
+
+    def __init__(self, tx: Tx) -> None:
+        self.tx = tx
+
+    def __enter__(self) -> Tx:
+        return self.tx
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 class _Rollback(Exception):
     """Thrown into a unit of work's transaction to end it without committing."""
 
@@ -435,8 +451,8 @@ class SqlStore:
             return StoreError(f"{self.safe_url}: {redact(str(exc))}")
         return exc
 
-    @contextmanager
-    def tx(self, lock_account: str | None = None, write: bool = True) -> Iterator[Tx]:
+    def tx(self, lock_account: str | None = None, write: bool = True
+           ) -> AbstractContextManager[Tx]:
         """A transaction. Inside one already open on this thread (a unit of work) it joins
         that one: its statements commit or roll back with it. A connection found dead when the
         transaction begins (the database restarted since it was last used) is replaced and the
@@ -446,8 +462,11 @@ class SqlStore:
             if lock_account is not None and lock_account not in current.locked:
                 self._lock_joined(current, lock_account)
                 current.locked.add(lock_account)
-            yield current
-            return
+            return _Joined(current)  # a class, not a generator: a store call's join is cheap
+        return self._tx(lock_account, write)
+
+    @contextmanager
+    def _tx(self, lock_account: str | None, write: bool) -> Iterator[Tx]:
         for attempt in (1, 2):
             conn = self._conn()
             stack = contextlib.ExitStack()

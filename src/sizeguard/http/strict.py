@@ -105,11 +105,16 @@ def loads(body: bytes) -> Any:
                         f"{exc.colno}") from None
     except RecursionError:
         raise BodyError(422, "body", f"nested deeper than {MAX_DEPTH} levels") from None
-    _walk(value, "", 0)
+    # without a backslash no string was escaped, so none holds a control character (the
+    # decoder refuses them raw) or a lone surrogate (UTF-8 cannot carry one); DEL may be raw
+    _walk(value, "", 0, "\\" not in text and "\x7f" not in text)
     return value
 
 
-def _walk(value: Any, path: str, depth: int) -> None:
+_PLAIN = (float, int, bool, type(None))  # nothing to check in these (a refused number is _Bad)
+
+
+def _walk(value: Any, path: str, depth: int, clean: bool = False) -> None:
     where = path or "body"
     if isinstance(value, dict):
         if depth >= MAX_DEPTH:
@@ -119,16 +124,20 @@ def _walk(value: Any, path: str, depth: int) -> None:
             raise BodyError(422, f"{path}.{key}" if path else key,
                             "the key appears more than once")
         for key, item in value.items():
-            _string(key, f"{path}.{key}" if path else key, "key")
-            _walk(item, f"{path}.{key}" if path else key, depth + 1)
+            if clean:
+                if type(item) in _PLAIN or type(item) is str:
+                    continue
+            else:
+                _string(key, f"{path}.{key}" if path else key, "key")
+            _walk(item, f"{path}.{key}" if path else key, depth + 1, clean)
     elif isinstance(value, list):
         if depth >= MAX_DEPTH:
             raise BodyError(422, where, f"nested deeper than {MAX_DEPTH} levels")
         for i, item in enumerate(value):
-            _walk(item, f"{path}.{i}" if path else str(i), depth + 1)
+            _walk(item, f"{path}.{i}" if path else str(i), depth + 1, clean)
     elif isinstance(value, _Bad):
         raise BodyError(422, where, value.reason, _short(value.text))
-    elif isinstance(value, str):
+    elif isinstance(value, str) and not clean:
         _string(value, where, "value")
 
 
