@@ -28,7 +28,6 @@ import httpx
 import pytest
 
 from httpfix import BTC, HOST, Server, add_bot, auth, serving
-
 from sizeguard.http.guard import BodyGuard
 
 pytestmark = pytest.mark.timeout(120)
@@ -322,8 +321,8 @@ def test_the_bodys_time_limit_in_process_and_other_cancellations() -> None:
             await task
         assert other == []
         await asyncio.sleep(0.1)  # its deadline passes: nothing left to cancel
-        assert guard._watch is not None and not guard._watch.reading
-        assert not guard._watch.cancelled
+        watch = guard._watch  # noqa: SLF001 - what the guard watches, looked at
+        assert watch is not None and not watch.reading and not watch.cancelled
 
     asyncio.run(run())
     asyncio.run(run())  # a new event loop

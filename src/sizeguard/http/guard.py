@@ -66,7 +66,7 @@ class _Deadlines:
     read it is not set. The task, cancelled, asks :meth:`expired` whether the cancellation
     was its time limit, as ``asyncio.timeout`` does (another cancellation stays one)."""
 
-    __slots__ = ("loop", "reading", "timer", "cancelled")
+    __slots__ = ("cancelled", "loop", "reading", "timer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
