@@ -921,7 +921,8 @@ def _guarded_leverage(ctx: Context, notional: float, need: float) -> float:
     if not math.isfinite(safe):
         return safe
     if ctx.p.integer:
-        return math.floor(safe + SAFETY_SLACK)
+        # float() keeps both builds alike: Python's math.floor gives an int, mypyc's a float
+        return float(math.floor(safe + SAFETY_SLACK))
     return safe * (1 - SAFETY_SLACK)
 
 
