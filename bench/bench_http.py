@@ -3,7 +3,8 @@ run. Loopback only; bounded in requests and in time.
 
     .venv/bin/python bench/bench_http.py [--requests 4000] [--seconds 20] [--concurrency 16]
                                          [--rate 1000] [--workers 1] [--store URL]
-                                         [--pg URL [--pg-workers 2]] [--keyed] [--profile DIR]
+                                         [--pg URL [--pg-workers 2]] [--keyed] [--budget SHARE]
+                                         [--profile DIR]
 
 What runs:
 
@@ -15,7 +16,9 @@ What runs:
   journal, insert the reservation, commit). Reservations live 50 ms (``ttl``), so the account
   holds a steady few dozen to a hundred (more at a higher rate), as when bots fill or release
   quickly. ``--keyed``: every request also carries its own ``Idempotency-Key`` (as
-  ``sizeguard.client`` sends), so the answer is kept with the reservation.
+  ``sizeguard.client`` sends), so the answer is kept with the reservation. ``--budget SHARE``:
+  the bench bot gets that share of the account (0.5 = 50%), so every decision is also made on
+  the bot's own view (:mod:`sizeguard.budget`), as in a deployment several bots share.
 * **closed loop**: ``--concurrency`` keep-alive connections, each sending its next request when
   the previous answer arrived, until ``--requests`` answers or ``--seconds``: the most the
   service answers.
@@ -464,6 +467,9 @@ def main() -> None:
                     help="seconds a reservation is held (the account holds about rate x ttl)")
     ap.add_argument("--sqlite-synchronous", choices=("full", "normal"), default="full",
                     help="SQLite: every commit waits for the disk (full, the default) or not")
+    ap.add_argument("--budget", type=float, default=1.0,
+                    help="the bench bot's budget, a share of the account in (0, 1] (default 1: "
+                         "unlimited; a share decides on the bot's own view too)")
     ap.add_argument("--keyed", action="store_true",
                     help="every request with its own Idempotency-Key (as sizeguard.client)")
     ap.add_argument("--profile", type=Path, default=None,
@@ -495,7 +501,7 @@ def serve_cases(args: argparse.Namespace, store_arg: str | None, workers: int,
     else:
         url = f"sqlite:///{tmp / f'state-{uuid.uuid4().hex[:6]}.db'}"
     store = open_store(url)
-    _, token = BotRegistry(store).add("bench", account_id="default")
+    _, token = BotRegistry(store).add("bench", account_id="default", budget=args.budget)
     store.close()
     sizeguard = str(Path(sys.executable).with_name("sizeguard"))
     port = free_port()
@@ -568,6 +574,7 @@ def run(args: argparse.Namespace, emit: Emitter) -> None:
           f"{args.rate:g}/s, max batch {args.max_batch}, SQLite synchronous="
           f"{args.sqlite_synchronous}, reservations held {args.ttl:g} s, "
           f"{'an Idempotency-Key per request, ' if args.keyed else ''}"
+          f"{f'bot budget {args.budget:g}, ' if args.budget < 1.0 else ''}"
           f"bounds {args.requests} requests / {args.seconds:g} s per case")
     print(f"{'case':40s} {'answers':>7s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} "
           f"{'max ms':>8s} {'CPU ms':>8s} {'errors':>7s}")
@@ -624,6 +631,8 @@ def emit_cases(emit: Emitter, args: argparse.Namespace, cases: dict[str, dict[st
         return {"goal": text, "met": met} if goals else {}
 
     keyed = ", Idempotency-Key" if args.keyed else ""
+    if args.budget < 1.0:
+        keyed += f", bot budget {args.budget:g}"
     where_c = f"{where}, {args.concurrency} connections{keyed}"
     emit("http", f"reserved decisions, {where_c}", closed["rate"], "decisions/s",
          baseline="bare FastAPI endpoint", baseline_value=ceiling["rate"],

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 START, END = "<!-- perf-table:start -->", "<!-- perf-table:end -->"
-ORDER = {"decide": 0, "backtest": 1, "montecarlo": 2, "sweep": 3, "http": 4}
+ORDER = {"decide": 0, "backtest": 1, "montecarlo": 2, "sweep": 3, "http": 4, "budget": 5}
 SCRIPTS = {"decide": "bench_decide.py", "backtest": "bench_backtest.py",
            "montecarlo": "bench_montecarlo.py", "sweep": "bench_sweep.py",
-           "http": "bench_http.py"}
+           "http": "bench_http.py", "budget": "bench_budget.py"}
 REQUIRED = ("bench", "case", "value", "unit")
 
 

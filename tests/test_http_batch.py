@@ -695,3 +695,59 @@ def test_queries_sent_together_fail_as_one_and_leave_the_store_usable(
             store.account("b")
     finally:
         store.close()
+
+
+def test_a_batch_grows_each_bots_own_positions_as_a_fresh_read_gives_them(
+        store_url: str, clock: storefix.FakeClock) -> None:
+    """Inside a batch, a bot's own positions are read once and grown by its accepted
+    requests: each request sees what a fresh read in the same unit of work gives (the same
+    positions, in the same order: the account's, filled positions first), never another bot's."""
+    store = open_store(store_url, clock)
+    try:
+        store.ensure_account("default", exchange="test", equity=10_000.0)
+        reg = BotRegistry(store)
+        a, _ = reg.add("a", account_id="default", budget=0.5)
+        b, _ = reg.add("b", account_id="default", budget=0.3)
+        policy = notional_policy(200.0, allow_add="true")
+        loads: list[str] = []
+
+        class Counting:
+            def own_positions(self, owner: str, account_id: str) -> tuple[Position, ...]:
+                loads.append(owner)
+                return reg.own_positions(owner, account_id)
+
+            def record_owner(self, client_order_id: str, owner: str, account_id: str) -> None:
+                reg.record_owner(client_order_id, owner, account_id)
+
+        checked: list[int] = []
+
+        def req(i: int, bot: Any, own: bool = True) -> ReserveRequest:
+            intent = Intent(f"C{i % 3:02d}/USDT:USDT", ("long", "short")[i % 2], 50_000.0 + i)
+            budget = Budget(bot.budget)
+
+            def fn(account: Account, mine: tuple[Position, ...]) -> Decision:
+                clock.advance(1.0)  # each reservation a later time: the account's order
+                if own:
+                    fresh = reg.own_positions(bot.id, "default")  # joins the unit of work
+                    assert mine == fresh
+                    checked.append(len(mine))
+                return decide_for_bot(intent, account, mine, BOOK[intent.symbol], policy,
+                                      budget)[0]
+            return ReserveRequest(fn, f"o{i:02d}", "snap", 300.0, 60.0, owner=bot.id, own=own)
+
+        first = decide_and_reserve(store, "default", [req(i, (a, b)[i % 2]) for i in range(4)],
+                                   Counting())
+        res = first[0].reservation  # type: ignore[union-attr]
+        assert res is not None
+        storefix.fill(store, res, 50_000.0, book=BOOK)  # a's: a position now, read first
+        loads.clear()
+        bots = [a, b, a, a, b, a, b]
+        batch = [req(10 + i, bot) for i, bot in enumerate(bots)]
+        batch.insert(3, req(30, b, own=False))  # b unlimited for once: still b's
+        got = decide_and_reserve(store, "default", batch, Counting())
+        assert all(not isinstance(g, InvalidInput) and g.decision.accepted for g in got)
+        assert sorted(loads) == sorted([a.id, b.id])  # once per owner per batch
+        # b after its unlimited request holds it too (2 before the batch, its first, that one)
+        assert checked[-len(bots):] == [2, 2, 3, 4, 4, 5, 5]
+    finally:
+        store.close()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from dataclasses import dataclass
 
 from sizeguard.core.account import Account, Position
@@ -70,12 +71,33 @@ def parse_budget(text: str) -> float:
 def account_policy(request_policy: Policy, service_policy: Policy) -> Policy:
     """The policy of the account view: the request's sizing (its preset) under the service's
     account-wide limits and leverage cap, so no request can loosen either by naming a laxer
-    preset."""
+    preset. The same two policies give the same object back (see :func:`_memo`)."""
     if request_policy is service_policy:
         return service_policy
+    key = ("account", id(request_policy), id(service_policy))
+    hit = _POLICIES.get(key)
+    if hit is not None and hit[0] is request_policy and hit[1] is service_policy:
+        return hit[2]
     cap = min(request_policy.leverage.max, service_policy.leverage.max)
-    return dataclasses.replace(request_policy, limits=service_policy.limits,
+    made = dataclasses.replace(request_policy, limits=service_policy.limits,
                                leverage=dataclasses.replace(request_policy.leverage, max=cap))
+    return _memo(key, request_policy, service_policy, made)
+
+
+# Derived policies by (kind, id of the policies, budget numbers) -> (the policies they were made
+# from, held so their ids stay theirs, the derived policy). The decision core compiles a
+# policy's views once per policy *object* (core.decide.policy_view): a new object per decision
+# would compile them every time. Policies are frozen, so one made from the same objects and
+# numbers is the same policy; a budget the admin changes is a new key.
+_POLICIES: dict[tuple[object, ...], tuple[Policy, Policy | None, Policy]] = {}
+_POLICIES_MAX = 256
+
+
+def _memo(key: tuple[object, ...], source: Policy, other: Policy | None, made: Policy) -> Policy:
+    if len(_POLICIES) >= _POLICIES_MAX:  # bounded: policies reloaded again and again
+        _POLICIES.clear()
+    _POLICIES[key] = (source, other, made)
+    return made
 
 
 def bot_slots(share: float, max_positions: int, account_slots: int) -> int:
@@ -87,30 +109,70 @@ def bot_slots(share: float, max_positions: int, account_slots: int) -> int:
 
 
 def bot_policy(policy: Policy, budget: Budget) -> Policy:
-    """The bot view's policy: the bot's own slot count; the gross exposure cap is shared."""
+    """The bot view's policy: the bot's own slot count; the gross exposure cap is shared. The
+    same policy object and budget numbers give the same object back."""
+    key = ("bot", id(policy), budget.share, budget.max_positions)
+    hit = _POLICIES.get(key)
+    if hit is not None and hit[0] is policy:
+        return hit[2]
     lim = policy.limits
     gross = lim.max_gross_exposure * budget.share if math.isfinite(lim.max_gross_exposure) \
         else lim.max_gross_exposure
-    return dataclasses.replace(policy, limits=dataclasses.replace(
-        lim, max_positions=budget.max_positions, max_gross_exposure=gross))
+    return _memo(key, policy, None, dataclasses.replace(policy, limits=dataclasses.replace(
+        lim, max_positions=budget.max_positions, max_gross_exposure=gross)))
 
 
 def bot_account(account: Account, own: tuple[Position, ...], budget: Budget) -> Account:
     """The bot's share of ``account`` holding only ``own`` positions and reservations.
 
     Available margin is the share's equity minus the bot's own margin in use, and never more
-    than the account's own available margin."""
+    than the account's own available margin. The account over ``own`` (its aggregates and held
+    folds) is made once per ``own`` tuple, and grown from the previous one when ``own`` is it
+    plus one position (a batch's next decision, see :func:`_own_account`)."""
     share = budget.share
+    held = _own_account(own)
     equity = account.equity * share
     # the core's available margin of the share holding only the bot's own positions
-    own_available = Account(equity=equity, positions=own).available_margin
+    own_available = equity - held.margin_in_use
     available = min(own_available, account.available_margin)
-    return dataclasses.replace(
-        account, equity=equity, available=max(available, 0.0), positions=own,
+    return account.holding(
+        held, equity=equity, available=max(available, 0.0),
         peak_equity=account.peak_equity * share if account.peak_equity is not None else None,
         realised_pnl_today=account.realised_pnl_today * share,
         wallet_balance=account.wallet_balance * share if account.wallet_balance is not None
         else None)
+
+
+# Accounts over a bot's own positions by (id of the last position, how many) -> (the positions,
+# held so the ids stay theirs, the account). Only the positions make an account's aggregates
+# and folds, so the same tuple (or one holding the same objects) gives the same account.
+_OWN: dict[tuple[int, int], tuple[tuple[Position, ...], Account]] = {}
+_OWN_MAX = 256
+_NO_POSITIONS = Account(equity=0.0)
+
+
+def _same(a: tuple[Position, ...], b: tuple[Position, ...]) -> bool:
+    return len(a) == len(b) and all(map(operator.is_, a, b))
+
+
+def _own_account(own: tuple[Position, ...]) -> Account:
+    """An account holding ``own`` (equity 0: :func:`bot_account` gives it the share's)."""
+    n = len(own)
+    if n == 0:
+        return _NO_POSITIONS
+    key = (id(own[-1]), n)
+    hit = _OWN.get(key)
+    if hit is not None and (hit[0] is own or _same(hit[0], own)):
+        return hit[1]
+    prev = _OWN.get((id(own[-2]), n - 1)) if n > 1 else None
+    if prev is not None and _same(prev[0], own[:-1]):
+        made = prev[1].with_position(own[-1])
+    else:
+        made = Account(equity=0.0, positions=own)
+    if len(_OWN) >= _OWN_MAX:
+        _OWN.clear()
+    _OWN[key] = (own, made)
+    return made
 
 
 def stricter(by_account: Decision, by_bot: Decision) -> tuple[Decision, str]:

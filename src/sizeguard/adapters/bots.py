@@ -203,13 +203,16 @@ class BotRegistry:
         rows = tx.rows(
             "SELECT p.symbol, p.side, p.notional, p.margin, p.entry_price FROM positions p "
             "JOIN bot_orders b ON b.client_order_id = p.client_order_id WHERE "
-            "p.account_id = ? AND p.status = 'open' AND b.bot_id = ?", (account_id, bot_id))
+            "p.account_id = ? AND p.status = 'open' AND b.bot_id = ? ORDER BY p.opened_at, p.id",
+            (account_id, bot_id))
         rows += tx.rows(
             "SELECT r.symbol, r.side, r.notional, r.margin, r.entry_price FROM reservations r "
             "JOIN bot_orders b ON b.client_order_id = r.client_order_id WHERE "
-            "r.account_id = ? AND r.status = 'held' AND r.expires_at > ? AND b.bot_id = ?",
-            (account_id, now, bot_id))
-        # the entry price lets an add value the position it joins (0: unknown)
+            "r.account_id = ? AND r.status = 'held' AND r.expires_at > ? AND b.bot_id = ? "
+            "ORDER BY r.created_at, r.id", (account_id, now, bot_id))
+        # in the account's order (the store's account load): a batch grows them as it grows
+        # the account (app.services.decide_and_reserve), a new reservation last.
+        # The entry price lets an add value the position it joins (0: unknown)
         return tuple(Position(s, side, float(n), float(m), entry=float(e or 0.0))
                      for s, side, n, m, e in rows)
 

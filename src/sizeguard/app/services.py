@@ -76,11 +76,13 @@ def decide_and_reserve(store: StateStore, account_id: str, requests: Sequence[Re
     writes nothing; any other error rolls the whole unit back and is raised. The account is
     loaded once; each accepted request's reservation is added to it exactly as the store loads
     one (symbol, side, notional, margin): nothing else an account holds changes inside the
-    unit of work."""
+    unit of work. Likewise an owner's own positions (``owners``) are loaded once, by its first
+    request that asks for them, and grown by its accepted requests after it."""
     out: list[Reserved | InvalidInput] = []
     with store.unit_of_work(account_id) as uow:
         store.expire_reservations(account_id)
         account: Account | None = None
+        owned: dict[str, tuple[Position, ...]] = {}  # the owners' own positions, as the account
         for req in requests:
             cid = req.client_order_id
             if not cid:
@@ -94,8 +96,12 @@ def decide_and_reserve(store: StateStore, account_id: str, requests: Sequence[Re
                 continue
             if account is None:
                 account = store.account(account_id)
-            mine = (owners.own_positions(req.owner, account_id)
-                    if owners is not None and req.owner is not None and req.own else ())
+            mine: tuple[Position, ...] = ()
+            if owners is not None and req.owner is not None and req.own:
+                got = owned.get(req.owner)
+                if got is None:  # loaded once per owner, then grown like the account
+                    got = owned[req.owner] = owners.own_positions(req.owner, account_id)
+                mine = got
             try:
                 decision = req.decide(account, mine)
             except InvalidInput as exc:
@@ -107,9 +113,11 @@ def decide_and_reserve(store: StateStore, account_id: str, requests: Sequence[Re
                                          snapshot_id=req.snapshot_id, ttl=req.ttl,
                                          claim=req.claim)
             if decision.accepted:
-                account = account.with_position(Position(
-                    decision.symbol, decision.side, decision.notional, decision.margin,
-                    entry=decision.entry_price))
+                held = Position(decision.symbol, decision.side, decision.notional,
+                                decision.margin, entry=decision.entry_price)
+                account = account.with_position(held)
+                if req.owner is not None and req.owner in owned:
+                    owned[req.owner] = (*owned[req.owner], held)
             if req.on_answer is not None:
                 req.on_answer(done)
             out.append(done)

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 from sizeguard.core.position import average_entry
 
@@ -166,6 +166,25 @@ class Account:
         object.__setattr__(new, "_sums", sums)
         return new
 
+    def holding(self, other: Account, **changes: Any) -> Account:
+        """``dataclasses.replace(self, positions=other.positions, **changes)`` (``changes``:
+        fields other than the positions), ``other``'s aggregates (and the held folds and sums
+        asked of it, which only the positions make) kept instead of recomputed: a bot's view
+        of a shared account is the account's numbers over the bot's own positions, decided on
+        again and again."""
+        if "positions" in changes or not _FIELD_SET.issuperset(changes):
+            raise TypeError(f"holding: not a field it may change: {sorted(changes)}")
+        new = object.__new__(Account)
+        for name in _FIELDS:
+            object.__setattr__(new, name, changes[name] if name in changes
+                               else getattr(self, name))
+        object.__setattr__(new, "positions", other.positions)
+        if other._folds is None:  # one dict for both: what either is asked, the other knows
+            object.__setattr__(other, "_folds", {})
+        for name in _DERIVED:  # shared: with_position grows a copy, held_fold only adds
+            object.__setattr__(new, name, getattr(other, name))
+        return new
+
     def held_sums(self) -> tuple[float, float] | None:
         """The maintenance margin and the unrealised PnL of every position (and reservation),
         each added in order from 0.0 (as a cross position's collateral counts them); None
@@ -249,3 +268,6 @@ class Account:
 
 # the fields an Account is made of (with_position copies them; its aggregates it grows)
 _FIELDS = tuple(f.name for f in fields(Account) if f.init)
+_FIELD_SET = frozenset(_FIELDS)
+# what the positions make (holding keeps them)
+_DERIVED = tuple(f.name for f in fields(Account) if not f.init)
