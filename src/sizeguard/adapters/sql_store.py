@@ -32,6 +32,7 @@ from sizeguard.core.account import Account, Position, SymbolStats
 from sizeguard.core.decision import Decision
 from sizeguard.core.position import realised_pnl
 from sizeguard.errors import InvalidInput, StoreError
+from sizeguard.ids import random_hex
 from sizeguard.ports import (
     Clock,
     ExchangePosition,
@@ -199,7 +200,7 @@ def _new_id(prefix: str) -> str:
     """``prefix_`` + the second (8 hex digits) + 64 random bits (16): ids of one second sort
     together, so an insert lands in the index's last pages instead of a random one (a commit
     writes fewer pages), and stay unique by their random part."""
-    return f"{prefix}_{int(time.time()):08x}{os.urandom(8).hex()}"
+    return f"{prefix}_{int(time.time()):08x}{random_hex(8)}"
 
 
 def _jsonable(value: Any) -> Any:

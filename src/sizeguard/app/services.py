@@ -10,7 +10,6 @@ units of work, never inside one (a locked transaction must not wait on a network
 from __future__ import annotations
 
 import functools
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from sizeguard.core.decision import Decision
 from sizeguard.core.intent import Intent
 from sizeguard.core.market import MarketRules
 from sizeguard.errors import DuplicateOrder, ExchangeError, InvalidInput, InvalidOrder
+from sizeguard.ids import random_hex
 from sizeguard.ports import (
     Exchange,
     OrderResult,
@@ -39,7 +39,7 @@ def new_client_order_id() -> str:
     """``sg`` + the second (8 hex digits) + 56 random bits (14): 24 characters, as
     exchanges allow; ids of one second sort together, so the store's indexes of client order
     ids grow at their end (a commit writes fewer pages than for random ids)."""
-    return f"sg{int(time.time()):08x}{os.urandom(7).hex()}"
+    return f"sg{int(time.time()):08x}{random_hex(7)}"
 
 
 # --------------------------------------------------------------------------- decide + reserve
