@@ -358,17 +358,26 @@ def _cross_liquidation(pos: F64, acct: F64, stats: Any, exits: F64, t: int, op: 
 cross_liquidation = numba.njit(cache=True)(_cross_liquidation)
 
 
+def _open_exit(side: float, o: float, stop: float, tp: float) -> int:  # pragma: no cover
+    """What a bar's open ``o`` does to an open position: ``R_STOP`` when it opened at or beyond
+    the stop, ``R_TP`` at or beyond the take-profit, else 0 (an order that fills at the open)."""
+    if side == 0.0 or math.isnan(o):
+        return 0
+    s = 1.0 if side > 0.0 else -1.0
+    if not math.isnan(stop) and s * (o - stop) <= 0.0:
+        return R_STOP
+    if not math.isnan(tp) and s * (o - tp) >= 0.0:
+        return R_TP
+    return 0
+
+
+open_exit = numba.njit(cache=True)(_open_exit)
+
+
 def _gapped(t: int, pos: F64, op: F64) -> bool:  # pragma: no cover - compiled
-    """Whether bar ``t`` opened at or beyond an open position's stop or take-profit (an order
-    that fills at the open)."""
+    """Whether bar ``t`` opened at or beyond an open position's stop or take-profit."""
     for j in range(pos.shape[0]):
-        side, o = pos[j, P_SIDE], op[t, j]
-        if side == 0.0 or math.isnan(o):
-            continue
-        s = 1.0 if side > 0.0 else -1.0
-        stop, tp = pos[j, P_STOP], pos[j, P_TP]
-        if (not math.isnan(stop) and s * (o - stop) <= 0.0) or (
-                not math.isnan(tp) and s * (o - tp) >= 0.0):
+        if open_exit(pos[j, P_SIDE], op[t, j], pos[j, P_STOP], pos[j, P_TP]) != 0:
             return True
     return False
 
@@ -382,15 +391,12 @@ def _close_gaps(t: int, pos: F64, acct: F64, stats: Any, exits: F64, op: F64, fe
     at the open) or its take-profit (filled at it, never better): what the intrabar rule gives
     them, before the bar's extremes."""
     for j in range(pos.shape[0]):
-        side, o = pos[j, P_SIDE], op[t, j]
-        if side == 0.0 or math.isnan(o):
-            continue
-        s = 1.0 if side > 0.0 else -1.0
-        stop, tp = pos[j, P_STOP], pos[j, P_TP]
-        if not math.isnan(stop) and s * (o - stop) <= 0.0:
+        o = op[t, j]
+        reason = open_exit(pos[j, P_SIDE], o, pos[j, P_STOP], pos[j, P_TP])
+        if reason == R_STOP:
             close_position(pos, acct, stats, exits, j, t, o, R_STOP, fee[j], 0.0, inverse)
-        elif not math.isnan(tp) and s * (o - tp) >= 0.0:
-            close_position(pos, acct, stats, exits, j, t, tp, R_TP, fee[j], 0.0, inverse)
+        elif reason == R_TP:
+            close_position(pos, acct, stats, exits, j, t, pos[j, P_TP], R_TP, fee[j], 0.0, inverse)
 
 
 close_gaps = numba.njit(cache=True)(_close_gaps)
