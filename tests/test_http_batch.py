@@ -213,6 +213,8 @@ def _app(store: SqlStore) -> tuple[Any, str]:
 
 BODY = {"symbol": "BTC/USDT:USDT", "side": "long", "price": 50000.0, "equity": 10000.0,
         "reserve": True}
+# a second symbol: a decision on an account already open (what the short way answers)
+ETH_BODY = {**BODY, "symbol": "ETH/USDT:USDT", "price": 3000.0}
 
 
 def test_a_keyed_reserve_is_claimed_decided_and_kept_in_one_transaction(store_url: str) -> None:
@@ -229,7 +231,7 @@ def test_a_keyed_reserve_is_claimed_decided_and_kept_in_one_transaction(store_ur
             opened = client.post("/v1/decisions", json=BODY, headers=auth)  # opens the account
             assert opened.status_code == 200
             before = store.transactions
-            eth = {**BODY, "symbol": "ETH/USDT:USDT", "price": 3000.0}
+            eth = ETH_BODY
             first = client.post("/v1/decisions", json=eth, headers={**auth, "Idempotency-Key": "k1"})
             assert first.status_code == 200 and first.json()["reservation"]
             assert store.transactions - before == 1
@@ -277,7 +279,7 @@ def test_a_failed_batch_keeps_no_claim_so_a_retry_decides(store_url: str,
                 return real(self, *args, **kwargs)
 
             monkeypatch.setattr(type(store), "record_decision", flaky)
-            eth = {**BODY, "symbol": "ETH/USDT:USDT", "price": 3000.0}
+            eth = ETH_BODY
             lost = client.post("/v1/decisions", json=eth, headers={**auth, "Idempotency-Key": "k"})
             assert lost.status_code == 503 and lost.headers["retry-after"]
             assert lost.headers["content-type"] == "application/problem+json"
@@ -322,7 +324,7 @@ def test_the_short_way_answers_as_the_route_and_passes_the_rest_on(tmp_path: Any
             auth = {"Authorization": f"Bearer {token}"}
             routed = client.post("/v1/decisions", json=BODY, headers=auth)
             assert routed.status_code == 200 and fast["answered"] == 0  # opened the account
-            eth = {**BODY, "symbol": "ETH/USDT:USDT", "price": 3000.0}
+            eth = ETH_BODY
             short = client.post("/v1/decisions", json=eth, headers=auth)
             assert short.status_code == 200 and fast["answered"] == 1
             a, b = routed.json(), short.json()
@@ -361,7 +363,7 @@ def test_the_front_answers_before_starlette_as_the_application_does(tmp_path: An
             fast = app.state.fast_path  # type: ignore[attr-defined]
             auth = {"Authorization": f"Bearer {token}"}
             routed = client.post("/v1/decisions", json=BODY, headers=auth)
-            eth = {**BODY, "symbol": "ETH/USDT:USDT", "price": 3000.0}
+            eth = ETH_BODY
             short = client.post("/v1/decisions", json=eth, headers=auth)
             assert routed.status_code == short.status_code == 200 and fast["answered"] == 1
             for name in ("content-type", "content-length"):
@@ -421,7 +423,7 @@ def test_the_short_way_forgets_a_removed_bot_with_the_token_cache(tmp_path: Any)
                          store=store, markets=FileMarketSource(None))
         with TestClient(app, raise_server_exceptions=False) as client:
             fast = app.state.fast_path
-            eth = {**BODY, "symbol": "ETH/USDT:USDT", "price": 3000.0}
+            eth = ETH_BODY
             for token in (alpha, beta):
                 assert client.post("/v1/decisions", json=BODY,
                                    headers={"Authorization": f"Bearer {token}"}).status_code == 200
@@ -500,7 +502,7 @@ def test_with_tracing_configured_a_decision_gets_the_routes_span(
             fast = client.app.state.fast_path  # type: ignore[attr-defined]
             auth = {"Authorization": f"Bearer {token}"}
             assert client.post("/v1/decisions", json=BODY, headers=auth).status_code == 200
-            eth = {**BODY, "symbol": "ETH/USDT:USDT", "price": 3000.0}
+            eth = ETH_BODY
             again = client.post("/v1/decisions", json=eth, headers=auth)
             assert again.status_code == 200 and again.json()["reservation"]
             assert fast["answered"] == 0
