@@ -221,6 +221,12 @@ def test_a_misspelt_environment_is_refused_everywhere(sandbox: Path, command: li
     assert_refused(sandbox, command, needle, env={name: value})
 
 
+@pytest.mark.parametrize("value", ["-0.001", "nan", "abc", "5"])
+def test_serve_refuses_a_bad_batch_delay(sandbox: Path, value: str) -> None:
+    # SIZEGUARD_BATCH_DELAY (the group commit's wait for more decisions): 0 to 0.05 s
+    assert_refused(sandbox, ["serve"], "SIZEGUARD_BATCH_DELAY", env={"SIZEGUARD_BATCH_DELAY": value})
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (["sync", "--mark", "ETH=2700"], "ETH"),  # a symbol the paper exchange does not list
     (["sync", "--mark", f"{BTC}=0"], "--mark"),
