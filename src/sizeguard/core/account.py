@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, Final
 
-from sizeguard.core.position import average_entry
+from sizeguard.core.position import merged
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ def _grow(fold: Fold, p: Position) -> Fold | None:
     """``fold`` joined by ``p`` (of its symbol and side), with the operations, in the order,
     of the walk in core.decide (``_held_position``) over positions of known entry: a position
     of zero notional left out, the first one's values as they are, the others added with
-    :func:`~sizeguard.core.position.average_entry`. None where the walk must be taken: an
+    :func:`~sizeguard.core.position.merged`. None where the walk must be taken: an
     unknown entry (valued at the intent's price), a value not a float, an error."""
     n, margin, entry = p.notional, p.margin, p.entry
     if type(n) is not float or type(margin) is not float or type(entry) is not float:
@@ -65,8 +65,8 @@ def _grow(fold: Fold, p: Position) -> Fold | None:
     if not fold[3]:
         return (n, entry, margin, 1)
     try:
-        return (fold[0] + n, average_entry(fold[0], fold[1], n, entry), fold[2] + margin,
-                fold[3] + 1)
+        notional, avg, held_margin = merged(fold[0], fold[1], fold[2], n, entry, margin)
+        return (notional, avg, held_margin, fold[3] + 1)
     except ArithmeticError:  # the walk raises it again
         return None
 

@@ -737,8 +737,9 @@ def _held_position(ctx: Context) -> Held | None:
         if held is None:
             held = Held(n, e, p.margin, known)
         else:
-            held = Held(held.notional + n, position.average_entry(held.notional, held.entry, n, e),
-                        held.margin + p.margin, held.entry_known and known)
+            total, avg, margin = position.merged(held.notional, held.entry, held.margin, n, e,
+                                                 p.margin)
+            held = Held(total, avg, margin, held.entry_known and known)
     return held
 
 

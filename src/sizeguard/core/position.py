@@ -93,6 +93,15 @@ def average_entry(notional_a: float, entry_a: float, notional_b: float, entry_b:
     return (notional_a + notional_b) / (notional_a / entry_a + notional_b / entry_b)
 
 
+def merged(notional_a: float, entry_a: float, margin_a: float, notional_b: float, entry_b: float,
+           margin_b: float) -> tuple[float, float, float]:
+    """Two parts of one position merged: ``(notional, average entry, margin)``, the parts'
+    notionals and margins added and the entry by :func:`average_entry` (an add joining what is
+    held, a reservation joining the others of its symbol and side)."""
+    return (notional_a + notional_b, average_entry(notional_a, entry_a, notional_b, entry_b),
+            margin_a + margin_b)
+
+
 def risk_to_stop(is_long: bool, inverse: bool, notional: float, entry: float, stop: float,
                  entry_fee: float, exit_fee: float) -> float:
     """Money a position of entry notional ``notional`` opened at ``entry`` loses if ``stop``
@@ -256,7 +265,7 @@ def taker_fee(market: MarketRules, fallback: float) -> float:
 __all__ = [
     "Opened", "amount_for", "amount_in_quote", "amount_of_lots", "average_entry",
     "combined_liquidation", "cross_collateral", "fee_on", "fixed_face", "maintenance_amount_quote",
-    "maintenance_margin", "margin_of", "no_tier", "notional", "notional_of", "opened", "pnl",
+    "maintenance_margin", "margin_of", "merged", "no_tier", "notional", "notional_of", "opened", "pnl",
     "position_maintenance", "quote_of", "realised_pnl", "risk_to_stop", "settle_of",
     "taker_fee", "tier_at", "tier_units_of",
 ]
