@@ -10,7 +10,7 @@ import pytest
 from sizeguard.adapters.market_files import load_markets
 from sizeguard.backtest import engine
 from sizeguard.backtest.candles import Panel
-from sizeguard.backtest.engine import DAY_MS, run_backtest
+from sizeguard.backtest.engine import DAY_MS, BacktestResult, run_backtest
 from sizeguard.backtest.entries import A_CASH, A_DAY, A_DAY_PNL, A_PEAK, NA
 from sizeguard.backtest.signals import ema_cross
 from sizeguard.config import load_policy
@@ -80,9 +80,6 @@ def test_every_bar_of_the_curves_is_written(monkeypatch: pytest.MonkeyPatch, set
     # the run allocates the equity and exposure curves without filling them: the loop writes
     # every bar (flat stretches, bars in position, entry bars, chunk ends, the last bar)
     marker = 7.777e77
-    real_empty = np.empty
-    monkeypatch.setattr(np, "empty", lambda shape, *a, **kw: np.full(shape, marker)
-                        if isinstance(shape, int) else real_empty(shape, *a, **kw))
     rng = np.random.default_rng(5)
     n, k = 6_000, 2
     close = np.array([30_000.0, 2_000.0]) * np.exp(np.cumsum(rng.normal(0, 0.003, (n, k)), 0))
@@ -95,10 +92,21 @@ def test_every_bar_of_the_curves_is_written(monkeypatch: pytest.MonkeyPatch, set
     ts = 1_600_000_000_000 + np.arange(n, dtype=np.int64) * 300_000
     panel = Panel(("BTC", "ETH"), ts, open_, high, low, close, mark, 300_000)
     book = load_markets(None)
-    result = run_backtest(panel, ema_cross(panel, 10, 40, tp_r=2.0),
-                          [book["BTC/USDT:USDT"], book["ETH/USDT:USDT"]],
-                          load_policy("ai-atr-risk", None, sets),
-                          progress=(lambda done, total: None) if chunked else None)
+
+    def run() -> BacktestResult:
+        return run_backtest(panel, ema_cross(panel, 10, 40, tp_r=2.0),
+                            [book["BTC/USDT:USDT"], book["ETH/USDT:USDT"]],
+                            load_policy("ai-atr-risk", None, sets),
+                            progress=(lambda done, total: None) if chunked else None)
+
+    # once unpatched first: numba compiles the signals' and the loop's kernels here (in a fresh
+    # checkout nothing is cached), and a kernel compiled while np.empty is the patch below
+    # cannot be typed (the test failed in a clone whose first backtest this was)
+    run()
+    real_empty = np.empty
+    monkeypatch.setattr(np, "empty", lambda shape, *a, **kw: np.full(shape, marker)
+                        if isinstance(shape, int) else real_empty(shape, *a, **kw))
+    result = run()
     assert result.decisions > 20
     assert not (result.equity == marker).any() and not (result.gross == marker).any()
     assert not np.isnan(result.equity).any() and not np.isnan(result.gross).any()
